@@ -1,0 +1,1 @@
+"""Copy counting: a probe catalog and several tracer backends behind one interface (base.py)."""
