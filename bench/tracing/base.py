@@ -36,6 +36,7 @@ class PointCounts:
     ns_total: int | None = None                     # None where the backend cannot time copies
     ns_hist: dict[str, int] = field(default_factory=dict)   # log2 bucket label -> count
     samples: list[dict] = field(default_factory=list)       # {"addr": "0xffff...", "len": N, "pid": P}
+    notes: list[str] = field(default_factory=list)          # why not exact, what was absent, ...
 
     def to_json(self) -> dict:
         return dict(self.__dict__)

@@ -1,0 +1,56 @@
+"""Start a udp_peer receiver/sender pair for tracer tests, and run it once the tracer is on."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+PEER = Path(__file__).with_name("udp_peer.py")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_rmem(size: int = 16 << 20) -> None:
+    """So no datagram is dropped: SO_RCVBUF is capped by net.core.rmem_max."""
+    path = Path("/proc/sys/net/core/rmem_max")
+    if int(path.read_text()) < size:
+        path.write_text(str(size))
+
+
+@contextmanager
+def udp_pair(count: int, size: int):
+    """Yields (pids, go); go() releases both peers and returns bytes received."""
+    raise_rmem()
+    port = free_port()
+    args = [str(port), str(count), str(size)]
+    procs = []
+    try:
+        recv = subprocess.Popen([sys.executable, str(PEER), "recv", *args], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(recv)
+        assert recv.stdout.readline().strip() == "ready"
+        send = subprocess.Popen([sys.executable, str(PEER), "send", *args], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(send)
+
+        def go() -> int:
+            for p in (recv, send):
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            send.communicate(timeout=60)
+            out, _ = recv.communicate(timeout=60)
+            return int(out.split()[1])
+
+        yield {"sender": send.pid, "receiver": recv.pid}, go
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -1,0 +1,75 @@
+"""Root tests of the tracepoints backend on this machine (no kprobes needed)."""
+
+import os
+
+import pytest
+
+from bench.tracing import tracefs
+from bench.tracing.tracepoints import TracepointsTracer
+
+pytestmark = pytest.mark.root
+
+COUNT, SIZE = 1000, 1000
+
+
+def _tracer_or_skip(**kw):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: tracefs instances")
+    try:
+        tracefs.ensure()
+    except Exception as e:  # noqa: BLE001 - any reason means: no tracefs here
+        pytest.skip(f"no tracefs: {e}")
+    t = TracepointsTracer(**kw)
+    av = t.available()
+    if not av.ok:
+        pytest.skip(f"tracepoints backend unavailable: {av.reason} ({av.fix})")
+    return t
+
+
+def _ours():
+    root = tracefs.find()
+    return [p.name for p in (root / "instances").iterdir()
+            if tracefs.owner_pid(p.name) == os.getpid()]
+
+
+def _run(tracer):
+    from peers import udp_pair
+    with udp_pair(COUNT, SIZE) as (pids, go):
+        try:
+            tracer.attach(pids)
+            received = go()
+            counts = tracer.read()
+        finally:
+            tracer.detach()
+    return pids, received, counts
+
+
+def test_udp_receive_count_is_exact_and_attributed():
+    tracer = _tracer_or_skip()
+    pids, received, counts = _run(tracer)
+    assert received == COUNT * SIZE
+    recv = [c for c in counts if c.point == "recv_copy" and c.side == "receiver"]
+    assert len(recv) == 1, counts
+    assert (recv[0].calls, recv[0].bytes) == (COUNT, COUNT * SIZE)
+    assert recv[0].exact is True
+    assert {s["pid"] for s in recv[0].samples} == {pids["receiver"]}
+    # nothing of the receiver's leaks to the sender side and vice versa
+    assert not [c for c in counts if c.side == "sender" and c.point == "recv_copy"]
+    send = [c for c in counts if c.point == "send_copy" and c.side == "sender"]
+    if send:   # sock_send_length exists from 6.3 on
+        assert (send[0].calls, send[0].bytes) == (COUNT, COUNT * SIZE)
+        assert send[0].exact is False
+
+
+def test_comm_filter_attributes_by_name():
+    tracer = _tracer_or_skip(comm={"sender": "sender", "receiver": "receiver"})
+    _, _, counts = _run(tracer)
+    recv = [c for c in counts if c.point == "recv_copy" and c.side == "receiver"]
+    assert (recv[0].calls, recv[0].bytes) == (COUNT, COUNT * SIZE)
+
+
+def test_detach_leaves_no_instance_and_is_idempotent():
+    tracer = _tracer_or_skip()
+    _run(tracer)
+    tracer.detach()
+    assert _ours() == []
