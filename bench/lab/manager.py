@@ -1,0 +1,237 @@
+"""`bench lab up|down|status|destroy`: the lab's lifecycle, with state in one JSON file.
+
+Invariants: a node counts as running only if its pid file names a live process
+whose command line carries our QEMU -name; `down` removes every pid file; an
+interrupted `up` stops whatever it started.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from bench.errors import UsageError
+from bench.lab import image as image_mod
+from bench.lab import inventory, ports, qemu, sshkeys
+from bench.lab.paths import LabPaths
+from bench.lab.progress import Progress
+
+MAX_NODES = 2
+MIN_MEMORY_MIB = 768
+SSH_TIMEOUT = {"kvm": 180.0, "tcg": 420.0}
+
+
+def load_state(paths: LabPaths) -> dict | None:
+    try:
+        return json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(paths: LabPaths, state: dict) -> None:
+    paths.state.mkdir(parents=True, exist_ok=True)
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(paths.state_file)
+
+
+def node_from_state(n: dict) -> qemu.NodeSpec:
+    link = qemu.Link(**n["link"]) if n.get("link") else None
+    return qemu.NodeSpec(index=n["index"], ssh_port=n["ssh_port"], overlay=Path(n["overlay"]),
+                         console=Path(n["console"]), pidfile=Path(n["pidfile"]),
+                         memory_mib=n["memory_mib"], link=link)
+
+
+def node_to_state(node: qemu.NodeSpec) -> dict:
+    return {"index": node.index, "name": node.name, "ssh_port": node.ssh_port,
+            "overlay": str(node.overlay), "console": str(node.console),
+            "pidfile": str(node.pidfile), "memory_mib": node.memory_mib,
+            "link": {"mode": node.link.mode, "port": node.link.port} if node.link else None,
+            "link_addr": node.eth1_addr,
+            "rdma_netdev": "eth1" if node.link else "eth0"}
+
+
+def plan_nodes(paths: LabPaths, count: int, memory_mib: int,
+               pick_port=ports.free_port) -> list[qemu.NodeSpec]:
+    """Node specs with fresh free ports; node 0 listens on the link, node 1 connects."""
+    if not 1 <= count <= MAX_NODES:
+        raise UsageError(f"--nodes {count}: the lab has 1 or {MAX_NODES} nodes",
+                         "use --nodes 1 or --nodes 2")
+    if memory_mib < MIN_MEMORY_MIB:
+        raise UsageError(f"--memory {memory_mib}: too little for the lab VM",
+                         f"use at least {MIN_MEMORY_MIB} MiB (1536 is the default)")
+    link_port = pick_port() if count > 1 else None
+    nodes = []
+    for i in range(count):
+        ssh_port = pick_port()
+        while ssh_port == link_port or any(n.ssh_port == ssh_port for n in nodes):
+            ssh_port = pick_port()
+        link = None
+        if link_port:
+            link = qemu.Link("listen" if i == 0 else "connect", link_port)
+        d = paths.state
+        nodes.append(qemu.NodeSpec(index=i, ssh_port=ssh_port, overlay=d / f"lab{i}.qcow2",
+                                   console=d / f"lab{i}.console.log", pidfile=d / f"lab{i}.pid",
+                                   memory_mib=memory_mib, link=link))
+    return nodes
+
+
+def running_nodes(state: dict | None) -> list[dict]:
+    if not state:
+        return []
+    return [n for n in state["nodes"]
+            if qemu.running_pid(Path(n["pidfile"]), f"copybench-{n['name']}")]
+
+
+def status(paths: LabPaths) -> dict:
+    state = load_state(paths)
+    if not state:
+        return {"running": False, "nodes": [], "state": str(paths.state)}
+    alive = {n["name"] for n in running_nodes(state)}
+    nodes = [{"name": n["name"], "running": n["name"] in alive, "ssh_port": n["ssh_port"],
+              "link_addr": n.get("link_addr"), "console": n["console"]}
+             for n in state["nodes"]]
+    return {"running": bool(alive) and len(alive) == len(nodes), "nodes": nodes,
+            "accel": state.get("accel"), "image": state.get("image"),
+            "inventory": str(paths.inventory), "key": str(paths.key),
+            "state": str(paths.state)}
+
+
+def wait_for_ssh(node: qemu.NodeSpec, key: Path, timeout: float, progress: Progress) -> float:
+    """Seconds until `ssh true` works; UsageError with the console tail otherwise."""
+    t0 = time.monotonic()
+    last = ""
+    while time.monotonic() - t0 < timeout:
+        if not qemu.running_pid(node.pidfile, node.proc_name):
+            raise UsageError(
+                f"{node.name}: QEMU exited while booting; console log tail:\n"
+                + qemu.console_tail(node.console), f"see {node.console}")
+        ok, last = sshkeys.ssh_ok("127.0.0.1", node.ssh_port, "root", key, timeout=15)
+        if ok:
+            return time.monotonic() - t0
+        time.sleep(2)
+    raise UsageError(
+        f"{node.name}: SSH on 127.0.0.1:{node.ssh_port} did not come up within {timeout:.0f}s "
+        f"(last error: {last or 'none'}); console log tail:\n" + qemu.console_tail(node.console),
+        f"see {node.console}; `bench lab destroy` then `bench lab up` rebuilds the disks")
+
+
+def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "auto",
+       provision: bool = True, progress: Progress | None = None) -> dict:
+    progress = progress or Progress()
+    if accel not in ("auto", "kvm", "tcg"):
+        raise UsageError(f"--accel {accel}: unknown accelerator", "use auto, kvm or tcg")
+    qemu_bin = qemu.find_qemu()
+    state = load_state(paths)
+    alive = running_nodes(state)
+    if alive:
+        if len(alive) == nodes == len(state["nodes"]):
+            progress.line(f"lab already running ({nodes} node(s), {state['accel']})")
+            if provision:
+                _provision(paths, progress)
+            return status(paths)
+        raise UsageError(f"a lab with {len(state['nodes'])} node(s) is already running",
+                         "run `bench lab down` first")
+    _cleanup_stale(paths, state)
+
+    key = sshkeys.ensure_key(paths.key)
+    pubkey = key.with_suffix(".pub").read_text()
+    img = image_mod.build_image(paths.images, image_mod.default_packages(), pubkey, progress)
+    key_id = img.dir.name
+    with progress.step("Choosing the accelerator"):
+        chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin)
+    progress.line(f"accelerator: {chosen} ({why})")
+
+    specs = plan_nodes(paths, nodes, memory_mib)
+    paths.state.mkdir(parents=True, exist_ok=True)
+    old = {n["name"]: n for n in (state or {}).get("nodes", [])}
+    for n in specs:
+        # Keep a node's disk (and so its provisioning) while the image is unchanged.
+        if not (n.overlay.exists() and old.get(n.name, {}).get("image_key") == key_id):
+            qemu.create_overlay(img.rootfs, n.overlay)
+    new_state = {"accel": chosen, "accel_reason": why, "image": str(img.dir),
+                 "kernel_version": img.manifest.get("kernel_version"),
+                 "nodes": [dict(node_to_state(n), image_key=key_id) for n in specs],
+                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    save_state(paths, new_state)
+    try:
+        with progress.step(f"Booting {nodes} node(s) under {chosen.upper()} to SSH"):
+            for n in specs:
+                pid = qemu.start(n, qemu.qemu_argv(n, img.kernel, img.initrd, chosen, qemu_bin))
+                progress.line(f"  {n.name}: pid {pid}, ssh 127.0.0.1:{n.ssh_port}, "
+                              f"console {n.console}")
+            for n in specs:
+                secs = wait_for_ssh(n, key, SSH_TIMEOUT[chosen], progress)
+                progress.line(f"  {n.name}: SSH up after {secs:.0f}s")
+    except BaseException:
+        # Ctrl-C or a failed boot: leave no QEMU and no pid file behind.
+        for n in specs:
+            qemu.stop(n.pidfile, n.proc_name, grace=2)
+        raise
+    inventory.write_inventory(paths.inventory, inventory.render_lab_inventory(
+        new_state["nodes"], key))
+    if provision:
+        try:
+            _provision(paths, progress)
+        except KeyboardInterrupt:
+            down(paths, progress)
+            raise
+    return status(paths)
+
+
+def _provision(paths: LabPaths, progress: Progress) -> None:
+    from bench.lab import provision  # imports ansible lookups only when needed
+
+    provision.run_playbook(paths.inventory, progress=progress, cache=paths)
+
+
+def _cleanup_stale(paths: LabPaths, state: dict | None) -> None:
+    """Pid files of dead processes (e.g. after a host reboot) are removed."""
+    for pf in paths.state.glob("*.pid") if paths.state.exists() else []:
+        name = "copybench-" + pf.stem
+        if not qemu.running_pid(pf, name):
+            pf.unlink(missing_ok=True)
+
+
+def down(paths: LabPaths, progress: Progress | None = None) -> int:
+    """Power the VMs off (cleanly if SSH answers) and remove pid files. Returns #stopped."""
+    progress = progress or Progress()
+    state = load_state(paths)
+    alive = running_nodes(state)
+    key = paths.key
+    # Clean shutdown keeps the overlays' file systems consistent for the next up.
+    for n in alive:
+        argv = sshkeys.ssh_argv("127.0.0.1", n["ssh_port"], "root", key) + ["systemctl",
+                                                                           "poweroff"]
+        try:
+            subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + 60
+    while alive and time.monotonic() < deadline and running_nodes(state):
+        time.sleep(0.5)
+    stopped = 0
+    for n in (state or {}).get("nodes", []):
+        if qemu.stop(Path(n["pidfile"]), f"copybench-{n['name']}", grace=5):
+            stopped += 1
+    _cleanup_stale(paths, state)
+    if alive:
+        progress.line(f"stopped {len(alive)} node(s)")
+    else:
+        progress.line("no lab node was running")
+    return len(alive)
+
+
+def destroy(paths: LabPaths, images: bool = False, progress: Progress | None = None) -> None:
+    """Stop the lab and delete its disks and state; with images=True also the image cache."""
+    progress = progress or Progress()
+    down(paths, progress)
+    shutil.rmtree(paths.state, ignore_errors=True)
+    progress.line(f"removed {paths.state}")
+    if images:
+        for d in (paths.images, paths.bundles, paths.wheels):
+            shutil.rmtree(d, ignore_errors=True)
+            progress.line(f"removed {d}")

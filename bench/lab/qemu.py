@@ -1,0 +1,207 @@
+"""QEMU: choosing the accelerator, building the argv, starting and stopping by pid file.
+
+Argv construction is pure (unit-tested); starting and stopping touch processes.
+Networking obeys the project's traffic rule: user networking is `restrict=on`
+(the guest reaches nothing outside; only the SSH forward on 127.0.0.1 comes in),
+and the two-node link is a socket netdev on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import UsageError
+
+QEMU = "qemu-system-x86_64"
+QEMU_FIX = "apt-get install qemu-system-x86 qemu-utils"
+LINK_NET = "198.18.0"  # RFC 2544 benchmark range; exists only inside the VMs
+
+
+@dataclass(frozen=True)
+class Link:
+    """One end of the two-node link: node 0 listens, node 1 connects."""
+
+    mode: str  # "listen" | "connect"
+    port: int
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    index: int
+    ssh_port: int
+    overlay: Path
+    console: Path
+    pidfile: Path
+    memory_mib: int = 1536
+    cpus: int = 1
+    link: Link | None = None
+
+    @property
+    def name(self) -> str:
+        return f"lab{self.index}"
+
+    @property
+    def eth1_addr(self) -> str | None:
+        return f"{LINK_NET}.{self.index + 1}/24" if self.link else None
+
+    @property
+    def proc_name(self) -> str:
+        """QEMU's -name, used to recognise our process behind a pid file."""
+        return f"copybench-{self.name}"
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise UsageError(f"{QEMU} not found: the lab needs QEMU", QEMU_FIX)
+    if shutil.which("qemu-img") is None:
+        raise UsageError("qemu-img not found: the lab needs it for disk overlays", QEMU_FIX)
+    return path
+
+
+def kernel_cmdline(node: NodeSpec) -> str:
+    args = ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0",
+            f"systemd.hostname={node.name}"]
+    if node.eth1_addr:
+        args.append(f"copybench.eth1={node.eth1_addr}")
+    return " ".join(args)
+
+
+def qemu_argv(node: NodeSpec, kernel: Path, initrd: Path, accel: str,
+              qemu: str = QEMU, daemonize: bool = True) -> list[str]:
+    if accel not in ("kvm", "tcg"):
+        raise ValueError(f"accel must be kvm or tcg, not {accel!r}")
+    argv = [qemu, "-name", node.proc_name, "-accel", accel,
+            "-cpu", "host" if accel == "kvm" else "max",
+            "-m", str(node.memory_mib), "-smp", str(node.cpus),
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", kernel_cmdline(node),
+            "-drive", f"file={node.overlay},if=virtio,format=qcow2",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
+            "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:00:00:{node.index + 1:02x}"]
+    if node.link:
+        argv += ["-netdev", f"socket,id=n1,{node.link.mode}=127.0.0.1:{node.link.port}",
+                 "-device", f"virtio-net-pci,netdev=n1,mac=52:54:00:00:01:{node.index + 1:02x}"]
+    argv += ["-display", "none", "-monitor", "none", "-serial", f"file:{node.console}"]
+    if daemonize:
+        argv += ["-daemonize", "-pidfile", str(node.pidfile)]
+    return argv
+
+
+def create_overlay(base: Path, overlay: Path) -> None:
+    """A qcow2 overlay on the shared raw image: nodes never write the cached image."""
+    overlay.unlink(missing_ok=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+                    "-b", str(base), str(overlay)], check=True)
+
+
+def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float = 25.0) -> tuple[bool, str]:
+    """Does a guest really run under KVM here? Boot the kernel without a root
+    file system: it panics within seconds and -no-reboot makes QEMU exit. On
+    hosts where nested guests hang, nothing happens and the timeout decides."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-kernel", str(kernel),
+            "-append", "console=ttyS0 panic=-1 loglevel=4", "-no-reboot",
+            "-display", "none", "-monitor", "none", "-serial", "stdio", "-nodefaults"]
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        return False, f"cannot start {qemu}: {e}"
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return False, f"a KVM guest did not get through kernel boot in {timeout:.0f}s (nested KVM hangs)"
+    text = out.decode(errors="replace")
+    if "Kernel panic" in text or "Linux version" in text:
+        return True, "a KVM guest booted its kernel"
+    return False, f"KVM guest failed: {text.strip().splitlines()[-1:] or ['no output']}"
+
+
+def choose_accel(requested: str, kernel: Path, qemu: str = QEMU) -> tuple[str, str]:
+    """(accel, reason). `auto` probes KVM and falls back to TCG."""
+    if requested == "tcg":
+        return "tcg", "requested"
+    ok, why = probe_kvm(kernel, qemu)
+    if requested == "kvm":
+        if not ok:
+            raise UsageError(f"--accel kvm: {why}", "use --accel tcg (or auto)")
+        return "kvm", why
+    return ("kvm", why) if ok else ("tcg", why + "; using TCG")
+
+
+def read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def running_pid(pidfile: Path, proc_name: str) -> int | None:
+    """The pid in `pidfile` if that process is still our QEMU (pids get reused)."""
+    pid = read_pid(pidfile)
+    if pid is None:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if proc_name.encode() in cmdline else None
+
+
+def start(node: NodeSpec, argv: list[str]) -> int:
+    """Start a daemonized QEMU; returns its pid once QEMU has set up its devices."""
+    node.pidfile.unlink(missing_ok=True)
+    node.console.unlink(missing_ok=True)
+    res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    pid = running_pid(node.pidfile, node.proc_name)
+    if res.returncode != 0 or pid is None:
+        msg = (res.stderr or res.stdout).strip()
+        fix = "see the QEMU message above"
+        if re.search(r"Could not set up host forwarding|Address already in use", msg):
+            fix = "a port on 127.0.0.1 is taken: run `bench lab down` or stop what listens there"
+        raise UsageError(f"QEMU failed to start {node.name}: {msg or 'no message'}", fix)
+    return pid
+
+
+def stop(pidfile: Path, proc_name: str, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL; always removes the pid file. True if a process was stopped."""
+    pid = running_pid(pidfile, proc_name)
+    stopped = False
+    if pid is not None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and running_pid(pidfile, proc_name):
+                time.sleep(0.1)
+            if not running_pid(pidfile, proc_name):
+                break
+        stopped = True
+    pidfile.unlink(missing_ok=True)
+    return stopped
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+
+
+def console_tail(console: Path, lines: int = 25) -> str:
+    try:
+        data = console.read_bytes()[-32768:]
+    except OSError:
+        return "(no console log)"
+    text = _ANSI.sub("", data.decode(errors="replace"))
+    tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+    return "\n".join(tail) if tail else "(console log is empty)"
