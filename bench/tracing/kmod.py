@@ -1,0 +1,292 @@
+"""kmod backend: build, load, read and always unload the copytrace kprobe module.
+
+The only backend that reaches `_copy_from_iter`/`_copy_to_iter` on kernels that mark them
+notrace (Debian 6.1): kretprobes do not need ftrace. The module source ships in
+bench/tracing/kmod/ and is built on the target against /lib/modules/$(uname -r)/build, cached
+per kernel release (and source hash) under /var/cache/copybench/kmod/<release>/.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import UsageError
+from bench.tracing import catalog
+from bench.tracing.base import Availability, PointCounts, Tracer
+
+SRC = Path(__file__).with_name("kmod")
+MODULE = "copytrace"
+CACHE = Path("/var/cache/copybench/kmod")
+MAX_FILTERS = 8          # = MAX_FILTERS in copytrace.c
+ANY_SLOT = 8             # = ANY_SLOT: copies counted regardless of task (softirq work, rxe)
+LEN_SKB_DATA_LEN = -2    # = LEN_SKB_DATA_LEN: length is skb->data_len of the addr argument
+SKB_LEN_SYMBOLS = {"skb_copy_ubufs"}
+ANY_TASK_POINTS = {"rxe_copy"}   # rxe copies run in tasklets/workqueues, not in the agent
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+def symbol_spec(probe: catalog.Probe) -> str:
+    """name:ADDR:LEN:ANY as copytrace.c's `symbols=` parameter expects."""
+    addr = -1 if probe.addr_arg is None else probe.addr_arg
+    if probe.len_arg is not None:
+        length = probe.len_arg
+    elif probe.symbol in SKB_LEN_SYMBOLS:
+        length = LEN_SKB_DATA_LEN
+    else:
+        length = -1
+    return f"{probe.symbol}:{addr}:{length}:{1 if probe.point in ANY_TASK_POINTS else 0}"
+
+
+def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
+                  comm: dict[str, str] | None = None, nsamples: int = 256) -> list[str]:
+    """insmod arguments. Slot i is the i-th side in pids (or comm) order."""
+    if not probes:
+        raise UsageError("no kprobe symbols to trace", fix="choose points from the catalog")
+    filters = list((comm or pids or {}).values())
+    if not filters:
+        raise UsageError("copytrace needs pids or comm names to filter on",
+                         fix="pass the agents' pids, or --comm NAME")
+    if len(filters) > MAX_FILTERS:
+        raise UsageError(f"copytrace filters at most {MAX_FILTERS} pids/comms",
+                         fix="trace fewer processes at once")
+    for c in (comm or {}).values():
+        if "," in c or " " in c or len(c) > 15:
+            raise UsageError(f"bad comm {c!r}", fix="a task name of 1-15 chars, no comma/space")
+    key = "comm" if comm else "pids"
+    return [f"symbols={','.join(symbol_spec(p) for p in probes)}",
+            f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}"]
+
+
+@dataclass
+class ModuleReport:
+    version: int = 0
+    probes: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # idx->(sym, status, missed)
+    counts: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
+    hist: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+    samples: list[tuple[int, int, int, str, int, int]] = field(default_factory=list)
+
+
+def parse(text: str) -> ModuleReport:
+    """Parse /proc/copytrace (format documented at the top of copytrace.c)."""
+    r = ModuleReport()
+    for line in text.splitlines():
+        f = line.split()
+        if not f:
+            continue
+        kind, args = f[0], f[1:]
+        if kind == "version":
+            r.version = int(args[0])
+        elif kind == "probe":
+            r.probes[int(args[0])] = (args[1], args[2], int(args[3]))
+        elif kind == "count":
+            i, s, calls, nbytes, ns = map(int, args)
+            r.counts[(i, s)] = (calls, nbytes, ns)
+        elif kind == "hist":
+            r.hist[(int(args[0]), int(args[1]))] = {
+                int(b): int(n) for b, n in (kv.split(":") for kv in args[2:])}
+        elif kind == "sample":
+            r.samples.append((int(args[0]), int(args[1]), int(args[2]), args[3], int(args[4]),
+                              int(args[5])))
+    if r.version != 1:
+        raise ValueError(f"unknown copytrace output version {r.version}")
+    return r
+
+
+def bucket_label(b: int) -> str:
+    """copytrace bucket b holds durations in [2^(b-1), 2^b) ns; bucket 0 holds 0 ns."""
+    return "0" if b == 0 else f"[{1 << (b - 1)}, {1 << b})"
+
+
+def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str],
+              max_samples: int = 64) -> list[PointCounts]:
+    """One PointCounts per registered probe and side, zeros included (no copy is a result)."""
+    out = []
+    for idx, (sym, status, missed) in sorted(report.probes.items()):
+        if status != "ok":
+            continue
+        probe = probes[idx]
+        slots = [ANY_SLOT] if probe.point in ANY_TASK_POINTS else range(len(sides))
+        for slot in slots:
+            side = sides[slot] if slot < len(sides) else "other"
+            calls, nbytes, ns = report.counts.get((idx, slot), (0, 0, 0))
+            pc = PointCounts(point=probe.point, side=side, symbol=sym, backend="kmod",
+                             exact=missed == 0, calls=calls, bytes=nbytes, ns_total=ns)
+            pc.ns_hist = {bucket_label(b): n for b, n in
+                          sorted(report.hist.get((idx, slot), {}).items())}
+            pc.samples = [{"addr": a, "len": n, "pid": pid, "ns": t}
+                          for i, s, pid, a, n, t in report.samples
+                          if i == idx and s == slot][-max_samples:]
+            if missed:
+                pc.notes.append(f"{missed} copies missed (kretprobe maxactive): lower bound")
+            if probe.len_arg is None and probe.symbol not in SKB_LEN_SYMBOLS:
+                pc.notes.append("calls only: this function has no length argument")
+            out.append(pc)
+    return out
+
+
+def load_error(stderr: str, release: str) -> UsageError:
+    """Turn insmod's complaint into a message that names the fix."""
+    s = stderr.lower()
+    if "key was rejected" in s or "required key not available" in s:
+        return UsageError("the kernel refused the unsigned copytrace module (module signature "
+                          "enforcement / Secure Boot)",
+                          fix="disable Secure Boot or sign the module; fallback: --backend "
+                              "bpftrace or tracepoints")
+    if "operation not permitted" in s:
+        return UsageError("loading copytrace was refused (not root, kernel lockdown, or "
+                          "kernel.modules_disabled=1)",
+                          fix="run as root; check /sys/kernel/security/lockdown; fallback: "
+                              "--backend tracepoints")
+    if "file exists" in s:
+        return UsageError("a copytrace module is already loaded (another run, or a stale one)",
+                          fix="bench doctor --cleanup")
+    if "invalid module format" in s or "exec format error" in s:
+        return UsageError(f"copytrace was built for another kernel than {release}",
+                          fix=f"rm -r {CACHE / release} and retry")
+    return UsageError(f"insmod copytrace failed: {stderr.strip()}", fix="see dmesg")
+
+
+# -- building -----------------------------------------------------------------------------------
+def source_hash() -> str:
+    h = hashlib.sha256()
+    for name in ("copytrace.c", "Makefile"):
+        h.update((SRC / name).read_bytes())
+    return h.hexdigest()
+
+
+def build(release: str, modules_root: Path = Path("/lib/modules"), cache: Path = CACHE,
+          quiet: bool = True) -> Path:
+    """copytrace.ko for `release`, built once per kernel release and source version."""
+    out_dir = cache / release
+    ko, stamp = out_dir / f"{MODULE}.ko", out_dir / "source.sha256"
+    digest = source_hash()
+    if ko.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return ko
+    kdir = modules_root / release / "build"
+    if not (kdir / "Makefile").exists():
+        raise UsageError(f"no kernel headers for {release} ({kdir} missing)",
+                         fix=f"apt-get install linux-headers-{release}; fallback: "
+                             "--backend tracepoints")
+    for tool in ("make", "gcc"):
+        if shutil.which(tool) is None:
+            raise UsageError(f"{tool} is not installed: cannot build copytrace",
+                             fix="apt-get install build-essential")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        for name in ("copytrace.c", "Makefile"):
+            shutil.copy(SRC / name, tmp)
+        proc = subprocess.run(["make", "-C", str(kdir), f"M={tmp}", "modules"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+            raise UsageError(f"building copytrace against {kdir} failed:\n{tail}",
+                             fix=f"check that linux-headers-{release} matches the running kernel")
+        shutil.move(str(Path(tmp) / f"{MODULE}.ko"), ko)   # rename within the cache directory
+    stamp.write_text(digest + "\n")
+    return ko
+
+
+# -- the backend --------------------------------------------------------------------------------
+def module_loaded(sys_root: Path = Path("/sys")) -> bool:
+    return (sys_root / "module" / MODULE).exists()
+
+
+def unload(sys_root: Path = Path("/sys")) -> bool:
+    """rmmod copytrace if loaded; True if something was removed."""
+    if not module_loaded(sys_root):
+        return False
+    subprocess.run(["rmmod", MODULE], capture_output=True, text=True)
+    return not module_loaded(sys_root)
+
+
+def lockdown_mode(sys_root: Path = Path("/sys")) -> str:
+    try:
+        text = (sys_root / "kernel/security/lockdown").read_text()
+    except OSError:
+        return "none"
+    return text[text.find("[") + 1:text.find("]")] if "[" in text else "none"
+
+
+class KmodTracer(Tracer):
+    name = "kmod"
+    exact = True
+
+    def __init__(self, probes: list[catalog.Probe] | None = None,
+                 comm: dict[str, str] | None = None, nsamples: int = 256,
+                 proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
+                 modules_root: Path = Path("/lib/modules"), cache: Path = CACHE):
+        self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
+        self.comm = comm
+        self.nsamples = nsamples
+        self.proc_root, self.sys_root = proc_root, sys_root
+        self.modules_root, self.cache = modules_root, cache
+        self.release = catalog.kernel_release(proc_root)
+        self.sides: list[str] = []
+        self.status: dict[str, str] = {}     # symbol -> ok | absent | error:-N
+        self._loaded = False
+
+    def available(self) -> Availability:
+        syms = catalog.kallsyms(self.proc_root)
+        if not (self.proc_root / "modules").exists():
+            return Availability(False, "kernel without loadable modules (CONFIG_MODULES)",
+                                "use --backend tracepoints here, or the lab VM (bench lab up)")
+        if syms and "register_kretprobe" not in syms:
+            return Availability(False, "kernel without kprobes (CONFIG_KPROBES)",
+                                "use --backend tracepoints here, or the lab VM (bench lab up)")
+        mode = lockdown_mode(self.sys_root)
+        if mode not in ("none", ""):
+            return Availability(False, f"kernel lockdown={mode} refuses unsigned modules",
+                                "boot with lockdown=none, or use --backend tracepoints")
+        ko = self.cache / self.release / f"{MODULE}.ko"
+        if not ko.exists() and not (self.modules_root / self.release / "build").exists():
+            return Availability(False, f"no kernel headers for {self.release}",
+                                f"apt-get install linux-headers-{self.release}")
+        if not ko.exists() and not (shutil.which("make") and shutil.which("gcc")):
+            return Availability(False, "no compiler to build copytrace",
+                                "apt-get install build-essential")
+        if shutil.which("insmod") is None:
+            return Availability(False, "insmod not found", "apt-get install kmod")
+        return Availability(True, f"copytrace for {self.release}")
+
+    def attach(self, pids: dict[str, int]) -> None:
+        if module_loaded(self.sys_root):
+            raise UsageError("a copytrace module is already loaded (another run, or a stale one)",
+                             fix="bench doctor --cleanup")
+        ko = build(self.release, self.modules_root, self.cache)
+        params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples)
+        self.sides = list(self.comm or pids)
+        atexit.register(self.detach)   # a crash between attach and finally still unloads
+        proc = subprocess.run(["insmod", str(ko), *params], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise load_error(proc.stderr, self.release)
+        self._loaded = True
+        report = parse(self._proc_text())
+        self.status = {sym: st for sym, st, _ in report.probes.values()}
+        if not any(st == "ok" for st in self.status.values()):
+            self.detach()
+            raise UsageError(f"copytrace could not probe any of {', '.join(self.status)}",
+                             fix="check the symbols exist in /proc/kallsyms")
+
+    def _proc_text(self) -> str:
+        return (self.proc_root / MODULE).read_text()
+
+    def read(self) -> list[PointCounts]:
+        counts = to_counts(parse(self._proc_text()), self.probes, self.sides)
+        for pc in counts:
+            absent = [p.symbol for p in self.probes if p.point == pc.point
+                      and self.status.get(p.symbol, "ok") != "ok"]
+            if absent:
+                pc.notes.append(f"not probed on {self.release}: {', '.join(absent)}")
+        return counts
+
+    def detach(self) -> None:
+        if self._loaded:   # never unload a copytrace some other run loaded
+            unload(self.sys_root)
+        self._loaded = False
+        atexit.unregister(self.detach)

@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * copytrace: the seed's send_trace/recv_trace kprobe modules generalised into one.
+ *
+ * Counts calls, bytes and time of kernel copy functions for chosen processes. Built by
+ * bench/tracing/kmod.py against the running kernel's headers; loaded with:
+ *
+ *   insmod copytrace.ko symbols=_copy_from_iter:0:1:0,_copy_to_iter:0:1:0 pids=123,124
+ *   insmod copytrace.ko symbols=... comm=sender,receiver
+ *
+ * symbols: name:ADDR:LEN:ANY   ADDR/LEN = argument positions of the kernel buffer and the
+ *          length (-1 none; LEN -2 = skb->data_len of argument ADDR); ANY=1 counts every task
+ *          (copies done in softirq/tasklet context, e.g. rxe) into the last slot.
+ * pids:    slot i = process pids[i] or any of its descendants (walks real_parent).
+ * comm:    slot i = tasks whose comm is comm[i] (the seed's filter); used instead of pids.
+ *
+ * Why kretprobes: the copy's duration needs its return; a kprobe post_handler runs after the
+ * first instruction only. The entry handler filters (returning 1 skips the return probe), so
+ * other tasks pay one comparison.
+ *
+ * Output: /proc/copytrace, one record per line (parsed by kmod.parse()):
+ *   version 1
+ *   probe IDX SYMBOL STATUS MISSED          STATUS: ok | absent | error:-ERRNO
+ *   count IDX SLOT CALLS BYTES NS
+ *   hist IDX SLOT B:N ...                   B = log2(ns) bucket
+ *   sample IDX SLOT PID ADDR LEN NS         the last NSAMPLES copies, oldest first
+ */
+#include <linux/module.h>
+#include <linux/kprobes.h>
+#include <linux/ptrace.h>
+#include <linux/sched.h>
+#include <linux/rcupdate.h>
+#include <linux/proc_fs.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/ktime.h>
+#include <linux/log2.h>
+#include <linux/skbuff.h>
+#include <linux/atomic.h>
+#include <linux/spinlock.h>
+
+#define MAX_PROBES 16
+#define MAX_SLOTS 9		/* 8 pids/comms + the "any task" slot */
+#define MAX_FILTERS (MAX_SLOTS - 1)
+#define ANY_SLOT (MAX_SLOTS - 1)
+#define NBUCKETS 40
+#define MAX_DEPTH 16
+#define MAX_SAMPLES 4096
+#define LEN_SKB_DATA_LEN (-2)
+
+static char *symbols[MAX_PROBES];
+static int nsymbols;
+module_param_array(symbols, charp, &nsymbols, 0444);
+MODULE_PARM_DESC(symbols, "name:ADDR_ARG:LEN_ARG:ANY,... copy functions to probe");
+
+static int pids[MAX_FILTERS];
+static int npids;
+module_param_array(pids, int, &npids, 0444);
+MODULE_PARM_DESC(pids, "processes (and their descendants) to count, one slot each");
+
+static char *comm[MAX_FILTERS];
+static int ncomm;
+module_param_array(comm, charp, &ncomm, 0444);
+MODULE_PARM_DESC(comm, "task names to count, one slot each (instead of pids)");
+
+static int nsamples = 256;
+module_param(nsamples, int, 0444);
+MODULE_PARM_DESC(nsamples, "size of the (addr, len, pid) sample ring");
+
+static int maxactive = 256;
+module_param(maxactive, int, 0444);
+MODULE_PARM_DESC(maxactive, "copies in flight tracked per probe (more are counted as missed)");
+
+struct counters {
+	atomic64_t calls, bytes, ns;
+	atomic64_t hist[NBUCKETS];
+};
+
+struct probe {
+	struct kretprobe rp;
+	char name[KSYM_NAME_LEN];
+	int addr_arg, len_arg, any;
+	int status;		/* 0 registered, else the register error */
+	struct counters c[MAX_SLOTS];
+};
+
+struct entry {			/* per-call data carried from entry to return */
+	u64 t0;
+	unsigned long addr;
+	long len;
+	int slot;
+};
+
+struct sample {
+	unsigned long addr;
+	long len;
+	u64 ns;
+	int pid, probe, slot;
+};
+
+static struct probe *probes;
+static int nprobes;
+static struct sample *ring;
+static unsigned long ring_next;	/* total samples ever written */
+static DEFINE_SPINLOCK(ring_lock);
+static struct proc_dir_entry *proc_entry;
+
+static int match_slot(void)
+{
+	struct task_struct *t;
+	int i, depth, slot = -1;
+
+	if (ncomm) {
+		for (i = 0; i < ncomm; i++)
+			if (strncmp(current->comm, comm[i], TASK_COMM_LEN) == 0)
+				return i;
+		return -1;
+	}
+	rcu_read_lock();
+	t = current;
+	for (depth = 0; depth < MAX_DEPTH && t && t->pid > 0; depth++) {
+		for (i = 0; i < npids; i++) {
+			if (t->tgid == pids[i]) {
+				slot = i;
+				goto out;
+			}
+		}
+		t = rcu_dereference(t->real_parent);
+	}
+out:
+	rcu_read_unlock();
+	return slot;
+}
+
+static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct probe *p = container_of(get_kretprobe(ri), struct probe, rp);
+	struct entry *e = (struct entry *)ri->data;
+	int slot = match_slot();
+
+	if (slot < 0) {
+		if (!p->any)
+			return 1;	/* not ours: no return probe */
+		slot = ANY_SLOT;
+	}
+	e->slot = slot;
+	e->addr = p->addr_arg >= 0 ? regs_get_kernel_argument(regs, p->addr_arg) : 0;
+	if (p->len_arg >= 0)
+		e->len = (long)regs_get_kernel_argument(regs, p->len_arg);
+	else if (p->len_arg == LEN_SKB_DATA_LEN && e->addr)
+		e->len = ((struct sk_buff *)e->addr)->data_len;
+	else
+		e->len = 0;
+	e->t0 = ktime_get_ns();
+	return 0;
+}
+
+static int return_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct probe *p = container_of(get_kretprobe(ri), struct probe, rp);
+	struct entry *e = (struct entry *)ri->data;
+	u64 ns = ktime_get_ns() - e->t0;
+	struct counters *c = &p->c[e->slot];
+	int b = ns ? min_t(int, ilog2(ns) + 1, NBUCKETS - 1) : 0;
+	unsigned long flags;
+
+	atomic64_inc(&c->calls);
+	atomic64_add(e->len, &c->bytes);
+	atomic64_add(ns, &c->ns);
+	atomic64_inc(&c->hist[b]);
+	if (ring) {
+		struct sample *s;
+
+		spin_lock_irqsave(&ring_lock, flags);
+		s = &ring[ring_next++ % nsamples];
+		s->addr = e->addr;
+		s->len = e->len;
+		s->ns = ns;
+		s->pid = current->tgid;	/* the process, as the runner knows it */
+		s->probe = p - probes;
+		s->slot = e->slot;
+		spin_unlock_irqrestore(&ring_lock, flags);
+	}
+	return 0;
+}
+
+static int show(struct seq_file *m, void *v)
+{
+	int i, j, k;
+	unsigned long n, first, flags;
+	struct sample *copy;
+
+	seq_puts(m, "version 1\n");
+	for (i = 0; i < nprobes; i++) {
+		struct probe *p = &probes[i];
+
+		if (p->status == -ENOENT)
+			seq_printf(m, "probe %d %s absent 0\n", i, p->name);
+		else if (p->status)
+			seq_printf(m, "probe %d %s error:%d 0\n", i, p->name, p->status);
+		else
+			seq_printf(m, "probe %d %s ok %d\n", i, p->name, p->rp.nmissed);
+		for (j = 0; j < MAX_SLOTS; j++) {
+			struct counters *c = &p->c[j];
+
+			if (!atomic64_read(&c->calls))
+				continue;
+			seq_printf(m, "count %d %d %lld %lld %lld\n", i, j,
+				   (long long)atomic64_read(&c->calls),
+				   (long long)atomic64_read(&c->bytes),
+				   (long long)atomic64_read(&c->ns));
+			seq_printf(m, "hist %d %d", i, j);
+			for (k = 0; k < NBUCKETS; k++)
+				if (atomic64_read(&c->hist[k]))
+					seq_printf(m, " %d:%lld", k,
+						   (long long)atomic64_read(&c->hist[k]));
+			seq_putc(m, '\n');
+		}
+	}
+	if (!ring)
+		return 0;
+	copy = kmalloc_array(nsamples, sizeof(*copy), GFP_KERNEL);
+	if (!copy)
+		return -ENOMEM;
+	spin_lock_irqsave(&ring_lock, flags);
+	n = min_t(unsigned long, ring_next, nsamples);
+	first = ring_next - n;
+	for (k = 0; k < n; k++)
+		copy[k] = ring[(first + k) % nsamples];
+	spin_unlock_irqrestore(&ring_lock, flags);
+	for (k = 0; k < n; k++)
+		seq_printf(m, "sample %d %d %d 0x%lx %ld %llu\n", copy[k].probe, copy[k].slot,
+			   copy[k].pid, copy[k].addr, copy[k].len, copy[k].ns);
+	kfree(copy);
+	return 0;
+}
+
+static int parse_symbol(struct probe *p, const char *spec)
+{
+	char buf[KSYM_NAME_LEN + 32], *rest, *name, *tok;
+	int vals[3] = { -1, -1, 0 }, i;
+
+	strscpy(buf, spec, sizeof(buf));
+	rest = buf;
+	name = strsep(&rest, ":");
+	if (!name || !*name)
+		return -EINVAL;
+	for (i = 0; i < 3 && (tok = strsep(&rest, ":")); i++)
+		if (kstrtoint(tok, 10, &vals[i]))
+			return -EINVAL;
+	strscpy(p->name, name, sizeof(p->name));
+	p->addr_arg = vals[0];
+	p->len_arg = vals[1];
+	p->any = vals[2];
+	return 0;
+}
+
+static void unregister_all(void)
+{
+	int i;
+
+	for (i = 0; i < nprobes; i++)
+		if (!probes[i].status)
+			unregister_kretprobe(&probes[i].rp);
+}
+
+static int __init copytrace_init(void)
+{
+	int i, err, ok = 0;
+
+	if (!npids && !ncomm) {
+		pr_err("copytrace: give pids= or comm=, tracing every task is not supported\n");
+		return -EINVAL;
+	}
+	if (nsymbols == 0)
+		return -EINVAL;
+	if (nsamples < 0 || nsamples > MAX_SAMPLES)
+		return -EINVAL;
+	probes = kcalloc(nsymbols, sizeof(*probes), GFP_KERNEL);
+	if (!probes)
+		return -ENOMEM;
+	if (nsamples) {
+		ring = kcalloc(nsamples, sizeof(*ring), GFP_KERNEL);
+		if (!ring) {
+			kfree(probes);
+			return -ENOMEM;
+		}
+	}
+	for (i = 0; i < nsymbols; i++) {
+		struct probe *p = &probes[i];
+
+		err = parse_symbol(p, symbols[i]);
+		if (err) {
+			nprobes = i;
+			goto fail;
+		}
+		p->rp.kp.symbol_name = p->name;
+		p->rp.entry_handler = entry_handler;
+		p->rp.handler = return_handler;
+		p->rp.data_size = sizeof(struct entry);
+		p->rp.maxactive = maxactive;
+		/* An absent or notrace-protected symbol is reported, not fatal. */
+		p->status = register_kretprobe(&p->rp);
+		if (!p->status)
+			ok++;
+		else
+			pr_info("copytrace: %s not probed (%d)\n", p->name, p->status);
+	}
+	nprobes = nsymbols;
+	proc_entry = proc_create_single("copytrace", 0400, NULL, show);
+	if (!proc_entry) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	pr_info("copytrace: %d of %d probes registered\n", ok, nprobes);
+	return 0;
+fail:
+	unregister_all();
+	kfree(ring);
+	kfree(probes);
+	return err;
+}
+
+static void __exit copytrace_exit(void)
+{
+	proc_remove(proc_entry);
+	unregister_all();
+	kfree(ring);
+	kfree(probes);
+}
+
+module_init(copytrace_init);
+module_exit(copytrace_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("copybench: count, time and sample kernel data copies per process");
