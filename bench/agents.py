@@ -1,0 +1,117 @@
+"""The runner's side of the agent protocol (see workloads/agent.py): spawn, talk, stop.
+
+Children stop with SIGTERM then SIGKILL under a deadline; an agent that dies or errors becomes
+an AgentError carrying its last stderr lines, never a hang.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.errors import UsageError
+
+
+class AgentError(RuntimeError):
+    """An agent died, reported an error, or did not answer in time."""
+
+
+class Agent:
+    def __init__(self, role: str, config: dict, python: str | None = None):
+        self.role = role
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [python or sys.executable, "-m", "workloads.agent"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+            text=True, bufsize=1, env=env,
+        )
+        self._buf = ""
+        self.send({**config, "role": role})
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, msg: dict, required: bool = True) -> None:
+        """`required=False` for hints such as "stop" to an agent that may already be done."""
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            if not required:
+                return
+            raise AgentError(f"{self.role} agent is gone{self._tail()}") from None
+
+    def _readline(self, deadline: float) -> str | None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if sel.select(timeout=min(remaining, 0.5)):
+                    return self.proc.stdout.readline()
+        finally:
+            sel.close()
+
+    def expect(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._readline(deadline)
+            if line is None:
+                raise AgentError(f"{self.role} agent sent no {event!r} within {timeout:.0f} s"
+                                 f"{self._tail()}")
+            if line == "":
+                code = self.proc.wait(timeout=5)
+                raise AgentError(f"{self.role} agent exited (code {code}) before {event!r}"
+                                 f"{self._tail()}")
+            try:
+                msg = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # stray output from a library; the protocol lines are JSON
+            if msg.get("event") == "error":
+                raise AgentError(f"{self.role} agent failed: {msg.get('message')}")
+            if msg.get("event") == event:
+                return msg
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            self._stderr.seek(0)
+            tail = self._stderr.read().strip().splitlines()[-lines:]
+        except (OSError, ValueError):
+            return ""
+        return (": " + " | ".join(tail)) if tail else ""
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Idempotent: close stdin, then SIGTERM, then SIGKILL."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self._stderr):
+            try:
+                f.close()
+            except (OSError, AttributeError):
+                pass
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise UsageError(f"{what} needs root", "run as root (sudo)")

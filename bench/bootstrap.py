@@ -1,0 +1,93 @@
+"""Set up everything copybench needs on a Debian 12 machine, idempotently, with the stdlib only.
+
+    python3 -m bench.bootstrap            # what `bench run` needs
+    python3 -m bench.bootstrap --tests    # plus what the test suite and the lab VM need
+
+It installs Debian packages (as root), creates `.venv` from Debian's /usr/bin/python3 with
+--system-site-packages (so Debian's python3-pyverbs stays importable, DESIGN.md) and installs
+this project into it with its pinned dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RUN_PACKAGES = [
+    "python3-venv", "python3-dev", "gcc", "iproute2", "iperf3", "sockperf", "bpftrace", "ethtool",
+]
+TEST_PACKAGES = [
+    "qemu-system-x86", "qemu-utils", "mmdebstrap", "openssh-client", "e2fsprogs",
+]
+
+
+def say(msg: str) -> None:
+    print(f"[bootstrap] {msg}", flush=True)
+
+
+def missing_packages(names: list[str]) -> list[str]:
+    """Packages dpkg does not report as installed."""
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *names],
+        capture_output=True, text=True,
+    ).stdout
+    installed = {line.split()[0] for line in out.splitlines() if line.endswith(" installed")}
+    return [n for n in names if n not in installed]
+
+
+def apt_install(names: list[str]) -> None:
+    if not shutil.which("dpkg-query"):
+        say("not a Debian system: install these yourself: " + " ".join(names))
+        return
+    todo = missing_packages(names)
+    if not todo:
+        say("Debian packages: all present")
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"bootstrap: missing Debian packages {' '.join(todo)} "
+                 f"(fix: run as root, or `sudo apt-get install {' '.join(todo)}`)")
+    say("installing Debian packages: " + " ".join(todo))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo],
+                   check=True, env=env)
+
+
+def base_python() -> str:
+    # Debian's interpreter is the one python3-pyverbs installs into (DESIGN.md).
+    for cand in ("/usr/bin/python3", sys.executable):
+        if cand and Path(cand).exists():
+            return cand
+    return sys.executable
+
+
+def make_venv(venv: Path, extras: str) -> None:
+    py = venv / "bin" / "python"
+    if not py.exists():
+        say(f"creating {venv} (system site packages visible, for pyverbs)")
+        subprocess.run([base_python(), "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    say(f"installing copybench[{extras}] into {venv}")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-e", f"{ROOT}[{extras}]"], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m bench.bootstrap", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tests", action="store_true", help="also install test and lab-VM tools")
+    ap.add_argument("--venv", default=str(ROOT / ".venv"), help="venv path (default: .venv)")
+    args = ap.parse_args(argv)
+    pkgs = RUN_PACKAGES + (TEST_PACKAGES if args.tests else [])
+    apt_install(pkgs)
+    make_venv(Path(args.venv), "test,lab,lint" if args.tests else "lab")
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

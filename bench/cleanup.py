@@ -1,0 +1,18 @@
+"""Remove what a killed run may have left: our network namespaces and tracer state."""
+
+from __future__ import annotations
+
+
+def cleanup_all() -> list[str]:
+    done = []
+    try:
+        from bench.topology import remove_stale
+        done += [f"removed stale netns {n}" for n in remove_stale()]
+    except (ImportError, OSError) as exc:
+        done.append(f"netns cleanup skipped: {exc}")
+    try:
+        from bench.tracing.select import cleanup_stale
+    except ImportError:
+        return done
+    done += list(cleanup_stale())
+    return done

@@ -1,0 +1,171 @@
+"""`bench`: the command line. Every bad input ends in one message naming the fix, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from bench.errors import UsageError
+
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s, 0) for s in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})")
+
+
+def cmd_run(args) -> int:
+    from bench import plan, suite
+    from bench.progress import make_reporter
+    from bench.runner import Runner
+    from reports import markdown
+
+    if args.target not in (None, "local"):
+        return _run_remote(args)
+    ov = plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
+                        repeat=args.repeat, topology=args.topology,
+                        workloads=tuple(args.workload) if args.workload else None,
+                        reference=False if args.no_reference else None)
+    the_plan = plan.expand(suite.load(args.suite), ov)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
+    total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
+    runner = Runner(the_plan, out, tracer_spec=getattr(args, "tracer", None))
+    runner.check()
+    reporter = make_reporter(total)
+    runner.reporter = reporter
+    try:
+        result = runner.run()
+    finally:
+        if hasattr(reporter, "close"):
+            reporter.close()
+    print(markdown.table(result))
+    print(f"\nresult: {out}", file=sys.stderr)
+    return 0 if result.status == "complete" else EXIT_FAILED
+
+
+def _run_remote(args) -> int:
+    try:
+        from bench.targets import remote
+    except ImportError:
+        raise UsageError(f"--target {args.target}: remote targets are not available in this build",
+                         "use --target local") from None
+    return remote.run(args)
+
+
+def cmd_list(args) -> int:
+    from bench import suite
+    from workloads.registry import WORKLOADS
+    print("suites:")
+    for name in suite.builtin_names():
+        s = suite.load(name)
+        print(f"  {name:16} {s.description}")
+    print("\nworkloads:")
+    for w in WORKLOADS.values():
+        state = "ready" if w.built else "not built yet"
+        needs = f" needs: {', '.join(w.needs)}" if w.needs else ""
+        print(f"  {w.name:22} {state:14} {w.description}.{needs}")
+        print(f"  {'':22} {'':14} expect: {w.expected_copies}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from bench import doctor
+    if args.target not in (None, "local"):
+        return _run_remote(args)
+    if args.cleanup:
+        from bench.cleanup import cleanup_all
+        for line in cleanup_all():
+            print(line)
+    checks = doctor.run_checks()
+    if args.json:
+        print(json.dumps(doctor.as_json(checks), indent=1))
+        return 0
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        mark = "ok " if c.ok else "NO "
+        print(f"{mark} {c.name:{width}}  {c.detail}")
+        if not c.ok and c.fix:
+            print(f"    {'':{width}}  fix: {c.fix}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench import results
+    from reports import markdown
+    for path in args.results:
+        print(markdown.render(results.load(Path(path))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench", description="Count and cost the CPU's data copies "
+                                 "on each network path.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite and write a result JSON")
+    run.add_argument("--suite", required=True, help="built-in suite name or path to a .toml")
+    run.add_argument("--target", default=None, help="local (default), lab, or an inventory/hosts")
+    run.add_argument("--topology", choices=("loopback", "veth"), help="override the suite's topology")
+    run.add_argument("--out", default="results", help="directory for result files (default: results)")
+    g = run.add_mutually_exclusive_group()
+    g.add_argument("--duration", type=float, help="seconds per sample")
+    g.add_argument("--bytes", type=int, help="payload bytes per sample (instead of a duration)")
+    run.add_argument("--sizes", type=_sizes, help="message sizes, e.g. 1472,65536")
+    run.add_argument("--repeat", type=int, help="samples per case")
+    run.add_argument("--workload", action="append", help="only these workloads (repeatable)")
+    run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
+    run.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="suites and workloads, and what each needs")
+    lst.set_defaults(func=cmd_list)
+
+    doc = sub.add_parser("doctor", help="what this machine can measure, and how to get the rest")
+    doc.add_argument("--json", action="store_true")
+    doc.add_argument("--cleanup", action="store_true",
+                     help="remove leftovers of killed runs (netns, tracer state)")
+    doc.add_argument("--target", default=None)
+    doc.set_defaults(func=cmd_doctor)
+
+    rep = sub.add_parser("report", help="render result files as Markdown")
+    rep.add_argument("results", nargs="+")
+    rep.set_defaults(func=cmd_report)
+
+    for optional in ("bench.lab.cli", "bench.trace_cmd"):
+        try:
+            __import__(optional, fromlist=["add_parser"]).add_parser(sub)
+        except ImportError:
+            pass  # that part of the harness is not in this build
+    return ap
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # same clean path as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _sigterm)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"bench: error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"bench: fix: {exc.fix}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished cases are kept in the result file", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

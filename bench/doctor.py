@@ -1,0 +1,158 @@
+"""What this machine can measure, and the exact fix for each missing capability.
+
+Every check is a pure-ish function of filesystem roots (`proc`, `sys_root`, `boot`), so tests run
+them against fixture trees."""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import os
+import platform
+import shutil
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Roots:
+    proc: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
+    boot: Path = Path("/boot")
+    lib_modules: Path = Path("/lib/modules")
+
+
+def kernel_config(roots: Roots, release: str) -> dict[str, str]:
+    """CONFIG_* values from /proc/config.gz or /boot/config-RELEASE; {} when neither exists."""
+    text = None
+    gz = roots.proc / "config.gz"
+    if gz.exists():
+        text = gzip.decompress(gz.read_bytes()).decode(errors="replace")
+    elif (roots.boot / f"config-{release}").exists():
+        text = (roots.boot / f"config-{release}").read_text(errors="replace")
+    cfg = {}
+    for line in (text or "").splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            cfg[k] = v
+    return cfg
+
+
+def check_kprobes(roots: Roots, cfg: dict) -> Check:
+    if (roots.sys_root / "kernel/tracing/kprobe_events").exists() or \
+            (roots.sys_root / "kernel/debug/kprobes").exists() or cfg.get("CONFIG_KPROBES") == "y":
+        return Check("kprobes", True, "CONFIG_KPROBES present")
+    return Check("kprobes", False, "this kernel has no kprobes: exact copy counts are impossible here",
+                 "use a kernel with CONFIG_KPROBES=y: `bench lab up` then `--target lab`")
+
+
+def check_modules(roots: Roots, cfg: dict) -> Check:
+    if (roots.proc / "modules").exists():
+        return Check("modules", True, "loadable modules supported")
+    return Check("modules", False, "no loadable module support (no /proc/modules)",
+                 "the kmod tracer needs CONFIG_MODULES=y: use `--target lab`")
+
+
+def check_headers(roots: Roots, release: str) -> Check:
+    build = roots.lib_modules / release / "build"
+    if build.exists():
+        return Check("kernel_headers", True, f"{build}")
+    return Check("kernel_headers", False, f"no headers for {release} ({build} missing)",
+                 f"apt-get install linux-headers-{release} (Debian kernels), or `--target lab`")
+
+
+def check_tool(name: str, package: str, why: str) -> Check:
+    path = shutil.which(name)
+    if path:
+        return Check(name, True, path)
+    return Check(name, False, f"{name} not installed ({why})", f"apt-get install {package}")
+
+
+def check_tracefs(roots: Roots) -> Check:
+    for p in (roots.sys_root / "kernel/tracing", roots.sys_root / "kernel/debug/tracing"):
+        if (p / "events").exists():
+            return Check("tracefs", True, str(p))
+    return Check("tracefs", False, "tracefs is not mounted",
+                 "mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def check_io_uring() -> Check:
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = libc.syscall(425, 1, params)  # __NR_io_uring_setup on x86-64 and arm64
+    if fd >= 0:
+        os.close(fd)
+        return Check("io_uring", True, "io_uring_setup works")
+    err = ctypes.get_errno()
+    return Check("io_uring", False, f"io_uring_setup failed: {os.strerror(err)}",
+                 "enable io_uring (sysctl kernel.io_uring_disabled=0) or use a kernel ≥5.19")
+
+
+def check_so_zerocopy() -> Check:
+    so_zerocopy = getattr(socket, "SO_ZEROCOPY", 60)
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, so_zerocopy, 1)
+        return Check("so_zerocopy", True, "SO_ZEROCOPY accepted")
+    except OSError as exc:
+        return Check("so_zerocopy", False, f"SO_ZEROCOPY refused: {exc}", "use a kernel ≥4.14")
+
+
+def check_rdma(roots: Roots) -> Check:
+    ib = roots.sys_root / "class/infiniband"
+    devs = sorted(p.name for p in ib.iterdir()) if ib.exists() else []
+    if devs:
+        return Check("rdma_device", True, ", ".join(devs))
+    return Check("rdma_device", False, "no RDMA device (no /sys/class/infiniband entries)",
+                 "real NIC, or soft-RoCE: `modprobe rdma_rxe && rdma link add rxe0 type rxe "
+                 "netdev eth0`; on kernels without modules: `bench lab up` and `--target lab`")
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", True, "running as root")
+    return Check("root", False, "not root: veth topology, tracers and RDMA setup need root",
+                 "run as root (sudo), or use --topology loopback")
+
+
+def check_kvm() -> Check:
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Check("kvm", True, "/dev/kvm present (the lab still probes that a guest really "
+                     "boots under it and falls back to TCG)")
+    return Check("kvm", False, "no usable /dev/kvm: the lab VM runs under TCG (slower)",
+                 "nothing to do for correctness; for speed enable KVM")
+
+
+def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check]:
+    release = release or platform.release()
+    cfg = kernel_config(roots, release)
+    return [
+        check_root(),
+        check_kprobes(roots, cfg),
+        check_modules(roots, cfg),
+        check_headers(roots, release),
+        check_tracefs(roots),
+        check_tool("bpftrace", "bpftrace", "bpftrace tracer backend"),
+        check_io_uring(),
+        check_so_zerocopy(),
+        check_rdma(roots),
+        check_tool("iperf3", "iperf3", "reference for TCP/UDP"),
+        check_tool("sockperf", "sockperf", "reference for UDP latency"),
+        check_tool("ib_write_bw", "perftest", "reference for RDMA"),
+        check_kvm(),
+        check_tool("qemu-system-x86_64", "qemu-system-x86", "the lab VM"),
+        check_tool("mmdebstrap", "mmdebstrap", "building the lab VM image"),
+    ]
+
+
+def as_json(checks: list[Check]) -> list[dict]:
+    return [asdict(c) for c in checks]

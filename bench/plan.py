@@ -1,0 +1,109 @@
+"""Expand a suite and command-line overrides into concrete cases. Pure: no I/O, no root."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from bench.errors import UsageError
+from bench.suite import Suite
+from workloads import registry
+
+TOPOLOGIES = ("loopback", "veth")
+DEFAULT_DURATION = 2.0
+MAX_DURATION_CAP = 120.0    # a --bytes run still stops by this many seconds
+
+
+@dataclass(frozen=True)
+class Overrides:
+    duration: float | None = None
+    bytes: int | None = None
+    sizes: tuple[int, ...] | None = None
+    repeat: int | None = None
+    topology: str | None = None
+    workloads: tuple[str, ...] | None = None
+    reference: bool | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: str
+    size: int
+    topology: str
+    duration: float            # seconds cap on the send loop
+    count: int | None          # message cap (from --bytes), or None
+    repeat: int
+    reference: bool
+    skip_reason: str | None = None
+    skip_fix: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.workload}-{self.size}-{self.topology}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    suite: str
+    cases: tuple[Case, ...] = field(default_factory=tuple)
+
+    @property
+    def topologies(self) -> set[str]:
+        return {c.topology for c in self.cases if c.skip_reason is None}
+
+
+def _check_common(duration, nbytes, repeat, topology) -> None:
+    if duration is not None and not duration > 0:
+        raise UsageError(f"duration {duration}: must be more than 0 seconds",
+                         "pass --duration with a positive number, e.g. --duration 2")
+    if nbytes is not None and nbytes <= 0:
+        raise UsageError(f"--bytes {nbytes}: must be at least 1", "pass e.g. --bytes 1000000")
+    if repeat is not None and repeat < 1:
+        raise UsageError(f"repeat {repeat}: must be at least 1", "pass e.g. --repeat 3")
+    if topology is not None and topology not in TOPOLOGIES:
+        raise UsageError(f"unknown topology {topology!r}", f"use one of: {', '.join(TOPOLOGIES)}")
+
+
+def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
+    d = suite.defaults
+    duration = ov.duration if ov.duration is not None else d.get("duration")
+    nbytes = ov.bytes if ov.bytes is not None else (None if ov.duration else d.get("bytes"))
+    repeat = ov.repeat if ov.repeat is not None else d.get("repeat", 1)
+    default_topology = ov.topology or d.get("topology", "veth")
+    reference = ov.reference if ov.reference is not None else d.get("reference", True)
+    _check_common(duration, nbytes, repeat, default_topology)
+    if duration is None:
+        duration = MAX_DURATION_CAP if nbytes else DEFAULT_DURATION
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for entry in suite.matrix:
+        topologies = (ov.topology,) if ov.topology else (entry.topologies or (default_topology,))
+        for t in topologies:
+            _check_common(None, None, None, t)
+        for name in entry.workloads:
+            wl = registry.get(name)
+            if ov.workloads and name not in ov.workloads:
+                continue
+            for size in (ov.sizes or entry.sizes):
+                err = wl.size_error(size)
+                if err:
+                    raise UsageError(err, f"choose sizes between 1 and {wl.max_size} for {name}")
+                for topo in topologies:
+                    case = Case(
+                        workload=name, size=size, topology=topo, duration=float(duration),
+                        count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
+                        reference=bool(reference and wl.reference),
+                        skip_reason=None if wl.built else f"workload {name} is not built yet",
+                        skip_fix=None if wl.built else "see the project's open issues; "
+                        "it will run once its module lands",
+                    )
+                    if case.id not in seen:
+                        seen.add(case.id)
+                        cases.append(case)
+    if ov.workloads:
+        for name in ov.workloads:
+            registry.get(name)
+    if not cases:
+        raise UsageError(f"suite {suite.name}: nothing to run with these filters",
+                         "drop --workload or pick workloads that are in the suite (`bench list`)")
+    return Plan(suite=suite.name, cases=tuple(cases))

@@ -1,0 +1,113 @@
+"""The result document: one JSON file per run, versioned, written atomically.
+
+Schema history (refuse newer, upgrade older when a reader knows how):
+  1 — 2026-11: metadata, cases with samples (ours) and reference samples (iperf3 et al.).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.errors import UsageError
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "skipped", "failed", "interrupted")
+
+
+@dataclass
+class CaseResult:
+    id: str
+    workload: str
+    size: int
+    topology: str
+    status: str = "ok"
+    reason: str | None = None
+    fix: str | None = None
+    params: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+    reference: list[dict] = field(default_factory=list)
+    network: dict = field(default_factory=dict)
+
+    def stat(self, key: str, which: str = "samples") -> dict | None:
+        """mean/median/stdev/min/max of a numeric per-sample field (dotted keys allowed)."""
+        values = [v for v in (_dig(s, key) for s in getattr(self, which)) if v is not None]
+        return summarize(values)
+
+
+@dataclass
+class RunResult:
+    suite: str
+    metadata: dict
+    cases: list[CaseResult] = field(default_factory=list)
+    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    finished: str | None = None
+    status: str = "running"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def summarize(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {
+        "n": len(values), "mean": statistics.fmean(values), "median": statistics.median(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values), "max": max(values),
+    }
+
+
+def _dig(d: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def save(result: RunResult, path: Path) -> Path:
+    """Write to a temporary file in the same directory, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(result.to_json(), f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def from_json(doc: dict, source: str = "<dict>") -> RunResult:
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if version is None:
+        raise UsageError(f"{source} is not a copybench result (no schema_version)",
+                         "pass a JSON file written by `bench run`")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UsageError(f"{source} has schema_version {version!r}, newer than this copybench "
+                         f"understands ({SCHEMA_VERSION})", "upgrade copybench to read it")
+    if version < 1:
+        raise UsageError(f"{source} has unknown schema_version {version}",
+                         "re-run the benchmark with this copybench")
+    cases = [CaseResult(**c) for c in doc.get("cases", [])]
+    fields = {k: doc[k] for k in ("suite", "metadata", "started", "finished", "status") if k in doc}
+    return RunResult(cases=cases, schema_version=version, **fields)
+
+
+def load(path: Path) -> RunResult:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"result file {path} not found", "pass a path written by `bench run`") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not valid JSON ({exc})", "pass a result written by `bench run`") from None
+    return from_json(doc, str(path))

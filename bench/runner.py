@@ -1,0 +1,253 @@
+"""Runs a plan: per case, topology -> receiver + sender agents -> samples -> reference row.
+
+One direction, no back and forth (DESIGN.md). The result file is rewritten atomically after
+every sample, so Ctrl-C, a killed agent or a crash keeps every finished case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import metrics, reference, results, sysinfo
+from bench.agents import Agent, AgentError
+from bench.errors import UsageError
+from bench.plan import Case, Plan
+from bench.results import CaseResult, RunResult
+from bench.topology import Endpoints, Topology
+
+AGENT_READY_TIMEOUT = 20.0
+DRAIN_SECONDS = 0.05        # lets datagrams already on the veth reach the socket before "stop"
+SOCKET_BUFFER = reference.SOCKET_BUFFER
+
+
+class Reporter:
+    """Progress callbacks; the CLI supplies a rich or plain-text one."""
+
+    def case_start(self, case: Case, index: int, total: int) -> None: ...
+    def sample_done(self, case: Case, rep: int, sample: dict, ref: dict | None) -> None: ...
+    def case_done(self, case: CaseResult) -> None: ...
+
+
+@dataclass
+class Runner:
+    plan: Plan
+    out_path: Path
+    reporter: Reporter = field(default_factory=Reporter)
+    tracer_spec: str | None = None
+
+    def __post_init__(self):
+        self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
+        self._topologies: dict[str, Topology] = {}
+        self._endpoints: dict[str, Endpoints] = {}
+        self._live_agents: list[Agent] = []
+        self._live_procs: list[subprocess.Popen] = []
+
+    # -- checks before anything is created ---------------------------------------------------
+    def check(self) -> None:
+        if any(c.reference for c in self.plan.cases if c.skip_reason is None):
+            reference.check()
+        if "veth" in self.plan.topologies:
+            Topology("veth").check_privileges()
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        self.result.metadata["plan"] = [c.id for c in self.plan.cases]
+        current: CaseResult | None = None
+        try:
+            for i, case in enumerate(self.plan.cases):
+                current = self._new_case(case)
+                self.reporter.case_start(case, i, len(self.plan.cases))
+                if case.skip_reason is None:
+                    self._run_case(case, current)
+                self.reporter.case_done(current)
+                self._save()
+            self.result.status = "complete"
+        except KeyboardInterrupt:
+            self.result.status = "interrupted"
+            if current is not None and current.status == "running":
+                current.status, current.reason = "interrupted", "stopped by Ctrl-C / SIGTERM"
+            raise
+        except AgentError as exc:
+            self.result.status = "failed"
+            if current is not None:
+                current.status, current.reason = "failed", str(exc)
+                current.fix = "see the agent's message; re-run the case alone with --workload"
+        finally:
+            self._stop_everything()
+            self.result.finished = _now_iso()
+            self._save()
+        return self.result
+
+    def _new_case(self, case: Case) -> CaseResult:
+        cr = CaseResult(id=case.id, workload=case.workload, size=case.size, topology=case.topology,
+                        status="skipped" if case.skip_reason else "running",
+                        reason=case.skip_reason, fix=case.skip_fix,
+                        params={"duration_s": case.duration, "count": case.count,
+                                "repeat": case.repeat, "socket_buffer": SOCKET_BUFFER})
+        self.result.cases.append(cr)
+        return cr
+
+    def _run_case(self, case: Case, cr: CaseResult) -> None:
+        ep = self._topology(case.topology)
+        cr.network = self._topologies[case.topology].snapshot()
+        for rep in range(case.repeat):
+            sample = self._run_sample(case, ep)
+            sample["repeat"] = rep
+            cr.samples.append(sample)
+            ref = self._run_reference(case, ep) if case.reference else None
+            if ref is not None:
+                ref["repeat"] = rep
+                cr.reference.append(ref)
+            self.reporter.sample_done(case, rep, sample, ref)
+            self._save()
+        bad = [s for s in cr.samples if s.get("payload_errors")]
+        if bad:
+            cr.status = "failed"
+            cr.reason = f"payload verification failed in {len(bad)} of {len(cr.samples)} samples"
+            cr.fix = "this path delivered wrong bytes: its throughput is not valid"
+        else:
+            cr.status = "ok"
+
+    def _topology(self, kind: str) -> Endpoints:
+        if kind not in self._endpoints:
+            topo = Topology(kind)
+            self._topologies[kind] = topo
+            self._endpoints[kind] = topo.__enter__()
+        return self._endpoints[kind]
+
+    # -- one sample: two agents ------------------------------------------------------------
+    def _agent(self, role: str, config: dict) -> Agent:
+        agent = Agent(role, config)
+        self._live_agents.append(agent)
+        return agent
+
+    def _run_sample(self, case: Case, ep: Endpoints) -> dict:
+        common = {"workload": case.workload, "size": case.size,
+                  "rcvbuf": SOCKET_BUFFER, "sndbuf": SOCKET_BUFFER}
+        rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr})
+        try:
+            rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
+            tx = self._agent("sender", {**common, "netns": ep.tx_netns,
+                                        "target": [ep.rx_addr, rx_ready["port"]],
+                                        "duration": case.duration, "count": case.count})
+            try:
+                tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
+                cpu0 = metrics.read_cpu_times()
+                tx.send({"cmd": "go"})
+                tx_res = tx.expect("result", case.duration + 30)
+                time.sleep(DRAIN_SECONDS)
+                rx.send({"cmd": "stop"}, required=False)
+                rx_res = rx.expect("result", 30)
+                cpu1 = metrics.read_cpu_times()
+            finally:
+                self._retire(tx)
+        finally:
+            self._retire(rx)
+        sample = metrics.derive(tx_res, rx_res, metrics.cpu_delta(cpu0, cpu1), case.size)
+        sample["payload_errors"] = int(rx_res.get("bad", 0))
+        sample["sender"] = {"pid": tx_ready["pid"], "buffer_addr": tx_res.get("buffer_addr"),
+                            "send_errors": tx_res.get("send_errors", 0),
+                            "sndbuf": tx_ready.get("sndbuf")}
+        sample["receiver"] = {"pid": rx_ready["pid"], "buffer_addr": rx_res.get("buffer_addr"),
+                              "rcvbuf": rx_ready.get("rcvbuf"),
+                              "recv_calls": rx_res.get("recv_calls")}
+        return sample
+
+    def _retire(self, agent: Agent) -> None:
+        agent.stop()
+        if agent in self._live_agents:
+            self._live_agents.remove(agent)
+
+    # -- reference tool --------------------------------------------------------------------
+    def _in_ns(self, netns: str | None, argv: list[str]) -> list[str]:
+        return [sys.executable, "-m", "bench.nsexec", netns, "--", *argv] if netns else argv
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._live_procs.append(p)
+        return p
+
+    def _run_reference(self, case: Case, ep: Endpoints) -> dict:
+        port = 5201 if ep.rx_netns else _free_port(ep.rx_addr)
+        server = self._spawn(self._in_ns(ep.rx_netns, reference.server_argv(ep.rx_addr, port)))
+        try:
+            _wait_listening(server.pid, port, timeout=10)
+            client = self._spawn(self._in_ns(ep.tx_netns, reference.client_argv(
+                case.workload, ep.rx_addr, port, case.size, case.duration, case.count)))
+            try:
+                out, err = client.communicate(timeout=case.duration + 30)
+            except subprocess.TimeoutExpired:
+                return {"tool": "iperf3", "error": "timed out"}
+            try:
+                return reference.parse(out)
+            except (ValueError, KeyError) as exc:
+                return {"tool": "iperf3", "error": f"{exc} {err.strip()[:200]}"}
+        finally:
+            self._stop_procs()
+
+    def _stop_procs(self) -> None:
+        for p in self._live_procs:
+            _terminate(p)
+        self._live_procs.clear()
+
+    # -- cleanup ---------------------------------------------------------------------------
+    def _stop_everything(self) -> None:
+        for agent in list(self._live_agents):
+            self._retire(agent)
+        self._stop_procs()
+        for topo in self._topologies.values():
+            topo.teardown()
+        self._topologies.clear()
+        self._endpoints.clear()
+
+    def _save(self) -> None:
+        results.save(self.result, self.out_path)
+
+
+def _terminate(p: subprocess.Popen, grace: float = 2.0) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for f in (p.stdout, p.stderr):
+        with contextlib.suppress(OSError, AttributeError):
+            f.close()
+
+
+def _free_port(addr: str) -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind((addr, 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(pid: int, port: int, timeout: float) -> None:
+    """Poll the process's own view of TCP sockets (its netns) until `port` is listening."""
+    deadline = time.monotonic() + timeout
+    want = f":{port:04X}"
+    while time.monotonic() < deadline:
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                lines = []
+            for ln in lines:
+                parts = ln.split()
+                if len(parts) > 3 and parts[1].endswith(want) and parts[3] == "0A":  # LISTEN
+                    return
+        time.sleep(0.05)
+    raise UsageError(f"reference server did not listen on port {port} within {timeout:.0f} s",
+                     "check that iperf3 runs (`iperf3 -s -1`), or use --no-reference")
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat()

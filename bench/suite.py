@@ -1,0 +1,105 @@
+"""Suites are data: TOML files with defaults and a matrix (workloads x sizes x topologies).
+
+    name = "smoke"
+    description = "..."
+    [defaults]                # any of: duration, bytes, repeat, topology, reference
+    duration = 1.0
+    [[matrix]]
+    workloads = ["udp"]
+    sizes = [1472]
+    topologies = ["veth"]     # optional, else defaults.topology
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bench.errors import UsageError
+
+DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology": str,
+                "reference": bool}
+MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list}
+
+
+@dataclass(frozen=True)
+class MatrixEntry:
+    workloads: tuple[str, ...]
+    sizes: tuple[int, ...]
+    topologies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    defaults: dict = field(default_factory=dict)
+    matrix: tuple[MatrixEntry, ...] = ()
+    source: str = ""
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("bench.suites").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a TOML file by path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"suite file {name_or_path} not found",
+                             "give an existing .toml path or a built-in name: "
+                             + ", ".join(builtin_names()))
+        return parse(path.read_text(), source=str(path))
+    if name_or_path not in builtin_names():
+        raise UsageError(f"unknown suite {name_or_path!r}",
+                         "use one of: " + ", ".join(builtin_names()) + " (or a path to a .toml)")
+    text = resources.files("bench.suites").joinpath(f"{name_or_path}.toml").read_text()
+    return parse(text, source=f"builtin:{name_or_path}")
+
+
+def _typed(where: str, key: str, value, want) -> None:
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise UsageError(f"{where}: {key} = {value!r} has the wrong type",
+                         f"see the suite format in bench/suite.py")
+
+
+def parse(text: str, source: str = "<string>") -> Suite:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"suite {source} is not valid TOML: {exc}",
+                         "fix the TOML syntax at the position shown") from None
+    unknown = set(doc) - {"name", "description", "defaults", "matrix"}
+    if unknown:
+        raise UsageError(f"suite {source}: unknown key(s) {', '.join(sorted(unknown))}",
+                         "allowed top-level keys: name, description, defaults, matrix")
+    defaults = doc.get("defaults", {})
+    for key, value in defaults.items():
+        if key not in DEFAULT_KEYS:
+            raise UsageError(f"suite {source}: unknown default {key!r}",
+                             "allowed: " + ", ".join(DEFAULT_KEYS))
+        _typed(f"suite {source} [defaults]", key, value, DEFAULT_KEYS[key])
+    entries = []
+    for i, raw in enumerate(doc.get("matrix", [])):
+        where = f"suite {source} [[matrix]] #{i + 1}"
+        for key, value in raw.items():
+            if key not in MATRIX_KEYS:
+                raise UsageError(f"{where}: unknown key {key!r}", "allowed: " + ", ".join(MATRIX_KEYS))
+            _typed(where, key, value, list)
+        if not raw.get("workloads") or not raw.get("sizes"):
+            raise UsageError(f"{where}: needs non-empty 'workloads' and 'sizes' lists",
+                             'e.g. workloads = ["udp"] and sizes = [1472]')
+        for s in raw["sizes"]:
+            _typed(where, "sizes", s, int)
+        entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
+                                   tuple(raw.get("topologies", ()))))
+    if not entries:
+        raise UsageError(f"suite {source} has no [[matrix]] entries",
+                         "add at least one [[matrix]] with workloads and sizes")
+    return Suite(name=str(doc.get("name", Path(source).stem)),
+                 description=str(doc.get("description", "")), defaults=defaults,
+                 matrix=tuple(entries), source=source)

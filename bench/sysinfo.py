@@ -1,0 +1,98 @@
+"""Metadata that identifies where a result was measured (kernel, CPU, virtualisation, versions).
+
+Roots are parameters so tests can use fixture trees."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+from importlib import metadata as im
+from pathlib import Path
+
+LIBRARIES = ("copybench", "pyroute2", "pyperf", "rich", "matplotlib")
+TOOLS = {"iperf3": ["iperf3", "--version"], "sockperf": ["sockperf", "--version"],
+         "bpftrace": ["bpftrace", "--version"]}
+SYSCTLS = ("net/core/rmem_max", "net/core/wmem_max", "net/core/optmem_max",
+           "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/tcp_congestion_control")
+
+
+def cpu_model(proc: Path = Path("/proc")) -> str:
+    try:
+        for line in (proc / "cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def virtualization(proc: Path = Path("/proc"), sys_root: Path = Path("/sys")) -> str:
+    if shutil.which("systemd-detect-virt"):
+        out = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True).stdout.strip()
+        if out:
+            return out
+    try:
+        if " hypervisor" in (proc / "cpuinfo").read_text():
+            product = (sys_root / "class/dmi/id/product_name")
+            return product.read_text().strip() if product.exists() else "hypervisor"
+    except OSError:
+        pass
+    return "none"
+
+
+def tool_version(argv: list[str]) -> str | None:
+    if not shutil.which(argv[0]):
+        return None
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (p.stdout or p.stderr).strip().splitlines()
+    m = re.search(r"\d+(\.\d+)+", text[0]) if text else None
+    return m.group(0) if m else (text[0] if text else None)
+
+
+def git_sha(repo: Path = Path(__file__).resolve().parent.parent) -> str | None:
+    if not (repo / ".git").exists() or not shutil.which("git"):
+        return None
+    p = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return p.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def sysctls(proc: Path = Path("/proc")) -> dict[str, str]:
+    out = {}
+    for key in SYSCTLS:
+        try:
+            out[key.replace("/", ".")] = (proc / "sys" / key).read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+def collect() -> dict:
+    libs = {}
+    for name in LIBRARIES:
+        try:
+            libs[name] = im.version(name)
+        except im.PackageNotFoundError:
+            libs[name] = None
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "virtualization": virtualization(),
+        "python": platform.python_version(),
+        "libraries": libs,
+        "tools": {name: tool_version(argv) for name, argv in TOOLS.items()},
+        "git_sha": git_sha(),
+        "sysctls": sysctls(),
+    }

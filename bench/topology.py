@@ -1,0 +1,129 @@
+"""Where the agents talk: host loopback, or two network namespaces joined by a veth pair.
+
+`veth` (the default) makes data cross a device as on a wire, between 198.18.0.1 and .2 — the
+RFC 2544 benchmarking range, and only inside namespaces we create. Names carry the runner's pid
+(`cb<pid>tx`, `cb<pid>rx`) so `bench doctor --cleanup` can tell a stale one from a live one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from bench.errors import UsageError
+
+STALE_RE = re.compile(r"^cb(\d+)(tx|rx)$")
+TX_ADDR, RX_ADDR, PREFIX = "198.18.0.1", "198.18.0.2", 30
+
+
+@dataclass
+class Endpoints:
+    kind: str
+    tx_netns: str | None
+    rx_netns: str | None
+    tx_addr: str
+    rx_addr: str
+    tx_ifname: str | None = None
+    rx_ifname: str | None = None
+
+
+class Topology:
+    """Context manager: created on enter, always removed on exit."""
+
+    def __init__(self, kind: str, tag: int | None = None):
+        self.kind = kind
+        self.tag = os.getpid() if tag is None else tag
+        self.endpoints: Endpoints | None = None
+        self._created_ns: list[str] = []
+
+    def __enter__(self) -> Endpoints:
+        try:
+            self.endpoints = self.setup()
+        except BaseException:
+            self.teardown()
+            raise
+        return self.endpoints
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+    def check_privileges(self) -> None:
+        if self.kind == "veth" and os.geteuid() != 0:
+            raise UsageError("the veth topology creates network namespaces and needs root",
+                             "run as root (sudo), or use --topology loopback")
+
+    def setup(self) -> Endpoints:
+        if self.kind == "loopback":
+            return Endpoints("loopback", None, None, "127.0.0.1", "127.0.0.1")
+        if self.kind != "veth":
+            raise UsageError(f"unknown topology {self.kind!r}", "use loopback or veth")
+        self.check_privileges()
+        from pyroute2 import IPRoute, NetNS, netns
+        tx_ns, rx_ns = f"cb{self.tag}tx", f"cb{self.tag}rx"
+        tx_if, rx_if = f"cb{self.tag}t", f"cb{self.tag}r"
+        for name in (tx_ns, rx_ns):
+            netns.create(name)
+            self._created_ns.append(name)
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=tx_if, kind="veth", peer=rx_if)
+            for ifname, ns in ((tx_if, tx_ns), (rx_if, rx_ns)):
+                ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], net_ns_fd=ns)
+        for ns, ifname, addr in ((tx_ns, tx_if, TX_ADDR), (rx_ns, rx_if, RX_ADDR)):
+            with NetNS(ns) as nsr:
+                idx = nsr.link_lookup(ifname=ifname)[0]
+                nsr.addr("add", index=idx, address=addr, prefixlen=PREFIX)
+                nsr.link("set", index=idx, state="up")
+                nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
+        return Endpoints("veth", tx_ns, rx_ns, TX_ADDR, RX_ADDR, tx_if, rx_if)
+
+    def teardown(self) -> None:
+        # Removing a namespace destroys the veth end inside it, and with it the pair.
+        if not self._created_ns:
+            return
+        from pyroute2 import netns
+        for name in list(self._created_ns):
+            try:
+                netns.remove(name)
+            except OSError:
+                pass
+            self._created_ns.remove(name)
+
+    def snapshot(self) -> dict:
+        """Network state worth keeping next to the numbers: MTU and offloads per interface."""
+        ep = self.endpoints
+        if ep is None or ep.kind != "veth":
+            return {"kind": self.kind, "mtu": _loopback_mtu()}
+        from pyroute2 import NetNS
+        out = {"kind": "veth"}
+        for side, ns, ifname in (("tx", ep.tx_netns, ep.tx_ifname), ("rx", ep.rx_netns, ep.rx_ifname)):
+            with NetNS(ns) as nsr:
+                link = nsr.get_links(ifname=ifname)[0]
+                out[f"{side}_mtu"] = link.get("IFLA_MTU") or link.get("mtu")
+                out[f"{side}_gso_max_size"] = link.get("IFLA_GSO_MAX_SIZE") or link.get("gso_max_size")
+        return out
+
+
+def _loopback_mtu() -> int | None:
+    try:
+        return int(open("/sys/class/net/lo/mtu").read())
+    except OSError:
+        return None
+
+
+def stale_namespaces(names: list[str], alive=lambda pid: os.path.exists(f"/proc/{pid}")) -> list[str]:
+    """Our namespaces whose creating runner is gone (pure, for `bench doctor --cleanup`)."""
+    stale = []
+    for n in names:
+        m = STALE_RE.match(n)
+        if m and not alive(int(m.group(1))):
+            stale.append(n)
+    return stale
+
+
+def remove_stale() -> list[str]:
+    from pyroute2 import netns
+    gone = stale_namespaces(netns.listnetns())
+    for n in gone:
+        netns.remove(n)
+    return gone

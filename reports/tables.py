@@ -1,0 +1,76 @@
+"""Rows of the comparison table, computed from a result. Pure: reporting never measures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.results import CaseResult, RunResult
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    workload: str
+    size: int
+    topology: str
+    status: str
+    gbps: float | None = None
+    gbps_stdev: float | None = None
+    mmsgs: float | None = None
+    ref_gbps: float | None = None
+    ratio: float | None = None
+    tx_cpu_gb: float | None = None
+    rx_cpu_gb: float | None = None
+    softirq_gb: float | None = None
+    loss_pct: float | None = None
+    note: str = ""
+
+
+def _median(cr: CaseResult, key: str, which: str = "samples") -> float | None:
+    st = cr.stat(key, which)
+    return st["median"] if st else None
+
+
+def case_row(cr: CaseResult) -> Row:
+    if cr.status == "skipped" or not cr.samples:
+        note = cr.reason or ""
+        if cr.fix:
+            note += f" — fix: {cr.fix}"
+        return Row(cr.id, cr.workload, cr.size, cr.topology, cr.status, note=note)
+    gbps = _median(cr, "gbps")
+    ref = _median(cr, "gbps", "reference")
+    st = cr.stat("gbps")
+    msgs = _median(cr, "msgs_per_s")
+    errors = [r["error"] for r in cr.reference if r.get("error")]
+    note = cr.reason or ""
+    if errors:
+        note = (note + "; " if note else "") + f"reference failed: {errors[0]}"
+    return Row(
+        cr.id, cr.workload, cr.size, cr.topology, cr.status,
+        gbps=gbps, gbps_stdev=st["stdev"] if st else None,
+        mmsgs=msgs / 1e6 if msgs is not None else None,
+        ref_gbps=ref, ratio=(gbps / ref) if (gbps and ref) else None,
+        tx_cpu_gb=_median(cr, "cpu_s_per_gb.sender"), rx_cpu_gb=_median(cr, "cpu_s_per_gb.receiver"),
+        softirq_gb=_median(cr, "cpu_s_per_gb.softirq"), loss_pct=_median(cr, "loss_pct"),
+        note=note,
+    )
+
+
+def rows(result: RunResult) -> list[Row]:
+    return [case_row(c) for c in result.cases]
+
+
+COLUMNS = [
+    ("case", "case"), ("status", "status"), ("gbps", "Gbit/s"), ("gbps_stdev", "±"),
+    ("mmsgs", "Mmsg/s"), ("ref_gbps", "ref Gbit/s"), ("ratio", "ratio"),
+    ("tx_cpu_gb", "sender CPU s/GB"), ("rx_cpu_gb", "receiver CPU s/GB"),
+    ("softirq_gb", "softirq s/GB"), ("loss_pct", "loss %"), ("note", "note"),
+]
+
+
+def fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)

@@ -1,0 +1,58 @@
+"""Every copy path copybench knows, whether it is built, and what it needs to run.
+
+A workload that is not built yet, or cannot run on this machine, is still planned: the runner
+records it as *skipped* with the reason and the fix, never silently drops or fakes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    transport: str                 # "dgram" | "stream" | "rdma"
+    max_size: int                  # largest message the path can carry in one message
+    built: bool = True
+    needs: tuple[str, ...] = ()    # capability names from bench.doctor
+    reference: str | None = None   # the field's standard tool for the same path
+    expected_copies: str = ""
+
+    def size_error(self, size: int) -> str | None:
+        if size <= 0:
+            return f"message size {size} for {self.name}: must be at least 1 byte"
+        if size > self.max_size:
+            return (f"message size {size} for {self.name}: the largest is {self.max_size} bytes"
+                    + (" (65535 - 20 IPv4 - 8 UDP)" if self.transport == "dgram" else ""))
+        return None
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (
+    Workload("udp", "UDP datagrams, send()/recv_into()", "dgram", 65507, reference="iperf3",
+             expected_copies="COPY#1 + COPY#4 per datagram, bytes = payload"),
+    Workload("tcp", "TCP stream, sendall()/recv_into()", "stream", 64 << 20, reference="iperf3",
+             expected_copies="COPY#1 + COPY#4, bytes = payload"),
+    Workload("msg_zerocopy", "send(MSG_ZEROCOPY) + error-queue completions", "stream", 64 << 20,
+             built=False, needs=("so_zerocopy",),
+             expected_copies="send copies vanish when the kernel really does zerocopy"),
+    Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE)", "stream",
+             64 << 20, built=False,
+             expected_copies="receive copies vanish for page-aligned chunks"),
+    Workload("io_uring", "io_uring send/send_zc with registered buffers", "stream", 64 << 20,
+             built=False, needs=("io_uring",),
+             expected_copies="which copies remain with each io_uring mode"),
+    Workload("rdma", "RDMA WRITE/SEND on an RC QP (pyverbs)", "rdma", 1 << 30, built=False,
+             needs=("rdma_device",), reference="ib_write_bw",
+             expected_copies="no _copy_*_iter; rxe's own emulation copies counted apart"),
+)}
+
+
+def get(name: str) -> Workload:
+    from bench.errors import UsageError
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        raise UsageError(f"unknown workload {name!r}",
+                         f"use one of: {', '.join(WORKLOADS)} (`bench list` shows them)") from None

@@ -1,0 +1,65 @@
+"""Socket plumbing shared by the plain socket workloads (udp, tcp): buffers, bounds, pacing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from workloads.agent import now
+from workloads.pattern import PERIOD, block
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+
+
+def size_buffers(sock: socket.socket, cfg: dict) -> dict:
+    """Apply the requested socket buffer sizes (forced past rmem_max when root); report actual."""
+    for opt, force, key in ((socket.SO_RCVBUF, SO_RCVBUFFORCE, "rcvbuf"),
+                            (socket.SO_SNDBUF, SO_SNDBUFFORCE, "sndbuf")):
+        want = cfg.get(key)
+        if want:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force if os.geteuid() == 0 else opt, want)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, opt, want)
+    return {"rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+            "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)}
+
+
+class PatternSource:
+    """Pre-cut payload views: message i of a stream/datagram flow is one slice, no per-send work.
+
+    The backing store is a bytearray so its user address can be reported (seed exercise)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.buf = bytearray(block(size))
+        mv = memoryview(self.buf)
+        self.views = [mv[k:k + size] for k in range(PERIOD)]
+
+    def for_offset(self, offset: int) -> memoryview:
+        return self.views[offset % PERIOD]
+
+
+@dataclass
+class SendBound:
+    """Stops a send loop at `count` messages or `duration` seconds, whichever comes first.
+    Both cannot be absent: every load loop is bounded (the runner always sets a duration cap)."""
+
+    duration: float
+    count: int | None = None
+
+    def __post_init__(self):
+        self.t_start = now()
+        self.deadline = self.t_start + self.duration
+
+    def done(self, sent: int) -> bool:
+        if self.count is not None and sent >= self.count:
+            return True
+        # Checking the clock costs ~40 ns; every 16 messages keeps overshoot tiny.
+        return (sent & 15) == 0 and now() >= self.deadline
+
+
+def bound_from(cfg: dict) -> SendBound:
+    return SendBound(duration=float(cfg["duration"]), count=cfg.get("count"))

@@ -1,0 +1,83 @@
+"""UDP datagrams: send() on a connected socket, recv_into() on the receiver.
+
+Expected copies (DESIGN.md): COPY#1 + COPY#4 per datagram; bytes copied = payload bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import block, datagram_ok
+from workloads.sockets import PatternSource, bound_from, size_buffers
+
+MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    size = int(cfg["size"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bufs = size_buffers(sock, cfg)
+    sock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    addr = sock.getsockname()
+    buf = bytearray(size)
+    mv = memoryview(buf)
+    ref = block(size)
+    io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
+
+    def send_end_marker():
+        # A zero-length datagram queued behind the sender's: drains the queue, then ends the loop.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", addr)
+
+    io.on_cmd("stop", send_end_marker)
+    cpu = CpuWindow().start()
+    messages = nbytes = bad = 0
+    t_first = t_last = None
+    while True:
+        n = sock.recv_into(buf)
+        if n == 0:
+            break
+        t_last = now()
+        if t_first is None:
+            t_first = t_last
+        if n == size and datagram_ok(ref, mv[:n]):
+            messages += 1
+            nbytes += n
+        else:
+            bad += 1
+    return {"messages": messages, "bytes": nbytes, "bad": bad, "t_first": t_first,
+            "t_last": t_last, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+
+
+def sender(cfg: dict, io: AgentIO) -> dict:
+    size = int(cfg["size"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bufs = size_buffers(sock, cfg)
+    sock.connect(tuple(cfg["target"]))
+    src = PatternSource(size)
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    io.wait_cmd("go")
+    cpu = CpuWindow().start()
+    bound = bound_from(cfg)
+    sent = errors = 0
+    send = sock.send
+    views = src.views
+    period = len(views)
+    while not bound.done(sent):
+        try:
+            send(views[sent % period])
+            sent += 1
+        except OSError as exc:
+            # ENOBUFS/EAGAIN: the qdisc or socket is full; the datagram is lost, not retried.
+            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                raise
+            errors += 1
+            if bound.count is None and now() >= bound.deadline:
+                break
+    t_end = now()
+    return {"messages": sent, "bytes": sent * size, "send_errors": errors,
+            "t_start": bound.t_start, "t_end": t_end, "cpu": cpu.stop(),
+            "buffer_addr": buffer_address(src.buf)}
