@@ -44,8 +44,10 @@ def symbol_spec(probe: catalog.Probe) -> str:
 
 
 def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
-                  comm: dict[str, str] | None = None, nsamples: int = 256) -> list[str]:
-    """insmod arguments. Slot i is the i-th side in pids (or comm) order."""
+                  comm: dict[str, str] | None = None, nsamples: int = 256,
+                  sockonly: bool = True) -> list[str]:
+    """insmod arguments. Slot i is the i-th side in pids (or comm) order. sockonly: count
+    only copies inside socket syscalls (pipes/files use the same copy functions)."""
     if not probes:
         raise UsageError("no kprobe symbols to trace", fix="choose points from the catalog")
     filters = list((comm or pids or {}).values())
@@ -60,7 +62,8 @@ def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = Non
             raise UsageError(f"bad comm {c!r}", fix="a task name of 1-15 chars, no comma/space")
     key = "comm" if comm else "pids"
     return [f"symbols={','.join(symbol_spec(p) for p in probes)}",
-            f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}"]
+            f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}",
+            f"sockonly={int(sockonly)}"]
 
 
 @dataclass
@@ -219,11 +222,12 @@ class KmodTracer(Tracer):
 
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, nsamples: int = 256,
-                 proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
+                 all_copies: bool = False, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
                  modules_root: Path = Path("/lib/modules"), cache: Path = CACHE):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
         self.comm = comm
         self.nsamples = nsamples
+        self.all_copies = all_copies     # True: also pipe/file copies (bench trace --all-copies)
         self.proc_root, self.sys_root = proc_root, sys_root
         self.modules_root, self.cache = modules_root, cache
         self.release = catalog.kernel_release(proc_root)
@@ -259,7 +263,8 @@ class KmodTracer(Tracer):
             raise UsageError("a copytrace module is already loaded (another run, or a stale one)",
                              fix="bench doctor --cleanup")
         ko = build(self.release, self.modules_root, self.cache)
-        params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples)
+        params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples,
+                               sockonly=not self.all_copies)
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads
         proc = subprocess.run(["insmod", str(ko), *params], capture_output=True, text=True)

@@ -23,9 +23,11 @@ def test_symbol_spec_positions():
 
 def test_module_params_pids_and_comm():
     params = kmod.module_params(PROBES[:1], pids={"sender": 10, "receiver": 11})
-    assert params == ["symbols=_copy_from_iter:0:1:0", "pids=10,11", "nsamples=256"]
-    params = kmod.module_params(PROBES[:1], comm={"sender": "sender"}, nsamples=8)
-    assert params[1:] == ["comm=sender", "nsamples=8"]
+    assert params == ["symbols=_copy_from_iter:0:1:0", "pids=10,11", "nsamples=256",
+                      "sockonly=1"]
+    params = kmod.module_params(PROBES[:1], comm={"sender": "sender"}, nsamples=8,
+                                sockonly=False)
+    assert params[1:] == ["comm=sender", "nsamples=8", "sockonly=0"]
 
 
 @pytest.mark.parametrize("kw", [{}, {"comm": {"a": "bad,name"}},

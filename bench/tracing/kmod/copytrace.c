@@ -13,6 +13,8 @@
  *          (copies done in softirq/tasklet context, e.g. rxe) into the last slot.
  * pids:    slot i = process pids[i] or any of its descendants (walks real_parent).
  * comm:    slot i = tasks whose comm is comm[i] (the seed's filter); used instead of pids.
+ * sockonly: 1 (default) counts a task's copies only inside socket syscalls (send*, recv*,
+ *          getsockopt, io_uring_enter, io_uring workers); 0 counts every copy.
  *
  * Why kretprobes: the copy's duration needs its return; a kprobe post_handler runs after the
  * first instruction only. The entry handler filters (returning 1 skips the return probe), so
@@ -39,6 +41,8 @@
 #include <linux/skbuff.h>
 #include <linux/atomic.h>
 #include <linux/spinlock.h>
+#include <linux/unistd.h>
+#include <asm/syscall.h>
 
 #define MAX_PROBES 16
 #define MAX_SLOTS 9		/* 8 pids/comms + the "any task" slot */
@@ -67,6 +71,10 @@ MODULE_PARM_DESC(comm, "task names to count, one slot each (instead of pids)");
 static int nsamples = 256;
 module_param(nsamples, int, 0444);
 MODULE_PARM_DESC(nsamples, "size of the (addr, len, pid) sample ring");
+
+static bool sockonly = true;
+module_param(sockonly, bool, 0444);
+MODULE_PARM_DESC(sockonly, "count only copies made inside socket syscalls (not pipe/file I/O)");
 
 static int maxactive = 256;
 module_param(maxactive, int, 0444);
@@ -106,6 +114,34 @@ static unsigned long ring_next;	/* total samples ever written */
 static DEFINE_SPINLOCK(ring_lock);
 static struct proc_dir_entry *proc_entry;
 
+/*
+ * Why: _copy_{from,to}_iter also serve pipes and files, so an agent's JSON-lines control
+ * traffic and Python's imports would be counted as network copies. The syscall the task is
+ * in tells them apart without probing the (often inlined) socket layer.
+ */
+static bool in_socket_call(void)
+{
+	long nr;
+
+	if (!sockonly || (current->flags & PF_IO_WORKER))
+		return true;	/* io_uring workers run the process's socket I/O */
+	nr = syscall_get_nr(current, task_pt_regs(current));
+	switch (nr) {
+	case __NR_sendto:
+	case __NR_recvfrom:
+	case __NR_sendmsg:
+	case __NR_recvmsg:
+	case __NR_sendmmsg:
+#ifdef __NR_recvmmsg
+	case __NR_recvmmsg:
+#endif
+	case __NR_getsockopt:	/* TCP_ZEROCOPY_RECEIVE copies what it cannot map */
+	case __NR_io_uring_enter:
+		return true;
+	}
+	return false;
+}
+
 static int match_slot(void)
 {
 	struct task_struct *t;
@@ -139,6 +175,8 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct entry *e = (struct entry *)ri->data;
 	int slot = match_slot();
 
+	if (slot >= 0 && !in_socket_call())
+		slot = -1;
 	if (slot < 0) {
 		if (!p->any)
 			return 1;	/* not ours: no return probe */
