@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from datetime import datetime
@@ -147,12 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt  # same clean path as Ctrl-C
+def _on_sigterm(main_pid: int):
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)  # a forked child (a library's helper) must not run our cleanup
+        raise KeyboardInterrupt  # same clean path as Ctrl-C
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

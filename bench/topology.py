@@ -7,8 +7,11 @@ RFC 2544 benchmarking range, and only inside namespaces we create. Names carry t
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 from bench.errors import UsageError
@@ -59,7 +62,7 @@ class Topology:
         if self.kind != "veth":
             raise UsageError(f"unknown topology {self.kind!r}", "use loopback or veth")
         self.check_privileges()
-        from pyroute2 import IPRoute, NetNS, netns
+        from pyroute2 import IPRoute, netns
         tx_ns, rx_ns = f"cb{self.tag}tx", f"cb{self.tag}rx"
         tx_if, rx_if = f"cb{self.tag}t", f"cb{self.tag}r"
         for name in (tx_ns, rx_ns):
@@ -69,12 +72,10 @@ class Topology:
             ipr.link("add", ifname=tx_if, kind="veth", peer=rx_if)
             for ifname, ns in ((tx_if, tx_ns), (rx_if, rx_ns)):
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], net_ns_fd=ns)
-        for ns, ifname, addr in ((tx_ns, tx_if, TX_ADDR), (rx_ns, rx_if, RX_ADDR)):
-            with NetNS(ns) as nsr:
-                idx = nsr.link_lookup(ifname=ifname)[0]
-                nsr.addr("add", index=idx, address=addr, prefixlen=PREFIX)
-                nsr.link("set", index=idx, state="up")
-                nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
+        self._state = {"kind": "veth"}
+        for side, ns, ifname, addr in (("tx", tx_ns, tx_if, TX_ADDR), ("rx", rx_ns, rx_if, RX_ADDR)):
+            for key, value in _ns_config(ns, ifname, f"{addr}/{PREFIX}").items():
+                self._state[f"{side}_{key}"] = value
         return Endpoints("veth", tx_ns, rx_ns, TX_ADDR, RX_ADDR, tx_if, rx_if)
 
     def teardown(self) -> None:
@@ -94,14 +95,19 @@ class Topology:
         ep = self.endpoints
         if ep is None or ep.kind != "veth":
             return {"kind": self.kind, "mtu": _loopback_mtu()}
-        from pyroute2 import NetNS
         out = {"kind": "veth"}
         for side, ns, ifname in (("tx", ep.tx_netns, ep.tx_ifname), ("rx", ep.rx_netns, ep.rx_ifname)):
-            with NetNS(ns) as nsr:
-                link = nsr.get_links(ifname=ifname)[0]
-                out[f"{side}_mtu"] = link.get("IFLA_MTU") or link.get("mtu")
-                out[f"{side}_gso_max_size"] = link.get("IFLA_GSO_MAX_SIZE") or link.get("gso_max_size")
+            for key, value in _ns_config(ns, ifname, None).items():
+                out[f"{side}_{key}"] = value
         return out
+
+
+def _ns_config(ns: str, ifname: str, cidr: str | None) -> dict:
+    argv = [sys.executable, "-m", "bench.nsconfig", ns, ifname] + ([cidr] if cidr else [])
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        raise RuntimeError(f"configuring {ifname} in {ns} failed: {p.stderr.strip()[-300:]}")
+    return json.loads(p.stdout)
 
 
 def _loopback_mtu() -> int | None:

@@ -1,0 +1,76 @@
+"""Shared fixtures. Tiers: tests/unit (pure), tests/host (root on this machine: netns, veth,
+real sockets), tests/lab and tests/tracing/lab (inside the QEMU lab VM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def bench_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.cli", *args]
+
+
+def our_netns() -> set[str]:
+    try:
+        from pyroute2 import netns
+        return {n for n in netns.listnetns() if n.startswith("cb")}
+    except OSError:
+        return set()
+
+
+def agent_pids() -> set[int]:
+    """Processes named like our agents (the seed's comm names)."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() in ("sender", "receiver"):
+                    pids.add(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def root_only():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces): run the suite as root, as CI does")
+
+
+@pytest.fixture
+def run_bench(tmp_path):
+    """Run the real CLI in a subprocess; return (returncode, stdout, stderr, result-or-None)."""
+
+    def run(*args: str, timeout: float = 180):
+        out_dir = tmp_path / "out"
+        p = subprocess.run(bench_cmd(*args, "--out", str(out_dir)) if args and args[0] == "run"
+                           else bench_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                           cwd=REPO)
+        files = sorted(out_dir.glob("*.json")) if out_dir.exists() else []
+        doc = json.loads(files[-1].read_text()) if files else None
+        return p.returncode, p.stdout, p.stderr, doc
+
+    return run
+
+
+@pytest.fixture
+def no_leftovers():
+    """Asserts a test leaves no netns and no agent behind."""
+    ns0, agents0 = our_netns(), agent_pids()
+    yield
+    assert our_netns() - ns0 == set(), "network namespaces left behind"
+    assert agent_pids() - agents0 == set(), "agent processes left behind"

@@ -1,0 +1,122 @@
+"""Bad input, Ctrl-C and killed agents: one message, the right exit code, nothing left behind."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, agent_pids, bench_cmd, our_netns
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--suite", "nope"], "unknown suite"),
+    (["--suite", "smoke", "--workload", "udp", "--sizes", "65508"], "largest is 65507"),
+    (["--suite", "smoke", "--sizes", "0"], "at least 1 byte"),
+    (["--suite", "smoke", "--sizes", "-5"], "at least 1 byte"),
+    (["--suite", "smoke", "--duration", "0"], "more than 0"),
+    (["--suite", "smoke", "--workload", "pigeon"], "unknown workload"),
+    (["--suite", "smoke", "--repeat", "0"], "at least 1"),
+])
+def test_bad_input_exits_2_with_one_message(run_bench, no_leftovers, args, needle, tmp_path):
+    rc, out, err, doc = run_bench("run", *args)
+    assert rc == 2, err
+    assert needle in err and "fix:" in err and "Traceback" not in err
+    assert doc is None  # nothing was run, nothing written
+
+
+def test_malformed_toml_file(run_bench, no_leftovers, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[matrix]\nworkloads = ['udp'")
+    rc, out, err, doc = run_bench("run", "--suite", str(bad))
+    assert rc == 2 and "not valid TOML" in err and "Traceback" not in err
+
+
+def test_not_root_for_veth_is_refused(run_bench, no_leftovers):
+    if os.geteuid() != 0:
+        rc, out, err, _ = run_bench("run", "--suite", "smoke")
+        assert rc == 2 and "root" in err
+        return
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        *bench_cmd("run", "--suite", "smoke", "--out", "/tmp")],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "needs root" in p.stderr and "--topology loopback" in p.stderr
+
+
+def test_missing_reference_tool(no_leftovers, tmp_path, root_only):
+    env = dict(os.environ, PATH=f"{tmp_path}/empty")  # no iperf3 on PATH
+    p = subprocess.run(bench_cmd("run", "--suite", "smoke", "--out", str(tmp_path)),
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert p.returncode == 2 and "iperf3" in p.stderr and "--no-reference" in p.stderr
+
+
+def _start(tmp_path, *args):
+    return subprocess.Popen(bench_cmd("run", "--suite", "smoke", "--out", str(tmp_path), *args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def _wait_for_agent(parent: int, role: str, timeout=30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in agent_pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == role and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no {role} agent appeared")
+
+
+def _result(tmp_path):
+    files = list(Path(tmp_path).glob("*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+def test_ctrl_c_mid_run_keeps_finished_cases(tmp_path, root_only, no_leftovers):
+    p = _start(tmp_path, "--duration", "3", "--no-reference")
+    # Let the first case (udp) finish, interrupt during the second (tcp).
+    _wait_for_agent(p.pid, "sender")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if list(tmp_path.glob("*.json")) and any(
+                c["status"] == "ok" for c in _result(tmp_path)["cases"]):
+            break
+        time.sleep(0.1)
+    _wait_for_agent(p.pid, "sender")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    doc = _result(tmp_path)
+    assert doc["status"] == "interrupted"
+    statuses = {c["id"]: c["status"] for c in doc["cases"]}
+    assert statuses == {"udp-1472-veth": "ok", "tcp-65536-veth": "interrupted"}
+
+
+def test_killed_agent_stops_the_run_cleanly(tmp_path, root_only, no_leftovers):
+    p = _start(tmp_path, "--duration", "5", "--no-reference", "--workload", "tcp")
+    pid = _wait_for_agent(p.pid, "receiver")
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGKILL)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    doc = _result(tmp_path)
+    assert doc["status"] == "failed"
+    c = doc["cases"][0]
+    assert c["status"] == "failed" and "agent" in c["reason"]
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, root_only, no_leftovers):
+    p = _start(tmp_path, "--duration", "5", "--no-reference", "--workload", "udp")
+    _wait_for_agent(p.pid, "sender")
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=30)
+    assert p.returncode == 130
+    assert _result(tmp_path)["cases"][0]["status"] == "interrupted"

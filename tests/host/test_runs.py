@@ -1,0 +1,70 @@
+"""Real UDP/TCP runs through the CLI over veth (root) and loopback, payload verified."""
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def case(doc, cid):
+    return next(c for c in doc["cases"] if c["id"] == cid)
+
+
+@pytest.mark.parametrize("workload,size,count", [("udp", 1000, 1000), ("udp", 1472, 23),
+                                                  ("tcp", 65536, 1000), ("tcp", 1000, 23)])
+def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, workload, size, count):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", workload,
+                                  "--sizes", str(size), "--bytes", str(count * size),
+                                  "--no-reference")
+    assert rc == 0, err
+    c = case(doc, f"{workload}-{size}-veth")
+    assert c["status"] == "ok"
+    s = c["samples"][0]
+    # The kernel makes these exact: N messages of S bytes arrive as N*S verified bytes.
+    assert s["messages_sent"] == count
+    assert s["messages"] == count
+    assert s["bytes"] == count * size
+    assert s["payload_errors"] == 0
+    assert int(s["receiver"]["buffer_addr"], 16) > 0 and int(s["sender"]["buffer_addr"], 16) > 0
+    assert c["network"]["tx_mtu"] == 1500
+
+
+def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--duration", "0.5")
+    assert rc == 0, err
+    assert doc["status"] == "complete" and doc["schema_version"] == 1
+    assert [c["id"] for c in doc["cases"]] == ["udp-1472-veth", "tcp-65536-veth"]
+    for c in doc["cases"]:
+        s, ref = c["samples"][0], c["reference"][0]
+        assert s["gbps"] > 0 and s["payload_errors"] == 0
+        assert s["cpu_s_per_gb"]["sender"] > 0 and s["cpu_s_per_gb"]["receiver"] > 0
+        assert ref["tool"] == "iperf3" and ref["gbps"] > 0, ref
+    assert "| udp-1472-veth | ok |" in out and "ref Gbit/s" in out
+    meta = doc["metadata"]
+    assert meta["kernel"] and meta["cpu_count"] >= 1 and meta["libraries"]["pyroute2"] == "0.9.7"
+
+
+def test_loopback_needs_no_namespaces(run_bench, no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--topology", "loopback",
+                                  "--workload", "udp", "--sizes", "64", "--bytes", "6400",
+                                  "--no-reference")
+    assert rc == 0, err
+    c = case(doc, "udp-64-loopback")
+    assert c["samples"][0]["messages"] == 100 and c["samples"][0]["bytes"] == 6400
+
+
+def test_unbuilt_workloads_are_skipped_with_reasons(run_bench, root_only, no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", "rdma",
+                                  "--workload", "io_uring")
+    assert rc == 0, err
+    assert {c["status"] for c in doc["cases"]} == {"skipped"}
+    assert all(c["reason"] and c["fix"] for c in doc["cases"])
+    assert "not built yet" in out
+
+
+def test_report_renders_a_saved_result(run_bench, tmp_path):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--topology", "loopback",
+                                  "--workload", "tcp", "--bytes", "655360", "--no-reference")
+    assert rc == 0, err
+    path = next((tmp_path / "out").glob("*.json"))
+    rc, out, err, _ = run_bench("report", str(path))
+    assert rc == 0 and "# copybench: smoke" in out and "tcp-65536-loopback" in out

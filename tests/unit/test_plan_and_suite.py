@@ -1,0 +1,97 @@
+import pytest
+
+from bench import plan, suite
+from bench.errors import UsageError
+
+TWO = """
+name = "t"
+[defaults]
+duration = 1.5
+repeat = 2
+[[matrix]]
+workloads = ["udp", "tcp"]
+sizes = [1000, 2000]
+topologies = ["veth", "loopback"]
+[[matrix]]
+workloads = ["rdma"]
+sizes = [4096]
+"""
+
+
+def test_expand_is_the_full_product_with_defaults():
+    p = plan.expand(suite.parse(TWO))
+    ids = [c.id for c in p.cases]
+    assert len(ids) == 2 * 2 * 2 + 1
+    assert ids[0] == "udp-1000-veth" and ids[1] == "udp-1000-loopback"
+    udp = p.cases[0]
+    assert (udp.duration, udp.repeat, udp.count, udp.reference) == (1.5, 2, None, True)
+
+
+def test_unbuilt_workload_is_planned_as_skipped_with_reason_and_fix():
+    rdma = plan.expand(suite.parse(TWO)).cases[-1]
+    assert rdma.workload == "rdma"
+    assert "not built" in rdma.skip_reason and rdma.skip_fix
+
+
+def test_overrides_replace_sizes_topology_and_filter_workloads():
+    ov = plan.Overrides(sizes=(1472,), topology="loopback", workloads=("udp",), repeat=5)
+    p = plan.expand(suite.parse(TWO), ov)
+    assert [c.id for c in p.cases] == ["udp-1472-loopback"]
+    assert p.cases[0].repeat == 5
+
+
+def test_bytes_become_a_message_count_rounded_up():
+    p = plan.expand(suite.parse(TWO), plan.Overrides(bytes=10_001, workloads=("udp",)))
+    assert {c.count for c in p.cases} == {11, 6}  # 10001/1000 -> 11, 10001/2000 -> 6
+
+
+@pytest.mark.parametrize("size", [0, -1, 65508, 100000])
+def test_impossible_udp_sizes_are_refused(size):
+    with pytest.raises(UsageError) as e:
+        plan.expand(suite.parse(TWO), plan.Overrides(sizes=(size,), workloads=("udp",)))
+    assert "udp" in e.value.message and e.value.fix
+
+
+def test_largest_udp_payload_is_allowed():
+    p = plan.expand(suite.parse(TWO), plan.Overrides(sizes=(65507,), workloads=("udp",)))
+    assert p.cases[0].size == 65507
+
+
+@pytest.mark.parametrize("ov", [plan.Overrides(duration=0), plan.Overrides(duration=-2),
+                                plan.Overrides(repeat=0), plan.Overrides(bytes=0),
+                                plan.Overrides(topology="wire")])
+def test_bad_overrides_are_refused(ov):
+    with pytest.raises(UsageError):
+        plan.expand(suite.parse(TWO), ov)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name = ", "not valid TOML"),
+    ("[[matrix]]\nworkloads=['udp']\nsizes=[1]\n[bogus]\n", "unknown key"),
+    ("[defaults]\nduration='x'\n[[matrix]]\nworkloads=['udp']\nsizes=[1]", "wrong type"),
+    ("[defaults]\nspeed=1\n[[matrix]]\nworkloads=['udp']\nsizes=[1]", "unknown default"),
+    ("name='x'", "no [[matrix]]"),
+    ("[[matrix]]\nworkloads=['udp']", "needs non-empty"),
+])
+def test_malformed_suites_are_refused_with_a_message(text, needle):
+    with pytest.raises(UsageError) as e:
+        suite.parse(text)
+    assert needle in e.value.message
+
+
+def test_unknown_workload_and_suite_name_the_choices():
+    with pytest.raises(UsageError) as e:
+        plan.expand(suite.parse("[[matrix]]\nworkloads=['carrier-pigeon']\nsizes=[1]"))
+    assert "udp" in e.value.fix
+    with pytest.raises(UsageError) as e:
+        suite.load("no-such-suite")
+    assert "smoke" in e.value.fix
+
+
+def test_builtin_suites_load_and_expand():
+    names = suite.builtin_names()
+    assert {"smoke", "sockets", "socket-vs-rdma"} <= set(names)
+    for n in names:
+        assert plan.expand(suite.load(n)).cases
+    workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
+    assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring", "rdma"}
