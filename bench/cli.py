@@ -19,7 +19,7 @@ def _sizes(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(s, 0) for s in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})")
+        raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
 def cmd_run(args) -> int:

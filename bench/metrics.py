@@ -21,7 +21,7 @@ def parse_cpu_line(parts: list[str], hz: int) -> dict[str, float]:
     if not parts or parts[0] != "cpu":
         raise ValueError("not an aggregate cpu line")
     values = [int(x) for x in parts[1:1 + len(CPU_FIELDS)]]
-    return {name: v / hz for name, v in zip(CPU_FIELDS, values)}
+    return {name: v / hz for name, v in zip(CPU_FIELDS, values, strict=False)}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

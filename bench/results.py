@@ -11,7 +11,7 @@ import os
 import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -45,7 +45,7 @@ class RunResult:
     suite: str
     metadata: dict
     cases: list[CaseResult] = field(default_factory=list)
-    started: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished: str | None = None
     status: str = "running"
     schema_version: int = SCHEMA_VERSION

@@ -64,7 +64,7 @@ def load(name_or_path: str) -> Suite:
 def _typed(where: str, key: str, value, want) -> None:
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise UsageError(f"{where}: {key} = {value!r} has the wrong type",
-                         f"see the suite format in bench/suite.py")
+                         "see the suite format in bench/suite.py")
 
 
 def parse(text: str, source: str = "<string>") -> Suite:

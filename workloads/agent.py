@@ -80,7 +80,7 @@ class CpuWindow:
     user: float = 0.0
     sys: float = 0.0
 
-    def start(self) -> "CpuWindow":
+    def start(self) -> CpuWindow:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self._u0, self._s0 = ru.ru_utime, ru.ru_stime
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, agent_pids, bench_cmd, our_netns
+from tests.conftest import REPO, agent_pids, bench_cmd
 
 
 @pytest.mark.parametrize("args,needle", [
