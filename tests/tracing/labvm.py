@@ -1,0 +1,84 @@
+"""Run tracer code inside the lab VM (`bench lab up`) over SSH, for @pytest.mark.lab tests.
+
+The harness is copied into the VM as a tar stream (bench/ and tests/tracing/), so the VM
+tests exactly the working tree. If this host has Debian headers for the VM's kernel, the
+copytrace module is built here and placed in the VM's cache: building under TCG is slow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REMOTE = "/root/copybench-tests"
+
+
+class LabVM:
+    def __init__(self, port: int, key: Path):
+        from bench.lab.sshkeys import ssh_argv
+        self.argv = ssh_argv("127.0.0.1", port, "root", key)
+
+    def run(self, args: list[str], data: bytes | None = None, timeout: float = 600,
+            check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.argv + [shlex.join(args)], input=data, capture_output=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"in the lab VM: {shlex.join(args)} -> {proc.returncode}\n"
+                                 f"{proc.stderr.decode(errors='replace')[-3000:]}")
+        return proc
+
+    def text(self, args: list[str], **kw) -> str:
+        return self.run(args, **kw).stdout.decode()
+
+    def push(self) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for top in ("bench", "tests/tracing"):
+                tar.add(REPO / top, arcname=top,
+                        filter=lambda ti: None if "__pycache__" in ti.name else ti)
+        self.run(["rm", "-rf", REMOTE])
+        self.run(["mkdir", "-p", REMOTE])
+        self.run(["tar", "-C", REMOTE, "-xf", "-"], data=buf.getvalue())
+
+    def seed_kmod(self, release: str, workdir: Path) -> bool:
+        """Build copytrace.ko here when Debian's headers for `release` are installed."""
+        headers = Path("/usr/src") / f"linux-headers-{release}"
+        if not headers.exists():
+            return False
+        from bench.tracing import kmod
+        mods = workdir / "modules" / release
+        mods.mkdir(parents=True, exist_ok=True)
+        if not (mods / "build").exists():
+            (mods / "build").symlink_to(headers)
+        kmod.build(release, modules_root=workdir / "modules", cache=workdir / "cache")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(workdir / "cache" / release, arcname=release)
+        self.run(["mkdir", "-p", str(kmod.CACHE)])
+        self.run(["tar", "-C", str(kmod.CACHE), "-xf", "-"], data=buf.getvalue())
+        return True
+
+    def python(self, script: str, *args: str, timeout: float = 600) -> dict:
+        """Run tests/tracing/<script> in the VM; it prints one JSON document."""
+        out = self.text(["python3", f"{REMOTE}/tests/tracing/{script}", *args], timeout=timeout)
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def lab_or_skip() -> LabVM:
+    try:
+        from bench.lab import manager
+        from bench.lab.paths import lab_paths
+    except ImportError as e:
+        pytest.skip(f"lab code not importable ({e})")
+    paths = lab_paths()
+    st = manager.status(paths)
+    if not st.get("running"):
+        pytest.skip("no lab VM running: start it with `bench lab up` (tox -e lab)")
+    return LabVM(st["nodes"][0]["ssh_port"], Path(st["key"]))
