@@ -33,7 +33,7 @@ def cmd_run(args) -> int:
     ov = plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
                         repeat=args.repeat, topology=args.topology,
                         workloads=tuple(args.workload) if args.workload else None,
-                        reference=False if args.no_reference else None)
+                        reference=False if args.no_reference else None, batch=args.batch)
     the_plan = plan.expand(suite.load(args.suite), ov)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sizes", type=_sizes, help="message sizes, e.g. 1472,65536")
     run.add_argument("--repeat", type=int, help="samples per case")
     run.add_argument("--workload", action="append", help="only these workloads (repeatable)")
+    run.add_argument("--batch", type=int, help="UDP datagrams per system call (sendmmsg/recvmmsg)")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
     run.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)

@@ -23,6 +23,7 @@ class Overrides:
     topology: str | None = None
     workloads: tuple[str, ...] | None = None
     reference: bool | None = None
+    batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,14 @@ class Case:
     count: int | None          # message cap (from --bytes), or None
     repeat: int
     reference: bool
+    batch: int = 1             # datagrams per system call (sendmmsg/recvmmsg) for udp
     skip_reason: str | None = None
     skip_fix: str | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.workload}-{self.size}-{self.topology}"
+        suffix = f"-b{self.batch}" if self.batch > 1 else ""
+        return f"{self.workload}-{self.size}-{self.topology}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,14 @@ class Plan:
         return {c.topology for c in self.cases if c.skip_reason is None}
 
 
-def _check_common(duration, nbytes, repeat, topology) -> None:
+def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
     if duration is not None and not duration > 0:
         raise UsageError(f"duration {duration}: must be more than 0 seconds",
                          "pass --duration with a positive number, e.g. --duration 2")
     if nbytes is not None and nbytes <= 0:
         raise UsageError(f"--bytes {nbytes}: must be at least 1", "pass e.g. --bytes 1000000")
+    if batch is not None and not 1 <= batch <= 1024:
+        raise UsageError(f"batch {batch}: must be between 1 and 1024", "pass e.g. --batch 32")
     if repeat is not None and repeat < 1:
         raise UsageError(f"repeat {repeat}: must be at least 1", "pass e.g. --repeat 3")
     if topology is not None and topology not in TOPOLOGIES:
@@ -71,7 +76,8 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     repeat = ov.repeat if ov.repeat is not None else d.get("repeat", 1)
     default_topology = ov.topology or d.get("topology", "veth")
     reference = ov.reference if ov.reference is not None else d.get("reference", True)
-    _check_common(duration, nbytes, repeat, default_topology)
+    batch = ov.batch if ov.batch is not None else d.get("batch", 1)
+    _check_common(duration, nbytes, repeat, default_topology, batch)
     if duration is None:
         duration = MAX_DURATION_CAP if nbytes else DEFAULT_DURATION
     cases: list[Case] = []
@@ -93,6 +99,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         workload=name, size=size, topology=topo, duration=float(duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
                         reference=bool(reference and wl.reference),
+                        batch=int(batch) if wl.transport == "dgram" else 1,
                         skip_reason=None if wl.built else f"workload {name} is not built yet",
                         skip_fix=None if wl.built else "see the project's open issues; "
                         "it will run once its module lands",

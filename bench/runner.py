@@ -89,7 +89,8 @@ class Runner:
                         status="skipped" if case.skip_reason else "running",
                         reason=case.skip_reason, fix=case.skip_fix,
                         params={"duration_s": case.duration, "count": case.count,
-                                "repeat": case.repeat, "socket_buffer": SOCKET_BUFFER})
+                                "repeat": case.repeat, "socket_buffer": SOCKET_BUFFER,
+                                "batch": case.batch})
         self.result.cases.append(cr)
         return cr
 
@@ -128,7 +129,7 @@ class Runner:
         return agent
 
     def _run_sample(self, case: Case, ep: Endpoints) -> dict:
-        common = {"workload": case.workload, "size": case.size,
+        common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "rcvbuf": SOCKET_BUFFER, "sndbuf": SOCKET_BUFFER}
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr})
         try:

@@ -2,7 +2,7 @@
 
     name = "smoke"
     description = "..."
-    [defaults]                # any of: duration, bytes, repeat, topology, reference
+    [defaults]                # any of: duration, bytes, repeat, topology, reference, batch
     duration = 1.0
     [[matrix]]
     workloads = ["udp"]
@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.errors import UsageError
 
 DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology": str,
-                "reference": bool}
+                "reference": bool, "batch": int}
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list}
 
 

@@ -1,4 +1,6 @@
-"""UDP datagrams: send() on a connected socket, recv_into() on the receiver.
+"""UDP datagrams on a connected socket: send()/recv_into(), or sendmmsg()/recvmmsg() batches.
+
+`batch` (default 1 = one syscall per datagram, as in the seed) sets datagrams per system call.
 
 Expected copies (DESIGN.md): COPY#1 + COPY#4 per datagram; bytes copied = payload bytes.
 """
@@ -10,7 +12,8 @@ import os
 import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import block, datagram_ok
+from workloads.mmsg import BatchReceiver, BatchSender
+from workloads.pattern import PERIOD, block, datagram_ok
 from workloads.sockets import PatternSource, bound_from, size_buffers
 
 MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
@@ -22,7 +25,9 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     bufs = size_buffers(sock, cfg)
     sock.bind((cfg["bind"], int(cfg.get("port", 0))))
     addr = sock.getsockname()
-    buf = bytearray(size)
+    batch = int(cfg.get("batch", 1))
+    batcher = BatchReceiver(sock.fileno(), size, batch) if batch > 1 else None
+    buf = batcher.buf if batcher else bytearray(size)
     mv = memoryview(buf)
     ref = block(size)
     io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
@@ -36,18 +41,21 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     cpu = CpuWindow().start()
     messages = nbytes = bad = 0
     t_first = t_last = None
-    while True:
-        n = sock.recv_into(buf)
-        if n == 0:
-            break
+    ended = False
+    while not ended:
+        lengths = batcher.recv() if batcher else [sock.recv_into(buf)]
         t_last = now()
         if t_first is None:
             t_first = t_last
-        if n == size and datagram_ok(ref, mv[:n]):
-            messages += 1
-            nbytes += n
-        else:
-            bad += 1
+        for i, n in enumerate(lengths):
+            if n == 0:
+                ended = True  # the end marker; datagrams before it in this batch still count
+                break
+            if n == size and datagram_ok(ref, mv[i * size:i * size + n]):
+                messages += 1
+                nbytes += n
+            else:
+                bad += 1
     return {"messages": messages, "bytes": nbytes, "bad": bad, "t_first": t_first,
             "t_last": t_last, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
 
@@ -63,13 +71,22 @@ def sender(cfg: dict, io: AgentIO) -> dict:
     cpu = CpuWindow().start()
     bound = bound_from(cfg)
     sent = errors = 0
-    send = sock.send
-    views = src.views
-    period = len(views)
+    batch = int(cfg.get("batch", 1))
+    if batch > 1:
+        batcher = BatchSender(sock.fileno(), src.buf, size, PERIOD, batch)
+
+        def send_some(seq: int) -> int:
+            left = batch if bound.count is None else min(batch, bound.count - seq)
+            return batcher.send(seq, left)
+    else:
+        send, views = sock.send, src.views
+
+        def send_some(seq: int) -> int:
+            send(views[seq % PERIOD])
+            return 1
     while not bound.done(sent):
         try:
-            send(views[sent % period])
-            sent += 1
+            sent += send_some(sent)
         except OSError as exc:
             # ENOBUFS/EAGAIN: the qdisc or socket is full; the datagram is lost, not retried.
             if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):

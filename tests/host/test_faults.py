@@ -97,7 +97,7 @@ def test_ctrl_c_mid_run_keeps_finished_cases(tmp_path, root_only, no_leftovers):
     doc = _result(tmp_path)
     assert doc["status"] == "interrupted"
     statuses = {c["id"]: c["status"] for c in doc["cases"]}
-    assert statuses == {"udp-1472-veth": "ok", "tcp-65536-veth": "interrupted"}
+    assert statuses == {"udp-1472-veth-b32": "ok", "tcp-65536-veth": "interrupted"}
 
 
 def test_killed_agent_stops_the_run_cleanly(tmp_path, root_only, no_leftovers):

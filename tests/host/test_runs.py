@@ -9,14 +9,16 @@ def case(doc, cid):
     return next(c for c in doc["cases"] if c["id"] == cid)
 
 
-@pytest.mark.parametrize("workload,size,count", [("udp", 1000, 1000), ("udp", 1472, 23),
-                                                  ("tcp", 65536, 1000), ("tcp", 1000, 23)])
-def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, workload, size, count):
+@pytest.mark.parametrize("workload,size,count,batch", [
+    ("udp", 1000, 1000, 1), ("udp", 1472, 23, 1), ("udp", 1000, 1000, 32), ("udp", 1472, 23, 64),
+    ("tcp", 65536, 1000, 1), ("tcp", 1000, 23, 1)])
+def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, workload, size, count,
+                                        batch):
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", workload,
                                   "--sizes", str(size), "--bytes", str(count * size),
-                                  "--no-reference")
+                                  "--batch", str(batch), "--no-reference")
     assert rc == 0, err
-    c = case(doc, f"{workload}-{size}-veth")
+    c = case(doc, f"{workload}-{size}-veth" + (f"-b{batch}" if batch > 1 else ""))
     assert c["status"] == "ok"
     s = c["samples"][0]
     # The kernel makes these exact: N messages of S bytes arrive as N*S verified bytes.
@@ -32,13 +34,13 @@ def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_lefto
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--duration", "0.5")
     assert rc == 0, err
     assert doc["status"] == "complete" and doc["schema_version"] == 1
-    assert [c["id"] for c in doc["cases"]] == ["udp-1472-veth", "tcp-65536-veth"]
+    assert [c["id"] for c in doc["cases"]] == ["udp-1472-veth-b32", "tcp-65536-veth"]
     for c in doc["cases"]:
         s, ref = c["samples"][0], c["reference"][0]
         assert s["gbps"] > 0 and s["payload_errors"] == 0
         assert s["cpu_s_per_gb"]["sender"] > 0 and s["cpu_s_per_gb"]["receiver"] > 0
         assert ref["tool"] == "iperf3" and ref["gbps"] > 0, ref
-    assert "| udp-1472-veth | ok |" in out and "ref Gbit/s" in out
+    assert "| udp-1472-veth-b32 | ok |" in out and "ref Gbit/s" in out
     meta = doc["metadata"]
     assert meta["kernel"] and meta["cpu_count"] >= 1 and meta["libraries"]["pyroute2"] == "0.9.7"
 
@@ -46,7 +48,7 @@ def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_lefto
 def test_loopback_needs_no_namespaces(run_bench, no_leftovers):
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--topology", "loopback",
                                   "--workload", "udp", "--sizes", "64", "--bytes", "6400",
-                                  "--no-reference")
+                                  "--batch", "1", "--no-reference")
     assert rc == 0, err
     c = case(doc, "udp-64-loopback")
     assert c["samples"][0]["messages"] == 100 and c["samples"][0]["bytes"] == 6400

@@ -95,3 +95,11 @@ def test_builtin_suites_load_and_expand():
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
     assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring", "rdma"}
+
+
+def test_batch_applies_to_datagrams_only_and_is_in_the_id():
+    p = plan.expand(suite.parse(TWO), plan.Overrides(batch=32, topology="veth"))
+    ids = {c.id for c in p.cases}
+    assert "udp-1000-veth-b32" in ids and "tcp-1000-veth" in ids
+    with pytest.raises(UsageError):
+        plan.expand(suite.parse(TWO), plan.Overrides(batch=0))
