@@ -101,8 +101,18 @@ def cmd_doctor(args) -> int:
 def cmd_report(args) -> int:
     from bench import results
     from reports import markdown
-    for path in args.results:
-        print(markdown.render(results.load(Path(path))))
+    loaded = [results.load(Path(path)) for path in args.results]
+    if args.pyperf:
+        from reports import pyperf_export
+        if len(loaded) != 1:
+            raise UsageError("--pyperf exports one result at a time", "pass a single RESULT.json")
+        if pyperf_export.export(loaded[0], Path(args.pyperf)) is None:
+            raise UsageError("nothing to export: the result has no measured samples",
+                             "export a result with at least one ok case")
+        print(f"wrote {args.pyperf} (compare with: python -m pyperf compare_to OLD.json NEW.json)")
+        return 0
+    for r in loaded:
+        print(markdown.render(r))
     return 0
 
 
@@ -139,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="render result files as Markdown")
     rep.add_argument("results", nargs="+")
+    rep.add_argument("--pyperf", metavar="OUT.json", help="export as pyperf JSON for compare_to")
     rep.set_defaults(func=cmd_report)
 
     for optional in ("bench.lab.cli", "bench.trace_cmd"):

@@ -1,0 +1,47 @@
+"""Export a result as a pyperf BenchmarkSuite, so `python -m pyperf compare_to old.json new.json`
+(significance tests included) works on copybench results.
+
+pyperf treats lower as better, so we export costs: wall seconds per GB of verified payload, and
+CPU-seconds per GB (sender + receiver agents + system softirq). One pyperf run per repeat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.results import RunResult
+
+METRICS = {
+    "time_per_gb": lambda s: (8.0 / s["gbps"]) if s.get("gbps") else None,
+    "cpu_per_gb": lambda s: _cpu_total(s.get("cpu_s_per_gb") or {}),
+}
+
+
+def _cpu_total(c: dict) -> float | None:
+    parts = [c.get("sender"), c.get("receiver"), c.get("softirq")]
+    return sum(parts) if all(p is not None for p in parts) else None
+
+
+def build_suite(result: RunResult):
+    import pyperf
+    benchmarks = []
+    for case in result.cases:
+        for metric, fn in METRICS.items():
+            values = [v for v in (fn(s) for s in case.samples) if v and v > 0]
+            if not values:
+                continue
+            meta = {"name": f"{case.id}:{metric}", "unit": "second",
+                    "description": f"copybench {metric} for {case.id}"}
+            for key in ("kernel", "cpu_model", "cpu_count", "hostname"):
+                if result.metadata.get(key) is not None:
+                    meta[key if key != "cpu_model" else "cpu_model_name"] = result.metadata[key]
+            runs = [pyperf.Run([v], metadata=meta, collect_metadata=False) for v in values]
+            benchmarks.append(pyperf.Benchmark(runs))
+    return pyperf.BenchmarkSuite(benchmarks) if benchmarks else None
+
+
+def export(result: RunResult, path: Path) -> Path | None:
+    suite = build_suite(result)
+    if suite is None:
+        return None
+    suite.dump(str(path), replace=True)
+    return path

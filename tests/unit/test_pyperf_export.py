@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pyperf
+
+from bench.results import CaseResult, RunResult
+from reports import pyperf_export
+
+
+def result(gbps_values):
+    r = RunResult(suite="s", metadata={"kernel": "6.1.0", "hostname": "h", "cpu_count": 2})
+    samples = [{"gbps": g, "cpu_s_per_gb": {"sender": 0.5, "receiver": 0.25, "softirq": 0.25}}
+               for g in gbps_values]
+    r.cases.append(CaseResult(id="tcp-65536-veth", workload="tcp", size=65536, topology="veth",
+                              samples=samples))
+    r.cases.append(CaseResult(id="rdma-4096-veth", workload="rdma", size=4096, topology="veth",
+                              status="skipped"))
+    return r
+
+
+def test_export_is_valid_pyperf_with_costs(tmp_path):
+    path = pyperf_export.export(result([8.0, 16.0, 8.0]), tmp_path / "a.json")
+    suite = pyperf.BenchmarkSuite.load(str(path))
+    names = sorted(b.get_name() for b in suite.get_benchmarks())
+    assert names == ["tcp-65536-veth:cpu_per_gb", "tcp-65536-veth:time_per_gb"]
+    t = suite.get_benchmark("tcp-65536-veth:time_per_gb")
+    assert sorted(t.get_values()) == [0.5, 1.0, 1.0]  # 8 / Gbit/s = seconds per GB
+    assert suite.get_benchmark("tcp-65536-veth:cpu_per_gb").get_values() == (1.0, 1.0, 1.0)
+
+
+def test_pyperf_compare_to_runs_on_two_exports(tmp_path):
+    a = pyperf_export.export(result([8.0, 8.1, 7.9, 8.0]), tmp_path / "a.json")
+    b = pyperf_export.export(result([16.0, 16.2, 15.8, 16.0]), tmp_path / "b.json")
+    p = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", str(a), str(b)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "tcp-65536-veth:time_per_gb" in p.stdout and "2.00x faster" in p.stdout
+
+
+def test_nothing_to_export_for_skipped_only():
+    r = result([])
+    assert pyperf_export.build_suite(r) is None
