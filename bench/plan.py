@@ -101,8 +101,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         reference=bool(reference and wl.reference),
                         batch=int(batch) if wl.transport == "dgram" else 1,
                         skip_reason=None if wl.built else f"workload {name} is not built yet",
-                        skip_fix=None if wl.built else "see the project's open issues; "
-                        "it will run once its module lands",
+                        skip_fix=None if wl.built else wl.not_built_fix,
                     )
                     if case.id not in seen:
                         seen.add(case.id)

@@ -19,6 +19,7 @@ class Workload:
     needs: tuple[str, ...] = ()    # capability names from bench.doctor
     reference: str | None = None   # the field's standard tool for the same path
     expected_copies: str = ""
+    not_built_fix: str = ""        # what a user can do meanwhile, for workloads not built yet
 
     def size_error(self, size: int) -> str | None:
         if size <= 0:
@@ -36,16 +37,22 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              expected_copies="COPY#1 + COPY#4, bytes = payload"),
     Workload("msg_zerocopy", "send(MSG_ZEROCOPY) + error-queue completions", "stream", 64 << 20,
              built=False, needs=("so_zerocopy",),
-             expected_copies="send copies vanish when the kernel really does zerocopy"),
+             expected_copies="send copies vanish when the kernel really does zerocopy",
+             not_built_fix="until it lands, count the fallback yourself: `bench trace -- CMD` on a "
+             "MSG_ZEROCOPY program, and watch SO_EE_CODE_ZEROCOPY_COPIED completions"),
     Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE)", "stream",
              64 << 20, built=False,
-             expected_copies="receive copies vanish for page-aligned chunks"),
+             expected_copies="receive copies vanish for page-aligned chunks",
+             not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
     Workload("io_uring", "io_uring send/send_zc with registered buffers", "stream", 64 << 20,
              built=False, needs=("io_uring",),
-             expected_copies="which copies remain with each io_uring mode"),
+             expected_copies="which copies remain with each io_uring mode",
+             not_built_fix="until it lands, `bench doctor` tells whether io_uring works here"),
     Workload("rdma", "RDMA WRITE/SEND on an RC QP (pyverbs)", "rdma", 1 << 30, built=False,
              needs=("rdma_device",), reference="ib_write_bw",
-             expected_copies="no _copy_*_iter; rxe's own emulation copies counted apart"),
+             expected_copies="no _copy_*_iter; rxe's own emulation copies counted apart",
+             not_built_fix="until it lands, `bench lab up` gives a VM with soft-RoCE (rxe0) where "
+             "`ib_write_bw` runs"),
 )}
 
 
