@@ -38,6 +38,8 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
         argv += ["-t", f"{max(duration, 1.0):g}"]  # iperf3 counts whole seconds
     if workload == "udp":
         argv += ["-u", "-b", "0"]  # unlimited rate, like our sender
+    if workload == "msg_zerocopy":
+        argv += ["-Z"]  # iperf3's zerocopy send (sendfile), the nearest standard-tool analogue
     return argv
 
 

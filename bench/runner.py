@@ -152,6 +152,8 @@ class Runner:
             self._retire(rx)
         sample = metrics.derive(tx_res, rx_res, metrics.cpu_delta(cpu0, cpu1), case.size)
         sample["payload_errors"] = int(rx_res.get("bad", 0))
+        if "zerocopy" in tx_res:
+            sample["zerocopy"] = tx_res["zerocopy"]
         sample["sender"] = {"pid": tx_ready["pid"], "buffer_addr": tx_res.get("buffer_addr"),
                             "send_errors": tx_res.get("send_errors", 0),
                             "sndbuf": tx_ready.get("sndbuf")}

@@ -43,6 +43,14 @@ def case_row(cr: CaseResult) -> Row:
     msgs = _median(cr, "msgs_per_s")
     errors = [r["error"] for r in cr.reference if r.get("error")]
     note = cr.reason or ""
+    zc = [s["zerocopy"] for s in cr.samples if s.get("zerocopy")]
+    if zc:
+        done = sum(z["completed"] for z in zc)
+        copied = sum(z["copied"] for z in zc)
+        if done:
+            note = (f"MSG_ZEROCOPY: {100 * (done - copied) / done:.0f}% of {done} sends zerocopy, "
+                    f"{100 * copied / done:.0f}% copied by the kernel (SO_EE_CODE_ZEROCOPY_COPIED)"
+                    + ("; " + note if note else ""))
     if errors:
         note = (note + "; " if note else "") + f"reference failed: {errors[0]}"
     return Row(

@@ -35,8 +35,8 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              expected_copies="COPY#1 + COPY#4 per datagram, bytes = payload"),
     Workload("tcp", "TCP stream, sendall()/recv_into()", "stream", 64 << 20, reference="iperf3",
              expected_copies="COPY#1 + COPY#4, bytes = payload"),
-    Workload("msg_zerocopy", "send(MSG_ZEROCOPY) + error-queue completions", "stream", 64 << 20,
-             built=False, needs=("so_zerocopy",),
+    Workload("msg_zerocopy", "TCP send(MSG_ZEROCOPY) + error-queue completions", "stream", 64 << 20,
+             needs=("so_zerocopy",), reference="iperf3",
              expected_copies="send copies vanish when the kernel really does zerocopy",
              not_built_fix="until it lands, count the fallback yourself: `bench trace -- CMD` on a "
              "MSG_ZEROCOPY program, and watch SO_EE_CODE_ZEROCOPY_COPIED completions"),

@@ -70,3 +70,18 @@ def test_report_renders_a_saved_result(run_bench, tmp_path):
     path = next((tmp_path / "out").glob("*.json"))
     rc, out, err, _ = run_bench("report", str(path))
     assert rc == 0 and "# copybench: smoke" in out and "tcp-65536-loopback" in out
+
+
+def test_msg_zerocopy_reports_every_completion_and_the_copy_fallback(run_bench, root_only,
+                                                                    no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", "msg_zerocopy",
+                                  "--sizes", "65536", "--bytes", str(500 * 65536), "--no-reference")
+    assert rc == 0, err
+    s = case(doc, "msg_zerocopy-65536-veth")["samples"][0]
+    assert s["messages"] == 500 and s["bytes"] == 500 * 65536 and s["payload_errors"] == 0
+    z = s["zerocopy"]
+    assert z["all_completed"] and z["completed"] == z["send_calls"] >= 500
+    assert z["copied"] + z["zerocopy"] == z["completed"]
+    # veth delivers locally: the kernel must copy the pinned pages after all (skb_copy_ubufs).
+    assert z["copied"] == z["completed"]
+    assert "MSG_ZEROCOPY: 0% of" in out
