@@ -68,6 +68,8 @@ def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = Non
 
 @dataclass
 class ModuleReport:
+    """What one kprobe backend measured, by probe index and slot (kmod, bpftrace share it)."""
+
     version: int = 0
     probes: dict[int, tuple[str, str, int]] = field(default_factory=dict)  # idx->(sym, status, missed)
     counts: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
@@ -107,7 +109,7 @@ def bucket_label(b: int) -> str:
 
 
 def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str],
-              max_samples: int = 64) -> list[PointCounts]:
+              max_samples: int = 64, backend: str = "kmod") -> list[PointCounts]:
     """One PointCounts per registered probe and side, zeros included (no copy is a result)."""
     out = []
     for idx, (sym, status, missed) in sorted(report.probes.items()):
@@ -118,7 +120,7 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
         for slot in slots:
             side = sides[slot] if slot < len(sides) else "other"
             calls, nbytes, ns = report.counts.get((idx, slot), (0, 0, 0))
-            pc = PointCounts(point=probe.point, side=side, symbol=sym, backend="kmod",
+            pc = PointCounts(point=probe.point, side=side, symbol=sym, backend=backend,
                              exact=missed == 0, calls=calls, bytes=nbytes, ns_total=ns)
             pc.ns_hist = {bucket_label(b): n for b, n in
                           sorted(report.hist.get((idx, slot), {}).items())}

@@ -13,6 +13,9 @@ def make_tracer(name: str, **kw) -> Tracer:
     if name == "kmod":
         from bench.tracing.kmod import KmodTracer
         return KmodTracer(**kw)
+    if name == "bpftrace":
+        from bench.tracing.bpftrace import BpftraceTracer
+        return BpftraceTracer(**kw)
     if name == "tracepoints":
         from bench.tracing.tracepoints import TracepointsTracer
         kw.pop("probes", None)

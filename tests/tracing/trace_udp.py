@@ -10,13 +10,25 @@ sys.path.insert(0, str(Path(__file__).parents[2]))
 
 from peers import udp_pair  # noqa: E402
 
+from bench.tracing.catalog import Probe  # noqa: E402
 from bench.tracing.select import make_tracer  # noqa: E402
+
+
+def _probe(spec: str) -> Probe:
+    point, symbol, addr, length = spec.split(":")
+    return Probe(point, symbol, "kprobe", "ad-hoc test probe",
+                 addr_arg=None if addr == "-" else int(addr),
+                 len_arg=None if length == "-" else int(length))
 
 
 def main() -> None:
     backend, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     comm = {"sender": "sender", "receiver": "receiver"} if "--comm" in sys.argv else None
-    tracer = make_tracer(backend, comm=comm)
+    kw = {"comm": comm} if comm else {}
+    for arg in sys.argv[4:]:
+        if arg.startswith("--probes="):   # ad-hoc probes: point:symbol:addr_arg:len_arg,...
+            kw["probes"] = [_probe(spec) for spec in arg.split("=", 1)[1].split(",")]
+    tracer = make_tracer(backend, **kw)
     with udp_pair(count, size) as (pids, go):
         try:
             tracer.attach(pids)

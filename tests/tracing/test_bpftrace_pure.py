@@ -1,0 +1,54 @@
+"""Pure tests of the bpftrace backend: script text and parsing of captured -f json output."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UsageError
+from bench.tracing import bpftrace, catalog, kmod
+from bench.tracing.catalog import Probe
+
+DATA = Path(__file__).with_name("data") / "bpftrace_6.1.json"
+# the probes the capture was made with (inside the 6.1 lab VM, 23 UDP sends of 100..122 B)
+CAPTURE_PROBES = [Probe("send_copy", "udp_sendmsg", "kprobe", "x", len_arg=2),
+                  Probe("zc_receive", "tcp_zerocopy_receive", "kprobe", "x")]
+
+
+def test_script_reads_catalog_argument_positions():
+    text = bpftrace.script([catalog.by_symbol("_copy_to_iter"), catalog.by_symbol("rxe_mr_copy"),
+                            catalog.by_symbol("skb_copy_ubufs")], pids={"sender": 7, "receiver": 8})
+    assert "kprobe:_copy_to_iter" in text and "kretprobe:_copy_to_iter" in text
+    assert "@a[tid, 0] = arg0; @l[tid, 0] = arg1;" in text
+    assert "@a[tid, 1] = arg2; @l[tid, 1] = arg3;" in text          # rxe_mr_copy(mr, iova, addr, len)
+    assert "((struct sk_buff *)arg0)->data_len" in text
+    assert "@side[7] = 1; @side[8] = 2;" in text
+    assert f"$s = {kmod.ANY_SLOT + 1};" in text                     # rxe counts any task
+    assert 'printf("copybench-ready\\n")' in text
+
+
+def test_script_socket_syscalls_per_arch_and_optional():
+    x86 = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1})
+    arm = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1}, arch="aarch64")
+    assert "args->id == 44" in x86 and "args->id == 206" in arm
+    nosock = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1}, sockonly=False)
+    assert "insock" not in nosock
+
+
+def test_script_comm_filter():
+    text = bpftrace.script([catalog.by_symbol("_copy_from_iter")], comm={"sender": "sender"})
+    assert 'if (comm == "sender") { $s = 1; }' in text and "@side" not in text
+    with pytest.raises(UsageError):
+        bpftrace.script([catalog.by_symbol("_copy_from_iter")], comm={"x": 'a"; system("id'})
+
+
+def test_parse_captured_output():
+    report = bpftrace.parse(DATA.read_text(), CAPTURE_PROBES)
+    assert report.counts[(0, 0)] == (23, 2553, 1061010)
+    assert sum(report.hist[(0, 0)].values()) == 23
+    assert len(report.samples) == 3 and report.samples[0] == (0, 0, 1674, "0x0", 100, 312856)
+    counts = kmod.to_counts(report, CAPTURE_PROBES, ["sender"], backend="bpftrace")
+    send = next(c for c in counts if c.symbol == "udp_sendmsg")
+    assert (send.backend, send.calls, send.bytes) == ("bpftrace", 23, 2553)
+    assert send.ns_hist["[16384, 32768)"] == 18 and "[65536, 131072)" not in send.ns_hist
+    zc = next(c for c in counts if c.symbol == "tcp_zerocopy_receive")
+    assert zc.calls == 0
