@@ -154,6 +154,8 @@ class Runner:
         sample["payload_errors"] = int(rx_res.get("bad", 0))
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
+        if "zerocopy_receive" in rx_res:
+            sample["zerocopy_receive"] = rx_res["zerocopy_receive"]
         sample["sender"] = {"pid": tx_ready["pid"], "buffer_addr": tx_res.get("buffer_addr"),
                             "send_errors": tx_res.get("send_errors", 0),
                             "sndbuf": tx_ready.get("sndbuf")}

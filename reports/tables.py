@@ -43,6 +43,13 @@ def case_row(cr: CaseResult) -> Row:
     msgs = _median(cr, "msgs_per_s")
     errors = [r["error"] for r in cr.reference if r.get("error")]
     note = cr.reason or ""
+    zr = [s["zerocopy_receive"] for s in cr.samples if s.get("zerocopy_receive")]
+    if zr:
+        mapped = sum(z["mapped_bytes"] for z in zr)
+        total = mapped + sum(z["copied_bytes"] for z in zr)
+        if total:
+            note = (f"TCP_ZEROCOPY_RECEIVE: {100 * mapped / total:.0f}% of bytes mapped, "
+                    f"{100 * (total - mapped) / total:.0f}% copied" + ("; " + note if note else ""))
     zc = [s["zerocopy"] for s in cr.samples if s.get("zerocopy")]
     if zc:
         done = sum(z["completed"] for z in zc)

@@ -96,8 +96,8 @@ def enter_netns(name: str) -> None:
     netns.setns(name)
 
 
-def buffer_address(buf: bytearray) -> str:
-    """User virtual address of a bytearray's storage (the seed's 'buffer at 0x7ff…')."""
+def buffer_address(buf) -> str:
+    """User virtual address of a writable buffer (bytearray, mmap): the seed's 'buffer at 0x7ff…'."""
     return hex(ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf)))
 
 

@@ -17,7 +17,7 @@ import struct
 
 from workloads import tcp
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.sockets import PatternSource, bound_from, size_buffers
+from workloads.sockets import AlignedPatternSource, PatternSource, bound_from, size_buffers
 
 SO_ZEROCOPY = 60
 MSG_ZEROCOPY = 0x4000000
@@ -63,7 +63,8 @@ class Completions:
                     self.copied += n
 
 
-def sender(cfg: dict, io: AgentIO) -> dict:
+def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
+    """`aligned`: send from page-aligned buffers (what TCP_ZEROCOPY_RECEIVE needs)."""
     size = int(cfg["size"])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     bufs = size_buffers(sock, cfg)
@@ -72,7 +73,7 @@ def sender(cfg: dict, io: AgentIO) -> dict:
     except OSError as exc:
         raise RuntimeError(f"SO_ZEROCOPY refused ({exc}): kernel < 4.14 or disabled") from exc
     sock.connect(tuple(cfg["target"]))
-    src = PatternSource(size)
+    src = AlignedPatternSource(size) if aligned else PatternSource(size)
     io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
     io.wait_cmd("go")
     cpu = CpuWindow().start()

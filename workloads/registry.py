@@ -40,8 +40,8 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              expected_copies="send copies vanish when the kernel really does zerocopy",
              not_built_fix="until it lands, count the fallback yourself: `bench trace -- CMD` on a "
              "MSG_ZEROCOPY program, and watch SO_EE_CODE_ZEROCOPY_COPIED completions"),
-    Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE)", "stream",
-             64 << 20, built=False,
+    Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), MSG_ZEROCOPY sender",
+             "stream", 1 << 20,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
     Workload("io_uring", "io_uring send/send_zc with registered buffers", "stream", 64 << 20,

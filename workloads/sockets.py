@@ -42,6 +42,28 @@ class PatternSource:
         return self.views[offset % PERIOD]
 
 
+class AlignedPatternSource:
+    """Like PatternSource, but every phase starts on its own page boundary.
+
+    Zerocopy receive can map a page only when the skb fragment is a whole, aligned page; with a
+    MSG_ZEROCOPY sender the fragments are the sender's own pages, so the sender's buffers decide.
+    Costs PERIOD x size bytes (251 x 64 KiB = 16 MiB), hence the size cap of the workload."""
+
+    def __init__(self, size: int):
+        import mmap
+        self.size = size
+        pattern = block(size)
+        pages = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._maps = []
+        self.views = []
+        for k in range(PERIOD):
+            m = mmap.mmap(-1, pages)  # anonymous mappings are page-aligned
+            m[:size] = pattern[k:k + size]
+            self._maps.append(m)
+            self.views.append(memoryview(m)[:size])
+        self.buf = self._maps[0]
+
+
 @dataclass
 class SendBound:
     """Stops a send loop at `count` messages or `duration` seconds, whichever comes first.

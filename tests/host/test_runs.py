@@ -85,3 +85,18 @@ def test_msg_zerocopy_reports_every_completion_and_the_copy_fallback(run_bench, 
     # veth delivers locally: the kernel must copy the pinned pages after all (skb_copy_ubufs).
     assert z["copied"] == z["completed"]
     assert "MSG_ZEROCOPY: 0% of" in out
+
+
+def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root_only, no_leftovers):
+    n, size = 400, 65536
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload",
+                                  "tcp_zerocopy_receive", "--sizes", str(size),
+                                  "--bytes", str(n * size), "--no-reference")
+    assert rc == 0, err
+    s = case(doc, f"tcp_zerocopy_receive-{size}-veth")["samples"][0]
+    assert s["messages"] == n and s["bytes"] == n * size and s["payload_errors"] == 0
+    z = s["zerocopy_receive"]
+    # Every verified byte was either mapped or copied, never both, never neither.
+    assert z["mapped_bytes"] + z["copied_bytes"] == n * size
+    assert z["mapped_bytes"] > 0, "no page was mapped: the aligned MSG_ZEROCOPY sender should allow it"
+    assert "TCP_ZEROCOPY_RECEIVE:" in out

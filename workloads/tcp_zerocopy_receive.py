@@ -1,0 +1,126 @@
+"""TCP_ZEROCOPY_RECEIVE: the receiver maps the socket's pages instead of copying them.
+
+Receiver: mmap() a window on the TCP socket, then getsockopt(TCP_ZEROCOPY_RECEIVE) maps as many
+whole, aligned payload pages into it as the receive queue holds; the rest (recv_skip_hint) must
+be read — copied — with recv(). We verify mapped and copied bytes alike and report both.
+Sender: MSG_ZEROCOPY from page-aligned buffers (msg_zerocopy.sender), the condition under which
+the skb fragments are whole pages at all; with a plain send() nothing maps (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import select
+import socket
+
+from workloads import msg_zerocopy
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import StreamVerifier
+from workloads.sockets import size_buffers
+
+TCP_ZEROCOPY_RECEIVE = 35
+WINDOW = 512 << 10           # bytes mapped per call (a multiple of the page size)
+MAX_SIZE = 1 << 20           # the aligned sender keeps 251 buffers of this size
+
+
+class ZeroCopyReceive(ctypes.Structure):
+    # struct tcp_zerocopy_receive (include/uapi/linux/tcp.h, 5.11+ layout)
+    _fields_ = [("address", ctypes.c_uint64), ("length", ctypes.c_uint32),
+                ("recv_skip_hint", ctypes.c_uint32), ("inq", ctypes.c_uint32),
+                ("err", ctypes.c_int32), ("copybuf_address", ctypes.c_uint64),
+                ("copybuf_len", ctypes.c_int32), ("flags", ctypes.c_uint32),
+                ("msg_control", ctypes.c_uint64), ("msg_controllen", ctypes.c_uint64),
+                ("msg_flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                             ctypes.POINTER(ctypes.c_uint32)]
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1 or ret is None:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def sender(cfg: dict, io: AgentIO) -> dict:
+    return msg_zerocopy.sender(cfg, io, aligned=True)
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    size = int(cfg["size"])
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bufs = size_buffers(lsock, cfg)
+    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    lsock.listen(1)
+    copybuf = bytearray(max(size, WINDOW))
+    cmv = memoryview(copybuf)
+    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
+            buffer_addr=buffer_address(copybuf), **bufs)
+    conn, _ = lsock.accept()
+    lsock.close()
+    fd = conn.fileno()
+    window = _check(_libc.mmap(None, WINDOW, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0), "mmap(socket)")
+    verify = StreamVerifier(max(size, WINDOW))
+    zc = ZeroCopyReceive()
+    zlen = ctypes.c_uint32(ctypes.sizeof(zc))
+    mapped = copied = calls = 0
+    t_first = t_last = None
+    cpu = CpuWindow().start()
+    try:
+        while True:
+            ctypes.memset(ctypes.byref(zc), 0, ctypes.sizeof(zc))
+            zc.address, zc.length = window, WINDOW
+            zlen.value = ctypes.sizeof(zc)
+            _check(_libc.getsockopt(fd, socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE,
+                                    ctypes.byref(zc), ctypes.byref(zlen)), "TCP_ZEROCOPY_RECEIVE")
+            calls += 1
+            got = 0
+            if zc.length:
+                # Verify straight from the mapped pages: no copy on our side either.
+                verify.check(memoryview((ctypes.c_char * zc.length).from_address(window)).cast("B"))
+                mapped += zc.length
+                got += zc.length
+            if zc.recv_skip_hint:
+                n = conn.recv_into(cmv, min(zc.recv_skip_hint, len(copybuf)))
+                verify.check(cmv[:n])
+                copied += n
+                got += n
+            if got:
+                t_last = now()
+                t_first = t_first or t_last
+                continue
+            # Nothing queued: wait for data, and tell end-of-stream from "not yet".
+            select.select([conn], [], [], 1.0)
+            try:
+                peek = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if peek == b"":
+                break
+            if zc.inq == 0 and not zc.length:
+                # data is there but not mappable yet (partial page): read it the copying way
+                n = conn.recv_into(cmv, len(copybuf), socket.MSG_DONTWAIT)
+                verify.check(cmv[:n])
+                copied += n
+                t_last = now()
+                t_first = t_first or t_last
+    finally:
+        _libc.munmap(window, WINDOW)
+        conn.close()
+    good = verify.offset if verify.bad_chunks == 0 else 0
+    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
+            "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "cpu": cpu.stop(),
+            "buffer_addr": buffer_address(copybuf),
+            "zerocopy_receive": {"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
+                                 "mapped_pct": round(100 * mapped / verify.offset, 2)
+                                 if verify.offset else None, "window": WINDOW}}
