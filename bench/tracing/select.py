@@ -16,6 +16,9 @@ def make_tracer(name: str, **kw) -> Tracer:
     if name == "bpftrace":
         from bench.tracing.bpftrace import BpftraceTracer
         return BpftraceTracer(**kw)
+    if name == "kprobe_events":
+        from bench.tracing.kprobe_events import KprobeEventsTracer
+        return KprobeEventsTracer(**kw)
     if name == "tracepoints":
         from bench.tracing.tracepoints import TracepointsTracer
         kw.pop("probes", None)

@@ -88,3 +88,104 @@ def tids(pid: int, proc_root: Path = Path("/proc")) -> list[int]:
         return sorted(int(t) for t in os.listdir(proc_root / str(pid) / "task"))
     except OSError:
         return [pid]
+
+
+class Instance:
+    """A private tracefs instance streaming its events: own buffer, pid filter, removal.
+
+    Why an instance: the global buffer belongs to whoever else is tracing; ours is removed on
+    detach and named so `cleanup_stale()` recognises it if a crash leaves it behind.
+    """
+
+    def __init__(self, root: Path, tag: str, buffer_kb: int = 4096):
+        self.path = root / "instances" / instance_name(tag)
+        self.buffer_kb = buffer_kb
+        self.fd: int | None = None
+        self.partial = b""
+        self.lines: list[str] = []
+
+    def create(self, pid: int | None = None, proc_root: Path = Path("/proc")) -> None:
+        self.path.mkdir()
+        write(self.path / "buffer_size_kb", str(self.buffer_kb))
+        write(self.path / "options/hash-ptr", "0")    # real kernel addresses in samples
+        write(self.path / "options/record-tgid", "1")
+        if "mono" in (self.path / "trace_clock").read_text():
+            write(self.path / "trace_clock", "mono")   # ordered across CPUs
+        if pid is not None:
+            write(self.path / "options/event-fork", "1")   # the pid's children count too
+            write(self.path / "set_event_pid", " ".join(map(str, tids(pid, proc_root))))
+
+    def enable(self, group: str, event: str, filt: str = "") -> None:
+        d = self.path / "events" / group / event
+        if filt:
+            write(d / "filter", filt)
+        write(d / "enable", "1")
+
+    def open(self) -> None:
+        self.fd = os.open(self.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+
+    def drain(self) -> None:
+        while self.fd is not None:
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            lines = (self.partial + chunk).split(b"\n")
+            self.partial = lines.pop()
+            self.lines.extend(x.decode(errors="replace") for x in lines)
+
+    def stop(self) -> None:
+        write(self.path / "tracing_on", "0")
+
+    def lost(self) -> int:
+        """Events the kernel overwrote or dropped (buffer full): counts are then a lower bound."""
+        n = 0
+        for stats in (self.path / "per_cpu").glob("cpu*/stats"):
+            for line in stats.read_text().splitlines():
+                key, _, val = line.partition(":")
+                if key.strip() in ("overrun", "dropped events"):
+                    n += int(val.strip() or 0)
+        return n
+
+    def remove(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.path.exists():
+            try:
+                write(self.path / "events/enable", "0")
+            except OSError:
+                pass
+            rmdir_retry(self.path)
+
+
+class Pump:
+    """One thread draining several instances' trace_pipe while the workload runs."""
+
+    def __init__(self, instances: list[Instance]):
+        import threading
+        self.instances = instances
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        import select
+        poller = select.poll()
+        by_fd = {i.fd: i for i in self.instances if i.fd is not None}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        while not self._stop.is_set():
+            for fd, _ in poller.poll(100):
+                by_fd[fd].drain()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for inst in self.instances:
+            inst.drain()

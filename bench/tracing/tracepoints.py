@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,17 +94,6 @@ def aggregate(events: list[Event], side: str, max_samples: int = 32,
     return out
 
 
-class _Side:
-    """One tracefs instance for one side."""
-
-    def __init__(self, root: Path, side: str):
-        self.side = side
-        self.path = root / "instances" / tracefs.instance_name(side)
-        self.fd: int | None = None
-        self.partial = b""
-        self.events: list[Event] = []
-
-
 class TracepointsTracer(Tracer):
     name = "tracepoints"
     exact = False
@@ -119,11 +106,9 @@ class TracepointsTracer(Tracer):
         self.comm = comm or {}            # side -> comm: filter by name (the seed's way)
         self.max_samples = max_samples
         self.buffer_kb = buffer_kb
-        self.sides: list[_Side] = []
+        self.sides: dict[str, tracefs.Instance] = {}
         self.events: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lost: dict[str, int] = {}
+        self.pump: tracefs.Pump | None = None
 
     # -- capability -------------------------------------------------------------------------
     def available(self) -> Availability:
@@ -144,102 +129,44 @@ class TracepointsTracer(Tracer):
     def attach(self, pids: dict[str, int]) -> None:
         root = tracefs.ensure(self.roots)
         self.events = [e for e in self.EVENTS if catalog.tracepoint_exists(e, root)]
-        sides = list(self.comm) if self.comm else list(pids)
         try:
-            for side in sides:
-                s = _Side(root, side)
-                self.sides.append(s)
-                s.path.mkdir()
-                self._setup(s, pids.get(side))
+            for side in (list(self.comm) if self.comm else list(pids)):
+                inst = tracefs.Instance(root, side, self.buffer_kb)
+                self.sides[side] = inst
+                comm = self.comm.get(side)
+                if comm is None and side not in pids:
+                    raise OSError(f"no pid for side {side!r}")
+                inst.create(None if comm else pids[side], self.proc_root)
+                for ev in self.events:
+                    group, name = ev.split(":")
+                    flt = f'comm == "{comm}"' if comm else ""
+                    if group == "sock":   # errors copy nothing
+                        flt = f"({flt}) && ret > 0" if flt else "ret > 0"
+                    inst.enable(group, name, flt)
+                inst.open()
         except OSError as e:
             self.detach()
             raise UsageError(f"could not set up tracepoints: {e}", fix="run as root") from None
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-
-    def _setup(self, s: _Side, pid: int | None) -> None:
-        w = tracefs.write
-        w(s.path / "buffer_size_kb", str(self.buffer_kb))
-        w(s.path / "options/hash-ptr", "0")    # real kernel addresses in samples
-        w(s.path / "options/record-tgid", "1")
-        comm = self.comm.get(s.side)
-        if comm is None:
-            if pid is None:
-                raise OSError(f"no pid for side {s.side!r}")
-            w(s.path / "options/event-fork", "1")    # the pid's children are traced too
-            w(s.path / "set_event_pid", " ".join(map(str, tracefs.tids(pid, self.proc_root))))
-        for ev in self.events:
-            group, name = ev.split(":")
-            d = s.path / "events" / group / name
-            flt = f'comm == "{comm}"' if comm else ""
-            if group == "sock":
-                flt = f"({flt}) && ret > 0" if flt else "ret > 0"   # errors copy nothing
-            if flt:
-                w(d / "filter", flt)
-            w(d / "enable", "1")
-        s.fd = os.open(s.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
-
-    def _drain(self, s: _Side) -> None:
-        while s.fd is not None:
-            try:
-                chunk = os.read(s.fd, 1 << 16)
-            except BlockingIOError:
-                return
-            if not chunk:
-                return
-            data = s.partial + chunk
-            lines = data.split(b"\n")
-            s.partial = lines.pop()
-            for raw in lines:
-                ev = parse_line(raw.decode(errors="replace"))
-                if ev:
-                    s.events.append(ev)
-
-    def _pump(self) -> None:
-        poller = select.poll()
-        by_fd = {s.fd: s for s in self.sides if s.fd is not None}
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        while not self._stop.is_set():
-            for fd, _ in poller.poll(100):
-                self._drain(by_fd[fd])
-
-    def _lost_events(self, s: _Side) -> int:
-        lost = 0
-        for stats in (s.path / "per_cpu").glob("cpu*/stats"):
-            for line in stats.read_text().splitlines():
-                key, _, val = line.partition(":")
-                if key.strip() in ("overrun", "dropped events"):
-                    lost += int(val.strip() or 0)
-        return lost
+        self.pump = tracefs.Pump(list(self.sides.values()))
+        self.pump.start()
 
     def read(self) -> list[PointCounts]:
         """Stop recording, drain what is buffered, and count. Call once, before detach()."""
-        for s in self.sides:
-            tracefs.write(s.path / "tracing_on", "0")
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
+        for inst in self.sides.values():
+            inst.stop()
+        if self.pump:
+            self.pump.stop()
         out: list[PointCounts] = []
-        for s in self.sides:
-            self._drain(s)
-            lost = self._lost_events(s)
-            out.extend(aggregate(s.events, s.side, self.max_samples, lost))
+        for side, inst in self.sides.items():
+            events = [e for e in map(parse_line, inst.lines) if e]
+            out.extend(aggregate(events, side, self.max_samples, inst.lost()))
         return out
 
     def detach(self) -> None:
         """Idempotent: disable, close, remove every instance we made."""
-        self._stop.set()
-        if self._thread and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-        for s in self.sides:
-            if s.fd is not None:
-                os.close(s.fd)
-                s.fd = None
-            if s.path.exists():
-                try:
-                    tracefs.write(s.path / "events/enable", "0")
-                except OSError:
-                    pass
-                tracefs.rmdir_retry(s.path)
-        self.sides = []
+        if self.pump:
+            self.pump.stop()
+            self.pump = None
+        for inst in self.sides.values():
+            inst.remove()
+        self.sides = {}
