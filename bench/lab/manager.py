@@ -54,15 +54,19 @@ def node_to_state(node: qemu.NodeSpec) -> dict:
             "rdma_netdev": "eth1" if node.link else "eth0"}
 
 
-def plan_nodes(paths: LabPaths, count: int, memory_mib: int,
-               pick_port=ports.free_port) -> list[qemu.NodeSpec]:
-    """Node specs with fresh free ports; node 0 listens on the link, node 1 connects."""
+def validate_request(count: int, memory_mib: int) -> None:
     if not 1 <= count <= MAX_NODES:
         raise UsageError(f"--nodes {count}: the lab has 1 or {MAX_NODES} nodes",
                          "use --nodes 1 or --nodes 2")
     if memory_mib < MIN_MEMORY_MIB:
         raise UsageError(f"--memory {memory_mib}: too little for the lab VM",
                          f"use at least {MIN_MEMORY_MIB} MiB (1536 is the default)")
+
+
+def plan_nodes(paths: LabPaths, count: int, memory_mib: int,
+               pick_port=ports.free_port) -> list[qemu.NodeSpec]:
+    """Node specs with fresh free ports; node 0 listens on the link, node 1 connects."""
+    validate_request(count, memory_mib)
     link_port = pick_port() if count > 1 else None
     nodes = []
     for i in range(count):
@@ -124,6 +128,7 @@ def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "au
     progress = progress or Progress()
     if accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {accel}: unknown accelerator", "use auto, kvm or tcg")
+    validate_request(nodes, memory_mib)  # before touching anything
     qemu_bin = qemu.find_qemu()
     state = load_state(paths)
     alive = running_nodes(state)
@@ -139,7 +144,7 @@ def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "au
 
     key = sshkeys.ensure_key(paths.key)
     pubkey = key.with_suffix(".pub").read_text()
-    img = image_mod.build_image(paths.images, image_mod.default_packages(), pubkey, progress)
+    img = _image(paths, pubkey, progress)
     key_id = img.dir.name
     with progress.step("Choosing the accelerator"):
         chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin)
@@ -182,10 +187,24 @@ def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "au
     return status(paths)
 
 
+def _image(paths: LabPaths, pubkey: str, progress: Progress) -> image_mod.Image:
+    packages = image_mod.default_packages()
+    if image_mod.find_image(paths.images, image_mod.image_key(packages, pubkey)) is None:
+        try:
+            from bench.lab import bundle
+            deps = bundle.dependencies(bundle.project_root() / "pyproject.toml")
+            wheels = bundle.dependency_wheels(paths.wheels, deps, progress)
+        except UsageError as e:  # no source tree or no PyPI: the role installs later
+            progress.line(f"  not pre-installing Python dependencies: {e.message}")
+            deps, wheels = [], None
+        return image_mod.build_image(paths.images, packages, pubkey, progress, wheels, deps)
+    return image_mod.build_image(paths.images, packages, pubkey, progress)
+
+
 def _provision(paths: LabPaths, progress: Progress) -> None:
     from bench.lab import provision  # imports ansible lookups only when needed
 
-    provision.run_playbook(paths.inventory, progress=progress, cache=paths)
+    provision.run_playbook(paths.inventory, progress=progress)
 
 
 def _cleanup_stale(paths: LabPaths, state: dict | None) -> None:

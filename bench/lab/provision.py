@@ -16,7 +16,6 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.lab.bundle import build_bundle, project_root
-from bench.lab.paths import LabPaths
 from bench.lab.progress import Progress
 
 ANSIBLE_FIX = "pip install -e '.[lab]' (ansible-core 2.19 in the project's venv)"
@@ -70,14 +69,15 @@ def playbook_argv(inventory: Path, extra: list[str], bundle: Path | None,
 
 
 def run_playbook(inventory: Path, extra: list[str] | None = None,
-                 progress: Progress | None = None, cache: LabPaths | None = None,
+                 progress: Progress | None = None, bundle: Path | None = None,
                  ) -> list[RecapLine]:
     """Run site.yml; returns the recap. UsageError (with the failing lines) on failure."""
     progress = progress or Progress()
     if not inventory.is_file():
         raise UsageError(f"inventory {inventory} does not exist", "run `bench lab up` first")
     pb = find_playbook_bin()
-    bundle = build_bundle(progress)
+    # A fixed bundle makes repeated runs comparable (tests check changed=0).
+    bundle = bundle or build_bundle(progress)
     argv = playbook_argv(inventory, extra or [], bundle, pb)
     env = dict(os.environ, ANSIBLE_CONFIG=str(ansible_dir() / "ansible.cfg"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PYTHONUNBUFFERED="1")

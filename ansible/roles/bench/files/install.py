@@ -20,7 +20,10 @@ def main() -> None:
         subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)],
                        check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check",
-           "install", "--no-index"]
+           "install", "--no-index",
+           # Byte-compiling thousands of files under emulation takes minutes; Python
+           # compiles what it imports on first use instead.
+           "--no-compile"]
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(bundle) as tar:
             # Our own tar; the filter only where this Python has it (3.11.4+ / backports).

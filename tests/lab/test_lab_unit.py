@@ -1,0 +1,379 @@
+"""Pure tests of the lab code: no VM, no root, no network beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UsageError
+from bench.lab import bundle, image, inventory, manager, ports, provision, qemu
+from bench.lab.cli import add_parser, split_ssh_args
+from bench.lab.paths import LabPaths, lab_paths
+from bench.lab.progress import Quiet
+from bench.targets.ssh import SshTarget
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBk copybench-lab"
+
+
+# -- image cache key -------------------------------------------------------------------
+
+def test_package_list_parsing_ignores_comments_blank_and_duplicates():
+    text = "# head\nb\n\na  # why\nb\n  c \n"
+    assert image.parse_packages(text) == ["a", "b", "c"]
+
+
+def test_image_key_is_order_independent_and_tracks_inputs():
+    k = image.image_key(["a", "b"], KEY)
+    assert k == image.image_key(["b", "a", "a"], KEY)
+    assert len(k) == 16 and int(k, 16) >= 0
+    assert k != image.image_key(["a", "b", "c"], KEY)
+    assert k != image.image_key(["a", "b"], KEY + "x")
+    assert k != image.image_key(["a", "b"], KEY, recipe=image.RECIPE_VERSION + 1)
+
+
+def test_default_packages_use_the_stock_kernel():
+    pk = image.default_packages()
+    assert "linux-image-amd64" in pk and "linux-headers-amd64" in pk
+    assert not any("cloud" in p for p in pk)  # the cloud kernel lacks rdma_rxe
+    for needed in ("python3-pyverbs", "rdma-core", "bpftrace", "openssh-server", "python3-apt"):
+        assert needed in pk
+
+
+def test_guest_files_authorize_the_key_with_strict_modes():
+    files = image.guest_files(KEY)
+    content, mode = files["root/.ssh/authorized_keys"]
+    assert content == KEY + "\n" and mode == 0o600
+    assert "iface eth0 inet dhcp" in files["etc/network/interfaces"][0]
+    assert "copybench.eth1=" in files["usr/local/sbin/copybench-eth1"][0]
+
+
+def test_interrupted_build_leaves_no_half_image(tmp_path, monkeypatch):
+    monkeypatch.setattr(image, "check_tools", lambda: None)
+    monkeypatch.setattr(image, "check_space", lambda where, need=0: None)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(image, "_run_logged", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        image.build_image(tmp_path, ["a"], KEY, Quiet())
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")] == []
+    assert image.find_image(tmp_path, image.image_key(["a"], KEY)) is None
+
+
+def test_incomplete_cache_entry_is_not_trusted(tmp_path):
+    key = image.image_key(["a"], KEY)
+    (tmp_path / key).mkdir()
+    (tmp_path / key / "rootfs.raw").write_bytes(b"")
+    assert image.find_image(tmp_path, key) is None
+
+
+def test_missing_mmdebstrap_names_the_apt_fix(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UsageError) as e:
+        image.check_tools()
+    assert "mmdebstrap" in e.value.message and e.value.fix == "apt-get install mmdebstrap"
+
+
+def test_no_disk_space_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError) as e:
+        image.check_space(tmp_path, need=1 << 60)
+    assert "COPYBENCH_CACHE" in e.value.fix
+
+
+def test_cache_dir_from_environment():
+    assert lab_paths({"COPYBENCH_CACHE": "/x"}).images == Path("/x/images")
+    assert lab_paths({}).cache == Path("/var/cache/copybench")
+
+
+# -- QEMU argv ----------------------------------------------------------------------------
+
+def _node(i=0, link=None, d=Path("/s")):
+    return qemu.NodeSpec(index=i, ssh_port=2222 + i, overlay=d / f"lab{i}.qcow2",
+                         console=d / f"lab{i}.log", pidfile=d / f"lab{i}.pid", link=link)
+
+
+def _opt(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_qemu_argv_tcg_single_node():
+    argv = qemu.qemu_argv(_node(), Path("/k"), Path("/i"), "tcg")
+    assert _opt(argv, "-accel") == ["tcg"] and _opt(argv, "-cpu") == ["max"]
+    nets = _opt(argv, "-netdev")
+    assert nets == ["user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"]
+    assert "root=/dev/vda" in _opt(argv, "-append")[0]
+    assert "copybench.eth1" not in _opt(argv, "-append")[0]
+    assert _opt(argv, "-pidfile") == ["/s/lab0.pid"] and "-daemonize" in argv
+    assert _opt(argv, "-serial") == ["file:/s/lab0.log"]
+    assert _opt(argv, "-drive") == ["file=/s/lab0.qcow2,if=virtio,format=qcow2"]
+
+
+def test_qemu_argv_kvm_uses_host_cpu():
+    argv = qemu.qemu_argv(_node(), Path("/k"), Path("/i"), "kvm")
+    assert _opt(argv, "-accel") == ["kvm"] and _opt(argv, "-cpu") == ["host"]
+    with pytest.raises(ValueError):
+        qemu.qemu_argv(_node(), Path("/k"), Path("/i"), "hvf")
+
+
+def test_two_nodes_joined_by_a_loopback_socket_netdev(tmp_path):
+    nodes = manager.plan_nodes(LabPaths(tmp_path), 2, 1536)
+    a, b = (qemu.qemu_argv(n, Path("/k"), Path("/i"), "tcg") for n in nodes)
+    port = nodes[0].link.port
+    assert _opt(a, "-netdev")[1] == f"socket,id=n1,listen=127.0.0.1:{port}"
+    assert _opt(b, "-netdev")[1] == f"socket,id=n1,connect=127.0.0.1:{port}"
+    assert "copybench.eth1=198.18.0.1/24" in _opt(a, "-append")[0]
+    assert "copybench.eth1=198.18.0.2/24" in _opt(b, "-append")[0]
+    # distinct MACs on both NICs, all ports distinct
+    assert len(set(_opt(a, "-device") + _opt(b, "-device"))) == 4
+    assert len({nodes[0].ssh_port, nodes[1].ssh_port, port}) == 3
+    # every host-side endpoint is on loopback
+    for argv in (a, b):
+        for net in _opt(argv, "-netdev"):
+            assert "127.0.0.1" in net
+
+
+@pytest.mark.parametrize("nodes,mem", [(0, 1536), (3, 1536), (1, 100)])
+def test_bad_lab_sizes_are_usage_errors(tmp_path, nodes, mem):
+    with pytest.raises(UsageError):
+        manager.plan_nodes(LabPaths(tmp_path), nodes, mem)
+
+
+def test_missing_qemu_names_the_apt_fix(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(UsageError) as e:
+        qemu.find_qemu()
+    assert "qemu-system-x86" in e.value.fix and e.value.fix.startswith("apt-get install")
+
+
+def test_kvm_probe_without_dev_kvm_falls_back(monkeypatch):
+    monkeypatch.setattr(os, "access", lambda p, m: False)
+    assert qemu.choose_accel("auto", Path("/k"))[0] == "tcg"
+    with pytest.raises(UsageError):
+        qemu.choose_accel("kvm", Path("/k"))
+    assert qemu.choose_accel("tcg", Path("/k")) == ("tcg", "requested")
+
+
+# -- pid files -------------------------------------------------------------------------
+
+def test_pid_file_of_an_unrelated_process_is_not_ours(tmp_path):
+    pf = tmp_path / "lab0.pid"
+    pf.write_text(f"{os.getpid()}\n")  # this pytest process: alive, but not our QEMU
+    assert qemu.running_pid(pf, "copybench-lab0") is None
+    assert qemu.stop(pf, "copybench-lab0") is False
+    assert not pf.exists()  # stale pid files are removed
+
+
+def test_stop_terminates_a_matching_process(tmp_path):
+    pf = tmp_path / "lab0.pid"
+    proc = subprocess.Popen(["sleep", "60", "copybench-lab0"])
+    pf.write_text(str(proc.pid))
+    try:
+        assert qemu.running_pid(pf, "copybench-lab0") == proc.pid
+        assert qemu.stop(pf, "copybench-lab0", grace=5) is True
+        assert proc.wait(timeout=5) is not None and not pf.exists()
+    finally:
+        proc.kill()
+
+
+# -- ports ----------------------------------------------------------------------------
+
+def test_free_port_is_bindable_on_loopback():
+    p = ports.free_port()
+    assert 1024 <= p <= 65535 and not ports.port_in_use(p)
+
+
+def test_port_in_use_is_a_usage_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert ports.port_in_use(port)
+        with pytest.raises(UsageError) as e:
+            ports.require_free(port, "ssh forward")
+        assert str(port) in e.value.message
+    with pytest.raises(UsageError):
+        ports.require_free(70000, "x")
+
+
+# -- console tail and SSH wait ------------------------------------------------------------
+
+def test_console_tail_strips_escapes_and_keeps_the_end(tmp_path):
+    log = tmp_path / "c.log"
+    log.write_bytes(b"".join(b"\x1b[0;32mline %d\x1b[0m\r\n" % i for i in range(100)))
+    tail = qemu.console_tail(log, lines=3)
+    assert tail == "line 97\nline 98\nline 99"
+    assert qemu.console_tail(tmp_path / "missing") == "(no console log)"
+
+
+def test_dead_qemu_during_boot_reports_the_console_tail(tmp_path):
+    node = _node(d=tmp_path)
+    node.console.write_text("Booting...\nKernel panic - not syncing: VFS: Unable to mount root\n")
+    with pytest.raises(UsageError) as e:
+        manager.wait_for_ssh(node, tmp_path / "key", 5, Quiet())
+    assert "QEMU exited" in e.value.message and "Kernel panic" in e.value.message
+    assert str(node.console) in e.value.fix
+
+
+# -- inventory ----------------------------------------------------------------------------
+
+def test_lab_inventory_round_trips():
+    nodes = [{"name": "lab0", "ssh_port": 2222, "rdma_netdev": "eth1", "link_addr": "198.18.0.1/24"},
+             {"name": "lab1", "ssh_port": 2223, "rdma_netdev": "eth1", "link_addr": "198.18.0.2/24"}]
+    text = inventory.render_lab_inventory(nodes, Path("/c/ssh/id_ed25519"))
+    hosts = inventory.parse_inventory(text)
+    assert [(h.name, h.address, h.port, h.user) for h in hosts] == [
+        ("lab0", "127.0.0.1", 2222, "root"), ("lab1", "127.0.0.1", 2223, "root")]
+    assert hosts[1].key == Path("/c/ssh/id_ed25519")
+    assert hosts[1].vars["rdma_netdev"] == "eth1" and hosts[1].vars["link_addr"] == "198.18.0.2/24"
+    assert hosts[0].vars["copybench_offline"] == "true"
+
+
+def test_write_inventory_is_atomic(tmp_path):
+    p = inventory.write_inventory(tmp_path / "d" / "inv.ini", "[lab]\nx\n")
+    assert p.read_text() == "[lab]\nx\n" and not list(p.parent.glob("*.tmp"))
+
+
+def test_example_inventory_parses():
+    hosts = inventory.load_hosts(str(Path(__file__).parents[2] / "ansible/inventory.example.ini"))
+    assert [h.name for h in hosts] == ["hostA", "hostB"]
+    assert hosts[0].user == "root" and hosts[0].vars["rdma_netdev"] == "enp1s0"
+
+
+def test_inventory_vars_merge_all_group_and_host():
+    text = "[all:vars]\nansible_user=u\nx=1\n[g]\nh1 ansible_port=2200\n[g:vars]\nx=2\n"
+    (h,) = inventory.parse_inventory(text)
+    assert (h.user, h.port, h.vars["x"]) == ("u", 2200, "2")
+
+
+@pytest.mark.parametrize("text", ["[g]\nh1 novalue\n", "[g\nh1\n", "# nothing\n",
+                                  "[g]\nh[1:3]\n", "[g]\nh ansible_port=x\n", "[g:weird]\na=1\n"])
+def test_bad_inventories_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        inventory.parse_inventory(text)
+
+
+def test_host_list_and_bad_paths():
+    hosts = inventory.load_hosts("root@a,b:2200")
+    assert [(h.user, h.address, h.port) for h in hosts] == [("root", "a", 22), (None, "b", 2200)]
+    for bad in ("./missing/inventory.ini", "nope.ini", "a:port"):
+        with pytest.raises(UsageError):
+            inventory.load_hosts(bad)
+
+
+# -- SSH target ----------------------------------------------------------------------------
+
+def test_exec_quotes_the_remote_command(monkeypatch):
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, argv, **kw):
+            seen["argv"], seen["kw"] = argv, kw
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    t = SshTarget([inventory.Host("b", "10.0.0.2", 2222, "root", Path("/k"))])
+    t.exec(0, ["bench", "agent", "--name", "a b; rm -rf /"])
+    assert seen["argv"][0] == "ssh" and "-p" in seen["argv"] and "root@10.0.0.2" in seen["argv"]
+    assert seen["argv"][-1] == "bench agent --name 'a b; rm -rf /'"
+    assert seen["kw"]["stdin"] == subprocess.DEVNULL
+
+
+def test_unreachable_host_is_a_usage_error():
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh client: apt-get install openssh-client")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = SshTarget([inventory.Host("h", "127.0.0.1", port, "root", None)])
+    with pytest.raises(UsageError) as e:
+        t.check(timeout=10)
+    assert "unreachable" in e.value.message and "h (root@127.0.0.1" in e.value.message
+    with pytest.raises(UsageError):
+        t.host(3)
+
+
+def test_lab_target_needs_a_running_lab(tmp_path, monkeypatch):
+    from bench.targets.lab import LabTarget
+    with pytest.raises(UsageError) as e:
+        LabTarget.from_lab(LabPaths(tmp_path))
+    assert "bench lab up" in e.value.fix
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="bench")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_cli_registers_lab_subcommands():
+    args = _parse(["lab", "up", "--nodes", "2", "--memory", "1024", "--accel", "tcg"])
+    assert (args.lab_command, args.nodes, args.memory, args.accel) == ("up", 2, 1024, "tcg")
+    assert callable(args.func)
+    for sub in ("down", "status", "destroy"):
+        assert _parse(["lab", sub]).lab_command == sub
+    assert _parse(["lab", "ssh", "lab1", "--", "uname", "-r"]).rest == ["lab1", "--", "uname", "-r"]
+
+
+def test_cli_bad_node_count_fails_before_touching_anything(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPYBENCH_CACHE", str(tmp_path))
+    args = _parse(["lab", "up", "--nodes", "3"])
+    with pytest.raises(UsageError):
+        args.func(args)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ssh_argument_splitting():
+    assert split_ssh_args([], ["lab0"]) == ("lab0", [])
+    assert split_ssh_args(["--", "uname", "-a"], ["lab0"]) == ("lab0", ["uname", "-a"])
+    assert split_ssh_args(["1", "--", "id"], ["lab0", "lab1"]) == ("lab1", ["id"])
+    with pytest.raises(UsageError):
+        split_ssh_args(["lab7"], ["lab0"])
+
+
+# -- provisioning helpers ------------------------------------------------------------------
+
+RECAP = """
+PLAY RECAP *********************************************************************
+lab0                       : ok=13   changed=0    unreachable=0    failed=0    skipped=1
+lab1                       : ok=12   changed=3    unreachable=0    failed=1    skipped=1
+"""
+
+
+def test_parse_recap():
+    r = provision.parse_recap(RECAP)
+    assert [(x.host, x.ok, x.changed, x.failed) for x in r] == [("lab0", 13, 0, 0), ("lab1", 12, 3, 1)]
+
+
+def test_missing_inventory_for_provisioning(tmp_path):
+    with pytest.raises(UsageError):
+        provision.run_playbook(tmp_path / "nope.ini", progress=Quiet())
+
+
+def test_bundle_key_is_stable_and_skips_bytecode():
+    root = bundle.project_root()
+    files = bundle.source_files(root)
+    assert all("__pycache__" not in p.parts for p in files)
+    assert root / "pyproject.toml" in files
+    deps = bundle.dependencies(root / "pyproject.toml")
+    assert bundle.bundle_key(root, deps) == bundle.bundle_key(root, deps)
+
+
+def test_ansible_syntax_check():
+    try:
+        pb = provision.find_playbook_bin()
+    except UsageError as e:
+        pytest.skip(f"{e.message}: {e.fix}")
+    site = provision.ansible_dir() / "site.yml"
+    inv = Path(__file__).parents[2] / "ansible/inventory.example.ini"
+    res = subprocess.run([pb, "--syntax-check", "-i", str(inv), str(site)],
+                         capture_output=True, text=True,
+                         env=dict(os.environ, ANSIBLE_CONFIG=str(site.parent / "ansible.cfg")))
+    assert res.returncode == 0, res.stdout + res.stderr
