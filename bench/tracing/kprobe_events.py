@@ -149,11 +149,9 @@ class KprobeEventsTracer(Tracer):
         for i, p in enumerate(self.probes):
             entry, ret = lines[2 * i], lines[2 * i + 1]
             try:
-                with open(root / "kprobe_events", "a") as f:
-                    f.write(entry + "\n")
+                tracefs.append(root / "kprobe_events", entry + "\n")
                 self.defined.append(f"p{i}")
-                with open(root / "kprobe_events", "a") as f:
-                    f.write(ret + "\n")
+                tracefs.append(root / "kprobe_events", ret + "\n")
                 self.defined.append(f"r{i}")
                 self.status[p.symbol] = "ok"
             except OSError as e:
@@ -210,6 +208,10 @@ class KprobeEventsTracer(Tracer):
             lost = inst.lost()
             for c in counts:
                 c.notes.append("timing resolution 1 us (trace clock)")
+                refused = [f"{p.symbol} ({self.status[p.symbol]})" for p in self.probes
+                           if p.point == c.point and self.status.get(p.symbol, "ok") != "ok"]
+                if refused:
+                    c.notes.append("not probed: " + ", ".join(refused))
                 if lost:
                     c.exact = False
                     c.notes.append(f"kernel dropped {lost} trace events: lower bound")
@@ -240,8 +242,7 @@ def remove_group(root: Path, group: str, names: list[str] | None = None) -> int:
         try:
             if enable.exists():
                 tracefs.write(enable, "0")
-            with open(root / "kprobe_events", "a") as f:
-                f.write(f"-:{group}/{name}\n")
+            tracefs.append(root / "kprobe_events", f"-:{group}/{name}\n")
             removed += 1
         except OSError:
             pass

@@ -52,6 +52,16 @@ def write(path: Path, text: str) -> None:
         raise OSError(e.errno, f"writing {text.strip()!r} to {path}: {e.strerror}") from None
 
 
+def append(path: Path, text: str) -> None:
+    """Append to a tracefs list file (kprobe_events). Never "w": O_TRUNC would delete every
+    definition, other tools' included; and Python's "a" mode seeks, which tracefs refuses."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def rmdir_retry(path: Path, tries: int = 50) -> None:
     """Instances stay busy for a moment after their files are closed."""
     for _ in range(tries):
