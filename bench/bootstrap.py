@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     pkgs = RUN_PACKAGES + (TEST_PACKAGES if args.tests else [])
     apt_install(pkgs)
-    make_venv(Path(args.venv), "test,lab,lint" if args.tests else "lab")
+    make_venv(Path(args.venv), "test,lab,lint,iouring" if args.tests else "lab,iouring")
     say("done")
     return 0
 

@@ -94,14 +94,17 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 err = wl.size_error(size)
                 if err:
                     raise UsageError(err, f"choose sizes between 1 and {wl.max_size} for {name}")
+                missing = wl.missing() if wl.built else None
                 for topo in topologies:
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
                         reference=bool(reference and wl.reference),
                         batch=int(batch) if wl.transport == "dgram" else 1,
-                        skip_reason=None if wl.built else f"workload {name} is not built yet",
-                        skip_fix=None if wl.built else wl.not_built_fix,
+                        skip_reason=(f"workload {name} is not built yet" if not wl.built
+                                     else missing[0] if missing else None),
+                        skip_fix=(wl.not_built_fix if not wl.built
+                                  else missing[1] if missing else None),
                     )
                     if case.id not in seen:
                         seen.add(case.id)

@@ -54,9 +54,12 @@ def case_row(cr: CaseResult) -> Row:
     if zc:
         done = sum(z["completed"] for z in zc)
         copied = sum(z["copied"] for z in zc)
+        api = zc[0].get("api", "MSG_ZEROCOPY")
+        flag = ("IORING_NOTIF_USAGE_ZC_COPIED" if api.startswith("io_uring")
+                else "SO_EE_CODE_ZEROCOPY_COPIED")
         if done:
-            note = (f"MSG_ZEROCOPY: {100 * (done - copied) / done:.0f}% of {done} sends zerocopy, "
-                    f"{100 * copied / done:.0f}% copied by the kernel (SO_EE_CODE_ZEROCOPY_COPIED)"
+            note = (f"{api}: {100 * (done - copied) / done:.0f}% of {done} sends zerocopy, "
+                    f"{100 * copied / done:.0f}% copied by the kernel ({flag})"
                     + ("; " + note if note else ""))
     if errors:
         note = (note + "; " if note else "") + f"reference failed: {errors[0]}"

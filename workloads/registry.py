@@ -20,6 +20,15 @@ class Workload:
     reference: str | None = None   # the field's standard tool for the same path
     expected_copies: str = ""
     not_built_fix: str = ""        # what a user can do meanwhile, for workloads not built yet
+    python_module: str | None = None   # an optional Python dependency the agents import
+
+    def missing(self) -> tuple[str, str] | None:
+        """(reason, fix) when this machine cannot run the workload's agents, else None."""
+        import importlib.util
+        if self.python_module and importlib.util.find_spec(self.python_module) is None:
+            return (f"Python module {self.python_module} is not installed",
+                    f"python3 -m bench.bootstrap (installs {self.python_module}, pinned)")
+        return None
 
     def size_error(self, size: int) -> str | None:
         if size <= 0:
@@ -44,10 +53,12 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              "stream", 1 << 20,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
-    Workload("io_uring", "io_uring send/send_zc with registered buffers", "stream", 64 << 20,
-             built=False, needs=("io_uring",),
-             expected_copies="which copies remain with each io_uring mode",
-             not_built_fix="until it lands, `bench doctor` tells whether io_uring works here"),
+    Workload("io_uring", "TCP send/recv through io_uring (liburing)", "stream", 64 << 20,
+             needs=("io_uring",), python_module="liburing",
+             expected_copies="the same COPY#1 + COPY#4: io_uring saves syscalls, not copies"),
+    Workload("io_uring_zc", "TCP io_uring send_zc_fixed from a registered buffer, recv", "stream",
+             64 << 20, needs=("io_uring",), python_module="liburing",
+             expected_copies="send copy vanishes when the kernel reports real zerocopy; recv copies"),
     Workload("rdma", "RDMA WRITE/SEND on an RC QP (pyverbs)", "rdma", 1 << 30, built=False,
              needs=("rdma_device",), reference="ib_write_bw",
              expected_copies="no _copy_*_iter; rxe's own emulation copies counted apart",

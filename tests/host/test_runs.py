@@ -100,3 +100,19 @@ def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root
     assert z["mapped_bytes"] + z["copied_bytes"] == n * size
     assert z["mapped_bytes"] > 0, "no page was mapped: the aligned MSG_ZEROCOPY sender should allow it"
     assert "TCP_ZEROCOPY_RECEIVE:" in out
+
+
+@pytest.mark.parametrize("workload", ["io_uring", "io_uring_zc"])
+def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_leftovers, workload):
+    pytest.importorskip("liburing", reason="liburing not installed: python3 -m bench.bootstrap")
+    n, size = 300, 65536
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", workload,
+                                  "--sizes", str(size), "--bytes", str(n * size), "--no-reference")
+    assert rc == 0, err
+    s = case(doc, f"{workload}-{size}-veth")["samples"][0]
+    assert s["messages"] == n and s["bytes"] == n * size and s["payload_errors"] == 0
+    if workload == "io_uring_zc":
+        z = s["zerocopy"]
+        assert z["all_completed"] and z["completed"] == z["send_calls"] >= n
+        assert z["copied"] + z["zerocopy"] == z["completed"]
+        assert "io_uring send_zc_fixed:" in out

@@ -94,7 +94,8 @@ def test_builtin_suites_load_and_expand():
     for n in names:
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
-    assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring", "rdma"}
+    assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring",
+                         "io_uring_zc", "rdma"}
 
 
 def test_batch_applies_to_datagrams_only_and_is_in_the_id():

@@ -1,0 +1,163 @@
+"""TCP through io_uring (liburing): which copies remain with each io_uring mode.
+
+  io_uring     send / recv submitted through the ring: same copies as send()/recv()
+               (COPY#1 + COPY#4); io_uring saves syscalls, not copies.
+  io_uring_zc  send_zc_fixed from a registered (fixed) buffer; the kernel reports per send
+               whether it really avoided the copy (IORING_SEND_ZC_REPORT_USAGE) — on veth and
+               loopback it must copy after all, like MSG_ZEROCOPY. recv still copies.
+
+One request in flight per socket: two sends in flight on one TCP socket may complete out of
+order or short, and a stream with a hole would fail verification, not measure anything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import StreamVerifier
+from workloads.sockets import PatternSource, bound_from, size_buffers
+
+IORING_CQE_F_MORE = 1 << 1
+IORING_CQE_F_NOTIF = 1 << 3
+IORING_SEND_ZC_REPORT_USAGE = 1 << 3
+IORING_NOTIF_USAGE_ZC_COPIED = 1 << 31
+MSG_WAITALL = socket.MSG_WAITALL
+
+
+class Ring:
+    """A small ring with one request in flight at a time (see module docstring)."""
+
+    def __init__(self, entries: int = 8):
+        import liburing
+        self.L = liburing
+        self.ring = liburing.io_uring()
+        rc = liburing.io_uring_queue_init(entries, self.ring, 0)
+        if rc < 0:
+            raise OSError(-rc, f"io_uring_queue_init: {os.strerror(-rc)}")
+        self.cqe = liburing.io_uring_cqe()
+        self.notifs = 0
+        self.notifs_copied = 0
+
+    def _wait(self):
+        rc = self.L.io_uring_wait_cqe(self.ring, self.cqe)
+        if rc < 0:
+            raise OSError(-rc, f"io_uring_wait_cqe: {os.strerror(-rc)}")
+        res, flags = self.cqe.res, self.cqe.flags
+        self.L.io_uring_cqe_seen(self.ring, self.cqe)
+        return res, flags
+
+    def run(self, prep) -> int:
+        """Prepare one SQE with `prep(sqe)`, submit, return its result (notifications are
+        counted on the way)."""
+        sqe = self.L.io_uring_get_sqe(self.ring)
+        prep(sqe)
+        self.L.io_uring_submit(self.ring)
+        while True:
+            res, flags = self._wait()
+            if flags & IORING_CQE_F_NOTIF:
+                self._count_notif(res)
+                continue
+            if res < 0:
+                raise OSError(-res, os.strerror(-res))
+            return res
+
+    def _count_notif(self, res: int) -> None:
+        self.notifs += 1
+        if (res & 0xFFFFFFFF) & IORING_NOTIF_USAGE_ZC_COPIED:
+            self.notifs_copied += 1
+
+    def drain_notifs(self, expected: int, timeout: float = 10.0) -> None:
+        deadline = now() + timeout
+        while self.notifs < expected and now() < deadline:
+            res, flags = self._wait()
+            if flags & IORING_CQE_F_NOTIF:
+                self._count_notif(res)
+
+    def close(self) -> None:
+        self.L.io_uring_queue_exit(self.ring)
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    size = int(cfg["size"])
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bufs = size_buffers(lsock, cfg)
+    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    lsock.listen(1)
+    buf = bytearray(size)
+    mv = memoryview(buf)
+    ring = Ring()
+    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
+            buffer_addr=buffer_address(buf), **bufs)
+    conn, _ = lsock.accept()
+    lsock.close()
+    fd = conn.fileno()
+    verify = StreamVerifier(size)
+    cpu = CpuWindow().start()
+    recvs = 0
+    t_first = t_last = None
+    prep = ring.L.io_uring_prep_recv
+    while True:
+        n = ring.run(lambda sqe: prep(sqe, fd, buf, size, 0))
+        if n == 0:
+            break
+        t_last = now()
+        t_first = t_first or t_last
+        recvs += 1
+        verify.check(mv[:n])
+    ring.close()
+    conn.close()
+    good = verify.offset if verify.bad_chunks == 0 else 0
+    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
+            "bad": verify.bad_chunks, "recv_calls": recvs, "t_first": t_first, "t_last": t_last,
+            "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+
+
+def sender(cfg: dict, io: AgentIO, zerocopy: bool = False) -> dict:
+    size = int(cfg["size"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bufs = size_buffers(sock, cfg)
+    sock.connect(tuple(cfg["target"]))
+    fd = sock.fileno()
+    src = PatternSource(size)
+    ring = Ring()
+    L = ring.L
+    if zerocopy:
+        # Register the whole pattern store as fixed buffer 0: every view lies inside it.
+        rc = L.io_uring_register_buffers(ring.ring, L.iovec(src.buf), 1)
+        if rc < 0:
+            raise OSError(-rc, f"io_uring_register_buffers: {os.strerror(-rc)}")
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    io.wait_cmd("go")
+    cpu = CpuWindow().start()
+    bound = bound_from(cfg)
+    sent = requests = 0
+    views = src.views
+    period = len(views)
+    while not bound.done(sent):
+        view = views[(sent * size) % period]
+        while view:
+            if zerocopy:
+                n = ring.run(lambda sqe, v=view: L.io_uring_prep_send_zc_fixed(
+                    sqe, fd, v, len(v), 0, MSG_WAITALL, IORING_SEND_ZC_REPORT_USAGE))
+            else:
+                n = ring.run(lambda sqe, v=view: L.io_uring_prep_send(sqe, fd, v, len(v), MSG_WAITALL))
+            requests += 1
+            view = view[n:]
+        sent += 1
+    t_end = now()
+    if zerocopy:
+        ring.drain_notifs(requests)
+    ring.close()
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    out = {"messages": sent, "bytes": sent * size, "t_start": bound.t_start, "t_end": t_end,
+           "cpu": cpu.stop(), "buffer_addr": buffer_address(src.buf), "requests": requests}
+    if zerocopy:
+        out["zerocopy"] = {"send_calls": requests, "completed": ring.notifs,
+                           "copied": ring.notifs_copied, "zerocopy": ring.notifs - ring.notifs_copied,
+                           "notifications": ring.notifs, "enobufs_retries": 0,
+                           "all_completed": ring.notifs >= requests, "api": "io_uring send_zc_fixed"}
+    return out
