@@ -316,6 +316,17 @@ def build_image(images: Path, packages: list[str], pubkey: str, progress: Progre
     return Image(final)
 
 
+def prune(images: Path, keep: str) -> list[Path]:
+    """Delete cached images other than `keep` (each is ~1.5 GiB); returns what went."""
+    gone = []
+    for d in images.iterdir() if images.is_dir() else []:
+        if d.is_dir() and not d.name.startswith(".") and d.name != keep:
+            shutil.rmtree(d, ignore_errors=True)
+            (images / f"build-{d.name}.log").unlink(missing_ok=True)
+            gone.append(d)
+    return gone
+
+
 def _remove_stale_temps(images: Path) -> None:
     """Remove temp build dirs whose builder process is gone (e.g. killed with -9)."""
     for d in images.glob(".tmp-*"):

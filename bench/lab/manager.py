@@ -146,6 +146,9 @@ def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "au
     pubkey = key.with_suffix(".pub").read_text()
     img = _image(paths, pubkey, progress)
     key_id = img.dir.name
+    # No node is running here, and overlays on an older image are rebuilt below.
+    for old in image_mod.prune(paths.images, keep=key_id):
+        progress.line(f"removed superseded image {old.name}")
     with progress.step("Choosing the accelerator"):
         chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin)
     progress.line(f"accelerator: {chosen} ({why})")

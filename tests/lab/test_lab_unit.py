@@ -7,6 +7,8 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,9 +174,14 @@ def test_pid_file_of_an_unrelated_process_is_not_ours(tmp_path):
 
 def test_stop_terminates_a_matching_process(tmp_path):
     pf = tmp_path / "lab0.pid"
-    proc = subprocess.Popen(["sleep", "60", "copybench-lab0"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             "copybench-lab0"])
     pf.write_text(str(proc.pid))
     try:
+        for _ in range(50):  # until the child has exec'd `sleep`
+            if qemu.running_pid(pf, "copybench-lab0"):
+                break
+            time.sleep(0.05)
         assert qemu.running_pid(pf, "copybench-lab0") == proc.pid
         assert qemu.stop(pf, "copybench-lab0", grace=5) is True
         assert proc.wait(timeout=5) is not None and not pf.exists()
@@ -377,3 +384,12 @@ def test_ansible_syntax_check():
                          capture_output=True, text=True,
                          env=dict(os.environ, ANSIBLE_CONFIG=str(site.parent / "ansible.cfg")))
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_prune_keeps_only_the_current_image(tmp_path):
+    for name in ("aaaa", "bbbb", ".tmp-cccc-1"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "build-aaaa.log").write_text("x")
+    gone = image.prune(tmp_path, keep="bbbb")
+    assert [p.name for p in gone] == ["aaaa"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-cccc-1", "bbbb"]
