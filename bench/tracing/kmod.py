@@ -225,13 +225,15 @@ class KmodTracer(Tracer):
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, nsamples: int = 256,
                  all_copies: bool = False, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
-                 modules_root: Path = Path("/lib/modules"), cache: Path = CACHE):
+                 modules_root: Path = Path("/lib/modules"), cache: Path = CACHE,
+                 which=shutil.which):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
         self.comm = comm
         self.nsamples = nsamples
         self.all_copies = all_copies     # True: also pipe/file copies (bench trace --all-copies)
         self.proc_root, self.sys_root = proc_root, sys_root
         self.modules_root, self.cache = modules_root, cache
+        self.which = which
         self.release = catalog.kernel_release(proc_root)
         self.sides: list[str] = []
         self.status: dict[str, str] = {}     # symbol -> ok | absent | error:-N
@@ -253,10 +255,10 @@ class KmodTracer(Tracer):
         if not ko.exists() and not (self.modules_root / self.release / "build").exists():
             return Availability(False, f"no kernel headers for {self.release}",
                                 f"apt-get install linux-headers-{self.release}")
-        if not ko.exists() and not (shutil.which("make") and shutil.which("gcc")):
+        if not ko.exists() and not (self.which("make") and self.which("gcc")):
             return Availability(False, "no compiler to build copytrace",
                                 "apt-get install build-essential")
-        if shutil.which("insmod") is None:
+        if self.which("insmod") is None:
             return Availability(False, "insmod not found", "apt-get install kmod")
         return Availability(True, f"copytrace for {self.release}")
 

@@ -1,11 +1,39 @@
-"""Choosing a tracer backend (filled in below)."""
+"""Choosing tracer backends per copy point, and cleaning up after crashed runs.
+
+`auto` asks, for every catalog point, which backends could measure it on this kernel:
+kprobe backends need the symbol present; bpftrace and kprobe_events additionally need it
+attachable by the kernel's trace_kprobe (it refuses notrace functions such as Debian 6.1's
+_copy_*_iter), which we find out by defining a throw-away kprobe event. Then it covers the
+points with as few backends as possible, best first:
+
+  bpftrace       exact, ns timing, no module to build or load
+  kmod           exact, ns timing; reaches notrace functions; needs headers + module loading
+  kprobe_events  exact, 1 us timing; needs nothing but tracefs
+  tracepoints    estimates, no kprobes needed (send/receive points only)
+
+The choice (and why every better backend was rejected) is recorded in `tracer.choices`.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
 from bench.errors import UsageError
-from bench.tracing.base import Tracer
+from bench.tracing import catalog, kmod, tracefs
+from bench.tracing.base import Availability, PointCounts, Tracer
 
 BACKENDS = ("kmod", "bpftrace", "kprobe_events", "tracepoints")
+PREFERENCE = ("bpftrace", "kmod", "kprobe_events", "tracepoints")
+KPROBE_BACKENDS = ("bpftrace", "kmod", "kprobe_events")
+# recv_skb is tracepoint-only and informational: it comes along whenever tracepoints is used.
+DEFAULT_POINTS = tuple(p for p in catalog.POINTS if p != "recv_skb")
 
 
 def make_tracer(name: str, **kw) -> Tracer:
@@ -22,5 +50,305 @@ def make_tracer(name: str, **kw) -> Tracer:
     if name == "tracepoints":
         from bench.tracing.tracepoints import TracepointsTracer
         kw.pop("probes", None)
+        kw.pop("all_copies", None)
         return TracepointsTracer(**kw)
     raise UsageError(f"unknown tracer backend {name!r}", fix=f"use auto or one of {BACKENDS}")
+
+
+# -- discovery ----------------------------------------------------------------------------------
+def filter_functions(root: Path) -> set[str] | None:
+    """Functions ftrace (and so trace_kprobe) may probe; None if the file is unreadable."""
+    try:
+        text = (root / "available_filter_functions").read_text()
+    except OSError:
+        return None
+    return {line.split()[0] for line in text.splitlines() if line.strip()}
+
+
+def try_kprobe_event(symbol: str, root: Path) -> tuple[bool, str]:
+    """Define and delete a kprobe event on `symbol`: the kernel's own verdict."""
+    group = f"{tracefs.PREFIX}_{os.getpid()}_try"
+    try:
+        tracefs.append(root / "kprobe_events", f"p:{group}/t {symbol}\n")
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return False, "symbol absent"
+        return False, "kernel refused a kprobe event (notrace or kprobe blacklist)"
+    try:
+        tracefs.append(root / "kprobe_events", f"-:{group}/t\n")
+    except OSError:
+        pass
+    return True, "attachable"
+
+
+@dataclass
+class Probe_:
+    """Per-symbol facts gathered once."""
+    present: bool
+    traceable: bool | None     # for bpftrace/kprobe_events; None = unknown
+    why: str
+
+
+@dataclass
+class Environment:
+    """Where to look; every root a parameter so fixtures can stand in for /proc and /sys."""
+    roots: tuple[Path, ...] = tracefs.CANDIDATES
+    proc_root: Path = Path("/proc")
+    sys_root: Path = Path("/sys")
+    modules_root: Path = Path("/lib/modules")
+    cache: Path = kmod.CACHE
+    try_attach: Callable[[str, Path], tuple[bool, str]] | None = try_kprobe_event
+    bpftrace_ok: Callable[[], Availability] | None = None
+    which: Callable[[str], str | None] = shutil.which
+
+
+def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, Probe_]:
+    syms = catalog.kallsyms(env.proc_root)
+    root = tracefs.find(env.roots)
+    ftrace = filter_functions(root) if root else None
+    kprobe_events = bool(root and (root / "kprobe_events").exists())
+    facts = {}
+    for p in probes:
+        present = p.symbol in syms if syms else True
+        if not present:
+            facts[p.symbol] = Probe_(False, False, "absent from /proc/kallsyms"
+                                     + (f" (module {p.module} not loaded)" if p.module else ""))
+        elif not kprobe_events:
+            facts[p.symbol] = Probe_(True, False, "no kprobe_events: kernel without kprobes")
+        elif ftrace is not None and p.symbol not in ftrace:
+            facts[p.symbol] = Probe_(True, False, "not in available_filter_functions (notrace)")
+        elif env.try_attach and root is not None and os.geteuid() == 0:
+            ok, why = env.try_attach(p.symbol, root)
+            facts[p.symbol] = Probe_(True, ok, why)
+        else:
+            facts[p.symbol] = Probe_(True, None if ftrace is None else True,
+                                     "in available_filter_functions" if ftrace else "unknown")
+    return facts
+
+
+def backend_available(name: str, env: Environment, comm=None) -> Availability:
+    if name == "bpftrace" and env.bpftrace_ok is not None:
+        return env.bpftrace_ok()
+    kw: dict = {}
+    if name == "kmod":
+        kw = dict(proc_root=env.proc_root, sys_root=env.sys_root,
+                  modules_root=env.modules_root, cache=env.cache, which=env.which)
+    elif name in ("kprobe_events", "tracepoints"):
+        kw = dict(roots=env.roots)
+    return make_tracer(name, **kw).available()
+
+
+# -- planning -----------------------------------------------------------------------------------
+@dataclass
+class Choice:
+    point: str
+    backend: str | None
+    symbols: list[str]
+    exact: bool
+    rejected: dict[str, str] = field(default_factory=dict)   # backend -> why not
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def plan(spec: str = "auto", points: list[str] | None = None,
+         env: Environment | None = None) -> list[Choice]:
+    """Which backend measures which point, and with which symbols. Pure given `env`."""
+    env = env or Environment()
+    if spec != "auto" and spec not in BACKENDS:
+        raise UsageError(f"unknown tracer backend {spec!r}", fix=f"use auto or one of {BACKENDS}")
+    points = list(points or DEFAULT_POINTS)
+    unknown = [p for p in points if p not in catalog.POINTS]
+    if unknown:
+        raise UsageError(f"unknown copy point(s) {unknown}",
+                         fix=f"choose from {', '.join(catalog.POINTS)}")
+    candidates = PREFERENCE if spec == "auto" else (spec,)
+    kprobes = [p for p in catalog.probes(kind="kprobe") if p.point in points]
+    facts = symbol_facts(kprobes, env) if any(b in KPROBE_BACKENDS for b in candidates) else {}
+    avail = {b: backend_available(b, env) for b in candidates}
+    # What each backend could do per point.
+    usable: dict[str, dict[str, list[str]]] = {b: {} for b in candidates}
+    why_not: dict[str, dict[str, str]] = {pt: {} for pt in points}
+    for b in candidates:
+        for pt in points:
+            if not avail[b].ok:
+                why_not[pt][b] = avail[b].reason
+                continue
+            if b == "tracepoints":
+                root = tracefs.find(env.roots)
+                tps = [p.symbol for p in catalog.probes(point=pt, kind="tracepoint")
+                       if root and catalog.tracepoint_exists(p.symbol, root)]
+                if tps:
+                    usable[b][pt] = tps
+                else:
+                    why_not[pt][b] = "no tracepoint for this point on this kernel"
+                continue
+            syms = [p.symbol for p in kprobes if p.point == pt]
+            present = [s for s in syms if facts[s].present]
+            if b == "kmod":
+                ok = present
+            else:
+                ok = [s for s in present if facts[s].traceable is not False]
+            refused = {s: facts[s].why for s in syms if s not in ok}
+            if ok and (b == "kmod" or len(ok) == len(present)):
+                usable[b][pt] = ok
+            else:
+                why_not[pt][b] = "; ".join(f"{s}: {w}" for s, w in refused.items()) or "no symbol"
+    # Cover the points with as few backends as possible, in preference order.
+    choices: dict[str, Choice] = {}
+    order = sorted(candidates, key=lambda b: (-len(usable[b]), PREFERENCE.index(b)))
+    for b in order:
+        for pt, syms in usable[b].items():
+            if pt not in choices:
+                better = {k: v for k, v in why_not[pt].items()
+                          if PREFERENCE.index(k) < PREFERENCE.index(b)}
+                choices[pt] = Choice(pt, b, syms, exact=b != "tracepoints", rejected=better)
+    for pt in points:
+        if pt not in choices:
+            choices[pt] = Choice(pt, None, [], False, rejected=why_not[pt])
+    return [choices[pt] for pt in points]
+
+
+class MultiTracer(Tracer):
+    """Several backends, each on its own points, behind the one Tracer interface."""
+
+    name = "auto"
+
+    def __init__(self, tracers: list[Tracer], choices: list[Choice]):
+        self.tracers = tracers
+        self.choices = choices
+        self.attached: list[Tracer] = []
+
+    def available(self) -> Availability:
+        if not self.tracers:
+            gaps = "; ".join(f"{c.point}: {c.rejected}" for c in self.choices)
+            return Availability(False, f"no backend can measure any point here ({gaps})",
+                                "run in the lab VM (bench lab up) or install bpftrace/headers")
+        return Availability(True, ", ".join(f"{c.point}={c.backend}" for c in self.choices
+                                            if c.backend))
+
+    def attach(self, pids: dict[str, int]) -> None:
+        try:
+            for t in self.tracers:
+                t.attach(pids)
+                self.attached.append(t)
+        except BaseException:
+            self.detach()
+            raise
+
+    def read(self) -> list[PointCounts]:
+        out: list[PointCounts] = []
+        for t in self.attached:
+            out.extend(t.read())
+        return out
+
+    def detach(self) -> None:
+        errors = []
+        for t in reversed(self.tracers):
+            try:
+                t.detach()
+            except Exception as e:  # noqa: BLE001 - detach the others regardless
+                errors.append(f"{t.name}: {e}")
+        self.attached = []
+        if errors:
+            raise UsageError("could not remove every tracer: " + "; ".join(errors),
+                             fix="bench doctor --cleanup")
+
+
+def select_tracer(spec: str = "auto", points: list[str] | None = None,
+                  comm: dict[str, str] | None = None, all_copies: bool = False,
+                  env: Environment | None = None) -> MultiTracer:
+    """The tracer for `spec` (auto|kmod|bpftrace|kprobe_events|tracepoints) and its choices."""
+    env = env or Environment()
+    choices = plan(spec, points, env)
+    if spec != "auto" and not any(c.backend for c in choices):
+        reasons = {c.point: c.rejected.get(spec, "?") for c in choices}
+        raise UsageError(f"backend {spec} cannot measure anything here: {reasons}",
+                         fix="use --backend auto, or the lab VM (bench lab up)")
+    tracers: list[Tracer] = []
+    for backend in dict.fromkeys(c.backend for c in choices if c.backend):
+        syms = [s for c in choices if c.backend == backend for s in c.symbols]
+        kw: dict = {"comm": comm}
+        if backend == "tracepoints":
+            kw["roots"] = env.roots
+        else:
+            kw["probes"] = [catalog.by_symbol(s) for s in syms]
+            kw["all_copies"] = all_copies
+            if backend == "kmod":
+                kw.update(proc_root=env.proc_root, sys_root=env.sys_root,
+                          modules_root=env.modules_root, cache=env.cache, which=env.which)
+            if backend == "kprobe_events":
+                kw["roots"] = env.roots
+        tracers.append(make_tracer(backend, **kw))
+    return MultiTracer(tracers, choices)
+
+
+# -- cleanup ------------------------------------------------------------------------------------
+def _ours_and_dead(name: str, proc_root: Path) -> bool:
+    pid = tracefs.owner_pid(name)
+    return pid is not None and pid != os.getpid() and not tracefs.pid_alive(pid, proc_root)
+
+
+def cleanup_stale(env: Environment | None = None, unload_module: bool = True) -> list[str]:
+    """Remove what crashed copybench runs left behind; returns what was done (for doctor)."""
+    env = env or Environment()
+    done: list[str] = []
+    root = tracefs.find(env.roots)
+    if root:
+        inst_dir = root / "instances"
+        for inst in sorted(inst_dir.glob(f"{tracefs.PREFIX}-*")) if inst_dir.exists() else []:
+            if _ours_and_dead(inst.name, env.proc_root):
+                try:
+                    tracefs.write(inst / "events/enable", "0")
+                except OSError:
+                    pass
+                try:
+                    tracefs.rmdir_retry(inst)
+                    done.append(f"removed tracefs instance {inst.name}")
+                except OSError as e:
+                    done.append(f"could not remove tracefs instance {inst.name}: {e}")
+        ke = root / "kprobe_events"
+        if ke.exists():
+            from bench.tracing.kprobe_events import remove_group
+            groups = {line.split()[0].split(":", 1)[1].split("/")[0]
+                      for line in ke.read_text().splitlines() if line.strip()}
+            for g in sorted(groups):
+                if g.startswith(tracefs.PREFIX + "_") and _ours_and_dead(g, env.proc_root):
+                    n = remove_group(root, g)
+                    done.append(f"removed {n} kprobe events of group {g}")
+    if unload_module and kmod.module_loaded(env.sys_root):
+        if kmod.unload(env.sys_root):
+            done.append("unloaded the copytrace module")
+        else:
+            done.append("copytrace is loaded and could not be unloaded (in use?): rmmod copytrace")
+    done += _kill_orphan_bpftrace(env.proc_root)
+    return done
+
+
+def _kill_orphan_bpftrace(proc_root: Path) -> list[str]:
+    """bpftrace processes running one of our scripts whose owner is gone."""
+    done = []
+    for d in proc_root.glob("[0-9]*"):
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(b"bpftrace"):
+            continue
+        scripts = [a.decode(errors="replace") for a in argv
+                   if b"/" + tracefs.PREFIX.encode() + b"-" in a and a.endswith(b".bt")]
+        if not scripts or not _ours_and_dead(Path(scripts[0]).name, proc_root):
+            continue
+        pid = int(d.name)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+            if not (proc_root / str(pid)).exists():
+                break
+        Path(scripts[0]).unlink(missing_ok=True)
+        done.append(f"stopped orphan bpftrace {pid} ({scripts[0]})")
+    return done
+

@@ -48,3 +48,24 @@ def test_kmod_udp_exact(vm, mode):
     assert send["ns_total"] > 0 and sum(send["ns_hist"].values()) == COUNT
     assert {s["pid"] for s in send["samples"]} == {out["pids"]["sender"]}
     assert all(s["addr"].startswith("0xff") for s in send["samples"])
+
+
+def test_auto_discovers_notrace_and_picks_kmod(vm):
+    out = vm.python("trace_udp.py", "auto", str(COUNT), str(SIZE))
+    choices = {c["point"]: c for c in out["choices"]}
+    for point in ("send_copy", "recv_copy"):
+        assert choices[point]["backend"] == "kmod", choices[point]
+        # the VM has bpftrace: it must have been rejected for a reason found on this kernel
+        assert "_copy_" in choices[point]["rejected"]["bpftrace"]
+    counts = out["counts"]
+    assert _total(counts, "send_copy", "sender") == (COUNT, COUNT * SIZE)
+    assert _total(counts, "recv_copy", "receiver") == (COUNT, COUNT * SIZE)
+
+
+@pytest.mark.parametrize("backend", ["bpftrace", "kprobe_events"])
+def test_traceable_function_counts_exactly(vm, backend):
+    """udp_sendmsg is traceable on 6.1: the non-module backends count it exactly."""
+    out = vm.python("trace_udp.py", backend, str(COUNT), str(SIZE),
+                    "--probes=send_copy:udp_sendmsg:-:2")
+    assert _total(out["counts"], "send_copy", "sender") == (COUNT, COUNT * SIZE)
+    assert _total(out["counts"], "send_copy", "receiver") == (0, 0)

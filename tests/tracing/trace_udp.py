@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parents[2]))
 from peers import udp_pair  # noqa: E402
 
 from bench.tracing.catalog import Probe  # noqa: E402
-from bench.tracing.select import make_tracer  # noqa: E402
+from bench.tracing.select import make_tracer, select_tracer  # noqa: E402
 
 
 def _probe(spec: str) -> Probe:
@@ -28,7 +28,10 @@ def main() -> None:
     for arg in sys.argv[4:]:
         if arg.startswith("--probes="):   # ad-hoc probes: point:symbol:addr_arg:len_arg,...
             kw["probes"] = [_probe(spec) for spec in arg.split("=", 1)[1].split(",")]
-    tracer = make_tracer(backend, **kw)
+    if "probes" in kw:
+        tracer = make_tracer(backend, **kw)
+    else:   # the real selection, discovery included
+        tracer = select_tracer(backend, points=["send_copy", "recv_copy"], comm=comm)
     with udp_pair(count, size) as (pids, go):
         try:
             tracer.attach(pids)
@@ -36,7 +39,8 @@ def main() -> None:
             counts = tracer.read()
         finally:
             tracer.detach()
-    print(json.dumps({"pids": pids, "received": received,
+    choices = [c.to_json() for c in getattr(tracer, "choices", [])]
+    print(json.dumps({"pids": pids, "received": received, "choices": choices,
                       "counts": [c.to_json() for c in counts]}))
 
 
