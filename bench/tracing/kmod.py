@@ -45,7 +45,7 @@ def symbol_spec(probe: catalog.Probe) -> str:
 
 def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
                   comm: dict[str, str] | None = None, nsamples: int = 256,
-                  sockonly: bool = True) -> list[str]:
+                  sockonly: bool = True, stacks: int = 0) -> list[str]:
     """insmod arguments. Slot i is the i-th side in pids (or comm) order. sockonly: count
     only copies inside socket syscalls (pipes/files use the same copy functions)."""
     if not probes:
@@ -63,7 +63,7 @@ def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = Non
     key = "comm" if comm else "pids"
     return [f"symbols={','.join(symbol_spec(p) for p in probes)}",
             f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}",
-            f"sockonly={int(sockonly)}"]
+            f"sockonly={int(sockonly)}"] + ([f"stacks={stacks}"] if stacks else [])
 
 
 @dataclass
@@ -224,13 +224,14 @@ class KmodTracer(Tracer):
 
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, nsamples: int = 256,
-                 all_copies: bool = False, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
+                 all_copies: bool = False, stacks: int = 0, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
                  modules_root: Path = Path("/lib/modules"), cache: Path = CACHE,
                  which=shutil.which):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
         self.comm = comm
         self.nsamples = nsamples
         self.all_copies = all_copies     # True: also pipe/file copies (bench trace --all-copies)
+        self.stacks = stacks             # >0: log call chains of the first N copies to dmesg
         self.proc_root, self.sys_root = proc_root, sys_root
         self.modules_root, self.cache = modules_root, cache
         self.which = which
@@ -268,7 +269,7 @@ class KmodTracer(Tracer):
                              fix="bench doctor --cleanup")
         ko = build(self.release, self.modules_root, self.cache)
         params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples,
-                               sockonly=not self.all_copies)
+                               sockonly=not self.all_copies, stacks=self.stacks)
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads
         proc = subprocess.run(["insmod", str(ko), *params], capture_output=True, text=True)

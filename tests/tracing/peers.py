@@ -25,18 +25,19 @@ def raise_rmem(size: int = 16 << 20) -> None:
 
 
 @contextmanager
-def udp_pair(count: int, size: int):
+def udp_pair(count: int, size: int, proto: str = "udp"):
     """Yields (pids, go); go() releases both peers and returns bytes received."""
     raise_rmem()
     port = free_port()
+    recv_role, send_role = ("tcprecv", "tcpsend") if proto == "tcp" else ("recv", "send")
     args = [str(port), str(count), str(size)]
     procs = []
     try:
-        recv = subprocess.Popen([sys.executable, str(PEER), "recv", *args], text=True,
+        recv = subprocess.Popen([sys.executable, str(PEER), recv_role, *args], text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         procs.append(recv)
         assert recv.stdout.readline().strip() == "ready"
-        send = subprocess.Popen([sys.executable, str(PEER), "send", *args], text=True,
+        send = subprocess.Popen([sys.executable, str(PEER), send_role, *args], text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         procs.append(send)
 

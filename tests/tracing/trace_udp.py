@@ -32,7 +32,8 @@ def main() -> None:
         tracer = make_tracer(backend, **kw)
     else:   # the real selection, discovery included
         tracer = select_tracer(backend, points=["send_copy", "recv_copy"], comm=comm)
-    with udp_pair(count, size) as (pids, go):
+    proto = "tcp" if "--tcp" in sys.argv else "udp"
+    with udp_pair(count, size, proto) as (pids, go):
         try:
             tracer.attach(pids)
             received = go()

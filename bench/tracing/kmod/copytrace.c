@@ -13,6 +13,7 @@
  *          (copies done in softirq/tasklet context, e.g. rxe) into the last slot.
  * pids:    slot i = process pids[i] or any of its descendants (walks real_parent).
  * comm:    slot i = tasks whose comm is comm[i] (the seed's filter); used instead of pids.
+ * stacks:  log the kernel stack of the first N counted calls per probe to dmesg.
  * sockonly: 1 (default) counts a task's copies only inside socket syscalls (send*, recv*,
  *          getsockopt, io_uring_enter, io_uring workers); 0 counts every copy.
  *
@@ -76,6 +77,10 @@ static bool sockonly = true;
 module_param(sockonly, bool, 0444);
 MODULE_PARM_DESC(sockonly, "count only copies made inside socket syscalls (not pipe/file I/O)");
 
+static int stacks;
+module_param(stacks, int, 0444);
+MODULE_PARM_DESC(stacks, "log the kernel stack of the first N counted calls per probe (call chains)");
+
 static int maxactive = 256;
 module_param(maxactive, int, 0444);
 MODULE_PARM_DESC(maxactive, "copies in flight tracked per probe (more are counted as missed)");
@@ -90,6 +95,7 @@ struct probe {
 	char name[KSYM_NAME_LEN];
 	int addr_arg, len_arg, any;
 	int status;		/* 0 registered, else the register error */
+	atomic_t stacks_logged;
 	struct counters c[MAX_SLOTS];
 };
 
@@ -190,7 +196,12 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 		e->len = ((struct sk_buff *)e->addr)->data_len;
 	else
 		e->len = 0;
-	e->t0 = ktime_get_ns();
+	if (stacks && atomic_inc_return(&p->stacks_logged) <= stacks) {
+		pr_info("copytrace: call chain of %s (pid %d, len %ld):\n", p->name,
+			current->tgid, e->len);
+		dump_stack();
+	}
+	e->t0 = ktime_get_ns();	/* last: the copy's time excludes our own work */
 	return 0;
 }
 
