@@ -180,6 +180,27 @@ class SshTarget:
                              PROVISION_FIX) from None
 
 
+def forward_argv(argv: list[str], drop: tuple[str, ...] = ("--target", "--out")) -> list[str]:
+    """The command line to repeat remotely: our argv without the options that
+    only make sense here (`--target X`, `--target=X`, `--out DIR`)."""
+    out: list[str] = []
+    skip = False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--":
+            out += argv[i:]
+            break
+        if a in drop:
+            skip = True
+            continue
+        if any(a.startswith(d + "=") for d in drop):
+            continue
+        out.append(a)
+    return out
+
+
 def open_target(spec: str) -> SshTarget:
     """`--target` value -> target: "lab" is the local lab, anything else an
     inventory path or host list."""

@@ -393,3 +393,11 @@ def test_prune_keeps_only_the_current_image(tmp_path):
     gone = image.prune(tmp_path, keep="bbbb")
     assert [p.name for p in gone] == ["aaaa"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-cccc-1", "bbbb"]
+
+
+def test_forward_argv_drops_local_only_options():
+    from bench.targets.ssh import forward_argv
+    argv = ["run", "--suite", "smoke", "--target", "lab", "--out=res", "--repeat", "3"]
+    assert forward_argv(argv) == ["run", "--suite", "smoke", "--repeat", "3"]
+    assert forward_argv(["trace", "--target=x", "--", "cmd", "--out", "y"]) == \
+        ["trace", "--", "cmd", "--out", "y"]
