@@ -130,6 +130,7 @@ class Runner:
 
     def _run_sample(self, case: Case, ep: Endpoints) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
+                  "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
                   "rcvbuf": SOCKET_BUFFER, "sndbuf": SOCKET_BUFFER}
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr})
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import json
+import os
 import resource
 import signal
 import sys
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
+EXIT_RUNNER_GONE = 3
+EXIT_WATCHDOG = 4
 ROLES = ("sender", "receiver")
 
 
@@ -37,12 +40,19 @@ def set_process_name(name: str) -> None:
 
 
 class AgentIO:
-    """JSON lines to the runner on stdout; commands from it on stdin."""
+    """JSON lines to the runner on stdout; commands from it on stdin, read by one thread.
 
-    def __init__(self, rfile=None, wfile=None):
+    End of stdin means the runner is gone (over SSH, PR_SET_PDEATHSIG cannot tell us): the
+    agent exits at once rather than hold a port or a CPU on a lab machine."""
+
+    def __init__(self, rfile=None, wfile=None, on_eof=None):
         self._r = rfile or sys.stdin
         self._w = wfile or sys.stdout
         self._lock = threading.Lock()
+        self._go = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_callbacks: list = []
+        self._on_eof = on_eof or (lambda: os._exit(EXIT_RUNNER_GONE))
 
     def emit(self, event: str, **fields) -> None:
         line = json.dumps({"event": event, **fields})
@@ -50,27 +60,48 @@ class AgentIO:
             self._w.write(line + "\n")
             self._w.flush()
 
-    def wait_cmd(self, expected: str) -> None:
-        """Block until the runner sends `expected`; EOF means the runner is gone."""
-        for line in self._r:
-            cmd = json.loads(line).get("cmd")
-            if cmd == expected:
-                return
-            if cmd == "stop":
-                raise SystemExit(0)
-        raise SystemExit("runner closed stdin")
-
-    def on_cmd(self, expected: str, callback) -> threading.Thread:
-        """Call `callback` (in a thread) when `expected` arrives or stdin closes."""
-        def watch():
-            try:
-                self.wait_cmd(expected)
-            except SystemExit:
-                pass
-            callback()
-        t = threading.Thread(target=watch, daemon=True)
+    def start_reader(self) -> threading.Thread:
+        def read():
+            for line in self._r:
+                try:
+                    cmd = json.loads(line).get("cmd")
+                except ValueError:
+                    continue
+                if cmd == "go":
+                    self._go.set()
+                elif cmd == "stop":
+                    self._stopped.set()
+                    self._go.set()  # a stop before go releases a waiting sender too
+                    for cb in self._stop_callbacks:
+                        cb()
+            self._on_eof()
+        t = threading.Thread(target=read, daemon=True, name="runner-commands")
         t.start()
         return t
+
+    def wait_cmd(self, expected: str) -> None:
+        """Block until "go" arrives; a "stop" instead ends the agent quietly."""
+        if expected != "go":
+            raise ValueError(f"only 'go' is waited for, not {expected!r}")
+        self._go.wait()
+        if self._stopped.is_set():
+            raise SystemExit(0)
+
+    def on_cmd(self, expected: str, callback) -> None:
+        """Call `callback` (on the reader thread) when "stop" arrives."""
+        if expected != "stop":
+            raise ValueError(f"only 'stop' has callbacks, not {expected!r}")
+        self._stop_callbacks.append(callback)
+        if self._stopped.is_set():
+            callback()
+
+
+def start_watchdog(seconds: float) -> None:
+    """Every agent dies by itself after `seconds`, whatever happens to the runner or network."""
+    def expire():
+        time.sleep(seconds)
+        os._exit(EXIT_WATCHDOG)
+    threading.Thread(target=expire, daemon=True, name="watchdog").start()
 
 
 @dataclass
@@ -115,8 +146,12 @@ def main() -> int:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         set_process_name(role)
+        # setns() moves only the calling thread: enter the namespace before any thread exists,
+        # so every thread (and every socket one might open) lives inside it.
         if cfg.get("netns"):
             enter_netns(cfg["netns"])
+        start_watchdog(float(cfg.get("max_seconds", 600)))
+        io.start_reader()
         module = importlib.import_module(f"workloads.{cfg['workload']}")
         result = getattr(module, role)(cfg, io)
     except SystemExit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import threading
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.mmsg import BatchReceiver, BatchSender
@@ -32,12 +33,17 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     ref = block(size)
     io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
 
-    def send_end_marker():
-        # A zero-length datagram queued behind the sender's: drains the queue, then ends the loop.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"", addr)
+    finished = threading.Event()
 
-    io.on_cmd("stop", send_end_marker)
+    def send_end_markers():
+        # A zero-length datagram queued behind the sender's ends the loop once the queue is
+        # drained. A full receive queue drops it like any datagram, so repeat until seen.
+        # Sent from the receiving socket itself: a socket stays in the namespace it was made in.
+        while not finished.is_set():
+            sock.sendto(b"", addr)
+            finished.wait(0.05)
+
+    io.on_cmd("stop", lambda: threading.Thread(target=send_end_markers, daemon=True).start())
     cpu = CpuWindow().start()
     messages = nbytes = bad = 0
     t_first = t_last = None
@@ -50,6 +56,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         for i, n in enumerate(lengths):
             if n == 0:
                 ended = True  # the end marker; datagrams before it in this batch still count
+                finished.set()
                 break
             if n == size and datagram_ok(ref, mv[i * size:i * size + n]):
                 messages += 1

@@ -120,3 +120,20 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, root_only, no_leftovers):
     p.communicate(timeout=30)
     assert p.returncode == 130
     assert _result(tmp_path)["cases"][0]["status"] == "interrupted"
+
+
+def test_every_agent_thread_lives_in_the_agents_namespace(tmp_path, root_only, no_leftovers):
+    """setns() moves one thread: a helper thread left in the host namespace would send its
+    packets (e.g. UDP end markers) out of the machine. All threads must share the netns."""
+    p = _start(tmp_path, "--duration", "3", "--no-reference", "--workload", "udp")
+    try:
+        pid = _wait_for_agent(p.pid, "receiver")
+        time.sleep(1.0)  # the reader and watchdog threads are up
+        host_ns = os.readlink("/proc/self/ns/net")
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        assert len(tasks) >= 2
+        namespaces = {os.readlink(t / "ns/net") for t in tasks}
+        assert len(namespaces) == 1 and host_ns not in namespaces, namespaces
+    finally:
+        p.communicate(timeout=60)
+    assert p.returncode == 0
