@@ -121,7 +121,9 @@ def test_run_bench_brings_results_back(vm, tmp_path):
 
 def _no_qemu_left(paths) -> None:
     assert not list(paths.state.glob("*.pid")), "stale pid files"
-    out = subprocess.run(["pgrep", "-f", "copybench-lab"], capture_output=True, text=True).stdout
+    # QEMU's command line names its pid file, which lives in this lab's state dir.
+    out = subprocess.run(["pgrep", "-af", f"qemu.*{paths.state}/"], capture_output=True,
+                         text=True).stdout
     assert out.strip() == "", f"QEMU still running: {out}"
 
 
