@@ -22,12 +22,12 @@ class AgentError(RuntimeError):
 
 
 class Agent:
-    def __init__(self, role: str, config: dict, python: str | None = None):
+    def __init__(self, role: str, config: dict, argv: list[str] | None = None):
         self.role = role
         self._stderr = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [python or sys.executable, "-m", "workloads.agent"],
+            argv or [sys.executable, "-m", "workloads.agent"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, bufsize=1, env=env,
         )

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +23,13 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
-def cmd_run(args) -> int:
+def cmd_run(args, placement=None) -> int:
     from bench import plan, suite
     from bench.progress import make_reporter
     from bench.runner import Runner
     from reports import markdown
 
-    if args.target not in (None, "local"):
+    if args.target not in (None, "local") and placement is None:
         return _run_remote(args)
     ov = plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
                         repeat=args.repeat, topology=args.topology,
@@ -38,7 +39,10 @@ def cmd_run(args) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
-    runner = Runner(the_plan, out, tracer_spec=getattr(args, "tracer", None))
+    runner = Runner(the_plan, out, tracer_spec=getattr(args, "tracer", None), placement=placement)
+    if placement is not None:
+        runner.result.metadata["placement"] = {"kind": placement.name,
+                                               "hosts": [h.name for h in placement.target.hosts]}
     runner.check()
     reporter = make_reporter(total)
     runner.reporter = reporter
@@ -52,13 +56,54 @@ def cmd_run(args) -> int:
     return 0 if result.status == "complete" else EXIT_FAILED
 
 
+def _forward_run_argv(args, target) -> list[str]:
+    """The same `bench run` for a remote node (suite files are uploaded first)."""
+    suite_arg = args.suite
+    if Path(args.suite).is_file():
+        suite_arg = f"/tmp/copybench-suite-{Path(args.suite).name}"
+        with open(args.suite, "rb") as f:
+            p = target.exec(0, ["tee", suite_arg], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=False)
+            p.communicate(f.read(), timeout=60)
+    argv = ["run", "--suite", suite_arg]
+    for flag, value in (("--topology", args.topology), ("--duration", args.duration),
+                        ("--bytes", args.bytes), ("--repeat", args.repeat), ("--batch", args.batch)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.sizes:
+        argv += ["--sizes", ",".join(map(str, args.sizes))]
+    for w in args.workload or []:
+        argv += ["--workload", w]
+    if args.no_reference:
+        argv.append("--no-reference")
+    return argv
+
+
 def _run_remote(args) -> int:
-    try:
-        from bench.targets import remote
-    except ImportError:
-        raise UsageError(f"--target {args.target}: remote targets are not available in this build",
-                         "use --target local") from None
-    return remote.run(args)
+    from bench import results
+    from bench.targets.ssh import open_target
+    from reports import markdown
+    target = open_target(args.target)
+    target.check()
+    if args.command == "doctor":
+        return _print_checks(target.doctor(), args.json)
+    if len(target.hosts) >= 2:
+        return _run_two_nodes(args, target)
+    paths = target.run_bench(_forward_run_argv(args, target), Path(args.out))
+    status = 0
+    for path in paths:
+        r = results.load(path)
+        print(markdown.table(r))
+        print(f"\nresult: {path}", file=sys.stderr)
+        status = status or (0 if r.status == "complete" else EXIT_FAILED)
+    return status
+
+
+def _run_two_nodes(args, target) -> int:
+    """Sender on node 0, receiver on node 1, across the link between them."""
+    from bench.placement import LinkPlacement
+    args.topology = "link"
+    return cmd_run(args, placement=LinkPlacement(target))
 
 
 def cmd_list(args) -> int:
@@ -85,16 +130,19 @@ def cmd_doctor(args) -> int:
         from bench.cleanup import cleanup_all
         for line in cleanup_all():
             print(line)
-    checks = doctor.run_checks()
-    if args.json:
-        print(json.dumps(doctor.as_json(checks), indent=1))
+    return _print_checks(doctor.as_json(doctor.run_checks()), args.json)
+
+
+def _print_checks(checks: list[dict], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(checks, indent=1))
         return 0
-    width = max(len(c.name) for c in checks)
+    width = max(len(c["name"]) for c in checks)
     for c in checks:
-        mark = "ok " if c.ok else "NO "
-        print(f"{mark} {c.name:{width}}  {c.detail}")
-        if not c.ok and c.fix:
-            print(f"    {'':{width}}  fix: {c.fix}")
+        mark = "ok " if c["ok"] else "NO "
+        print(f"{mark} {c['name']:{width}}  {c['detail']}")
+        if not c["ok"] and c.get("fix"):
+            print(f"    {'':{width}}  fix: {c['fix']}")
     return 0
 
 
@@ -124,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and write a result JSON")
     run.add_argument("--suite", required=True, help="built-in suite name or path to a .toml")
     run.add_argument("--target", default=None, help="local (default), lab, or an inventory/hosts")
-    run.add_argument("--topology", choices=("loopback", "veth"), help="override the suite's topology")
+    run.add_argument("--topology", choices=("loopback", "veth"),
+                     help="override the suite's topology (two-node targets always use their link)")
     run.add_argument("--out", default="results", help="directory for result files (default: results)")
     g = run.add_mutually_exclusive_group()
     g.add_argument("--duration", type=float, help="seconds per sample")
@@ -134,7 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workload", action="append", help="only these workloads (repeatable)")
     run.add_argument("--batch", type=int, help="UDP datagrams per system call (sendmmsg/recvmmsg)")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
-    run.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="suites and workloads, and what each needs")
@@ -169,6 +217,11 @@ def _on_sigterm(main_pid: int):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        # Undocumented: what a runner starts on a remote node (JSON lines on stdin/stdout).
+        from workloads.agent import main as agent_main
+        return agent_main()
     signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     parser = build_parser()
     args = parser.parse_args(argv)

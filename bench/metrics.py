@@ -30,6 +30,16 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return d
 
 
+def two_machines(tx: dict | None, rx: dict | None) -> dict:
+    """System CPU of a two-node sample: each side's machine as its agent measured it, summed."""
+    tx, rx = tx or {}, rx or {}
+    out = {"sender_machine": tx, "receiver_machine": rx}
+    for key in ("softirq", "busy"):
+        if key in tx and key in rx:
+            out[key] = round(tx[key] + rx[key], 6)
+    return out
+
+
 def per_gb(seconds: float | None, nbytes: int) -> float | None:
     """CPU-seconds per GB (1e9 bytes) moved; None when nothing was moved."""
     if seconds is None or nbytes <= 0:

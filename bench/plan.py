@@ -9,7 +9,7 @@ from bench.errors import UsageError
 from bench.suite import Suite
 from workloads import registry
 
-TOPOLOGIES = ("loopback", "veth")
+TOPOLOGIES = ("loopback", "veth", "link")   # link: two machines (--target with two nodes)
 DEFAULT_DURATION = 2.0
 MAX_DURATION_CAP = 120.0    # a --bytes run still stops by this many seconds
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from bench import metrics, reference, results, sysinfo
 from bench.agents import Agent, AgentError
-from bench.errors import UsageError
+from bench.placement import LocalPlacement
 from bench.plan import Case, Plan
 from bench.results import CaseResult, RunResult
 from bench.topology import Endpoints, Topology
@@ -40,11 +39,12 @@ class Runner:
     out_path: Path
     reporter: Reporter = field(default_factory=Reporter)
     tracer_spec: str | None = None
+    placement: object = None      # LocalPlacement (default) or LinkPlacement
 
     def __post_init__(self):
         self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
-        self._topologies: dict[str, Topology] = {}
-        self._endpoints: dict[str, Endpoints] = {}
+        if self.placement is None:
+            self.placement = LocalPlacement()
         self._live_agents: list[Agent] = []
         self._live_procs: list[subprocess.Popen] = []
 
@@ -52,7 +52,7 @@ class Runner:
     def check(self) -> None:
         if any(c.reference for c in self.plan.cases if c.skip_reason is None):
             reference.check()
-        if "veth" in self.plan.topologies:
+        if "veth" in self.plan.topologies and not self.placement.remote:
             Topology("veth").check_privileges()
 
     # -- the run ---------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class Runner:
 
     def _run_case(self, case: Case, cr: CaseResult) -> None:
         ep = self._topology(case.topology)
-        cr.network = self._topologies[case.topology].snapshot()
+        cr.network = self.placement.snapshot(case.topology)
         for rep in range(case.repeat):
             sample = self._run_sample(case, ep)
             sample["repeat"] = rep
@@ -116,15 +116,11 @@ class Runner:
             cr.status = "ok"
 
     def _topology(self, kind: str) -> Endpoints:
-        if kind not in self._endpoints:
-            topo = Topology(kind)
-            self._topologies[kind] = topo
-            self._endpoints[kind] = topo.__enter__()
-        return self._endpoints[kind]
+        return self.placement.endpoints(kind)
 
     # -- one sample: two agents ------------------------------------------------------------
     def _agent(self, role: str, config: dict) -> Agent:
-        agent = Agent(role, config)
+        agent = Agent(role, config, argv=self.placement.agent_argv("tx" if role == "sender" else "rx"))
         self._live_agents.append(agent)
         return agent
 
@@ -151,7 +147,11 @@ class Runner:
                 self._retire(tx)
         finally:
             self._retire(rx)
-        sample = metrics.derive(tx_res, rx_res, metrics.cpu_delta(cpu0, cpu1), case.size)
+        if self.placement.remote:
+            system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
+        else:
+            system = metrics.cpu_delta(cpu0, cpu1)
+        sample = metrics.derive(tx_res, rx_res, system, case.size)
         sample["payload_errors"] = int(rx_res.get("bad", 0))
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
@@ -171,20 +171,18 @@ class Runner:
             self._live_agents.remove(agent)
 
     # -- reference tool --------------------------------------------------------------------
-    def _in_ns(self, netns: str | None, argv: list[str]) -> list[str]:
-        return [sys.executable, "-m", "bench.nsexec", netns, "--", *argv] if netns else argv
-
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._live_procs.append(p)
         return p
 
     def _run_reference(self, case: Case, ep: Endpoints) -> dict:
-        port = 5201 if ep.rx_netns else _free_port(ep.rx_addr)
-        server = self._spawn(self._in_ns(ep.rx_netns, reference.server_argv(ep.rx_addr, port)))
+        port = _free_port(ep.rx_addr) if ep.kind == "loopback" else 5201
+        pl = self.placement
+        server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)))
         try:
-            _wait_listening(server.pid, port, timeout=10)
-            client = self._spawn(self._in_ns(ep.tx_netns, reference.client_argv(
+            pl.wait_listening("rx", server.pid, port, timeout=10)
+            client = self._spawn(pl.tool_argv("tx", ep.tx_netns, reference.client_argv(
                 case.workload, ep.rx_addr, port, case.size, case.duration, case.count)))
             try:
                 out, err = client.communicate(timeout=case.duration + 30)
@@ -207,10 +205,7 @@ class Runner:
         for agent in list(self._live_agents):
             self._retire(agent)
         self._stop_procs()
-        for topo in self._topologies.values():
-            topo.teardown()
-        self._topologies.clear()
-        self._endpoints.clear()
+        self.placement.teardown()
 
     def _save(self) -> None:
         results.save(self.result, self.out_path)
@@ -234,25 +229,6 @@ def _free_port(addr: str) -> int:
     with socket.socket() as s:
         s.bind((addr, 0))
         return s.getsockname()[1]
-
-
-def _wait_listening(pid: int, port: int, timeout: float) -> None:
-    """Poll the process's own view of TCP sockets (its netns) until `port` is listening."""
-    deadline = time.monotonic() + timeout
-    want = f":{port:04X}"
-    while time.monotonic() < deadline:
-        for table in ("tcp", "tcp6"):
-            try:
-                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-            except OSError:
-                lines = []
-            for ln in lines:
-                parts = ln.split()
-                if len(parts) > 3 and parts[1].endswith(want) and parts[3] == "0A":  # LISTEN
-                    return
-        time.sleep(0.05)
-    raise UsageError(f"reference server did not listen on port {port} within {timeout:.0f} s",
-                     "check that iperf3 runs (`iperf3 -s -1`), or use --no-reference")
 
 
 def _now_iso() -> str:
