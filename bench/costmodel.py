@@ -1,0 +1,90 @@
+"""The seed's copy-cost model: how long should the counted copies take, and what share of the
+measured CPU time is that?
+
+    memory traffic of a copy = read + write = 2 x bytes copied
+    model copy time          = bytes copied x 2 / memory bandwidth
+
+The bandwidth is measured on the target the same way: memcpy of a buffer larger than the
+caches (a memoryview slice assignment is one memcpy), best of several repeats, counted as
+memory traffic (2 x bytes per copy) so the formula above applies unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    buffer_bytes: int
+    repeats: int
+    best_seconds: float          # fastest single copy of buffer_bytes
+
+    @property
+    def memcpy_bytes_per_s(self) -> float:
+        """Payload copied per second (what `memcpy about 12 GB/s` means)."""
+        return self.buffer_bytes / self.best_seconds
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        """Memory traffic per second: read + write, the seed's "memory bandwidth"."""
+        return 2 * self.buffer_bytes / self.best_seconds
+
+    def to_json(self) -> dict:
+        return {"buffer_bytes": self.buffer_bytes, "repeats": self.repeats,
+                "best_seconds": self.best_seconds,
+                "memcpy_bytes_per_s": self.memcpy_bytes_per_s,
+                "memory_bytes_per_s": self.memory_bytes_per_s}
+
+
+def measure_bandwidth(buffer_bytes: int = 256 << 20, repeats: int = 5,
+                      clock: Callable[[], float] = time.perf_counter) -> Bandwidth:
+    """Best-of-`repeats` memcpy of `buffer_bytes` (default 256 MiB: far beyond any cache)."""
+    if buffer_bytes <= 0 or repeats <= 0:
+        raise ValueError("buffer_bytes and repeats must be positive")
+    src = bytearray(b"\x5a") * buffer_bytes    # written, so its pages really exist
+    dst = bytearray(buffer_bytes)
+    s, d = memoryview(src), memoryview(dst)
+    d[:] = s                                   # fault dst's pages in before timing
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = clock()
+        d[:] = s
+        best = min(best, clock() - t0)
+    return Bandwidth(buffer_bytes, repeats, max(best, 1e-12))
+
+
+def model_copy_seconds(bytes_copied: int, memory_bytes_per_s: float) -> float:
+    """The seed's exercise: bytes x 2 (read + write) / memory bandwidth."""
+    if memory_bytes_per_s <= 0:
+        raise ValueError("bandwidth must be positive")
+    return bytes_copied * 2 / memory_bytes_per_s
+
+
+def copy_share(model_seconds: float, cpu_seconds: float) -> float | None:
+    """Share of the measured CPU time the model attributes to copying (None without CPU)."""
+    return model_seconds / cpu_seconds if cpu_seconds > 0 else None
+
+
+@dataclass(frozen=True)
+class CopyCost:
+    bytes_copied: int
+    model_seconds: float
+    measured_copy_seconds: float | None   # sum of the tracer's per-copy durations, if timed
+    cpu_seconds: float | None
+    share_of_cpu: float | None            # model / CPU
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cost(bytes_copied: int, bandwidth: Bandwidth, ns_total: int | None = None,
+         cpu_seconds: float | None = None) -> CopyCost:
+    """Model next to measurement, for one side or one whole case."""
+    model = model_copy_seconds(bytes_copied, bandwidth.memory_bytes_per_s)
+    return CopyCost(bytes_copied, model,
+                    None if ns_total is None else ns_total / 1e9,
+                    cpu_seconds,
+                    copy_share(model, cpu_seconds) if cpu_seconds else None)
