@@ -272,7 +272,7 @@ def build_image(images: Path, packages: list[str], pubkey: str, progress: Progre
     check_space(images)
     _remove_stale_temps(images)
     tmp = images / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    safe_rmtree(tmp)
     tmp.mkdir()
     root = tmp / "root"
     log = images / f"build-{key}.log"
@@ -298,7 +298,7 @@ def build_image(images: Path, packages: list[str], pubkey: str, progress: Progre
                 f.truncate(size)
             _run_logged(["mkfs.ext4", "-q", "-F", "-L", "copybench", "-d", str(root),
                          str(tmp / "rootfs.raw")], log, progress, "mkfs.ext4")
-        shutil.rmtree(root)
+        safe_rmtree(root)
         (tmp / "manifest.json").write_text(json.dumps({
             "key": key, "suite": SUITE, "kernel_version": version, "packages": packages,
             "recipe": RECIPE_VERSION, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -310,7 +310,7 @@ def build_image(images: Path, packages: list[str], pubkey: str, progress: Progre
         os.rename(tmp, final)
     except BaseException:
         # Also on Ctrl-C: no half-written image survives.
-        shutil.rmtree(tmp, ignore_errors=True)
+        safe_rmtree(tmp)
         raise
     progress.line(f"image {key} built in {time.monotonic() - t0:.0f}s (kernel {version})")
     return Image(final)
@@ -327,9 +327,40 @@ def prune(images: Path, keep: str) -> list[Path]:
     return gone
 
 
+def mounts_under(path: Path, mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below `path` (mmdebstrap mounts /proc, /sys, /dev in its chroot)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return []
+    base = os.path.realpath(path)
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            mp = fields[4].replace("\\040", " ")
+            if mp == base or mp.startswith(base + "/"):
+                found.append(mp)
+    return found
+
+
+def safe_rmtree(path: Path) -> None:
+    """rmtree that never descends into a mount: an interrupted mmdebstrap can leave
+    the host's /dev or /proc bound inside the tree, and deleting through them
+    would damage the host. Unmount first; if that fails, leave the tree."""
+    mounts = mounts_under(path)
+    for mp in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", mp], capture_output=True)
+    if mounts_under(path):
+        raise UsageError(f"{path} still has mounts inside; not deleting it",
+                         f"unmount them (grep {path} /proc/self/mountinfo) and delete it")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _remove_stale_temps(images: Path) -> None:
     """Remove temp build dirs whose builder process is gone (e.g. killed with -9)."""
     for d in images.glob(".tmp-*"):
         pid = d.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(d, ignore_errors=True)
+            safe_rmtree(d)

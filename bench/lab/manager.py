@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from bench.errors import UsageError
 from bench.lab import image as image_mod
@@ -123,9 +127,33 @@ def wait_for_ssh(node: qemu.NodeSpec, key: Path, timeout: float, progress: Progr
         f"see {node.console}; `bench lab destroy` then `bench lab up` rebuilds the disks")
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (CI timeouts, `kill`) takes the same clean-up path as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "auto",
        provision: bool = True, progress: Progress | None = None) -> dict:
-    progress = progress or Progress()
+    """Build/reuse the image, boot `nodes` VMs, wait for SSH, write the inventory,
+    provision. Ctrl-C or SIGTERM at any point leaves no QEMU and no pid file."""
+    with _sigterm_as_interrupt():
+        return _up(paths, nodes, memory_mib, accel, provision, progress or Progress())
+
+
+def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: bool,
+        progress: Progress) -> dict:
     if accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {accel}: unknown accelerator", "use auto, kvm or tcg")
     validate_request(nodes, memory_mib)  # before touching anything
@@ -224,16 +252,21 @@ def down(paths: LabPaths, progress: Progress | None = None) -> int:
     state = load_state(paths)
     alive = running_nodes(state)
     key = paths.key
-    # Clean shutdown keeps the overlays' file systems consistent for the next up.
+    # Clean shutdown keeps the overlays' file systems consistent for the next up;
+    # nodes that do not take the command (still booting, hung) are just stopped.
+    accepted = []
     for n in alive:
         argv = sshkeys.ssh_argv("127.0.0.1", n["ssh_port"], "root", key) + ["systemctl",
                                                                            "poweroff"]
         try:
-            subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+            res = subprocess.run(argv, capture_output=True, timeout=15,
+                                 stdin=subprocess.DEVNULL)
+            if res.returncode == 0:
+                accepted.append(n)
         except subprocess.TimeoutExpired:
             pass
     deadline = time.monotonic() + 60
-    while alive and time.monotonic() < deadline and running_nodes(state):
+    while accepted and time.monotonic() < deadline and running_nodes({"nodes": accepted}):
         time.sleep(0.5)
     stopped = 0
     for n in (state or {}).get("nodes", []):

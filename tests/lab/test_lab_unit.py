@@ -401,3 +401,10 @@ def test_forward_argv_drops_local_only_options():
     assert forward_argv(argv) == ["run", "--suite", "smoke", "--repeat", "3"]
     assert forward_argv(["trace", "--target=x", "--", "cmd", "--out", "y"]) == \
         ["trace", "--", "cmd", "--out", "y"]
+
+
+def test_mounts_under_finds_chroot_mounts_only():
+    info = ("22 1 0:21 / /proc rw - proc proc rw\n"
+            "90 1 0:5 / /c/images/.tmp-x/root/dev rw - devtmpfs udev rw\n"
+            "91 1 0:5 / /c/images/.tmp-xy rw - tmpfs t rw\n")
+    assert image.mounts_under(Path("/c/images/.tmp-x"), info) == ["/c/images/.tmp-x/root/dev"]
