@@ -13,9 +13,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from bench.errors import UsageError
 from bench.lab import image as image_mod

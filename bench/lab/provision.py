@@ -102,7 +102,7 @@ def run_playbook(inventory: Path, extra: list[str] | None = None,
     recap = parse_recap("\n".join(lines))
     if rc != 0:
         bad = [ln for ln in lines if ln.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]"))]
-        raise UsageError("ansible-playbook failed (exit %d):\n  %s" % (
-            rc, "\n  ".join((bad or lines)[-8:])),
-            "fix the reported task and run `bench lab up` again (it re-provisions)")
+        shown = "\n  ".join((bad or lines)[-8:])
+        raise UsageError(f"ansible-playbook failed (exit {rc}):\n  {shown}",
+                         "fix the reported task and run `bench lab up` again (it re-provisions)")
     return recap

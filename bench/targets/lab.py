@@ -20,7 +20,7 @@ class LabTarget(SshTarget):
                        "`bench lab down && bench lab up`")
 
     @classmethod
-    def from_lab(cls, paths: LabPaths | None = None) -> "LabTarget":
+    def from_lab(cls, paths: LabPaths | None = None) -> LabTarget:
         paths = paths or lab_paths()
         st = manager.status(paths)
         if not st["running"]:

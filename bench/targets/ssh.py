@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -35,7 +34,7 @@ class SshTarget:
         self.remote_bench = remote_bench
 
     @classmethod
-    def from_spec(cls, spec: str) -> "SshTarget":
+    def from_spec(cls, spec: str) -> SshTarget:
         return cls(load_hosts(spec))
 
     # -- nodes -------------------------------------------------------------

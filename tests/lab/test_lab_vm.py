@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from bench.lab import bundle, manager, provision, qemu
+from bench.lab import bundle, manager, provision
 from bench.targets.lab import LabTarget
 
 pytestmark = pytest.mark.lab
