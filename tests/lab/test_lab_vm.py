@@ -103,9 +103,14 @@ def test_ansible_syntax_check_for_real_hosts():
 
 
 def test_doctor_through_the_lab_target(vm):
+    """What the issue asks of the lab: bench doctor there sees kprobes, module
+    loading, headers and an rxe device."""
     report = vm.doctor()
-    text = json.dumps(report).lower()
-    assert "kprobe" in text and "rxe" in text, text[:2000]
+    checks = {c["name"]: c for c in report} if isinstance(report, list) else \
+        {c["name"]: c for c in report.get("checks", [])}
+    for name in ("kprobes", "modules", "kernel_headers", "rdma_device"):
+        assert checks.get(name, {}).get("ok"), f"doctor in the lab: {name}: {checks.get(name)}"
+    assert "rxe" in checks["rdma_device"]["detail"]
 
 
 def test_run_bench_brings_results_back(vm, tmp_path):
