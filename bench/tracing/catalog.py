@@ -57,74 +57,93 @@ class Probe:
 
 # Kernel releases we checked (see tests/tracing/test_lab.py for the counted ones).
 K618 = "6.18.44-fc-v595"   # development machine (Firecracker, no kprobes): kallsyms + tracepoints
-K61 = "6.1.0-debian"       # lab VM, Debian bookworm linux-image-amd64 (filled in by lab runs)
+K61 = "6.1.0-56-amd64"     # lab VM: Debian bookworm linux-image-amd64 6.1.192-2 (kprobes, modules)
+# What "notrace" means below: absent from available_filter_functions, so kprobe_events and
+# bpftrace are refused (EINVAL) while copytrace's register_kretprobe attaches.
 
 CATALOG: tuple[Probe, ...] = (
     # -- COPY#1, send ---------------------------------------------------------------------------
     Probe("send_copy", "_copy_from_iter", "kprobe",
           "_copy_from_iter(void *addr, size_t bytes, struct iov_iter *i): udp/tcp sendmsg with "
           "checksum offload (ip_generic_getfrag, skb_do_copy_data_nocopy)",
-          addr_arg=0, len_arg=1, verified={K618: "present"}),
+          addr_arg=0, len_arg=1,
+          verified={K618: "present", K61: "counted 1000/1000 UDP sends, 1,000,000 B (kmod); "
+                    "notrace; chain udp: ip_generic_getfrag <- __ip_append_data <- ip_make_skb "
+                    "<- udp_sendmsg; tcp: tcp_sendmsg_locked <- tcp_sendmsg"}),
     Probe("send_copy", "_copy_from_iter_nocache", "kprobe",
           "same signature; TCP send when the route has NETIF_F_NOCACHE_COPY (tx-nocache-copy)",
-          addr_arg=0, len_arg=1, verified={K618: "present"}),
+          addr_arg=0, len_arg=1,
+          verified={K618: "present", K61: "present, notrace; 0 calls on loopback/virtio"}),
     Probe("send_copy", "csum_and_copy_from_iter_full", "kprobe",
           "csum_and_copy_from_iter_full(void *addr, size_t bytes, __wsum *csum, iov_iter *i): "
           "send without checksum offload (ip_generic_getfrag when ip_summed != PARTIAL)",
-          addr_arg=0, len_arg=1, verified={K618: "present"}),
+          addr_arg=0, len_arg=1,
+          verified={K618: "present", K61: "absent: an inline wrapper of csum_and_copy_from_iter"}),
+    Probe("send_copy", "csum_and_copy_from_iter", "kprobe",
+          "csum_and_copy_from_iter(void *addr, size_t bytes, __wsum *csum, iov_iter *i): what "
+          "csum_and_copy_from_iter_full calls on kernels where the latter is inline (6.1)",
+          addr_arg=0, len_arg=1, verified={K61: "present, notrace"}),
     Probe("send_copy", "copy_page_from_iter", "kprobe",
           "copy_page_from_iter(struct page *, size_t off, size_t bytes, iov_iter *): pipes and "
           "page-cache writes; wraps _copy_from_iter, so off by default",
           addr_arg=0, len_arg=2, default=False, nests=("_copy_from_iter",),
-          verified={K618: "present"}),
+          verified={K618: "present", K61: "present, notrace"}),
     # -- COPY#4, receive ------------------------------------------------------------------------
     Probe("recv_copy", "_copy_to_iter", "kprobe",
           "_copy_to_iter(const void *addr, size_t bytes, iov_iter *i): linear UDP "
           "(copy_linear_skb) and skb_copy_datagram_iter for head and frags (TCP, paged UDP)",
-          addr_arg=0, len_arg=1, verified={K618: "present"}),
+          addr_arg=0, len_arg=1,
+          verified={K618: "present", K61: "counted 1000/1000 UDP receives, 1,000,000 B (kmod); "
+                    "notrace; chain udp: udp_recvmsg (copy_linear_skb inlined) <- inet_recvmsg; "
+                    "tcp: __skb_datagram_iter <- skb_copy_datagram_iter <- tcp_recvmsg_locked"}),
     Probe("recv_copy", "csum_and_copy_to_iter", "kprobe",
           "csum_and_copy_to_iter(const void *addr, size_t bytes, void *csstate, iov_iter *i): "
           "UDP receive that must verify the checksum (skb_copy_and_csum_datagram_msg)",
-          addr_arg=0, len_arg=1, verified={K618: "present (static)"}),
+          addr_arg=0, len_arg=1, verified={K618: "present (static)", K61: "present, notrace"}),
     Probe("recv_copy", "copy_page_to_iter", "kprobe",
           "copy_page_to_iter(struct page *, size_t off, size_t bytes, iov_iter *): splice and "
           "page cache; wraps _copy_to_iter, so off by default",
           addr_arg=0, len_arg=2, default=False, nests=("_copy_to_iter",),
-          verified={K618: "present"}),
+          verified={K618: "present", K61: "present, notrace"}),
     # -- zerocopy paths and their fallbacks ------------------------------------------------------
     Probe("zc_fallback", "skb_copy_ubufs", "kprobe",
           "skb_copy_ubufs(struct sk_buff *skb, gfp_t gfp): copies a zerocopy skb's user pages "
           "(MSG_ZEROCOPY to a local socket); length is skb->data_len (kmod reads it)",
-          addr_arg=0, len_arg=None, verified={K618: "present"}),
+          addr_arg=0, len_arg=None, verified={K618: "present", K61: "present, traceable"}),
     Probe("zc_receive", "tcp_zerocopy_receive", "kprobe",
           "tcp_zerocopy_receive(struct sock *, struct tcp_zerocopy_receive *, ...): one call per "
           "getsockopt(TCP_ZEROCOPY_RECEIVE); counts calls, maps pages rather than copying",
-          addr_arg=None, len_arg=None, exact=True, verified={K618: "present (static)"}),
+          addr_arg=None, len_arg=None, exact=True,
+          verified={K618: "present (static)", K61: "present (static), traceable"}),
     # -- soft-RoCE ------------------------------------------------------------------------------
     Probe("rxe_copy", "rxe_mr_copy", "kprobe",
           "rxe_mr_copy(struct rxe_mr *, u64 iova, void *addr, unsigned int length, dir): every "
           "payload copy between an MR and a packet in rdma_rxe",
-          addr_arg=2, len_arg=3, module="rdma_rxe"),
+          addr_arg=2, len_arg=3, module="rdma_rxe",
+          verified={K61: "present with rdma_rxe loaded, traceable"}),
     Probe("rxe_copy", "copy_data", "kprobe",
           "copy_data(pd, access, struct rxe_dma_info *, void *addr, int length, dir): SEND/RECV "
           "scatter-gather; wraps rxe_mr_copy, so off by default",
-          addr_arg=3, len_arg=4, default=False, nests=("rxe_mr_copy",), module="rdma_rxe"),
+          addr_arg=3, len_arg=4, default=False, nests=("rxe_mr_copy",), module="rdma_rxe",
+          verified={K61: "present with rdma_rxe loaded, traceable"}),
     # -- tracepoint estimates (kernels without kprobes) -----------------------------------------
     Probe("send_copy", "sock:sock_send_length", "tracepoint",
           "sock_sendmsg's return value: bytes accepted per send call. Equals COPY#1 bytes for "
           "plain UDP/TCP, but also fires for MSG_ZEROCOPY sends that copy nothing: an estimate",
           len_field="ret", addr_field="sk", exact=False,
-          verified={K618: "counted 1000 x 1000 B UDP sends"}),
+          verified={K618: "counted 1000 x 1000 B UDP sends", K61: "absent (added in 6.3)"}),
     Probe("recv_copy", "sock:sock_recv_length", "tracepoint",
           "sock_recvmsg's return value. For UDP one recvmsg = one copy of the datagram "
           "(copy_linear_skb), so exact for UDP; for TCP bytes match, calls do not",
           len_field="ret", addr_field="sk", exact=False,
-          verified={K618: "counted 1000 x 1000 B UDP receives (exact)"}),
+          verified={K618: "counted 1000 x 1000 B UDP receives (exact)",
+                    K61: "absent (added in 6.3)"}),
     Probe("recv_skb", "skb:skb_copy_datagram_iovec", "tracepoint",
           "skb_copy_datagram_iter entry: skb address and length. TCP and paged UDP only; since "
           "4.13 linear UDP uses copy_linear_skb and never fires it",
           len_field="len", addr_field="skbaddr", exact=False,
-          verified={K618: "fires for TCP; 0 events for 1000 linear UDP datagrams"}),
+          verified={K618: "fires for TCP; 0 events for 1000 linear UDP datagrams",
+                    K61: "present"}),
 )
 
 UDP = 17  # IPPROTO_UDP, as the sock tracepoints report it
