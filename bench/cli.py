@@ -39,7 +39,7 @@ def cmd_run(args, placement=None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
-    runner = Runner(the_plan, out, tracer_spec=getattr(args, "tracer", None), placement=placement)
+    runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies)
     if placement is not None:
         runner.result.metadata["placement"] = {"kind": placement.name,
                                                "hosts": [h.name for h in placement.target.hosts]}
@@ -52,6 +52,9 @@ def cmd_run(args, placement=None) -> int:
         if hasattr(reporter, "close"):
             reporter.close()
     print(markdown.table(result))
+    copies = markdown.copies_table(result)
+    if copies:
+        print("\n" + copies)
     print(f"\nresult: {out}", file=sys.stderr)
     return 0 if result.status == "complete" else EXIT_FAILED
 
@@ -182,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, help="samples per case")
     run.add_argument("--workload", action="append", help="only these workloads (repeatable)")
     run.add_argument("--batch", type=int, help="UDP datagrams per system call (sendmmsg/recvmmsg)")
+    run.add_argument("--copies", default="auto", metavar="BACKEND",
+                     help="count the kernel's copies in one extra traced sample per case: auto "
+                          "(default: the most exact backend per copy point), kmod, bpftrace, "
+                          "kprobe_events, tracepoints, or off")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
     run.set_defaults(func=cmd_run)
 

@@ -35,6 +35,17 @@ class LineReporter(Reporter):
                 f" | iperf3 failed: {ref.get('error')}"
         self._say(line)
 
+    def copies_done(self, case: Case, copies: dict) -> None:
+        parts = []
+        for side in ("sender", "receiver"):
+            d = copies["sides"].get(side)
+            if d:
+                kind = "exact" if d["exact"] else "estimate"
+                parts.append(f"{side} {d['calls']} copies/{d['bytes']} B "
+                             f"({d['copies_per_message']}/msg, {'+'.join(d['backends'])} {kind})")
+        ratio = copies.get("tracer_overhead_ratio")
+        self._say("  copies: " + "; ".join(parts) + (f"; traced/untraced {ratio}" if ratio else ""))
+
     def case_done(self, case: CaseResult) -> None:
         if case.status != "ok":
             self._say(f"  {case.status}: {case.reason or ''}" + (f" (fix: {case.fix})" if case.fix else ""))

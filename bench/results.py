@@ -1,7 +1,9 @@
 """The result document: one JSON file per run, versioned, written atomically.
 
 Schema history (refuse newer, upgrade older when a reader knows how):
-  1 — 2026-11: metadata, cases with samples (ours) and reference samples (iperf3 et al.).
+  1 — 2026-11: metadata, cases with samples (ours) and reference samples (iperf3 et al.);
+      optional per-case `copies` (the traced sample: copy counts per side, backend choices,
+      tracer overhead, cost model). Readers treat a missing `copies` as "not counted".
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class CaseResult:
     samples: list[dict] = field(default_factory=list)
     reference: list[dict] = field(default_factory=list)
     network: dict = field(default_factory=dict)
+    copies: dict = field(default_factory=dict)
 
     def stat(self, key: str, which: str = "samples") -> dict | None:
         """mean/median/stdev/min/max of a numeric per-sample field (dotted keys allowed)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench import metrics, reference, results, sysinfo
 from bench.agents import Agent, AgentError
+from bench.errors import UsageError
 from bench.placement import LocalPlacement
 from bench.plan import Case, Plan
 from bench.results import CaseResult, RunResult
@@ -30,6 +31,7 @@ class Reporter:
 
     def case_start(self, case: Case, index: int, total: int) -> None: ...
     def sample_done(self, case: Case, rep: int, sample: dict, ref: dict | None) -> None: ...
+    def copies_done(self, case: Case, copies: dict) -> None: ...
     def case_done(self, case: CaseResult) -> None: ...
 
 
@@ -38,8 +40,8 @@ class Runner:
     plan: Plan
     out_path: Path
     reporter: Reporter = field(default_factory=Reporter)
-    tracer_spec: str | None = None
     placement: object = None      # LocalPlacement (default) or LinkPlacement
+    copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
 
     def __post_init__(self):
         self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
@@ -54,6 +56,27 @@ class Runner:
             reference.check()
         if "veth" in self.plan.topologies and not self.placement.remote:
             Topology("veth").check_privileges()
+        self._copies_unavailable = self._check_copies()
+
+    def _check_copies(self) -> dict | None:
+        """None when copies can be counted; else why not (explicit backends fail loudly)."""
+        if self.copies_spec == "off":
+            return {"status": "off", "reason": "copy counting not requested (--copies off)"}
+        if self.placement.remote:
+            return {"status": "unavailable", "reason": "copy counting on two-node runs is not "
+                    "built yet", "fix": "count copies on one node: --target lab with one node"}
+        from bench.tracing.select import select_tracer
+        try:
+            tracer = select_tracer(self.copies_spec)  # an explicit backend that cannot work raises
+        except UsageError as exc:
+            raise UsageError(f"--copies {self.copies_spec}: {exc.message}",
+                             "use --copies auto (picks what works here), --copies off, or "
+                             "--target lab for kprobes") from None
+        av = tracer.available()
+        if not av.ok:
+            return {"status": "unavailable", "reason": av.reason, "fix": av.fix}
+        self.result.metadata["copy_backends"] = [c.to_json() for c in tracer.choices]
+        return None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -107,6 +130,7 @@ class Runner:
                 cr.reference.append(ref)
             self.reporter.sample_done(case, rep, sample, ref)
             self._save()
+        cr.copies = self._copies_unavailable or self._copy_sample(case, ep, cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
         if bad:
             cr.status = "failed"
@@ -124,7 +148,34 @@ class Runner:
         self._live_agents.append(agent)
         return agent
 
-    def _run_sample(self, case: Case, ep: Endpoints) -> dict:
+    def _copy_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
+        """One more sample with the tracer attached to both agents: the copy accounting, and
+        what counting costs (its throughput against the untraced samples of the same run)."""
+        from bench.copycount import summarize
+        from bench.tracing.select import select_tracer
+        tracer = select_tracer(self.copies_spec)
+        sample = self._run_sample(case, ep, tracer=tracer)
+        counts = sample.pop("_copy_counts")
+        untraced = cr.stat("gbps")
+        sides = summarize(counts,
+                          {"sender": sample["messages_sent"], "receiver": sample["messages"]},
+                          {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]})
+        out = {
+            "status": "ok",
+            "choices": [c.to_json() for c in tracer.choices],
+            "sides": sides,
+            "points": [c.to_json() for c in counts],
+            "traced_sample": {k: sample.get(k) for k in ("bytes", "messages", "messages_sent",
+                                                         "gbps", "window_s", "payload_errors")},
+            "tracer_overhead_ratio": (round(sample["gbps"] / untraced["median"], 4)
+                                      if untraced and sample.get("gbps") else None),
+            "buffers": {"sender": sample["sender"].get("buffer_addr"),
+                        "receiver": sample["receiver"].get("buffer_addr")},
+        }
+        self.reporter.copies_done(case, out)
+        return out
+
+    def _run_sample(self, case: Case, ep: Endpoints, tracer=None) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
                   "rcvbuf": SOCKET_BUFFER, "sndbuf": SOCKET_BUFFER}
@@ -136,13 +187,20 @@ class Runner:
                                         "duration": case.duration, "count": case.count})
             try:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
-                cpu0 = metrics.read_cpu_times()
-                tx.send({"cmd": "go"})
-                tx_res = tx.expect("result", case.duration + 30)
-                time.sleep(DRAIN_SECONDS)
-                rx.send({"cmd": "stop"}, required=False)
-                rx_res = rx.expect("result", 30)
-                cpu1 = metrics.read_cpu_times()
+                if tracer is not None:
+                    tracer.attach({"sender": tx.pid, "receiver": rx.pid})
+                try:
+                    cpu0 = metrics.read_cpu_times()
+                    tx.send({"cmd": "go"})
+                    tx_res = tx.expect("result", case.duration + 30)
+                    time.sleep(DRAIN_SECONDS)
+                    rx.send({"cmd": "stop"}, required=False)
+                    rx_res = rx.expect("result", 30)
+                    cpu1 = metrics.read_cpu_times()
+                    counts = tracer.read() if tracer is not None else None
+                finally:
+                    if tracer is not None:
+                        tracer.detach()
             finally:
                 self._retire(tx)
         finally:
@@ -153,6 +211,8 @@ class Runner:
             system = metrics.cpu_delta(cpu0, cpu1)
         sample = metrics.derive(tx_res, rx_res, system, case.size)
         sample["payload_errors"] = int(rx_res.get("bad", 0))
+        if tracer is not None:
+            sample["_copy_counts"] = counts
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
         if "zerocopy_receive" in rx_res:

@@ -14,6 +14,37 @@ def table(result: RunResult) -> str:
     return "\n".join([head, sep, *body])
 
 
+COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
+                "ns/copy", "symbols", "backend", "kind"]
+
+
+def copies_table(result: RunResult) -> str | None:
+    """The seed's view per case and side: how many copies, how many bytes, who measured them."""
+    rows = []
+    notes = []
+    for c in result.cases:
+        cp = c.copies or {}
+        if cp.get("status") != "ok":
+            if cp.get("reason") and cp.get("status") != "off":
+                notes.append(f"- {c.id}: copies not counted: {cp['reason']}")
+            continue
+        for side in ("sender", "receiver"):
+            d = cp["sides"].get(side)
+            if not d:
+                continue
+            rows.append([c.id, side, d["calls"], d["copies_per_message"], d["bytes"],
+                         d["bytes_per_payload_byte"], d["ns_per_copy"], ", ".join(d["symbols"]),
+                         "+".join(d["backends"]), "exact" if d["exact"] else "estimate"])
+        ratio = cp.get("tracer_overhead_ratio")
+        if ratio:
+            notes.append(f"- {c.id}: throughput while counting = {ratio:.2f}× untraced")
+    if not rows and not notes:
+        return None
+    lines = ["| " + " | ".join(COPY_COLUMNS) + " |", "|" + "|".join("---" for _ in COPY_COLUMNS) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines + [""] + notes)
+
+
 def render(result: RunResult) -> str:
     m = result.metadata
     lines = [
@@ -27,6 +58,8 @@ def render(result: RunResult) -> str:
         "",
         table(result),
         "",
+        *(["## Copies (one traced sample per case)", "", copies_table(result), ""]
+          if copies_table(result) else []),
         "Gbit/s: verified payload bytes at the receiver over the window from the sender's first "
         "send to the receiver's last byte (median of repeats, ± stdev). ratio = ours / reference "
         "(iperf3, same size, same topology, same socket buffers). CPU s/GB: CPU-seconds per 1e9 "

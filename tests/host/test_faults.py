@@ -20,6 +20,8 @@ from tests.conftest import REPO, agent_pids, bench_cmd
     (["--suite", "smoke", "--duration", "0"], "more than 0"),
     (["--suite", "smoke", "--workload", "pigeon"], "unknown workload"),
     (["--suite", "smoke", "--repeat", "0"], "at least 1"),
+    (["--suite", "smoke", "--copies", "nonsense"], "unknown tracer backend"),
+    (["--suite", "smoke", "--batch", "0"], "between 1 and 1024"),
 ])
 def test_bad_input_exits_2_with_one_message(run_bench, no_leftovers, args, needle, tmp_path):
     rc, out, err, doc = run_bench("run", *args)

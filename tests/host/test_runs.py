@@ -115,3 +115,29 @@ def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_
         assert z["all_completed"] and z["completed"] == z["send_calls"] >= n
         assert z["copied"] + z["zerocopy"] == z["completed"]
         assert "io_uring send_zc_fixed:" in out
+
+
+def test_udp_receive_copies_are_counted_exactly_on_this_kernel(run_bench, root_only, no_leftovers):
+    """Without kprobes, the sock_recv_length tracepoint is 1:1 with UDP's receive copy:
+    23 datagrams of 1000 B -> exactly 23 receive copies of 23,000 B, attributed to the receiver."""
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", "udp", "--sizes", "1000",
+                                  "--bytes", "23000", "--batch", "1", "--no-reference")
+    assert rc == 0, err
+    c = case(doc, "udp-1000-veth")
+    cp = c["copies"]
+    if cp.get("status") != "ok":
+        pytest.skip(f"no tracer here: {cp.get('reason')}")
+    rx = cp["sides"]["receiver"]
+    assert (rx["calls"], rx["bytes"]) == (23, 23000)
+    assert rx["copies_per_message"] == 1.0 and rx["bytes_per_payload_byte"] == 1.0
+    tx = cp["sides"]["sender"]
+    assert (tx["calls"], tx["bytes"]) == (23, 23000)
+    assert cp["traced_sample"]["messages"] == 23
+    assert "| udp-1000-veth | receiver | 23 | 1.000 | 23000 |" in out
+
+
+def test_copies_off_records_why(run_bench, root_only, no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", "tcp", "--bytes", "655360",
+                                  "--no-reference", "--copies", "off")
+    assert rc == 0, err
+    assert doc["cases"][0]["copies"]["status"] == "off"
