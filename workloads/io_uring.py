@@ -17,7 +17,7 @@ import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import StreamVerifier
-from workloads.sockets import PatternSource, bound_from, size_buffers
+from workloads.sockets import PatternSource, bound_from, connect_sender, listen_stream, stream_result
 
 IORING_CQE_F_MORE = 1 << 1
 IORING_CQE_F_NOTIF = 1 << 3
@@ -81,11 +81,7 @@ class Ring:
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    bufs = size_buffers(lsock, cfg)
-    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
-    lsock.listen(1)
+    lsock, bufs = listen_stream(cfg)
     buf = bytearray(size)
     mv = memoryview(buf)
     ring = Ring()
@@ -109,19 +105,15 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         verify.check(mv[:n])
     ring.close()
     conn.close()
-    good = verify.offset if verify.bad_chunks == 0 else 0
-    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
-            "bad": verify.bad_chunks, "recv_calls": recvs, "t_first": t_first, "t_last": t_last,
-            "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+    return stream_result(verify, size, recv_calls=recvs, t_first=t_first, t_last=t_last,
+                         cpu=cpu.stop(), buffer_addr=buffer_address(buf))
 
 
 def sender(cfg: dict, io: AgentIO, zerocopy: bool = False) -> dict:
     size = int(cfg["size"])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    bufs = size_buffers(sock, cfg)
-    sock.connect(tuple(cfg["target"]))
-    fd = sock.fileno()
     src = PatternSource(size)
+    sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
+    fd = sock.fileno()
     ring = Ring()
     L = ring.L
     if zerocopy:
@@ -129,7 +121,7 @@ def sender(cfg: dict, io: AgentIO, zerocopy: bool = False) -> dict:
         rc = L.io_uring_register_buffers(ring.ring, L.iovec(src.buf), 1)
         if rc < 0:
             raise OSError(-rc, f"io_uring_register_buffers: {os.strerror(-rc)}")
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)

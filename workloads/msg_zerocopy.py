@@ -10,14 +10,13 @@ and never assume. The receiver is the plain TCP receiver (recv_into + verificati
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import struct
 
 from workloads import tcp
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.sockets import AlignedPatternSource, PatternSource, bound_from, size_buffers
+from workloads.sockets import AlignedPatternSource, PatternSource, bound_from, connect_sender
 
 SO_ZEROCOPY = 60
 MSG_ZEROCOPY = 0x4000000
@@ -66,15 +65,13 @@ class Completions:
 def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
     """`aligned`: send from page-aligned buffers (what TCP_ZEROCOPY_RECEIVE needs)."""
     size = int(cfg["size"])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    bufs = size_buffers(sock, cfg)
+    src = AlignedPatternSource(size) if aligned else PatternSource(size)
+    sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
     except OSError as exc:
         raise RuntimeError(f"SO_ZEROCOPY refused ({exc}): kernel < 4.14 or disabled") from exc
-    sock.connect(tuple(cfg["target"]))
-    src = AlignedPatternSource(size) if aligned else PatternSource(size)
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)

@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from workloads.agent import now
+from workloads.agent import buffer_address, now
 from workloads.pattern import PERIOD, block
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -87,3 +87,28 @@ class SendBound:
 
 def bound_from(cfg: dict) -> SendBound:
     return SendBound(duration=float(cfg["duration"]), count=cfg.get("count"))
+
+
+def listen_stream(cfg: dict) -> tuple[socket.socket, dict]:
+    """The receiving side of every TCP workload: a listener on the configured address."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    bufs = size_buffers(lsock, cfg)
+    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    lsock.listen(1)
+    return lsock, bufs
+
+
+def connect_sender(cfg: dict, kind: int, src) -> tuple[socket.socket, dict]:
+    """The sending side: a connected socket, announced to the runner with its buffer address."""
+    sock = socket.socket(socket.AF_INET, kind)
+    bufs = size_buffers(sock, cfg)
+    sock.connect(tuple(cfg["target"]))
+    return sock, {"pid": os.getpid(), "buffer_addr": buffer_address(src.buf), **bufs}
+
+
+def stream_result(verify, size: int, **extra) -> dict:
+    """What a stream receiver reports: only verified bytes count as delivered."""
+    good = verify.offset if verify.bad_chunks == 0 else 0
+    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
+            "bad": verify.bad_chunks, **extra}

@@ -10,16 +10,12 @@ import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import StreamVerifier
-from workloads.sockets import PatternSource, bound_from, size_buffers
+from workloads.sockets import PatternSource, bound_from, connect_sender, listen_stream, stream_result
 
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    bufs = size_buffers(lsock, cfg)
-    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
-    lsock.listen(1)
+    lsock, bufs = listen_stream(cfg)
     buf = bytearray(size)
     mv = memoryview(buf)
     io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
@@ -42,19 +38,15 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         recv_calls += 1
         check(mv[:n])
     conn.close()
-    good = verify.offset if verify.bad_chunks == 0 else 0
-    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
-            "bad": verify.bad_chunks, "recv_calls": recv_calls, "t_first": t_first,
-            "t_last": t_last, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+    return stream_result(verify, size, recv_calls=recv_calls, t_first=t_first, t_last=t_last,
+                         cpu=cpu.stop(), buffer_addr=buffer_address(buf))
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    bufs = size_buffers(sock, cfg)
-    sock.connect(tuple(cfg["target"]))
     src = PatternSource(size)
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
+    io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)

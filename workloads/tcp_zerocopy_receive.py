@@ -18,7 +18,7 @@ import socket
 from workloads import msg_zerocopy
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import StreamVerifier
-from workloads.sockets import size_buffers
+from workloads.sockets import listen_stream, stream_result
 
 TCP_ZEROCOPY_RECEIVE = 35
 WINDOW = 512 << 10           # bytes mapped per call (a multiple of the page size)
@@ -57,11 +57,7 @@ def sender(cfg: dict, io: AgentIO) -> dict:
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    bufs = size_buffers(lsock, cfg)
-    lsock.bind((cfg["bind"], int(cfg.get("port", 0))))
-    lsock.listen(1)
+    lsock, bufs = listen_stream(cfg)
     copybuf = bytearray(max(size, WINDOW))
     cmv = memoryview(copybuf)
     io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
@@ -117,10 +113,9 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     finally:
         _libc.munmap(window, WINDOW)
         conn.close()
-    good = verify.offset if verify.bad_chunks == 0 else 0
-    return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
-            "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "cpu": cpu.stop(),
-            "buffer_addr": buffer_address(copybuf),
-            "zerocopy_receive": {"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
-                                 "mapped_pct": round(100 * mapped / verify.offset, 2)
-                                 if verify.offset else None, "window": WINDOW}}
+    return stream_result(
+        verify, size, t_first=t_first, t_last=t_last, cpu=cpu.stop(),
+        buffer_addr=buffer_address(copybuf),
+        zerocopy_receive={"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
+                          "mapped_pct": round(100 * mapped / verify.offset, 2)
+                          if verify.offset else None, "window": WINDOW})

@@ -15,7 +15,7 @@ import threading
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.mmsg import BatchReceiver, BatchSender
 from workloads.pattern import PERIOD, block, datagram_ok
-from workloads.sockets import PatternSource, bound_from, size_buffers
+from workloads.sockets import PatternSource, bound_from, connect_sender, size_buffers
 
 MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
 
@@ -69,11 +69,9 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 
 def sender(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    bufs = size_buffers(sock, cfg)
-    sock.connect(tuple(cfg["target"]))
     src = PatternSource(size)
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    sock, ready = connect_sender(cfg, socket.SOCK_DGRAM, src)
+    io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)
