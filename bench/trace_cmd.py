@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -98,17 +99,20 @@ def run(args) -> int:
         gate_w = -1
         try:
             child.wait()
-        except KeyboardInterrupt:   # the command got the Ctrl-C too; report what we saw
+        except KeyboardInterrupt:   # pass it on, give CMD a moment, then report what we saw
             interrupted = True
-            child.wait()
+            _stop(child)
         counts = tracer.read()
     finally:
-        if gate_w >= 0:
-            os.close(gate_w)
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        tracer.detach()
+        # A second Ctrl-C must not cut the cleanup short: no module or probe may stay behind.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if gate_w >= 0:
+                os.close(gate_w)
+            _stop(child)
+            tracer.detach()
+        finally:
+            signal.signal(signal.SIGINT, old)
     print(render(counts, [c.to_json() for c in tracer.choices], args.samples))
     if args.json:
         with open(args.json, "w") as f:
@@ -118,6 +122,18 @@ def run(args) -> int:
     if interrupted:
         return 130
     return 0 if child.returncode == 0 else 1
+
+
+def _stop(child: subprocess.Popen) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL, a few seconds apart."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if child.poll() is not None:
+            return
+        child.send_signal(sig)
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def render(counts: list[PointCounts] | list[dict], choices: list[dict], samples: int = 8) -> str:

@@ -232,10 +232,13 @@ class KprobeEventsTracer(Tracer):
 
 def remove_group(root: Path, group: str, names: list[str] | None = None) -> int:
     """Delete a group's kprobe events (disabled everywhere first); returns how many."""
-    if names is None:
-        names = [line.split()[0].split("/", 1)[1] for line in
-                 (root / "kprobe_events").read_text().splitlines()
-                 if line.split() and line.split()[0][2:].startswith(group + "/")]
+    if names is None:   # lines look like "p:GROUP/NAME sym ..." or "r10:GROUP/NAME sym"
+        names = []
+        for line in (root / "kprobe_events").read_text().splitlines():
+            head = line.split()[0] if line.split() else ""
+            g, _, name = head.split(":", 1)[-1].partition("/")
+            if g == group:
+                names.append(name)
     removed = 0
     for name in names:
         enable = root / "events" / group / name / "enable"

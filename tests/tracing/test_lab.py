@@ -5,7 +5,7 @@ receiver give exactly 1000 send copies and 1000 receive copies of 1,000,000 B ea
 """
 
 import pytest
-from labvm import lab_or_skip
+from labvm import REMOTE, lab_or_skip
 
 pytestmark = pytest.mark.lab
 COUNT, SIZE = 1000, 1000
@@ -69,3 +69,51 @@ def test_traceable_function_counts_exactly(vm, backend):
                     "--probes=send_copy:udp_sendmsg:-:2")
     assert _total(out["counts"], "send_copy", "sender") == (COUNT, COUNT * SIZE)
     assert _total(out["counts"], "send_copy", "receiver") == (0, 0)
+
+
+UDP_SELF = ("import socket\n"
+            "a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('127.0.0.1', 0))\n"
+            "b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for i in range(23):\n"
+            "    b.sendto(b'HELLO_NETWORK', a.getsockname()); a.recv(64)\n")
+
+
+def test_bench_trace_reproduces_the_seed_lines(vm):
+    out = vm.text(["sh", "-c", f"cd {REMOTE} && python3 -m bench.trace_cmd --backend kmod "
+                   f"--samples 2 -- python3 -c \"$0\"", UDP_SELF])
+    assert out.count("[COPY1] PID=") == 2 and out.count("[COPY4] PID=") == 2
+    assert " len=13 ns=" in out
+    row = next(line for line in out.splitlines() if line.startswith("send_copy ")
+               and "_copy_from_iter " in line)
+    assert row.split()[3:5] == ["23", "299"]        # 23 copies of 13 B
+
+
+def test_ctrl_c_unloads_the_module(vm):
+    # A background job of a non-interactive shell ignores SIGINT; restore it as a terminal has.
+    launch = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+              "os.execvp(sys.argv[1], sys.argv[1:])")
+    script = (f"cd {REMOTE} && (python3 -c \"$0\" python3 -m bench.trace_cmd --backend kmod "
+              "-- sleep 60 > /tmp/trace.out 2>&1 & pid=$!; "
+              "for i in $(seq 120); do lsmod | grep -qw copytrace && break; sleep 1; done; "
+              "kill -INT $pid; wait $pid; echo rc=$?; lsmod | grep -cw copytrace; true)")
+    out = vm.text(["sh", "-c", script, launch])
+    assert "rc=130" in out and out.strip().endswith("0"), out
+
+
+@pytest.mark.parametrize("backend, symbol", [("kmod", None), ("kprobe_events", "udp_sendmsg")])
+def test_cleanup_after_a_killed_tracer(vm, backend, symbol):
+    args = f"{backend} {symbol or ''}"
+    script = (f"cd {REMOTE} && (python3 tests/tracing/hold_tracer.py {args} > /tmp/hold.out & "
+              "pid=$!; for i in $(seq 120); do grep -q attached /tmp/hold.out && break; "
+              "sleep 1; done; kill -9 $pid; wait $pid; "
+              "echo before: $(lsmod | grep -cw copytrace) $(grep -c copybench "
+              "/sys/kernel/tracing/kprobe_events); "
+              "python3 -c 'from bench.tracing.select import cleanup_stale; "
+              "print(cleanup_stale())'; "
+              "echo after: $(lsmod | grep -cw copytrace) $(grep -c copybench "
+              "/sys/kernel/tracing/kprobe_events) "
+              "$(ls /sys/kernel/tracing/instances | grep -c copybench))")
+    out = vm.text(["sh", "-c", script])
+    before = out.split("before:")[1].split()[:2]
+    assert before != ["0", "0"], out                 # the kill did leave something behind
+    assert out.split("after:")[1].split()[:3] == ["0", "0", "0"], out

@@ -73,3 +73,23 @@ def test_detach_leaves_no_instance_and_is_idempotent():
     _run(tracer)
     tracer.detach()
     assert _ours() == []
+
+
+def test_cleanup_stale_removes_a_dead_runs_instance():
+    _tracer_or_skip()
+    import subprocess
+    import sys
+
+    from bench.tracing.select import cleanup_stale
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    root = tracefs.find()
+    stale = root / "instances" / f"copybench-{p.pid}-receiver"
+    stale.mkdir()
+    tracefs.write(stale / "events/sock/enable", "1")   # as a crashed run would leave it
+    done = cleanup_stale()
+    assert not stale.exists()
+    assert any(stale.name in d for d in done)
+    dead = [i.name for i in (root / "instances").iterdir() if i.name.startswith("copybench-")
+            and not tracefs.pid_alive(tracefs.owner_pid(i.name))]
+    assert dead == []
