@@ -41,7 +41,6 @@
 #include <linux/log2.h>
 #include <linux/skbuff.h>
 #include <linux/atomic.h>
-#include <linux/spinlock.h>
 #include <linux/unistd.h>
 #include <asm/syscall.h>
 
@@ -116,8 +115,7 @@ struct sample {
 static struct probe *probes;
 static int nprobes;
 static struct sample *ring;
-static unsigned long ring_next;	/* total samples ever written */
-static DEFINE_SPINLOCK(ring_lock);
+static atomic_long_t ring_next;	/* total samples ever claimed */
 static struct proc_dir_entry *proc_entry;
 
 /*
@@ -212,24 +210,23 @@ static int return_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	u64 ns = ktime_get_ns() - e->t0;
 	struct counters *c = &p->c[e->slot];
 	int b = ns ? min_t(int, ilog2(ns) + 1, NBUCKETS - 1) : 0;
-	unsigned long flags;
 
 	atomic64_inc(&c->calls);
 	atomic64_add(e->len, &c->bytes);
 	atomic64_add(ns, &c->ns);
 	atomic64_inc(&c->hist[b]);
 	if (ring) {
-		struct sample *s;
+		/* Lock-free: a slot claimed by index; a reader may see one torn sample at the
+		 * ring's head, which costs less than a lock on every copy. */
+		unsigned long n = atomic_long_inc_return(&ring_next) - 1;
+		struct sample *s = &ring[n % nsamples];
 
-		spin_lock_irqsave(&ring_lock, flags);
-		s = &ring[ring_next++ % nsamples];
 		s->addr = e->addr;
 		s->len = e->len;
 		s->ns = ns;
 		s->pid = current->tgid;	/* the process, as the runner knows it */
 		s->probe = p - probes;
 		s->slot = e->slot;
-		spin_unlock_irqrestore(&ring_lock, flags);
 	}
 	return 0;
 }
@@ -237,7 +234,7 @@ static int return_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 static int show(struct seq_file *m, void *v)
 {
 	int i, j, k;
-	unsigned long n, first, flags;
+	unsigned long n, first, total;
 	struct sample *copy;
 
 	seq_puts(m, "version 1\n");
@@ -272,12 +269,11 @@ static int show(struct seq_file *m, void *v)
 	copy = kmalloc_array(nsamples, sizeof(*copy), GFP_KERNEL);
 	if (!copy)
 		return -ENOMEM;
-	spin_lock_irqsave(&ring_lock, flags);
-	n = min_t(unsigned long, ring_next, nsamples);
-	first = ring_next - n;
+	total = atomic_long_read(&ring_next);
+	n = min_t(unsigned long, total, nsamples);
+	first = total - n;
 	for (k = 0; k < n; k++)
 		copy[k] = ring[(first + k) % nsamples];
-	spin_unlock_irqrestore(&ring_lock, flags);
 	for (k = 0; k < n; k++)
 		seq_printf(m, "sample %d %d %d 0x%lx %ld %llu\n", copy[k].probe, copy[k].slot,
 			   copy[k].pid, copy[k].addr, copy[k].len, copy[k].ns);
