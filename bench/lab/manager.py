@@ -184,6 +184,9 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
     specs = plan_nodes(paths, nodes, memory_mib)
     paths.state.mkdir(parents=True, exist_ok=True)
     old = {n["name"]: n for n in (state or {}).get("nodes", [])}
+    for extra in range(nodes, MAX_NODES):  # disks of nodes this lab no longer has
+        for suffix in (".qcow2", ".console.log", ".pid"):
+            (paths.state / f"lab{extra}{suffix}").unlink(missing_ok=True)
     for n in specs:
         # Keep a node's disk (and so its provisioning) while the image is unchanged.
         if not (n.overlay.exists() and old.get(n.name, {}).get("image_key") == key_id):
