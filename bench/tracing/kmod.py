@@ -13,6 +13,7 @@ import hashlib
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,8 +207,12 @@ def unload(sys_root: Path = Path("/sys")) -> bool:
     """rmmod copytrace if loaded; True if something was removed."""
     if not module_loaded(sys_root):
         return False
-    subprocess.run(["rmmod", MODULE], capture_output=True, text=True)
-    return not module_loaded(sys_root)
+    for _ in range(50):   # a module still initialising (insmod interrupted) is busy briefly
+        subprocess.run(["rmmod", MODULE], capture_output=True, text=True)
+        if not module_loaded(sys_root):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def lockdown_mode(sys_root: Path = Path("/sys")) -> str:
@@ -272,10 +277,12 @@ class KmodTracer(Tracer):
                                sockonly=not self.all_copies, stacks=self.stacks)
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads
+        # Ours from before insmod starts: a Ctrl-C during the (slow) load still unloads it.
+        self._loaded = True
         proc = subprocess.run(["insmod", str(ko), *params], capture_output=True, text=True)
         if proc.returncode != 0:
+            self._loaded = False
             raise load_error(proc.stderr, self.release)
-        self._loaded = True
         report = parse(self._proc_text())
         self.status = {sym: st for sym, st, _ in report.probes.values()}
         if not any(st == "ok" for st in self.status.values()):
