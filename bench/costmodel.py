@@ -12,8 +12,8 @@ memory traffic (2 x bytes per copy) so the formula above applies unchanged.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

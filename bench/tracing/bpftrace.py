@@ -207,7 +207,7 @@ class BpftraceTracer(Tracer):
                 err = self._stderr()[-800:]
                 self.detach()
                 raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
-                                 fix="retry; report the bpftrace version if it persists")
+                                 fix="retry; report the bpftrace version if it persists") from None
         if self._reader:
             self._reader.join(timeout=10)
         report = parse("".join(self.out), self.probes)

@@ -229,7 +229,8 @@ class KmodTracer(Tracer):
 
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, nsamples: int = 256,
-                 all_copies: bool = False, stacks: int = 0, proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
+                 all_copies: bool = False, stacks: int = 0,
+                 proc_root: Path = Path("/proc"), sys_root: Path = Path("/sys"),
                  modules_root: Path = Path("/lib/modules"), cache: Path = CACHE,
                  which=shutil.which):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")

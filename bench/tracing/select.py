@@ -21,9 +21,9 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from bench.errors import UsageError
 from bench.tracing import catalog, kmod, tracefs

@@ -15,7 +15,6 @@ from peers import udp_pair  # noqa: E402
 
 from bench.tracing.kmod import KmodTracer  # noqa: E402
 
-
 OPT = Path("/proc/sys/debug/kprobes-optimization")
 
 
