@@ -30,14 +30,18 @@ def parse_chains(log: str) -> list[tuple[str, str]]:
         if "copytrace: call chain of " in text:
             sym = text.split("call chain of ")[1].split()[0]
             frames, inside = [], False
-        elif sym and text.startswith("RIP: 0010:"):
-            inside = True
+        elif sym and (text.startswith("RIP: 0010:") or text.strip().startswith(sym + "+")):
+            inside = True   # int3 kprobes show a RIP line, ftrace-based ones the frame itself
         elif sym and inside and text.startswith(" ") and not text.startswith(" ?"):
             name = text.strip().split("+")[0]
-            if name.startswith("entry_SYSCALL") or name.startswith("do_syscall") or name == "</TASK>":
+            if name in ("<TASK>", "</IRQ>", "<IRQ>") or name.startswith("__x64_sys"):
+                continue
+            if name.startswith(("____sys", "__sys_")):
+                frames.append(name)          # the syscall body ends the chain
+            if name.startswith(("____sys", "__sys_", "entry_SYSCALL", "do_syscall", "</TASK>")):
                 out.append((sym, " <- ".join(frames)))
                 sym, inside = None, False
-            elif not name.startswith("__x64_sys") and name not in ("<TASK>",):
+            else:
                 frames.append(name)
     return out
 
