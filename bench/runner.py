@@ -76,6 +76,10 @@ class Runner:
         if not av.ok:
             return {"status": "unavailable", "reason": av.reason, "fix": av.fix}
         self.result.metadata["copy_backends"] = [c.to_json() for c in tracer.choices]
+        from bench.costmodel import measure_bandwidth
+        # The seed's cost model needs this machine's memory bandwidth: measured once per run.
+        self._bandwidth = measure_bandwidth()
+        self.result.metadata["memory_bandwidth"] = self._bandwidth.to_json()
         return None
 
     # -- the run ---------------------------------------------------------------------------
@@ -160,6 +164,11 @@ class Runner:
         sides = summarize(counts,
                           {"sender": sample["messages_sent"], "receiver": sample["messages"]},
                           {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]})
+        from bench.costmodel import cost
+        for side, d in sides.items():
+            agent_cpu = sample["cpu"].get(side) or {}
+            cpu_s = (agent_cpu.get("user_s", 0) + agent_cpu.get("sys_s", 0)) if agent_cpu else None
+            d["cost"] = cost(d["bytes"], self._bandwidth, d["ns_total"], cpu_s).to_json()
         out = {
             "status": "ok",
             "choices": [c.to_json() for c in tracer.choices],

@@ -15,7 +15,12 @@ def table(result: RunResult) -> str:
 
 
 COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
-                "ns/copy", "symbols", "backend", "kind"]
+                "ns/copy", "model ms", "measured ms", "CPU ms", "copy share of CPU", "symbols",
+                "backend", "kind"]
+
+
+def _ms(seconds):
+    return None if seconds is None else seconds * 1e3
 
 
 def copies_table(result: RunResult) -> str | None:
@@ -32,14 +37,22 @@ def copies_table(result: RunResult) -> str | None:
             d = cp["sides"].get(side)
             if not d:
                 continue
+            k = d.get("cost") or {}
             rows.append([c.id, side, d["calls"], d["copies_per_message"], d["bytes"],
-                         d["bytes_per_payload_byte"], d["ns_per_copy"], ", ".join(d["symbols"]),
+                         d["bytes_per_payload_byte"], d["ns_per_copy"], _ms(k.get("model_seconds")),
+                         _ms(k.get("measured_copy_seconds")), _ms(k.get("cpu_seconds")),
+                         k.get("share_of_cpu"), ", ".join(d["symbols"]),
                          "+".join(d["backends"]), "exact" if d["exact"] else "estimate"])
         ratio = cp.get("tracer_overhead_ratio")
         if ratio:
             notes.append(f"- {c.id}: throughput while counting = {ratio:.2f}× untraced")
     if not rows and not notes:
         return None
+    bw = result.metadata.get("memory_bandwidth")
+    if bw:
+        notes.append(f"- model: bytes copied × 2 / {bw['memory_bytes_per_s'] / 1e9:.1f} GB/s memory "
+                     f"bandwidth (memcpy {bw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s measured here); "
+                     "share = model time / the agent's CPU time in the traced sample")
     lines = ["| " + " | ".join(COPY_COLUMNS) + " |", "|" + "|".join("---" for _ in COPY_COLUMNS) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines + [""] + notes)
