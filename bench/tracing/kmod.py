@@ -28,7 +28,10 @@ MAX_FILTERS = 8          # = MAX_FILTERS in copytrace.c
 ANY_SLOT = 8             # = ANY_SLOT: copies counted regardless of task (softirq work, rxe)
 LEN_SKB_DATA_LEN = -2    # = LEN_SKB_DATA_LEN: length is skb->data_len of the addr argument
 SKB_LEN_SYMBOLS = {"skb_copy_ubufs"}
-ANY_TASK_POINTS = {"rxe_copy"}   # rxe copies run in tasklets/workqueues, not in the agent
+# Copies that may run in softirq/tasklet context on another task's time (rxe's tasklets, a
+# zerocopy skb copied in ksoftirqd): counted for the matching side when it is the current
+# task, else in the "other" slot rather than lost.
+ANY_TASK_POINTS = {"rxe_copy", "zc_fallback"}
 
 
 # -- pure parts ---------------------------------------------------------------------------------
@@ -117,7 +120,7 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
         if status != "ok":
             continue
         probe = probes[idx]
-        slots = [ANY_SLOT] if probe.point in ANY_TASK_POINTS else range(len(sides))
+        slots = list(range(len(sides))) + ([ANY_SLOT] if probe.point in ANY_TASK_POINTS else [])
         for slot in slots:
             side = sides[slot] if slot < len(sides) else "other"
             calls, nbytes, ns = report.counts.get((idx, slot), (0, 0, 0))

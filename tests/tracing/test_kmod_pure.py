@@ -17,7 +17,7 @@ def test_symbol_spec_positions():
     assert kmod.symbol_spec(catalog.by_symbol("_copy_from_iter")) == "_copy_from_iter:0:1:0"
     assert kmod.symbol_spec(catalog.by_symbol("copy_page_to_iter")) == "copy_page_to_iter:0:2:0"
     assert kmod.symbol_spec(catalog.by_symbol("rxe_mr_copy")) == "rxe_mr_copy:2:3:1"
-    assert kmod.symbol_spec(catalog.by_symbol("skb_copy_ubufs")) == "skb_copy_ubufs:0:-2:0"
+    assert kmod.symbol_spec(catalog.by_symbol("skb_copy_ubufs")) == "skb_copy_ubufs:0:-2:1"
     assert kmod.symbol_spec(catalog.by_symbol("tcp_zerocopy_receive")).endswith(":-1:-1:0")
 
 

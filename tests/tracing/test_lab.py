@@ -117,3 +117,15 @@ def test_cleanup_after_a_killed_tracer(vm, backend, symbol):
     before = out.split("before:")[1].split()[:2]
     assert before != ["0", "0"], out                 # the kill did leave something behind
     assert out.split("after:")[1].split()[:3] == ["0", "0", "0"], out
+
+
+def test_msg_zerocopy_on_loopback_moves_the_copy(vm):
+    """Send copies vanish with MSG_ZEROCOPY, but loopback copies the pages in skb_copy_ubufs."""
+    out = vm.python("zc_peer.py", "100", "65536")
+    assert out["received"] == 100 * 65536
+    def total(sym):   # the process's own slot plus "other" (softirq run by ksoftirqd)
+        return sum(c["bytes"] for c in out["counts"] if c["symbol"] == sym)
+
+    assert total("_copy_from_iter") == 0                # no COPY#1 for the zerocopy sends
+    assert total("skb_copy_ubufs") > 0.9 * 100 * 65536
+    assert total("_copy_to_iter") == 100 * 65536        # the receive copy stays
