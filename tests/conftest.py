@@ -28,12 +28,13 @@ def our_netns() -> set[str]:
 
 
 def agent_pids() -> set[int]:
-    """Processes named like our agents (the seed's comm names)."""
+    """Our agents: named like the seed's programs and running workloads.agent."""
     pids = set()
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if (d / "comm").read_text().strip() in ("sender", "receiver"):
+                if ((d / "comm").read_text().strip() in ("sender", "receiver")
+                        and b"workloads.agent" in (d / "cmdline").read_bytes()):
                     pids.add(int(d.name))
             except OSError:
                 pass
