@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bench.lab import bundle, manager, provision
+from bench.lab.progress import Progress
 from bench.targets.lab import LabTarget
 
 pytestmark = pytest.mark.lab
@@ -100,6 +101,19 @@ def test_ansible_syntax_check_for_real_hosts():
     res = subprocess.run([pb, "--syntax-check", "-i", str(inv),
                           str(provision.ansible_dir() / "site.yml")], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_rxe_link_and_sysctls_survive_a_reboot(lab, vm):
+    vm.run(0, ["systemctl", "reboot"], check=False, timeout=30)
+    time.sleep(5)  # let it go down before we wait for it to come back
+    node = manager.node_from_state(manager.load_state(lab.paths)["nodes"][0])
+    _timed(lab, "reboot_to_ssh_s", manager.wait_for_ssh, node, lab.paths.key,
+           manager.SSH_TIMEOUT["tcg"], Progress())
+    deadline = time.monotonic() + 120  # the unit runs late in boot
+    while "rxe0/1" not in (out := sh(vm, "rdma", "link", "show")) and time.monotonic() < deadline:
+        time.sleep(3)
+    assert "rxe0/1" in out and "netdev eth0" in out, out
+    assert int(sh(vm, "sysctl", "-n", "net.core.optmem_max")) >= 4194304
 
 
 def test_doctor_through_the_lab_target(vm):
