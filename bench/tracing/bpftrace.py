@@ -69,7 +69,8 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
     for i, p in enumerate(probes):
         addr = f"arg{p.addr_arg}" if p.addr_arg is not None else "0"
         cond = "$s && @insock[tid]" if sockonly else "$s"
-        anyslot = (f" if (!({cond})) {{ $s = {ANY_SLOT + 1}; }}"
+        # ANY points belong to the matching task in any syscall, else to "other" (softirq)
+        anyslot = (f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}"
                    if p.point in kmod.ANY_TASK_POINTS else "")
         enter = (f"kprobe:{p.symbol} {{ {slot_code}{anyslot} if ({cond if not anyslot else '$s'}) "
                  f"{{ @t[tid, {i}] = nsecs; @a[tid, {i}] = {addr}; "

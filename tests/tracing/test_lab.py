@@ -129,3 +129,23 @@ def test_msg_zerocopy_on_loopback_moves_the_copy(vm):
     assert total("_copy_from_iter") == 0                # no COPY#1 for the zerocopy sends
     assert total("skb_copy_ubufs") > 0.9 * 100 * 65536
     assert total("_copy_to_iter") == 100 * 65536        # the receive copy stays
+
+
+def test_rdma_over_rxe_counts_emulation_copies_not_socket_copies(vm):
+    has = vm.text(["sh", "-c", "command -v ib_write_bw >/dev/null && rdma link show | "
+                   "grep -o 'rxe[0-9]*' | head -1; true"]).strip()
+    if not has:
+        pytest.skip("no rxe link or perftest in the lab VM: rdma link add rxe0 type rxe "
+                    "netdev eth0")
+    addr = vm.text(["sh", "-c", "ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1"])
+    n, size = 100, 65536
+    bw = f"ib_write_bw -d {has} -x 1 -n {n} -s {size}"
+    cmd = f"{bw} >/dev/null 2>&1 & sleep 3; {bw} {addr.strip()} >/dev/null 2>&1; wait"
+    vm.text(["sh", "-c", f"cd {REMOTE} && python3 -m bench.trace_cmd --backend kmod "
+             f"--json /tmp/rxe.json -- sh -c \"$0\" >/dev/null", cmd], timeout=900)
+    import json
+    counts = json.loads(vm.text(["cat", "/tmp/rxe.json"]))["counts"]
+    rxe = sum(c["bytes"] for c in counts if c["symbol"] == "rxe_mr_copy")
+    sock = sum(c["bytes"] for c in counts if c["point"] in ("send_copy", "recv_copy"))
+    assert rxe >= 2 * n * size        # requester MR -> packet, responder packet -> MR
+    assert sock < 10_000              # only perftest's TCP handshake, no payload

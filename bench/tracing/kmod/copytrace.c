@@ -179,7 +179,9 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	struct entry *e = (struct entry *)ri->data;
 	int slot = match_slot();
 
-	if (slot >= 0 && !in_socket_call())
+	/* sockonly concerns the socket copy functions; ANY probes (rxe, zerocopy fallbacks)
+	 * belong to the task whatever syscall it is in (e.g. ibv_post_send's write). */
+	if (slot >= 0 && !p->any && !in_socket_call())
 		slot = -1;
 	if (slot < 0) {
 		if (!p->any)
