@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -218,6 +219,15 @@ def unload(sys_root: Path = Path("/sys")) -> bool:
     return False
 
 
+def module_owner(sys_root: Path = Path("/sys")) -> int | None:
+    """Pid that loaded copytrace (its `owner` parameter), if any."""
+    try:
+        pid = int((sys_root / "module" / MODULE / "parameters/owner").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid or None
+
+
 def lockdown_mode(sys_root: Path = Path("/sys")) -> str:
     try:
         text = (sys_root / "kernel/security/lockdown").read_text()
@@ -279,6 +289,7 @@ class KmodTracer(Tracer):
         ko = build(self.release, self.modules_root, self.cache)
         params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples,
                                sockonly=not self.all_copies, stacks=self.stacks)
+        params.append(f"owner={os.getpid()}")   # lets cleanup_stale spare a live run's module
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads
         # Ours from before insmod starts: a Ctrl-C during the (slow) load still unloads it.

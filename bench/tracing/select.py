@@ -262,8 +262,8 @@ def select_tracer(spec: str = "auto", points: list[str] | None = None,
     env = env or Environment()
     choices = plan(spec, points, env)
     if spec != "auto" and not any(c.backend for c in choices):
-        reasons = {c.point: c.rejected.get(spec, "?") for c in choices}
-        raise UsageError(f"backend {spec} cannot measure anything here: {reasons}",
+        reasons = sorted({c.rejected.get(spec, "?") for c in choices})
+        raise UsageError(f"backend {spec} cannot measure anything here: {'; '.join(reasons)}",
                          fix="use --backend auto, or the lab VM (bench lab up)")
     tracers: list[Tracer] = []
     for backend in dict.fromkeys(c.backend for c in choices if c.backend):
@@ -316,7 +316,10 @@ def cleanup_stale(env: Environment | None = None, unload_module: bool = True) ->
                 if g.startswith(tracefs.PREFIX + "_") and _ours_and_dead(g, env.proc_root):
                     n = remove_group(root, g)
                     done.append(f"removed {n} kprobe events of group {g}")
-    if unload_module and kmod.module_loaded(env.sys_root):
+    owner = kmod.module_owner(env.sys_root)
+    if owner and owner != os.getpid() and tracefs.pid_alive(owner, env.proc_root):
+        done.append(f"copytrace is loaded by running process {owner}: left alone")
+    elif unload_module and kmod.module_loaded(env.sys_root):
         if kmod.unload(env.sys_root):
             done.append("unloaded the copytrace module")
         else:

@@ -128,3 +128,18 @@ def test_cleanup_removes_only_dead_owners_leftovers(tmp_path, monkeypatch):
     assert left == [f"copybench-{alive}-sender", "other-tool"]
     assert killed and killed[0][0] == 4242 and not script.exists()
     assert any("orphan bpftrace 4242" in d for d in done)
+
+
+def test_cleanup_spares_a_live_runs_module(tmp_path, monkeypatch):
+    env = make_env(tmp_path)
+    params = env.sys_root / "module/copytrace/parameters"
+    params.mkdir(parents=True)
+    (params / "owner").write_text(f"{os.getppid()}\n")
+    (env.proc_root / str(os.getppid())).mkdir()
+    unloaded = []
+    monkeypatch.setattr(select.kmod, "unload", lambda sys_root: unloaded.append(1) or True)
+    done = select.cleanup_stale(env)
+    assert not unloaded and any("left alone" in d for d in done)
+    (params / "owner").write_text(f"{_dead_pid()}\n")
+    done = select.cleanup_stale(env)
+    assert unloaded and "unloaded the copytrace module" in done

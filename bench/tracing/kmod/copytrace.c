@@ -80,6 +80,10 @@ static int stacks;
 module_param(stacks, int, 0444);
 MODULE_PARM_DESC(stacks, "log the kernel stack of the first N counted calls per probe (call chains)");
 
+static int owner;
+module_param(owner, int, 0444);
+MODULE_PARM_DESC(owner, "pid of the copybench process that loaded us (for stale cleanup)");
+
 static int maxactive = 256;
 module_param(maxactive, int, 0444);
 MODULE_PARM_DESC(maxactive, "copies in flight tracked per probe (more are counted as missed)");
