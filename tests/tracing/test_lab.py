@@ -149,3 +149,11 @@ def test_rdma_over_rxe_counts_emulation_copies_not_socket_copies(vm):
     sock = sum(c["bytes"] for c in counts if c["point"] in ("send_copy", "recv_copy"))
     assert rxe >= 2 * n * size        # requester MR -> packet, responder packet -> MR
     assert sock < 10_000              # only perftest's TCP handshake, no payload
+
+
+def test_kmod_tcp_bytes_copied_equal_bytes_sent(vm):
+    count, size = 200, 100_000
+    out = vm.python("trace_udp.py", "kmod", str(count), str(size), "--tcp")
+    assert out["received"] == count * size
+    assert _total(out["counts"], "send_copy", "sender")[1] == count * size
+    assert _total(out["counts"], "recv_copy", "receiver")[1] == count * size
