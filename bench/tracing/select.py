@@ -19,8 +19,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +80,7 @@ def try_kprobe_event(symbol: str, root: Path) -> tuple[bool, str]:
 
 
 @dataclass
-class Probe_:
+class SymbolFacts:
     """Per-symbol facts gathered once."""
     present: bool
     traceable: bool | None     # for bpftrace/kprobe_events; None = unknown
@@ -102,7 +100,7 @@ class Environment:
     which: Callable[[str], str | None] = shutil.which
 
 
-def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, Probe_]:
+def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, SymbolFacts]:
     syms = catalog.kallsyms(env.proc_root)
     root = tracefs.find(env.roots)
     ftrace = filter_functions(root) if root else None
@@ -111,17 +109,17 @@ def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, Pro
     for p in probes:
         present = p.symbol in syms if syms else True
         if not present:
-            facts[p.symbol] = Probe_(False, False, "absent from /proc/kallsyms"
+            facts[p.symbol] = SymbolFacts(False, False, "absent from /proc/kallsyms"
                                      + (f" (module {p.module} not loaded)" if p.module else ""))
         elif not kprobe_events:
-            facts[p.symbol] = Probe_(True, False, "no kprobe_events: kernel without kprobes")
+            facts[p.symbol] = SymbolFacts(True, False, "no kprobe_events: kernel without kprobes")
         elif ftrace is not None and p.symbol not in ftrace:
-            facts[p.symbol] = Probe_(True, False, "not in available_filter_functions (notrace)")
+            facts[p.symbol] = SymbolFacts(True, False, "not in available_filter_functions (notrace)")
         elif env.try_attach and root is not None and os.geteuid() == 0:
             ok, why = env.try_attach(p.symbol, root)
-            facts[p.symbol] = Probe_(True, ok, why)
+            facts[p.symbol] = SymbolFacts(True, ok, why)
         else:
-            facts[p.symbol] = Probe_(True, None if ftrace is None else True,
+            facts[p.symbol] = SymbolFacts(True, None if ftrace is None else True,
                                      "in available_filter_functions" if ftrace else "unknown")
     return facts
 
@@ -283,75 +281,5 @@ def select_tracer(spec: str = "auto", points: list[str] | None = None,
     return MultiTracer(tracers, choices)
 
 
-# -- cleanup ------------------------------------------------------------------------------------
-def _ours_and_dead(name: str, proc_root: Path) -> bool:
-    pid = tracefs.owner_pid(name)
-    return pid is not None and pid != os.getpid() and not tracefs.pid_alive(pid, proc_root)
-
-
-def cleanup_stale(env: Environment | None = None, unload_module: bool = True) -> list[str]:
-    """Remove what crashed copybench runs left behind; returns what was done (for doctor)."""
-    env = env or Environment()
-    done: list[str] = []
-    root = tracefs.find(env.roots)
-    if root:
-        inst_dir = root / "instances"
-        for inst in sorted(inst_dir.glob(f"{tracefs.PREFIX}-*")) if inst_dir.exists() else []:
-            if _ours_and_dead(inst.name, env.proc_root):
-                try:
-                    tracefs.write(inst / "events/enable", "0")
-                except OSError:
-                    pass
-                try:
-                    tracefs.rmdir_retry(inst)
-                    done.append(f"removed tracefs instance {inst.name}")
-                except OSError as e:
-                    done.append(f"could not remove tracefs instance {inst.name}: {e}")
-        ke = root / "kprobe_events"
-        if ke.exists():
-            from bench.tracing.kprobe_events import remove_group
-            groups = {line.split()[0].split(":", 1)[1].split("/")[0]
-                      for line in ke.read_text().splitlines() if line.strip()}
-            for g in sorted(groups):
-                if g.startswith(tracefs.PREFIX + "_") and _ours_and_dead(g, env.proc_root):
-                    n = remove_group(root, g)
-                    done.append(f"removed {n} kprobe events of group {g}")
-    owner = kmod.module_owner(env.sys_root)
-    if owner and owner != os.getpid() and tracefs.pid_alive(owner, env.proc_root):
-        done.append(f"copytrace is loaded by running process {owner}: left alone")
-    elif unload_module and kmod.module_loaded(env.sys_root):
-        if kmod.unload(env.sys_root):
-            done.append("unloaded the copytrace module")
-        else:
-            done.append("copytrace is loaded and could not be unloaded (in use?): rmmod copytrace")
-    done += _kill_orphan_bpftrace(env.proc_root)
-    return done
-
-
-def _kill_orphan_bpftrace(proc_root: Path) -> list[str]:
-    """bpftrace processes running one of our scripts whose owner is gone."""
-    done = []
-    for d in proc_root.glob("[0-9]*"):
-        try:
-            argv = (d / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not argv or not argv[0].endswith(b"bpftrace"):
-            continue
-        scripts = [a.decode(errors="replace") for a in argv
-                   if b"/" + tracefs.PREFIX.encode() + b"-" in a and a.endswith(b".bt")]
-        if not scripts or not _ours_and_dead(Path(scripts[0]).name, proc_root):
-            continue
-        pid = int(d.name)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-            if not (proc_root / str(pid)).exists():
-                break
-        Path(scripts[0]).unlink(missing_ok=True)
-        done.append(f"stopped orphan bpftrace {pid} ({scripts[0]})")
-    return done
-
+# `bench doctor --cleanup` calls it from here (bench/cleanup.py).
+from bench.tracing.stale import cleanup_stale  # noqa: E402,F401

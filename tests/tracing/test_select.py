@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.tracing import select, tracefs
+from bench.tracing import select, stale, tracefs
 from bench.tracing.base import Availability
 
 COPY = ["_copy_from_iter", "_copy_from_iter_nocache", "csum_and_copy_from_iter_full",
@@ -121,7 +121,7 @@ def test_cleanup_removes_only_dead_owners_leftovers(tmp_path, monkeypatch):
         killed.append((pid, sig))
         orphan.rename(tmp_path / "gone")   # the process exits on the first signal
 
-    monkeypatch.setattr(select.os, "kill", fake_kill)
+    monkeypatch.setattr(stale.os, "kill", fake_kill)
     monkeypatch.setattr(tracefs, "write", lambda path, text: None)
     done = select.cleanup_stale(env)
     left = sorted(p.name for p in (trace / "instances").iterdir())
@@ -137,7 +137,7 @@ def test_cleanup_spares_a_live_runs_module(tmp_path, monkeypatch):
     (params / "owner").write_text(f"{os.getppid()}\n")
     (env.proc_root / str(os.getppid())).mkdir()
     unloaded = []
-    monkeypatch.setattr(select.kmod, "unload", lambda sys_root: unloaded.append(1) or True)
+    monkeypatch.setattr(stale.kmod, "unload", lambda sys_root: unloaded.append(1) or True)
     done = select.cleanup_stale(env)
     assert not unloaded and any("left alone" in d for d in done)
     (params / "owner").write_text(f"{_dead_pid()}\n")
