@@ -7,6 +7,7 @@ every sample, so Ctrl-C, a killed agent or a crash keeps every finished case.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -209,7 +210,7 @@ class Runner:
                     counts = tracer.read() if tracer is not None else None
                 finally:
                     if tracer is not None:
-                        tracer.detach()
+                        _uninterrupted(tracer.detach)
             finally:
                 self._retire(tx)
         finally:
@@ -278,6 +279,17 @@ class Runner:
 
     def _save(self) -> None:
         results.save(self.result, self.out_path)
+
+
+def _uninterrupted(fn) -> None:
+    """Run a cleanup with SIGINT/SIGTERM held back: a second Ctrl-C must not leave a loaded
+    module or a kprobe_event behind. A held signal is delivered right after."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        fn()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _terminate(p: subprocess.Popen, grace: float = 2.0) -> None:
