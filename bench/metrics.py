@@ -67,6 +67,7 @@ def derive(tx: dict, rx: dict, system: dict, size: int) -> dict:
         "cpu": {
             "sender": tx["cpu"], "receiver": rx["cpu"],
             "softirq_s": system.get("softirq"), "system_busy_s": system.get("busy"),
+            **{k: system[k] for k in ("sender_machine", "receiver_machine") if k in system},
         },
         "cpu_s_per_gb": {
             "sender": _r(per_gb(tx_cpu, nbytes)),

@@ -57,9 +57,12 @@ def copies_table(result: RunResult) -> str | None:
         notes.append(f"- model: bytes copied × 2 / {bw['memory_bytes_per_s'] / 1e9:.1f} GB/s memory "
                      f"bandwidth (memcpy {bw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s measured here); "
                      "share = model time / the agent's CPU time in the traced sample")
-    lines = ["| " + " | ".join(COPY_COLUMNS) + " |", "|" + "|".join("---" for _ in COPY_COLUMNS) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines + [""] + notes)
+    lines = []
+    if rows:
+        lines = ["| " + " | ".join(COPY_COLUMNS) + " |",
+                 "|" + "|".join("---" for _ in COPY_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows] + [""]
+    return "\n".join(lines + notes)
 
 
 def render(result: RunResult) -> str:
