@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import threading
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.mmsg import BatchReceiver, BatchSender
@@ -33,30 +32,32 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     ref = block(size)
     io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
 
-    finished = threading.Event()
+    def end_receive():
+        # shutdown(SHUT_RD) wakes the blocked receive; queued datagrams still come first, then
+        # recv returns 0. On an unconnected UDP socket Linux answers ENOTCONN but still wakes
+        # it. (An end-marker datagram would add a zero-length copy call to the exact counts.)
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
-    def send_end_markers():
-        # A zero-length datagram queued behind the sender's ends the loop once the queue is
-        # drained. A full receive queue drops it like any datagram, so repeat until seen.
-        # Sent from the receiving socket itself: a socket stays in the namespace it was made in.
-        while not finished.is_set():
-            sock.sendto(b"", addr)
-            finished.wait(0.05)
-
-    io.on_cmd("stop", lambda: threading.Thread(target=send_end_markers, daemon=True).start())
+    io.on_cmd("stop", end_receive)
     cpu = CpuWindow().start()
     messages = nbytes = bad = 0
     t_first = t_last = None
     ended = False
     while not ended:
         lengths = batcher.recv() if batcher else [sock.recv_into(buf)]
-        t_last = now()
-        if t_first is None:
-            t_first = t_last
+        if not lengths:
+            break  # recvmmsg found the socket shut down with nothing queued
+        t = now()
+        if lengths[0]:  # the window ends at the last datagram, not at the shutdown
+            t_last = t
+            if t_first is None:
+                t_first = t
         for i, n in enumerate(lengths):
             if n == 0:
-                ended = True  # the end marker; datagrams before it in this batch still count
-                finished.set()
+                ended = True  # shut down; datagrams before it in this batch still count
                 break
             if n == size and datagram_ok(ref, mv[i * size:i * size + n]):
                 messages += 1
