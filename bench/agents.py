@@ -14,8 +14,6 @@ import sys
 import tempfile
 import time
 
-from bench.errors import UsageError
-
 
 class AgentError(RuntimeError):
     """An agent died, reported an error, or did not answer in time."""
@@ -111,7 +109,3 @@ class Agent:
             except (OSError, AttributeError):
                 pass
 
-
-def require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise UsageError(f"{what} needs root", "run as root (sudo)")

@@ -38,9 +38,6 @@ class PatternSource:
         mv = memoryview(self.buf)
         self.views = [mv[k:k + size] for k in range(PERIOD)]
 
-    def for_offset(self, offset: int) -> memoryview:
-        return self.views[offset % PERIOD]
-
 
 class AlignedPatternSource:
     """Like PatternSource, but every phase starts on its own page boundary.

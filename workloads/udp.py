@@ -16,8 +16,6 @@ from workloads.mmsg import BatchReceiver, BatchSender
 from workloads.pattern import PERIOD, block, datagram_ok
 from workloads.sockets import PatternSource, bound_from, connect_sender, size_buffers
 
-MAX_PAYLOAD = 65507  # 65535 - 20 (IPv4) - 8 (UDP)
-
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
