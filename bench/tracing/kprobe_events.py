@@ -188,14 +188,10 @@ class KprobeEventsTracer(Tracer):
         except UsageError:
             self.detach()
             raise
-        self.pump = tracefs.Pump(list(self.sides.values()))
-        self.pump.start()
+        self.pump = tracefs.start_pump(self.sides)
 
     def read(self) -> list[PointCounts]:
-        for inst in self.sides.values():
-            inst.stop()
-        if self.pump:
-            self.pump.stop()
+        tracefs.stop_recording(self.sides, self.pump)
         out: list[PointCounts] = []
         ok = [p for p in self.probes if self.status.get(p.symbol) == "ok"]
         for slot, (side, inst) in enumerate(self.sides.items()):
@@ -219,11 +215,8 @@ class KprobeEventsTracer(Tracer):
         return out
 
     def detach(self) -> None:
-        if self.pump:
-            self.pump.stop()
-            self.pump = None
-        for inst in self.sides.values():
-            inst.remove()
+        tracefs.remove_all(self.sides, self.pump)
+        self.pump = None
         self.sides = {}
         if self.root:
             remove_group(self.root, self.group, self.defined)

@@ -199,3 +199,27 @@ class Pump:
             self._thread.join(timeout=5)
         for inst in self.instances:
             inst.drain()
+
+
+# -- the per-side recording both streaming backends (tracepoints, kprobe_events) share --------
+def start_pump(sides: dict[str, Instance]) -> Pump:
+    """Start draining every side's instance; the backends call this at the end of attach()."""
+    pump = Pump(list(sides.values()))
+    pump.start()
+    return pump
+
+
+def stop_recording(sides: dict[str, Instance], pump: Pump | None) -> None:
+    """Stop tracing, then drain what is buffered: read() starts with this."""
+    for inst in sides.values():
+        inst.stop()
+    if pump:
+        pump.stop()
+
+
+def remove_all(sides: dict[str, Instance], pump: Pump | None) -> None:
+    """Idempotent teardown: stop the pump, remove every instance we made."""
+    if pump:
+        pump.stop()
+    for inst in sides.values():
+        inst.remove()

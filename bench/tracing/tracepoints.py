@@ -147,15 +147,11 @@ class TracepointsTracer(Tracer):
         except OSError as e:
             self.detach()
             raise UsageError(f"could not set up tracepoints: {e}", fix="run as root") from None
-        self.pump = tracefs.Pump(list(self.sides.values()))
-        self.pump.start()
+        self.pump = tracefs.start_pump(self.sides)
 
     def read(self) -> list[PointCounts]:
         """Stop recording, drain what is buffered, and count. Call once, before detach()."""
-        for inst in self.sides.values():
-            inst.stop()
-        if self.pump:
-            self.pump.stop()
+        tracefs.stop_recording(self.sides, self.pump)
         out: list[PointCounts] = []
         for side, inst in self.sides.items():
             events = [e for e in map(parse_line, inst.lines) if e]
@@ -164,9 +160,6 @@ class TracepointsTracer(Tracer):
 
     def detach(self) -> None:
         """Idempotent: disable, close, remove every instance we made."""
-        if self.pump:
-            self.pump.stop()
-            self.pump = None
-        for inst in self.sides.values():
-            inst.remove()
+        tracefs.remove_all(self.sides, self.pump)
+        self.pump = None
         self.sides = {}
