@@ -126,14 +126,14 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
             side = sides[slot] if slot < len(sides) else "other"
             calls, nbytes, ns = report.counts.get((idx, slot), (0, 0, 0))
             pc = PointCounts(point=probe.point, side=side, symbol=sym, backend=backend,
-                             exact=missed == 0, calls=calls, bytes=nbytes, ns_total=ns)
+                             exact=True, calls=calls, bytes=nbytes, ns_total=ns)
+            # nmissed is per probe, not per side: every side of this probe is a lower bound.
+            pc.add_loss("kretprobe_missed", missed, "copies missed (kretprobe maxactive)")
             pc.ns_hist = {bucket_label(b): n for b, n in
                           sorted(report.hist.get((idx, slot), {}).items())}
             pc.samples = [{"addr": a, "len": n, "pid": pid, "ns": t}
                           for i, s, pid, a, n, t in report.samples
                           if i == idx and s == slot][-max_samples:]
-            if missed:
-                pc.notes.append(f"{missed} copies missed (kretprobe maxactive): lower bound")
             if probe.len_arg is None and probe.symbol not in SKB_LEN_SYMBOLS:
                 pc.notes.append("calls only: this function has no length argument")
             out.append(pc)
