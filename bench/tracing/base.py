@@ -67,7 +67,7 @@ class PointCounts:
         """exact | lossy (the kernel reported losses) | estimate (not the copy itself)."""
         if any(self.lost.values()):
             return "lossy"
-        return "exact" if self.exact and self.calls_exact and self.bytes_exact else "estimate"
+        return "exact" if self.calls_exact and self.bytes_exact else "estimate"
 
     def to_json(self) -> dict:
         return {**self.__dict__, "quality": self.quality}

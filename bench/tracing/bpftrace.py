@@ -1,8 +1,20 @@
-"""bpftrace backend: a generated kprobe/kretprobe script, read back as `-f json`.
+"""bpftrace backend: a generated script that counts in the kernel, read back as `-f json`.
 
-Same numbers as copytrace (calls, bytes, ns, log2 histogram, samples) for symbols the kernel
-lets bpftrace attach to. It cannot attach to notrace functions (Debian 6.1's _copy_*_iter):
-select.py checks that before choosing it.
+Counts and byte sums live in BPF maps (per-CPU aggregations), so they do not depend on user
+space keeping up; only the first `nsamples` copies are streamed as sample lines. Two kinds of
+probe, both from the catalog:
+
+  kprobe      kprobe/kretprobe pair: calls, bytes, ns, log2 histogram (exact). Entries are
+              counted too: entries that never returned (kretprobe maxactive, a full map)
+              are the kernel-side loss and make the point "lossy".
+  tracepoint  sock:sock_send_length / sock_recv_length / skb:skb_copy_datagram_iovec: for
+              kernels without kprobes (our development machines). Bytes returned by a plain
+              send/recv are the bytes copied (exact); calls are not copies except for UDP
+              receives of linear skbs, which the kernel's own skb tracepoint tells apart.
+
+After a sample the backend also reads the kernel's loss figure for BPF programs themselves:
+`recursion_misses` in the fdinfo of bpftrace's program fds (a program skipped because another
+BPF program was running on that CPU).
 """
 
 from __future__ import annotations
@@ -14,16 +26,22 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.tracing import catalog, kmod
+from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
-from bench.tracing.syscalls import socket_syscalls
+from bench.tracing.syscalls import send_flags_args, socket_syscalls
 
 ATTACH_TIMEOUT = 120.0   # bpftrace compiles and attaches slowly under TCG
 ANY_SLOT = kmod.ANY_SLOT
 READY = "copybench-ready"
+MSG_ZEROCOPY = 0x4000000
+UDP = catalog.UDP
+# Map size for the pid-tree map; more inserts than this may have failed (counted, reported).
+MAP_KEYS_MAX = 65536
+ZC_SEND = "zc_send"      # pseudo-point: bytes of MSG_ZEROCOPY sends (tracepoint backend)
 
 
 def _length_expr(probe: catalog.Probe) -> str:
@@ -34,17 +52,62 @@ def _length_expr(probe: catalog.Probe) -> str:
     return "0"
 
 
-def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
-           comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
-           nsamples: int = 256, tag: str = "copybench") -> str:
-    """The bpftrace program. Slot i = i-th side of pids (or comm), as in copytrace."""
-    if not probes:
-        raise UsageError("no kprobe symbols to trace", fix="choose points from the catalog")
-    if not (pids or comm):
-        raise UsageError("bpftrace backend needs pids or comm names", fix="pass pids or --comm")
+def _check_comm(comm: dict[str, str] | None) -> None:
     for c in (comm or {}).values():
         if not c.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise UsageError(f"bad comm {c!r}", fix="letters, digits, '-', '_', '.' only")
+
+
+def _kprobe_lines(i: int, p: catalog.Probe, slot_code: str, sockonly: bool,
+                  nsamples: int) -> list[str]:
+    """Entry and return probes for catalog probe number i."""
+    addr = f"arg{p.addr_arg}" if p.addr_arg is not None else "0"
+    # ANY points belong to the matching task in any syscall, else to "other" (softirq)
+    anyslot = f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}" if p.point in kmod.ANY_TASK_POINTS else ""
+    cond = "$s" if anyslot or not sockonly else "$s && @insock[tid]"
+    enter = (f"kprobe:{p.symbol} {{ {slot_code}{anyslot} if ({cond}) "
+             f"{{ @enter[{i}, $s - 1] = count(); @t[tid, {i}] = nsecs; @a[tid, {i}] = {addr}; "
+             f"@l[tid, {i}] = {_length_expr(p)}; @s[tid, {i}] = $s; }} }}")
+    ret = (f"kretprobe:{p.symbol} /@t[tid, {i}]/ {{ $d = nsecs - @t[tid, {i}]; "
+           f"$k = @s[tid, {i}] - 1; $l = @l[tid, {i}]; "
+           f"@calls[{i}, $k] = count(); @bytes[{i}, $k] = sum($l); @ns[{i}, $k] = sum($d); "
+           f"@hist[{i}, $k] = hist($d); "
+           f"if (@nsamp[{i}, $k] < {nsamples}) {{ @nsamp[{i}, $k]++; "
+           f"printf(\"sample {i} %d %d 0x%lx %d %d\\n\", "
+           f"$k, pid, @a[tid, {i}], $l, $d); }} "
+           f"delete(@t[tid, {i}]); delete(@a[tid, {i}]); delete(@l[tid, {i}]); "
+           f"delete(@s[tid, {i}]); }}")
+    return [enter, ret]
+
+
+def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -> list[str]:
+    """One tracepoint probe: calls and bytes per slot, in the kernel; samples streamed."""
+    length = f"args->{p.len_field}"
+    addr = f"args->{p.addr_field}" if p.addr_field else "0"
+    count = f"@calls[{i}, $k] = count(); @bytes[{i}, $k] = sum({length});"
+    if p.symbol == "sock:sock_send_length":
+        # MSG_ZEROCOPY sends pin pages instead of copying: counted apart (flags of the syscall,
+        # the tracepoint's own flags field is always 0 on the send side).
+        count = (f"if (@zcflag[tid]) {{ @zc[$k] = count(); @zcbytes[$k] = sum({length}); }} "
+                 f"else {{ {count} }}")
+    elif p.symbol == "sock:sock_recv_length":
+        count += f" if (args->protocol == {UDP}) {{ @udp[{i}, $k] = count(); }}"
+    return [f"tracepoint:{p.symbol} {{ {slot_code} if ($s && {length} > 0) {{ $k = $s - 1; "
+            f"{count} if (@nsamp[{i}, $k] < {nsamples}) {{ @nsamp[{i}, $k]++; "
+            f"printf(\"sample {i} %d %d 0x%lx %d 0\\n\", $k, pid, {addr}, {length}); }} }} }}"]
+
+
+def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
+           comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
+           nsamples: int = 64, tag: str = "copybench") -> str:
+    """The bpftrace program. Slot i = i-th side of pids (or comm), as in copytrace."""
+    if not probes:
+        raise UsageError("no probes to trace", fix="choose points from the catalog")
+    if not (pids or comm):
+        raise UsageError("bpftrace backend needs pids or comm names", fix="pass pids or --comm")
+    _check_comm(comm)
+    kprobes = [p for p in probes if p.kind == "kprobe"]
+    tps = [p for p in probes if p.kind == "tracepoint"]
     lines = [f"// {tag}: generated by bench/tracing/bpftrace.py; do not edit"]
     init = ""
     if comm:
@@ -56,36 +119,30 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
         # pid tree: @side[tgid] = slot + 1, inherited by children at fork
         init = " ".join(f"@side[{p}] = {i + 1};" for i, p in enumerate(pids.values()))
         lines.append("tracepoint:sched:sched_process_fork /@side[pid]/ "
-                     "{ @side[args->child_pid] = @side[pid]; }")
+                     "{ @side[args->child_pid] = @side[pid]; @nside = count(); }")
         slot_code = "$s = @side[pid];"
         who = "@side[pid]"
     # bpftrace reports "attached_probes" before attaching; BEGIN fires once all are attached.
     lines.append(f'BEGIN {{ {init} printf("{READY}\\n"); }}'.replace("{  ", "{ "))
-    if sockonly:
+    if kprobes and sockonly:
         ids = " || ".join(f"args->id == {n}" for n in socket_syscalls(arch))
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
                      f"{{ if ({ids}) {{ @insock[tid] = 1; }} }}")
         lines.append("tracepoint:raw_syscalls:sys_exit /@insock[tid]/ { delete(@insock[tid]); }")
+    if any(p.symbol == "sock:sock_send_length" for p in tps):
+        conds = " || ".join(f"(args->id == {nr} && (args->args[{pos}] & {MSG_ZEROCOPY}))"
+                            for nr, pos in send_flags_args(arch).items())
+        lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
+                     f"{{ if ({conds}) {{ @zcflag[tid] = 1; }} }}")
+        lines.append("tracepoint:raw_syscalls:sys_exit /@zcflag[tid]/ { delete(@zcflag[tid]); }")
     for i, p in enumerate(probes):
-        addr = f"arg{p.addr_arg}" if p.addr_arg is not None else "0"
-        cond = "$s && @insock[tid]" if sockonly else "$s"
-        # ANY points belong to the matching task in any syscall, else to "other" (softirq)
-        anyslot = (f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}"
-                   if p.point in kmod.ANY_TASK_POINTS else "")
-        enter = (f"kprobe:{p.symbol} {{ {slot_code}{anyslot} if ({cond if not anyslot else '$s'}) "
-                 f"{{ @t[tid, {i}] = nsecs; @a[tid, {i}] = {addr}; "
-                 f"@l[tid, {i}] = {_length_expr(p)}; @s[tid, {i}] = $s; }} }}")
-        ret = (f"kretprobe:{p.symbol} /@t[tid, {i}]/ {{ $d = nsecs - @t[tid, {i}]; "
-               f"$k = @s[tid, {i}] - 1; $l = @l[tid, {i}]; "
-               f"@calls[{i}, $k] = count(); @bytes[{i}, $k] = sum($l); @ns[{i}, $k] = sum($d); "
-               f"@hist[{i}, $k] = hist($d); "
-               f"if (@nsamp < {nsamples}) {{ @nsamp++; printf(\"sample {i} %d %d 0x%lx %d %d\\n\", "
-               f"$k, pid, @a[tid, {i}], $l, $d); }} "
-               f"delete(@t[tid, {i}]); delete(@a[tid, {i}]); delete(@l[tid, {i}]); "
-               f"delete(@s[tid, {i}]); }}")
-        lines += [enter, ret]
-    used = (["side"] if not comm else []) + (["insock"] if sockonly else []) + [
-        "t", "a", "l", "s", "nsamp"]
+        if p.kind == "kprobe":
+            lines += _kprobe_lines(i, p, slot_code, sockonly, nsamples)
+        else:
+            lines += _tracepoint_lines(i, p, slot_code, nsamples)
+    used = (["side"] if not comm else []) + (["insock"] if kprobes and sockonly else []) + (
+        ["t", "a", "l", "s"] if kprobes else []) + ["nsamp"] + (
+        ["zcflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
     clear = " ".join(f"clear(@{m});" for m in used)   # only the result maps get printed
     lines.append(f"END {{ {clear} }}")
     return "\n".join(lines) + "\n"
@@ -96,13 +153,25 @@ def _bucket(max_ns: int) -> int:
     return max(0, int(max_ns)).bit_length()
 
 
-def parse(text: str, probes: list[catalog.Probe]) -> kmod.ModuleReport:
-    """bpftrace -f json output -> the same report copytrace produces."""
-    r = kmod.ModuleReport(version=1)
+@dataclass
+class Report(kmod.ModuleReport):
+    """copytrace's report plus what only bpftrace's maps say."""
+
+    entered: dict[tuple[int, int], int] = field(default_factory=dict)   # kprobe entries
+    udp: dict[tuple[int, int], int] = field(default_factory=dict)       # UDP recvmsg calls
+    zc: dict[int, tuple[int, int]] = field(default_factory=dict)        # slot -> (calls, bytes)
+    forks: int = 0                                                       # @side inserts
+
+
+def _key(key: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in key.split(","))
+
+
+def parse(text: str, probes: list[catalog.Probe]) -> Report:
+    """bpftrace -f json output -> the same report copytrace produces (plus bpftrace extras)."""
+    r = Report(version=1)
     r.probes = {i: (p.symbol, "ok", 0) for i, p in enumerate(probes)}
-    calls: dict = {}
-    nbytes: dict = {}
-    ns: dict = {}
+    maps: dict[str, dict] = {}
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("{"):
@@ -116,22 +185,101 @@ def parse(text: str, probes: list[catalog.Probe]) -> kmod.ModuleReport:
                     r.samples.append((int(f[1]), int(f[2]), int(f[3]), f[4], int(f[5]), int(f[6])))
         elif kind in ("map", "hist") and isinstance(data, dict):
             for name, values in data.items():
-                if not isinstance(values, dict):
-                    continue
-                for key, v in values.items():
-                    idx, slot = (int(x) for x in key.split(","))
-                    if name == "@calls":
-                        calls[(idx, slot)] = v
-                    elif name == "@bytes":
-                        nbytes[(idx, slot)] = v
-                    elif name == "@ns":
-                        ns[(idx, slot)] = v
-                    elif name == "@hist":
-                        r.hist[(idx, slot)] = {_bucket(b["max"]) if "max" in b else 0: b["count"]
-                                               for b in v if b["count"]}
-    for key in calls:
-        r.counts[key] = (calls[key], nbytes.get(key, 0), ns.get(key, 0))
+                if name == "@nside":
+                    r.forks = int(values)
+                elif name == "@hist" and isinstance(values, dict):
+                    for key, v in values.items():
+                        r.hist[_key(key)] = {_bucket(b["max"]) if "max" in b else 0: b["count"]
+                                             for b in v if b["count"]}
+                elif isinstance(values, dict):
+                    maps[name] = {_key(k): v for k, v in values.items()}
+    calls, nbytes, ns = maps.get("@calls", {}), maps.get("@bytes", {}), maps.get("@ns", {})
+    for key in set(calls) | set(maps.get("@enter", {})):
+        r.counts[key] = (calls.get(key, 0), nbytes.get(key, 0), ns.get(key, 0))
+    r.entered = maps.get("@enter", {})
+    r.udp = maps.get("@udp", {})
+    zcb = maps.get("@zcbytes", {})
+    r.zc = {k[0]: (v, zcb.get(k, 0)) for k, v in maps.get("@zc", {}).items()}
     return r
+
+
+def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
+              backend: str = "bpftrace", lost: dict[str, int] | None = None) -> list[PointCounts]:
+    """PointCounts per probe and side, with per-point exactness and the kernel's loss."""
+    out = kmod.to_counts(report, probes, sides, backend=backend)
+    by = {(pc.symbol, pc.side): pc for pc in out}
+    slot_of = {s: i for i, s in enumerate(sides)}
+    slot_of["other"] = ANY_SLOT
+    skb_calls = {k[1]: v[0] for k, v in report.counts.items()
+                 if probes[k[0]].symbol == "skb:skb_copy_datagram_iovec"}
+    for pc in out:
+        idx = next(i for i, p in enumerate(probes) if p.symbol == pc.symbol)
+        probe, slot = probes[idx], slot_of[pc.side]
+        if probe.kind == "kprobe":
+            entered = report.entered.get((idx, slot), pc.calls)
+            pc.add_loss("entries_without_return", entered - pc.calls,
+                        "probe entries that never returned (kretprobe missed or map full)")
+            continue
+        pc.ns_total = None      # tracepoints cannot time the copy
+        pc.ns_hist = {}
+        pc.exact = False
+        if probe.symbol == "sock:sock_recv_length":
+            udp_all = pc.calls and report.udp.get((idx, slot), 0) == pc.calls
+            linear = skb_calls.get(slot, 0) == 0
+            pc.bytes_exact = True
+            pc.calls_exact = bool(udp_all and linear)
+            pc.notes.append("bytes returned by recvmsg are the bytes copied to user space")
+            if pc.calls_exact:
+                pc.notes.append("UDP, linear skbs only (skb_copy_datagram_iovec never fired): "
+                                "one recvmsg is one copy of the datagram")
+            else:
+                pc.notes.append("calls are recvmsg calls, not copies (TCP, or paged UDP skbs)")
+        elif probe.symbol == "sock:sock_send_length":
+            pc.bytes_exact, pc.calls_exact = True, False
+            pc.notes.append("bytes accepted by sendmsg without MSG_ZEROCOPY are the bytes copied "
+                            "from user space; calls are sendmsg calls, not copies")
+        else:
+            pc.calls_exact = pc.bytes_exact = False
+        pc.exact = pc.calls_exact and pc.bytes_exact
+    for slot, (calls, nbytes) in sorted(report.zc.items()):
+        side = sides[slot] if slot < len(sides) else "other"
+        pc = PointCounts(point=ZC_SEND, side=side, symbol="sock:sock_send_length+MSG_ZEROCOPY",
+                         backend=backend, exact=False, calls=calls, bytes=nbytes,
+                         calls_exact=True, bytes_exact=False)
+        pc.notes.append("MSG_ZEROCOPY sends: bytes handed over with pinned pages; whether the "
+                        "kernel copied them later is in the completion report, not here")
+        out.append(pc)
+        by[(pc.symbol, side)] = pc
+    for kind, n in (lost or {}).items():
+        for pc in out:
+            pc.add_loss(kind, n, kind.replace("_", " "))
+    if report.forks >= MAP_KEYS_MAX - len(sides):
+        for pc in out:
+            pc.add_loss("map_full", 1, "pid map full: children may have been missed")
+    return out
+
+
+def recursion_misses(pid: int, proc_root: Path = Path("/proc")) -> int:
+    """Sum of `recursion_misses` over the BPF programs process `pid` holds (fdinfo, 5.12+):
+    runs the kernel skipped because another BPF program was active on that CPU."""
+    total = 0
+    fddir = proc_root / str(pid) / "fdinfo"
+    try:
+        names = os.listdir(fddir)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            text = (fddir / name).read_text()
+        except OSError:
+            continue
+        if "prog_id:" not in text:
+            continue
+        for line in text.splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() == "recursion_misses":
+                total += int(val.strip() or 0)
+    return total
 
 
 class BpftraceTracer(Tracer):
@@ -139,19 +287,22 @@ class BpftraceTracer(Tracer):
     exact = True
 
     def __init__(self, probes: list[catalog.Probe] | None = None,
-                 comm: dict[str, str] | None = None, nsamples: int = 256,
-                 all_copies: bool = False, binary: str = "bpftrace"):
+                 comm: dict[str, str] | None = None, nsamples: int = 64,
+                 all_copies: bool = False, binary: str = "bpftrace",
+                 roots: tuple[Path, ...] = tracefs.CANDIDATES):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
         self.comm = comm
         self.nsamples = nsamples
         self.all_copies = all_copies
         self.binary = binary
+        self.roots = roots
         self.sides: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.path: Path | None = None
         self.out: list[str] = []
         self.errfile = None
         self._reader: threading.Thread | None = None
+        self._misses = 0
 
     def available(self) -> Availability:
         from shutil import which
@@ -159,9 +310,14 @@ class BpftraceTracer(Tracer):
             return Availability(False, "bpftrace is not installed", "apt-get install bpftrace")
         if os.geteuid() != 0:
             return Availability(False, "bpftrace needs root", "run as root")
+        try:
+            tracefs.ensure(self.roots)      # bpftrace reads tracepoint formats from tracefs
+        except UsageError as e:
+            return Availability(False, e.message, e.fix)
         return Availability(True, "bpftrace")
 
     def attach(self, pids: dict[str, int]) -> None:
+        tracefs.ensure(self.roots)
         text = script(self.probes, pids=None if self.comm else pids, comm=self.comm,
                       arch=catalog.machine_arch(), sockonly=not self.all_copies,
                       nsamples=self.nsamples, tag=f"copybench-{os.getpid()}")
@@ -173,14 +329,17 @@ class BpftraceTracer(Tracer):
         # Own session: a Ctrl-C at the terminal must not kill it before we read its maps.
         # stderr to a file: an unread pipe can fill up and stall bpftrace.
         self.errfile = tempfile.TemporaryFile(mode="w+")
+        env = dict(os.environ, BPFTRACE_MAP_KEYS_MAX=str(MAP_KEYS_MAX))
         self.proc = subprocess.Popen([self.binary, "-f", "json", name], stdout=subprocess.PIPE,
-                                     stderr=self.errfile, text=True, start_new_session=True)
+                                     stderr=self.errfile, text=True, start_new_session=True,
+                                     env=env)
         deadline = time.monotonic() + ATTACH_TIMEOUT
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
             if line.startswith("{") and json.loads(line).get("data") == READY + "\n":
+                self._misses = recursion_misses(self.proc.pid)
                 self._reader = threading.Thread(target=self._read_rest, daemon=True)
                 self._reader.start()
                 return
@@ -200,19 +359,33 @@ class BpftraceTracer(Tracer):
 
     def read(self) -> list[PointCounts]:
         """SIGINT makes bpftrace print its maps and exit."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                err = self._stderr()[-800:]
-                self.detach()
-                raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
-                                 fix="retry; report the bpftrace version if it persists") from None
+        lost: dict[str, int] = {}
+        if self.proc is None:
+            raise UsageError("bpftrace is not attached", fix="attach() before read()")
+        if self.proc.poll() is not None:
+            # It died mid-sample: its maps died with it. Never report a partial count as a count.
+            err = self._stderr().strip()[-400:]
+            raise UsageError(f"bpftrace exited during the sample (status {self.proc.returncode})"
+                             f": {err}", fix="see the message; bench doctor --cleanup")
+        lost["bpf_recursion_misses"] = max(0, recursion_misses(self.proc.pid) - self._misses)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            err = self._stderr()[-800:]
+            self.detach()
+            raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
+                             fix="retry; report the bpftrace version if it persists") from None
         if self._reader:
             self._reader.join(timeout=10)
         report = parse("".join(self.out), self.probes)
-        return kmod.to_counts(report, self.probes, self.sides, backend="bpftrace")
+        counts = to_counts(report, self.probes, self.sides, backend=self.name, lost=lost)
+        dropped = _lost_samples(self._stderr())
+        if dropped:
+            for pc in counts:
+                pc.notes.append(f"{dropped} sample lines lost in the perf buffer (samples only; "
+                                "counts are kept in kernel maps)")
+        return counts
 
     def detach(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -231,3 +404,13 @@ class BpftraceTracer(Tracer):
         if self.path:
             self.path.unlink(missing_ok=True)
             self.path = None
+
+
+def _lost_samples(stderr: str) -> int:
+    """bpftrace prints 'Lost N events' when its perf buffer overflowed (printf lines)."""
+    n = 0
+    for line in stderr.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[0] == "Lost" and f[1].isdigit() and f[2].startswith("event"):
+            n += int(f[1])
+    return n

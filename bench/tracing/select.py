@@ -3,13 +3,13 @@
 `auto` asks, for every catalog point, which backends could measure it on this kernel:
 kprobe backends need the symbol present; bpftrace and kprobe_events additionally need it
 attachable by the kernel's trace_kprobe (it refuses notrace functions such as Debian 6.1's
-_copy_*_iter), which we find out by defining a throw-away kprobe event. Then it covers the
-points with as few backends as possible, best first:
+_copy_*_iter), which we find out by defining a throw-away kprobe event. Then, per point, it
+takes the most exact backend that can measure it (ties: the one covering more points):
 
-  bpftrace       exact, ns timing, no module to build or load
-  kmod           exact, ns timing; reaches notrace functions; needs headers + module loading
-  kprobe_events  exact, 1 us timing; needs nothing but tracefs
-  tracepoints    estimates, no kprobes needed (send/receive points only)
+  bpftrace       exact, counts in BPF maps, ns timing, no module to build or load
+  kmod           exact, counts in the module, ns timing; reaches notrace functions
+  kprobe_events  exact unless the ring buffer overruns (streams every event; loss reported)
+  tracepoints    bpftrace on sock/skb tracepoints: bytes exact, calls estimates (no kprobes)
 
 The choice (and why every better backend was rejected) is recorded in `tracer.choices`.
 """
@@ -28,7 +28,10 @@ from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
 
 BACKENDS = ("kmod", "bpftrace", "kprobe_events", "tracepoints")
+# In order of exactness: counts in kernel maps/counters first; kprobe_events streams every
+# event through a ring buffer (lossy at high rates, loss reported); tracepoints estimate.
 PREFERENCE = ("bpftrace", "kmod", "kprobe_events", "tracepoints")
+EXACTNESS = {"bpftrace": 0, "kmod": 0, "kprobe_events": 1, "tracepoints": 2}
 KPROBE_BACKENDS = ("bpftrace", "kmod", "kprobe_events")
 # recv_skb is tracepoint-only and informational: it comes along whenever tracepoints is used.
 DEFAULT_POINTS = tuple(p for p in catalog.POINTS if p != "recv_skb")
@@ -125,8 +128,16 @@ def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, Sym
 
 
 def backend_available(name: str, env: Environment, comm=None) -> Availability:
-    if name == "bpftrace" and env.bpftrace_ok is not None:
-        return env.bpftrace_ok()
+    if name in ("bpftrace", "tracepoints") and env.bpftrace_ok is not None:
+        av = env.bpftrace_ok()      # the tracepoints backend runs on bpftrace too
+        if name == "bpftrace" or not av.ok:
+            return av
+        root = tracefs.find(env.roots)
+        if root is None or not any(catalog.tracepoint_exists(p.symbol, root)
+                                   for p in catalog.probes(kind="tracepoint")):
+            return Availability(False, "no copy tracepoints on this kernel",
+                                "use a kprobe backend (kmod) or a kernel >= 6.3")
+        return Availability(True, "tracepoints")
     kw: dict = {}
     if name == "kmod":
         kw = dict(proc_root=env.proc_root, sys_root=env.sys_root,
@@ -192,15 +203,19 @@ def plan(spec: str = "auto", points: list[str] | None = None,
                 usable[b][pt] = ok
             else:
                 why_not[pt][b] = "; ".join(f"{s}: {w}" for s, w in refused.items()) or "no symbol"
-    # Cover the points with as few backends as possible, in preference order.
+    # Per point, the most exact backend that can measure it (PREFERENCE is that order): an
+    # estimate never wins a point an exact backend could measure, even if it covers more.
+    # Among equally exact backends, the one covering more points (fewer tracers attached).
     choices: dict[str, Choice] = {}
-    order = sorted(candidates, key=lambda b: (-len(usable[b]), PREFERENCE.index(b)))
-    for b in order:
-        for pt, syms in usable[b].items():
-            if pt not in choices:
+    order = sorted(candidates, key=lambda b: (EXACTNESS[b], -len(usable[b]), PREFERENCE.index(b)))
+    for pt in points:
+        for b in order:
+            if pt in usable[b]:
                 better = {k: v for k, v in why_not[pt].items()
                           if PREFERENCE.index(k) < PREFERENCE.index(b)}
-                choices[pt] = Choice(pt, b, syms, exact=b != "tracepoints", rejected=better)
+                choices[pt] = Choice(pt, b, usable[b][pt], exact=b != "tracepoints",
+                                     rejected=better)
+                break
     for pt in points:
         if pt not in choices:
             choices[pt] = Choice(pt, None, [], False, rejected=why_not[pt])

@@ -18,3 +18,18 @@ def socket_syscalls(arch: str) -> tuple[int, ...]:
         return SOCKET_SYSCALLS[arch]
     except KeyError:
         raise ValueError(f"no socket syscall table for {arch}") from None
+
+
+# Which argument holds the flags of the send syscalls (sendto, sendmsg, sendmmsg): lets the
+# tracepoint backend tell MSG_ZEROCOPY sends (pages pinned, nothing copied yet) from copies.
+SEND_FLAGS_ARG = {
+    "x86_64": {44: 3, 46: 2, 307: 3},
+    "aarch64": {206: 3, 211: 2, 269: 3},
+}
+
+
+def send_flags_args(arch: str) -> dict[int, int]:
+    try:
+        return SEND_FLAGS_ARG[arch]
+    except KeyError:
+        raise ValueError(f"no send syscall table for {arch}") from None

@@ -1,4 +1,5 @@
-"""Root tests of the tracepoints backend on this machine (no kprobes needed)."""
+"""Root tests of the tracepoints backend on this machine (no kprobes needed): bpftrace on the
+sock/skb tracepoints, counting in kernel maps."""
 
 import os
 
@@ -53,12 +54,29 @@ def test_udp_receive_count_is_exact_and_attributed():
     assert (recv[0].calls, recv[0].bytes) == (COUNT, COUNT * SIZE)
     assert recv[0].exact is True
     assert {s["pid"] for s in recv[0].samples} == {pids["receiver"]}
+    assert recv[0].quality == "exact" and recv[0].lost == {}
     # nothing of the receiver's leaks to the sender side and vice versa
-    assert not [c for c in counts if c.side == "sender" and c.point == "recv_copy"]
+    assert [c.calls for c in counts if c.side == "sender" and c.point == "recv_copy"] == [0]
     send = [c for c in counts if c.point == "send_copy" and c.side == "sender"]
     if send:   # sock_send_length exists from 6.3 on
         assert (send[0].calls, send[0].bytes) == (COUNT, COUNT * SIZE)
-        assert send[0].exact is False
+        assert send[0].bytes_exact is True and send[0].calls_exact is False
+
+
+def test_tcp_bytes_copied_equal_bytes_received_calls_are_estimates():
+    tracer = _tracer_or_skip()
+    from peers import udp_pair
+    with udp_pair(200, 65536, "tcp") as (pids, go):
+        try:
+            tracer.attach(pids)
+            received = go()
+            counts = tracer.read()
+        finally:
+            tracer.detach()
+    assert received == 200 * 65536
+    recv = next(c for c in counts if c.point == "recv_copy" and c.side == "receiver")
+    assert recv.bytes == received and recv.bytes_exact is True
+    assert recv.calls_exact is False and recv.quality == "estimate"
 
 
 def test_comm_filter_attributes_by_name():
@@ -68,10 +86,11 @@ def test_comm_filter_attributes_by_name():
     assert (recv[0].calls, recv[0].bytes) == (COUNT, COUNT * SIZE)
 
 
-def test_detach_leaves_no_instance_and_is_idempotent():
+def test_detach_leaves_no_bpftrace_and_is_idempotent():
     tracer = _tracer_or_skip()
     _run(tracer)
     tracer.detach()
+    assert tracer.proc.poll() is not None and tracer.path is None
     assert _ours() == []
 
 

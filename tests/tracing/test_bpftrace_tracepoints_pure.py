@@ -1,0 +1,94 @@
+"""Pure tests of in-kernel counting on tracepoints (bpftrace maps), on output captured on this
+kernel (6.18, no kprobes): 23 UDP datagrams of 1000 B, 23 TCP messages of 64 KiB."""
+
+from pathlib import Path
+
+from bench.tracing import bpftrace, catalog
+from bench.tracing.tracepoints import present
+
+DATA = Path(__file__).with_name("data")
+TPS = [p for p in catalog.probes(kind="tracepoint")]   # the capture's probe order
+SIDES = ["sender", "receiver"]
+
+
+def _counts(name, lost=None):
+    report = bpftrace.parse((DATA / name).read_text(), TPS)
+    return {(c.point, c.side): c for c in bpftrace.to_counts(report, TPS, SIDES, lost=lost)}
+
+
+def test_script_counts_in_kernel_maps_and_streams_only_samples():
+    text = bpftrace.script(TPS, pids={"sender": 7, "receiver": 8}, nsamples=5)
+    assert "kprobe:" not in text and "kretprobe:" not in text
+    assert "@calls[1, $k] = count(); @bytes[1, $k] = sum(args->ret);" in text
+    assert "if (@nsamp[1, $k] < 5)" in text                      # only samples go through printf
+    assert "args->protocol == 17" in text                 # UDP receives told apart
+    # MSG_ZEROCOPY sends are known by the syscall's flags, not the tracepoint's (always 0)
+    assert "args->id == 44 && (args->args[3] & 67108864)" in text
+    assert "args->id == 46 && (args->args[2] & 67108864)" in text
+    assert "@zc[$k] = count()" in text
+
+
+def test_udp_receive_is_exact_send_bytes_exact_calls_estimated():
+    c = _counts("bpftrace_tp_udp_6.18.json")
+    recv = c[("recv_copy", "receiver")]
+    assert (recv.calls, recv.bytes, recv.quality) == (23, 23000, "exact")
+    send = c[("send_copy", "sender")]
+    assert (send.calls, send.bytes) == (23, 23000)
+    assert send.bytes_exact is True and send.calls_exact is False and send.quality == "estimate"
+    assert c[("recv_copy", "sender")].calls == 0          # nothing leaks across sides
+    assert recv.ns_total is None                          # tracepoints do not time copies
+
+
+def test_tcp_receive_calls_are_not_copies_but_bytes_are():
+    c = _counts("bpftrace_tp_tcp_6.18.json")
+    recv = c[("recv_copy", "receiver")]
+    assert recv.bytes == 23 * 65536 and recv.bytes_exact is True
+    assert recv.calls_exact is False and recv.quality == "estimate"
+    assert c[("recv_skb", "receiver")].calls == 33
+
+
+def test_any_kernel_loss_makes_every_point_lossy():
+    c = _counts("bpftrace_tp_udp_6.18.json", lost={"bpf_recursion_misses": 3})
+    recv = c[("recv_copy", "receiver")]
+    assert recv.quality == "lossy" and recv.lost == {"bpf_recursion_misses": 3}
+    assert recv.exact is False and any("lower bound" in n for n in recv.notes)
+
+
+def test_kprobe_entries_without_return_are_reported_as_loss():
+    probes = [catalog.by_symbol("_copy_to_iter")]
+    text = ('{"type": "map", "data": {"@enter": {"0,0": 10}}}\n'
+            '{"type": "map", "data": {"@calls": {"0,0": 7}}}\n'
+            '{"type": "map", "data": {"@bytes": {"0,0": 7000}}}\n')
+    [pc] = bpftrace.to_counts(bpftrace.parse(text, probes), probes, ["receiver"])
+    assert (pc.calls, pc.bytes) == (7, 7000)
+    assert pc.lost == {"entries_without_return": 3} and pc.quality == "lossy"
+
+
+def test_zerocopy_sends_are_a_point_of_their_own():
+    text = ('{"type": "map", "data": {"@zc": {"0": 5}}}\n'
+            '{"type": "map", "data": {"@zcbytes": {"0": 327680}}}\n')
+    counts = bpftrace.to_counts(bpftrace.parse(text, TPS), TPS, SIDES)
+    zc = [c for c in counts if c.point == bpftrace.ZC_SEND]
+    assert [(c.side, c.calls, c.bytes, c.quality) for c in zc] == [("sender", 5, 327680, "estimate")]
+
+
+def test_recursion_misses_from_fdinfo(tmp_path):
+    fdinfo = tmp_path / "42" / "fdinfo"
+    fdinfo.mkdir(parents=True)
+    (fdinfo / "3").write_text("pos:\t0\nflags:\t02000002\nprog_type:\t5\nprog_id:\t17\n"
+                              "run_cnt:\t0\nrecursion_misses:\t4\n")
+    (fdinfo / "4").write_text("pos:\t0\nmap_type:\t1\nmap_id:\t9\n")
+    (fdinfo / "5").write_text("prog_type:\t5\nprog_id:\t18\nrecursion_misses:\t1\n")
+    assert bpftrace.recursion_misses(42, proc_root=tmp_path) == 5
+    assert bpftrace.recursion_misses(43, proc_root=tmp_path) == 0
+
+
+def test_lost_sample_lines_are_parsed():
+    assert bpftrace._lost_samples("Lost 12 events\nfoo\nLost 3 events\n") == 15
+
+
+def test_present_tracepoints_from_a_fixture_tree(tmp_path):
+    fmt = tmp_path / "events/sock/sock_recv_length"
+    fmt.mkdir(parents=True)
+    (fmt / "format").write_text("name: sock_recv_length\n")
+    assert [p.symbol for p in present(tmp_path)] == ["sock:sock_recv_length"]
