@@ -33,6 +33,8 @@ SKB_LEN_SYMBOLS = {"skb_copy_ubufs"}
 # zerocopy skb copied in ksoftirqd): counted for the matching side when it is the current
 # task, else in the "other" slot rather than lost.
 ANY_TASK_POINTS = {"rxe_copy", "zc_fallback"}
+OUTPUT_VERSION = 2       # = OUTPUT_VERSION: the /proc/copytrace format parse() reads
+CALIB_CALLS = 10000      # calls per probe-cost calibration (copytrace's `calib` parameter)
 
 
 # -- pure parts ---------------------------------------------------------------------------------
@@ -50,9 +52,11 @@ def symbol_spec(probe: catalog.Probe) -> str:
 
 def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
                   comm: dict[str, str] | None = None, nsamples: int = 256,
-                  sockonly: bool = True, stacks: int = 0) -> list[str]:
+                  sockonly: bool = True, stacks: int = 0,
+                  calib: int = CALIB_CALLS) -> list[str]:
     """insmod arguments. Slot i is the i-th side in pids (or comm) order. sockonly: count
-    only copies inside socket syscalls (pipes/files use the same copy functions)."""
+    only copies inside socket syscalls (pipes/files use the same copy functions). calib:
+    calls per probe-cost calibration at load (0 = none, copytrace allows at most 100000)."""
     if not probes:
         raise UsageError("no kprobe symbols to trace", fix="choose points from the catalog")
     filters = list((comm or pids or {}).values())
@@ -65,10 +69,14 @@ def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = Non
     for c in (comm or {}).values():
         if "," in c or " " in c or len(c) > 15:
             raise UsageError(f"bad comm {c!r}", fix="a task name of 1-15 chars, no comma/space")
+    if not 0 <= calib <= 100_000:
+        raise UsageError(f"calibration calls {calib}: copytrace takes 0..100000",
+                         fix=f"use the default ({CALIB_CALLS})")
     key = "comm" if comm else "pids"
     return [f"symbols={','.join(symbol_spec(p) for p in probes)}",
             f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}",
-            f"sockonly={int(sockonly)}"] + ([f"stacks={stacks}"] if stacks else [])
+            f"sockonly={int(sockonly)}"] + ([f"stacks={stacks}"] if stacks else []) + (
+            [] if calib == CALIB_CALLS else [f"calib={calib}"])
 
 
 @dataclass
@@ -80,20 +88,34 @@ class ModuleReport:
     counts: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
     hist: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
     samples: list[tuple[int, int, int, str, int, int]] = field(default_factory=list)
+    # How each registered probe is hit (ftrace | optimized | breakpoint), and the probe-cost
+    # calibration per mechanism: (mean apparent ns of an empty probed call, calls measured).
+    mech: dict[int, str] = field(default_factory=dict)
+    calib: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def parse(text: str) -> ModuleReport:
     """Parse /proc/copytrace (format documented at the top of copytrace.c)."""
     r = ModuleReport()
-    for line in text.splitlines():
-        f = line.split()
-        if not f:
-            continue
+    lines = [line.split() for line in text.splitlines() if line.split()]
+    # The version comes first; check it before reading records whose layout it defines.
+    version = next((f[1] for f in lines if f[0] == "version" and len(f) > 1), None)
+    if version is None or not version.isdigit() or int(version) != OUTPUT_VERSION:
+        raise ValueError(f"unknown copytrace output version {version} (this copybench reads "
+                         f"version {OUTPUT_VERSION}): a module from another copybench is "
+                         "loaded; run `bench doctor --cleanup` and retry")
+    for f in lines:
         kind, args = f[0], f[1:]
         if kind == "version":
             r.version = int(args[0])
+        elif kind == "calib":
+            mech, ns, n = args[0], float(args[1]), int(args[2])
+            if n > 0 and mech not in r.calib:     # first per mechanism
+                r.calib[mech] = (ns, n)
         elif kind == "probe":
             r.probes[int(args[0])] = (args[1], args[2], int(args[3]))
+            if len(args) > 4 and args[4] != "-":
+                r.mech[int(args[0])] = args[4]
         elif kind == "count":
             i, s, calls, nbytes, ns = map(int, args)
             r.counts[(i, s)] = (calls, nbytes, ns)
@@ -103,8 +125,6 @@ def parse(text: str) -> ModuleReport:
         elif kind == "sample":
             r.samples.append((int(args[0]), int(args[1]), int(args[2]), args[3], int(args[4]),
                               int(args[5])))
-    if r.version != 1:
-        raise ValueError(f"unknown copytrace output version {r.version}")
     return r
 
 
@@ -136,8 +156,25 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
                           if i == idx and s == slot][-max_samples:]
             if probe.len_arg is None and probe.symbol not in SKB_LEN_SYMBOLS:
                 pc.notes.append("calls only: this function has no length argument")
+            _calibrate(pc, report, idx)
             out.append(pc)
     return out
+
+
+def _calibrate(pc: PointCounts, report: ModuleReport, idx: int) -> None:
+    """Attach the probe cost measured for this probe's mechanism (ns_total stays raw)."""
+    if not report.calib:
+        return
+    mech = report.mech.get(idx)
+    if mech in report.calib:
+        ns, n = report.calib[mech]
+        pc.ns_probe_per_call = ns
+        pc.notes.append(f"probe cost {ns:.0f} ns per call ({mech} kretprobe, mean of {n} "
+                        "empty calls at load) is included in ns_total")
+    else:
+        have = ", ".join(sorted(report.calib))
+        pc.notes.append(f"probe cost not calibrated for this probe's mechanism ({mech or '?'}; "
+                        f"calibrated: {have}): ns_total includes an unknown probe cost")
 
 
 def load_error(stderr: str, release: str) -> UsageError:

@@ -57,8 +57,46 @@ def test_parse_and_counts():
 
 
 def test_parse_refuses_unknown_version():
-    with pytest.raises(ValueError):
-        kmod.parse("version 2\n")
+    for text in ("version 1\nprobe 0 _copy_from_iter ok 0\n", "version 3\n",
+                 "probe 0 _copy_from_iter ok 0 ftrace\n"):
+        with pytest.raises(ValueError, match="reads version 2"):
+            kmod.parse(text)
+
+
+def test_calibration_is_parsed_per_mechanism():
+    report = kmod.parse(DATA.read_text())
+    assert report.calib == {"ftrace": (310.25, 10000), "breakpoint": (1204.731, 10000)}
+    assert report.mech == {0: "breakpoint", 1: "breakpoint", 3: "optimized", 5: "ftrace"}
+    # the calibration is no probe: it never shows up as a copy point
+    assert {c.symbol for c in kmod.to_counts(report, PROBES, ["sender", "receiver"])} == {
+        "_copy_from_iter", "_copy_from_iter_nocache", "_copy_to_iter", "skb_copy_ubufs"}
+
+
+def test_to_counts_records_raw_time_and_the_matching_probe_cost():
+    counts = kmod.to_counts(kmod.parse(DATA.read_text()), PROBES, ["sender", "receiver"])
+    by = {(c.symbol, c.side): c for c in counts}
+    send = by[("_copy_from_iter", "sender")]
+    assert send.ns_total == 412345                      # raw: nothing subtracted here
+    assert send.ns_probe_per_call == 1204.731           # the breakpoint calibration
+    assert by[("skb_copy_ubufs", "other")].ns_probe_per_call == 310.25
+    # an optimized probe must not get a breakpoint probe's (larger) cost subtracted
+    recv = by[("_copy_to_iter", "receiver")]
+    assert recv.ns_probe_per_call is None
+    assert any("not calibrated" in n for n in recv.notes)
+
+
+def test_no_calibration_lines_leave_probe_cost_unknown():
+    text = "\n".join(line for line in DATA.read_text().splitlines()
+                     if not line.startswith("calib"))
+    counts = kmod.to_counts(kmod.parse(text), PROBES, ["sender", "receiver"])
+    assert counts and all(c.ns_probe_per_call is None for c in counts)
+
+
+def test_module_params_calibration_bounds():
+    assert not any(p.startswith("calib=") for p in kmod.module_params(PROBES[:1], pids={"a": 1}))
+    assert kmod.module_params(PROBES[:1], pids={"a": 1}, calib=0)[-1] == "calib=0"
+    with pytest.raises(UsageError):
+        kmod.module_params(PROBES[:1], pids={"a": 1}, calib=100_001)
 
 
 @pytest.mark.parametrize("stderr, words", [

@@ -14,6 +14,7 @@
  * pids:    slot i = process pids[i] or any of its descendants (walks real_parent).
  * comm:    slot i = tasks whose comm is comm[i] (the seed's filter); used instead of pids.
  * stacks:  log the kernel stack of the first N counted calls per probe to dmesg.
+ * calib:   calls of the probe-cost calibration per probe mechanism (default 10000, 0 = none).
  * sockonly: 1 (default) counts a task's copies only inside socket syscalls (send*, recv*,
  *          getsockopt, io_uring_enter, io_uring workers); 0 counts every copy.
  *
@@ -21,9 +22,20 @@
  * first instruction only. The entry handler filters (returning 1 skips the return probe), so
  * other tasks pay one comparison.
  *
+ * Probe cost: the time a return handler measures (entry handler's last clock read to the return
+ * handler's first) includes the probe's own work: leaving the entry handler, the kprobe's
+ * exit path (breakpoint single-step, optimized jump or ftrace), the kretprobe trampoline and
+ * its instance lookup. At load, the module puts a kretprobe with these same handlers on two
+ * empty functions of its own, one traceable (ftrace-based kprobe) and one notrace (breakpoint,
+ * optimized where the kernel can), calls each `calib` times and publishes the mean apparent
+ * duration per call. Those probes never count as copies and are unregistered before init
+ * returns, on every path.
+ *
  * Output: /proc/copytrace, one record per line (parsed by kmod.parse()):
- *   version 1
- *   probe IDX SYMBOL STATUS MISSED          STATUS: ok | absent | error:-ERRNO
+ *   version 2
+ *   calib MECH NS_PER_CALL N                mean apparent duration of an empty call (3 decimals)
+ *   probe IDX SYMBOL STATUS MISSED MECH     STATUS: ok | absent | error:-ERRNO
+ *                                           MECH: ftrace | optimized | breakpoint | -
  *   count IDX SLOT CALLS BYTES NS
  *   hist IDX SLOT B:N ...                   B = log2(ns) bucket
  *   sample IDX SLOT PID ADDR LEN NS         the last NSAMPLES copies, oldest first
@@ -41,6 +53,8 @@
 #include <linux/log2.h>
 #include <linux/skbuff.h>
 #include <linux/atomic.h>
+#include <linux/delay.h>
+#include <linux/math64.h>
 #include <linux/unistd.h>
 #include <asm/syscall.h>
 
@@ -52,6 +66,8 @@
 #define MAX_DEPTH 16
 #define MAX_SAMPLES 4096
 #define LEN_SKB_DATA_LEN (-2)
+#define MAX_CALIB 100000
+#define OUTPUT_VERSION 2
 
 static char *symbols[MAX_PROBES];
 static int nsymbols;
@@ -84,6 +100,10 @@ static int owner;
 module_param(owner, int, 0444);
 MODULE_PARM_DESC(owner, "pid of the copybench process that loaded us (for stale cleanup)");
 
+static int calib = 10000;
+module_param(calib, int, 0444);
+MODULE_PARM_DESC(calib, "calls per probe-cost calibration (0 = none, at most 100000)");
+
 static int maxactive = 256;
 module_param(maxactive, int, 0444);
 MODULE_PARM_DESC(maxactive, "copies in flight tracked per probe (more are counted as missed)");
@@ -97,6 +117,7 @@ struct probe {
 	struct kretprobe rp;
 	char name[KSYM_NAME_LEN];
 	int addr_arg, len_arg, any;
+	bool calib;		/* probe-cost calibration: never a copy, never sampled */
 	int status;		/* 0 registered, else the register error */
 	atomic_t stacks_logged;
 	struct counters c[MAX_SLOTS];
@@ -121,6 +142,14 @@ static int nprobes;
 static struct sample *ring;
 static atomic_long_t ring_next;	/* total samples ever claimed */
 static struct proc_dir_entry *proc_entry;
+
+/* Probe-cost calibration results, one per probe mechanism (see the top of the file). */
+struct calib_result {
+	const char *mech;	/* NULL: not measured */
+	u64 ns;
+	u64 calls;
+};
+static struct calib_result calib_results[2];
 
 /*
  * Why: _copy_{from,to}_iter also serve pipes and files, so an agent's JSON-lines control
@@ -187,6 +216,8 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	 * belong to the task whatever syscall it is in (e.g. ibv_post_send's write). */
 	if (slot >= 0 && !p->any && !in_socket_call())
 		slot = -1;
+	if (p->calib)
+		slot = 0;	/* the same work as a copy probe, then always timed */
 	if (slot < 0) {
 		if (!p->any)
 			return 1;	/* not ours: no return probe */
@@ -221,7 +252,7 @@ static int return_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	atomic64_add(e->len, &c->bytes);
 	atomic64_add(ns, &c->ns);
 	atomic64_inc(&c->hist[b]);
-	if (ring) {
+	if (ring && !p->calib) {
 		/* Lock-free: a slot claimed by index; a reader may see one torn sample at the
 		 * ring's head, which costs less than a lock on every copy. */
 		unsigned long n = atomic_long_inc_return(&ring_next) - 1;
@@ -237,22 +268,120 @@ static int return_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	return 0;
 }
 
+/* Empty functions the calibration probes sit on. The asm keeps the compiler from proving them
+ * side-effect free and dropping the calls; the nops give the optimizer (jump-optimized
+ * kprobes need 5 relocatable bytes) the same chance it has on a real copy function. */
+static noinline void copytrace_calib_ftrace(void)
+{
+	asm volatile("nop; nop; nop; nop; nop; nop; nop; nop" ::: "memory");
+}
+
+static noinline notrace void copytrace_calib_plain(void)
+{
+	asm volatile("nop; nop; nop; nop; nop; nop; nop; nop; nop" ::: "memory");
+}
+
+static const char *mechanism(struct kprobe *kp)
+{
+	if (kprobe_ftrace(kp))
+		return "ftrace";
+	if (kp->flags & KPROBE_FLAG_OPTIMIZED)
+		return "optimized";
+	return "breakpoint";
+}
+
+static void calib_reset(struct probe *p)
+{
+	atomic64_set(&p->c[0].calls, 0);
+	atomic64_set(&p->c[0].ns, 0);
+}
+
+static void calib_calls(void (*volatile fn)(void), int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		fn();
+		if ((i & 1023) == 1023)
+			cond_resched();
+	}
+}
+
+/*
+ * Time `calib` calls of fn under a kretprobe with the copy probes' handlers. The probe is
+ * unregistered before returning, whatever happens. A breakpoint probe that the kernel can
+ * optimize is given up to ~0.5 s to be optimized first (the copy probes, registered
+ * before, are optimized by the same pass), and measured again if its mechanism changed
+ * while it was being measured.
+ */
+static void calibrate(struct calib_result *r, void (*fn)(void))
+{
+	struct probe *p;
+	const char *before;
+	int err, tries;
+
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return;
+	strscpy(p->name, "calibration", sizeof(p->name));
+	p->calib = true;
+	p->addr_arg = p->len_arg = -1;
+	p->rp.kp.addr = (kprobe_opcode_t *)fn;
+	p->rp.entry_handler = entry_handler;
+	p->rp.handler = return_handler;
+	p->rp.data_size = sizeof(struct entry);
+	p->rp.maxactive = 4;
+	err = register_kretprobe(&p->rp);
+	if (err) {
+		pr_info("copytrace: calibration probe not registered (%d)\n", err);
+		kfree(p);
+		return;
+	}
+	if (!kprobe_ftrace(&p->rp.kp))
+		for (tries = 0; tries < 50 && !(p->rp.kp.flags & KPROBE_FLAG_OPTIMIZED); tries++)
+			msleep(10);
+	for (tries = 0; tries < 2; tries++) {
+		before = mechanism(&p->rp.kp);
+		calib_reset(p);
+		calib_calls(fn, calib);
+		if (!strcmp(before, mechanism(&p->rp.kp)))
+			break;
+	}
+	unregister_kretprobe(&p->rp);
+	r->mech = before;
+	r->ns = atomic64_read(&p->c[0].ns);
+	r->calls = atomic64_read(&p->c[0].calls);
+	kfree(p);
+}
+
 static int show(struct seq_file *m, void *v)
 {
 	int i, j, k;
 	unsigned long n, first, total;
 	struct sample *copy;
 
-	seq_puts(m, "version 1\n");
+	seq_printf(m, "version %d\n", OUTPUT_VERSION);
+	for (i = 0; i < ARRAY_SIZE(calib_results); i++) {
+		struct calib_result *r = &calib_results[i];
+		u64 milli;
+
+		if (!r->mech || !r->calls)
+			continue;
+		milli = div64_u64(r->ns * 1000, r->calls);
+		seq_printf(m, "calib %s %llu.%03llu %llu\n", r->mech,
+			   (unsigned long long)div64_u64(milli, 1000),
+			   (unsigned long long)(milli % 1000), (unsigned long long)r->calls);
+	}
 	for (i = 0; i < nprobes; i++) {
 		struct probe *p = &probes[i];
 
 		if (p->status == -ENOENT)
-			seq_printf(m, "probe %d %s absent 0\n", i, p->name);
+			seq_printf(m, "probe %d %s absent 0 -\n", i, p->name);
 		else if (p->status)
-			seq_printf(m, "probe %d %s error:%d 0\n", i, p->name, p->status);
+			seq_printf(m, "probe %d %s error:%d 0 -\n", i, p->name, p->status);
 		else
-			seq_printf(m, "probe %d %s ok %d\n", i, p->name, p->rp.nmissed);
+			seq_printf(m, "probe %d %s ok %d %s\n", i, p->name, p->rp.nmissed,
+				   mechanism(&p->rp.kp));
 		for (j = 0; j < MAX_SLOTS; j++) {
 			struct counters *c = &p->c[j];
 
@@ -328,6 +457,8 @@ static int __init copytrace_init(void)
 		return -EINVAL;
 	if (nsamples < 0 || nsamples > MAX_SAMPLES)
 		return -EINVAL;
+	if (calib < 0 || calib > MAX_CALIB)
+		return -EINVAL;
 	probes = kcalloc(nsymbols, sizeof(*probes), GFP_KERNEL);
 	if (!probes)
 		return -ENOMEM;
@@ -359,6 +490,10 @@ static int __init copytrace_init(void)
 			pr_info("copytrace: %s not probed (%d)\n", p->name, p->status);
 	}
 	nprobes = nsymbols;
+	if (calib && ok) {
+		calibrate(&calib_results[0], copytrace_calib_ftrace);
+		calibrate(&calib_results[1], copytrace_calib_plain);
+	}
 	proc_entry = proc_create_single("copytrace", 0400, NULL, show);
 	if (!proc_entry) {
 		err = -ENOMEM;
