@@ -79,6 +79,7 @@ def _forward_run_argv(args, target) -> list[str]:
         argv += ["--workload", w]
     if args.no_reference:
         argv.append("--no-reference")
+    argv += ["--copies", args.copies]
     return argv
 
 
@@ -229,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         # Undocumented: what a runner starts on a remote node (JSON lines on stdin/stdout).
         from workloads.agent import main as agent_main
         return agent_main()
+    if argv[:1] == ["tracer"]:
+        # Undocumented: a node's copy tracer on two-node runs (bench/tracing/remote.py).
+        from bench.tracing.remote import main as tracer_main
+        return tracer_main()
     signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     parser = build_parser()
     args = parser.parse_args(argv)

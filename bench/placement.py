@@ -46,6 +46,11 @@ class LocalPlacement:
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "bench.nsexec", netns, "--", *argv] if netns else argv
 
+    def tracer(self, spec: str, survey: bool = False):
+        """The copy tracer for both agents: here, one tracer on this kernel."""
+        from bench.tracing.select import select_tracer
+        return select_tracer(spec)
+
     def wait_listening(self, side: str, pid: int, port: int, timeout: float) -> None:
         """Poll the process's own view of TCP sockets (its netns) until `port` listens."""
         deadline = time.monotonic() + timeout
@@ -104,6 +109,17 @@ class LinkPlacement:
 
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         return self._ssh(side, argv)
+
+    def tracer_argv(self, side: str) -> list[str]:
+        """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""
+        return self._ssh(side, ["bench", "tracer"])
+
+    def tracer(self, spec: str, survey: bool = False):
+        """One tracer per node (each selects its backends on its own kernel), merged.
+        survey=True: only ask each node what it would use (and build it), then end."""
+        from bench.tracing.remote import RemoteTracer
+        return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts[:2]], spec,
+                            survey=survey)
 
     def wait_listening(self, side: str, pid: int, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

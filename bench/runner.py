@@ -63,12 +63,10 @@ class Runner:
         """None when copies can be counted; else why not (explicit backends fail loudly)."""
         if self.copies_spec == "off":
             return {"status": "off", "reason": "copy counting not requested (--copies off)"}
-        if self.placement.remote:
-            return {"status": "unavailable", "reason": "copy counting on two-node runs is not "
-                    "built yet", "fix": "count copies on one node: --target lab with one node"}
-        from bench.tracing.select import select_tracer
         try:
-            tracer = select_tracer(self.copies_spec)  # an explicit backend that cannot work raises
+            # An explicit backend that cannot work raises. Two nodes: each node's tracer says
+            # what it would use there (bench/tracing/remote.py).
+            tracer = self.placement.tracer(self.copies_spec, survey=True)
         except UsageError as exc:
             raise UsageError(f"--copies {self.copies_spec}: {exc.message}",
                              "use --copies auto (picks what works here), --copies off, or "
@@ -79,7 +77,7 @@ class Runner:
         self.result.metadata["copy_backends"] = [c.to_json() for c in tracer.choices]
         from bench.costmodel import measure_bandwidth
         # The seed's cost model needs this machine's memory bandwidth: measured once per run.
-        self._bandwidth = measure_bandwidth()
+        self._bandwidth = getattr(tracer, "bandwidth", None) or measure_bandwidth()
         self.result.metadata["memory_bandwidth"] = self._bandwidth.to_json()
         return None
 
@@ -157,8 +155,7 @@ class Runner:
         """One more sample with the tracer attached to both agents: the copy accounting, and
         what counting costs (its throughput against the untraced samples of the same run)."""
         from bench.copycount import summarize
-        from bench.tracing.select import select_tracer
-        tracer = select_tracer(self.copies_spec)
+        tracer = self.placement.tracer(self.copies_spec)
         sample = self._run_sample(case, ep, tracer=tracer)
         counts = sample.pop("_copy_counts")
         untraced = cr.stat("gbps")
@@ -176,7 +173,8 @@ class Runner:
             "sides": sides,
             "points": [c.to_json() for c in counts],
             "traced_sample": {k: sample.get(k) for k in ("bytes", "messages", "messages_sent",
-                                                         "gbps", "window_s", "payload_errors")},
+                                                         "gbps", "window_s", "payload_errors",
+                                                         "zerocopy", "zerocopy_receive")},
             "tracer_overhead_ratio": (round(sample["gbps"] / untraced["median"], 4)
                                       if untraced and sample.get("gbps") else None),
             "buffers": {"sender": sample["sender"].get("buffer_addr"),
@@ -198,7 +196,8 @@ class Runner:
             try:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
                 if tracer is not None:
-                    tracer.attach({"sender": tx.pid, "receiver": rx.pid})
+                    # The agents' own pids: over SSH, tx.pid is the local ssh client's.
+                    tracer.attach({"sender": tx_ready["pid"], "receiver": rx_ready["pid"]})
                 try:
                     cpu0 = metrics.read_cpu_times()
                     tx.send({"cmd": "go"})

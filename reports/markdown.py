@@ -43,10 +43,15 @@ def copies_table(result: RunResult) -> str | None:
                          _ms(k.get("measured_copy_seconds")), _ms(k.get("cpu_seconds")),
                          k.get("share_of_cpu"), ", ".join(d["symbols"]),
                          "+".join(d["backends"]), "exact" if d["exact"] else "estimate"])
-        other = (cp["sides"].get("other") or {}).get("other_points") or {}
-        for point, d in other.items():
-            notes.append(f"- {c.id}: {d['calls']} {point} copies ({d['bytes']} B, {d['symbol']}) "
-                         "ran outside both agents (softirq/kernel threads)")
+        # "other": outside both agents; two-node runs: "other@<node>", per node.
+        for oside, od in cp["sides"].items():
+            if oside != "other" and not oside.startswith("other@"):
+                continue
+            where = f" on {oside.partition('@')[2]}" if "@" in oside else ""
+            for point, d in (od.get("other_points") or {}).items():
+                notes.append(f"- {c.id}: {d['calls']} {point} copies ({d['bytes']} B, "
+                             f"{d['symbol']}) ran outside both agents{where} "
+                             "(softirq/kernel threads)")
         ratio = cp.get("tracer_overhead_ratio")
         if ratio:
             notes.append(f"- {c.id}: throughput while counting = {ratio:.2f}× untraced")
