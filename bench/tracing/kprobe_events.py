@@ -6,6 +6,20 @@ Definitions live in the global kprobe_events file under our own group `copybench
 they are removed by name and a stale group is recognisable. The kernel refuses notrace
 functions here (Debian 6.1's _copy_*_iter): such symbols are reported as refused.
 Timing resolution is the trace clock's printed microseconds.
+
+What it must match in kmod (copytrace.c): copies of the socket copy functions count only
+inside socket syscalls of the traced tasks; the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy
+fallbacks, rxe) count in the traced task whatever it is doing, and when another task runs
+them (ksoftirqd, softirq on someone else's time) they count for side "other": a separate
+instance records those events for every task except the traced ones.
+
+Loss: every event goes through a ring buffer, so after each sample the kernel's own loss
+figures are read and recorded per point (PointCounts.add_loss): kprobe_profile misses of
+our events, and the instances' ring-buffer overruns and dropped events.
+
+skb_copy_ubufs has no length argument: its bytes are skb->data_len, fetched at the offset the
+running kernel's BTF (/sys/kernel/btf/vmlinux) gives. Without BTF the symbol is refused with
+the reason (never a byte count of 0); `refusal()` says so before attaching.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +40,18 @@ LINE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:\S+\s+)?(?P<ts>\d+)\.(?P<us>\d+):\s+(?P<event>\w+):\s+(?P<body>.*)$")
 ARG = re.compile(r"(\w+)=(\S+)")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+OTHER = "other"     # side of ANY-point copies run by tasks we do not trace (= kmod's ANY_SLOT)
 
 
 def group_name(pid: int | None = None) -> str:
     return f"{tracefs.PREFIX}_{pid if pid is not None else os.getpid()}"
 
 
-def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64") -> list[str]:
-    """kprobe_events lines: p<i> fetches addr/len at entry, r<i> marks the return."""
+def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64",
+                skb_len: tuple[int, int] | None = None) -> list[str]:
+    """kprobe_events lines: p<i> fetches addr/len at entry, r<i> marks the return.
+    skb_len: (byte offset, size) of sk_buff.data_len, for the SKB_LEN_SYMBOLS."""
     out = []
     for i, p in enumerate(probes):
         args = []
@@ -40,11 +59,169 @@ def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64") -
             args.append(f"addr=%{p.reg(p.addr_arg, arch)}:x64")
         if p.len_arg is not None:
             args.append(f"len=%{p.reg(p.len_arg, arch)}:u64")
-        elif p.symbol in kmod.SKB_LEN_SYMBOLS and p.addr_arg is not None:
-            pass   # skb->data_len needs struct offsets: counted as calls only here
+        elif p.symbol in kmod.SKB_LEN_SYMBOLS and p.addr_arg is not None and skb_len:
+            off, size = skb_len   # what copytrace reads: ((struct sk_buff *)arg)->data_len
+            args.append(f"len=+{off}(%{p.reg(p.addr_arg, arch)}):u{8 * size}")
         out.append(" ".join([f"p:{group}/p{i}", p.symbol, *args]))
         out.append(f"r:{group}/r{i} {p.symbol}")
     return out
+
+
+# -- BTF: where sk_buff.data_len lives on the running kernel ---------------------------------
+BTF_MAGIC = 0xEB9F
+# kind -> size of the data after the 12-byte btf_type: (fixed bytes, bytes per vlen item)
+BTF_TRAILER = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
+               8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8),
+               14: (4, 0), 15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
+BTF_STRUCT, BTF_UNION, BTF_INT = 4, 5, 1
+BTF_MODIFIERS = {8, 9, 10, 11, 18}   # typedef, volatile, const, restrict, type_tag
+
+
+def btf_member(data: bytes, struct_name: str, member: str) -> tuple[int, int]:
+    """(byte offset, byte size) of an integer member of a struct, from raw BTF (the format of
+    /sys/kernel/btf/vmlinux). Members of anonymous structs/unions are found too. Raises
+    ValueError for anything unexpected: a bitfield, a non-integer, an unknown type kind."""
+    if len(data) < 24:
+        raise ValueError("BTF too short")
+    end = "<" if struct.unpack_from("<H", data, 0)[0] == BTF_MAGIC else ">"
+    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        end + "HBBIIIII", data, 0)
+    if magic != BTF_MAGIC:
+        raise ValueError("not BTF (bad magic)")
+    types_at, strs_at = hdr_len + type_off, hdr_len + str_off
+    if types_at + type_len > len(data) or strs_at + str_len > len(data):
+        raise ValueError("BTF sections outside the data")
+
+    def name(off: int) -> str:
+        stop = data.index(b"\0", strs_at + off)
+        return data[strs_at + off:stop].decode()
+
+    # type id -> (kind, kind_flag, name_off, size_or_type, vlen, position of the trailer)
+    types: list[tuple[int, int, int, int, int, int]] = [(0, 0, 0, 0, 0, 0)]   # id 0 = void
+    pos, stop = types_at, types_at + type_len
+    while pos < stop:
+        name_off, info, size = struct.unpack_from(end + "III", data, pos)
+        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
+        if kind not in BTF_TRAILER:
+            raise ValueError(f"unknown BTF type kind {kind}")
+        types.append((kind, kflag, name_off, size, vlen, pos + 12))
+        fixed, per = BTF_TRAILER[kind]
+        pos += 12 + fixed + per * vlen
+
+    def resolve(tid: int) -> tuple[int, int, int, int, int, int]:
+        for _ in range(32):
+            t = types[tid]
+            if t[0] not in BTF_MODIFIERS:
+                return t
+            tid = t[3]
+        raise ValueError("BTF modifier chain too long")
+
+    def find(t: tuple[int, int, int, int, int, int], base_bits: int) -> tuple[int, int] | None:
+        kind, kflag, _n, _size, vlen, at = t
+        for k in range(vlen):
+            m_name, m_type, m_off = struct.unpack_from(end + "III", data, at + 12 * k)
+            bits, bitfield = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
+            mt = resolve(m_type)
+            if m_name == 0 and mt[0] in (BTF_STRUCT, BTF_UNION):
+                hit = find(mt, base_bits + bits)
+                if hit:
+                    return hit
+            elif m_name and name(m_name) == member:
+                if bitfield or bits % 8 or mt[0] != BTF_INT or mt[3] not in (1, 2, 4, 8):
+                    raise ValueError(f"{struct_name}.{member} is not a plain integer")
+                return (base_bits + bits) // 8, mt[3]
+        return None
+
+    for t in types[1:]:
+        if t[0] == BTF_STRUCT and t[4] and name(t[2]) == struct_name:
+            hit = find(t, 0)
+            if hit:
+                return hit
+            raise ValueError(f"struct {struct_name} has no member {member}")
+    raise ValueError(f"no struct {struct_name} in BTF")
+
+
+def skb_data_len(btf: Path = BTF_VMLINUX) -> tuple[tuple[int, int] | None, str]:
+    """(offset, size) of sk_buff.data_len on the running kernel, or None and why not."""
+    try:
+        data = btf.read_bytes()
+    except OSError as e:
+        return None, (f"needs skb->data_len's offset from the kernel's BTF ({btf}: "
+                      f"{e.strerror}; CONFIG_DEBUG_INFO_BTF)")
+    try:
+        return btf_member(data, "sk_buff", "data_len"), "ok"
+    except (ValueError, struct.error, IndexError, UnicodeDecodeError) as e:
+        return None, f"cannot read skb->data_len's offset from {btf}: {e}"
+
+
+def refusal(probe: catalog.Probe, btf: Path = BTF_VMLINUX) -> str | None:
+    """Why this backend cannot measure `probe` here (None: it can). select.plan may ask this
+    before choosing kprobe_events for a point; attach() refuses the same symbols."""
+    if probe.symbol in kmod.SKB_LEN_SYMBOLS:
+        off, why = skb_data_len(btf)
+        return None if off else why
+    return None
+
+
+# -- the kernel's loss figures ---------------------------------------------------------------
+def kprobe_events_order(text: str) -> list[tuple[str, str]]:
+    """(group, event) of every line of tracefs kprobe_events, in the kernel's order."""
+    out = []
+    for line in text.splitlines():
+        head = line.split()[0] if line.split() else ""
+        group, _, event = head.split(":", 1)[-1].partition("/")
+        if event:
+            out.append((group, event))
+    return out
+
+
+def profile_misses(profile: str, events: str, group: str,
+                   names: list[str]) -> dict[str, int]:
+    """Misses (kprobe_profile's third column) of our events, by event name.
+
+    kprobe_profile prints event names without their group, one line per kprobe event in
+    the order kprobe_events lists them; when another group has an event of the same name the
+    two files are aligned line by line to tell ours apart. If they cannot be aligned, every
+    line with the name counts (a conservative over-report, never an under-report)."""
+    rows = []
+    for line in profile.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[-1].isdigit() and f[-2].isdigit():
+            rows.append((f[0], int(f[-1])))
+    order = kprobe_events_order(events)
+    aligned = len(order) == len(rows) and all(
+        ev == name.rpartition("/")[2] for (_, ev), (name, _) in zip(order, rows, strict=True))
+    out = {n: 0 for n in names}
+    for i, (name, missed) in enumerate(rows):
+        g, _, ev = name.rpartition("/")      # newer kernels may print group/event
+        if ev not in out:
+            continue
+        mine = (g == group) if g else (order[i][0] == group if aligned else True)
+        if mine:
+            out[ev] += missed
+    return out
+
+
+RING_LOSS = {"overrun": "ring_overrun", "commit overrun": "ring_commit_overrun",
+             "dropped events": "events_dropped"}
+
+
+def ring_losses(stats: list[str]) -> dict[str, int]:
+    """Events lost in one instance's ring buffer, summed over its per_cpu/cpu*/stats files:
+    overwritten before they were read (overrun), lost to nested writes (commit overrun), or
+    refused because the buffer was full (dropped events)."""
+    out = {kind: 0 for kind in RING_LOSS.values()}
+    for text in stats:
+        for line in text.splitlines():
+            key, _, val = line.partition(":")
+            kind = RING_LOSS.get(key.strip())
+            if kind and val.strip().isdigit():
+                out[kind] += int(val.strip())
+    return out
+
+
+def read_ring_losses(inst: tracefs.Instance) -> dict[str, int]:
+    return ring_losses([f.read_text() for f in sorted(inst.path.glob("per_cpu/cpu*/stats"))])
 
 
 @dataclass(frozen=True)
@@ -76,9 +253,13 @@ def parse_line(line: str) -> KEvent | None:
 
 
 def count(lines: list[str], probes: list[catalog.Probe], slot: int,
-          sockonly: bool = True, max_samples: int = 64) -> kmod.ModuleReport:
-    """Pair entries with returns per thread; keep copies made inside socket syscalls."""
-    r = kmod.ModuleReport(version=1)
+          sockonly: bool = True, max_samples: int = 64,
+          exclude_tgids: set[int] | frozenset[int] = frozenset()) -> kmod.ModuleReport:
+    """Pair entries with returns per thread; keep copies made inside socket syscalls, except
+    for the ANY points (kmod.ANY_TASK_POINTS), which count whatever syscall the task is in.
+    exclude_tgids: processes whose events belong to another slot (the "other" instance)."""
+    r = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
+    anytask = {i for i, p in enumerate(probes) if p.point in kmod.ANY_TASK_POINTS}
     insock: set[int] = set()
     open_: dict[tuple[int, int], KEvent] = {}
     totals: dict[int, list[int]] = {}
@@ -91,7 +272,9 @@ def count(lines: list[str], probes: list[catalog.Probe], slot: int,
         elif e.kind == "exit":
             insock.discard(e.tid)
         elif e.kind == "p":
-            if not sockonly or e.tid in insock:
+            if e.tgid in exclude_tgids or e.tid in exclude_tgids:
+                continue
+            if not sockonly or e.idx in anytask or e.tid in insock:
                 open_[(e.tid, e.idx)] = e
         elif e.kind == "r":
             start = open_.pop((e.tid, e.idx), None)
@@ -119,17 +302,20 @@ class KprobeEventsTracer(Tracer):
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, all_copies: bool = False,
                  roots: tuple[Path, ...] = tracefs.CANDIDATES, proc_root: Path = Path("/proc"),
-                 buffer_kb: int = 8192, max_samples: int = 64):
+                 buffer_kb: int = 8192, max_samples: int = 64, btf: Path = BTF_VMLINUX):
         self.probes = probes if probes is not None else catalog.probes(kind="kprobe")
         self.comm = comm or {}
         self.all_copies = all_copies
-        self.roots, self.proc_root = roots, proc_root
+        self.roots, self.proc_root, self.btf = roots, proc_root, btf
         self.buffer_kb, self.max_samples = buffer_kb, max_samples
         self.group = group_name()
         self.root: Path | None = None
         self.defined: list[str] = []            # event names we added (p0, r0, ...)
         self.status: dict[str, str] = {}        # symbol -> ok | refused: <why>
         self.sides: dict[str, tracefs.Instance] = {}
+        self.other: tracefs.Instance | None = None   # ANY points run by tasks we do not trace
+        self.pids: dict[str, int] = {}
+        self.baseline: dict[str, int] = {}      # kprobe_profile misses when we started
         self.pump: tracefs.Pump | None = None
 
     def available(self) -> Availability:
@@ -145,8 +331,14 @@ class KprobeEventsTracer(Tracer):
     def define(self, root: Path) -> None:
         """Add our probe definitions; a refused symbol is recorded, not fatal."""
         arch = catalog.machine_arch()
-        lines = definitions(self.probes, self.group, arch)
+        skb_len, skb_why = None, ""
+        if any(p.symbol in kmod.SKB_LEN_SYMBOLS for p in self.probes):
+            skb_len, skb_why = skb_data_len(self.btf)
+        lines = definitions(self.probes, self.group, arch, skb_len)
         for i, p in enumerate(self.probes):
+            if p.symbol in kmod.SKB_LEN_SYMBOLS and skb_len is None:
+                self.status[p.symbol] = f"refused: {skb_why}"   # never a byte count of 0
+                continue
             entry, ret = lines[2 * i], lines[2 * i + 1]
             try:
                 tracefs.append(root / "kprobe_events", entry + "\n")
@@ -160,27 +352,55 @@ class KprobeEventsTracer(Tracer):
                     why = "absent"
                 self.status[p.symbol] = f"refused: {why}"
 
+    def _ok(self) -> list[int]:
+        return [i for i, p in enumerate(self.probes) if self.status.get(p.symbol) == "ok"]
+
+    def _events(self) -> list[str]:
+        return [f"{k}{i}" for i in self._ok() for k in "pr"]
+
+    def _misses(self) -> dict[str, int] | None:
+        try:
+            profile = (self.root / "kprobe_profile").read_text()
+            events = (self.root / "kprobe_events").read_text()
+        except OSError:
+            return None
+        return profile_misses(profile, events, self.group, self._events())
+
     def attach(self, pids: dict[str, int]) -> None:
         self.root = tracefs.ensure(self.roots)
+        self.pids = dict(pids)
         try:
             self.define(self.root)
             if not any(s == "ok" for s in self.status.values()):
                 raise UsageError(f"kprobe_events refused every symbol: {self.status}",
                                  fix="use --backend kmod (auto does)")
+            self.baseline = self._misses() or {}
+            names = self._events()
+            anytask = [n for n in names if self.probes[int(n[1:])].point in kmod.ANY_TASK_POINTS]
             ids = socket_syscalls(catalog.machine_arch())
             sysflt = " || ".join(f"id == {n}" for n in ids)
-            for side in (list(self.comm) if self.comm else list(pids)):
+            sides = list(self.comm) if self.comm else list(pids)
+            for side in sides:
                 inst = tracefs.Instance(self.root, side, self.buffer_kb)
                 self.sides[side] = inst
                 comm = self.comm.get(side)
                 inst.create(None if comm else pids[side], self.proc_root)
                 cflt = f'comm == "{comm}"' if comm else ""
-                for name in self.defined:
+                for name in names:
                     inst.enable(self.group, name, cflt)
                 if not self.all_copies:
                     both = f"({cflt}) && ({sysflt})" if cflt else sysflt
                     inst.enable("raw_syscalls", "sys_enter", both)
                     inst.enable("raw_syscalls", "sys_exit", both)
+            if anytask:   # as kmod's ANY slot: every task but the traced ones
+                self.other = tracefs.Instance(self.root, "others", self.buffer_kb)
+                self.other.create(None, self.proc_root)
+                if not self.comm:
+                    self._exclude(self.other, [pids[s] for s in sides])
+                flt = " && ".join(f'comm != "{self.comm[s]}"' for s in sides if self.comm)
+                for name in anytask:
+                    self.other.enable(self.group, name, flt)
+            for inst in self._instances().values():
                 inst.open()
         except OSError as e:
             self.detach()
@@ -188,39 +408,82 @@ class KprobeEventsTracer(Tracer):
         except UsageError:
             self.detach()
             raise
-        self.pump = tracefs.start_pump(self.sides)
+        self.pump = tracefs.start_pump(self._instances())
+
+    def _exclude(self, inst: tracefs.Instance, pids: list[int]) -> None:
+        """Keep the traced processes (and their children) out of an instance. Kernels before
+        5.8 have no set_event_notrace_pid: read() then drops their events by tgid."""
+        nopid = inst.path / "set_event_notrace_pid"
+        if nopid.exists():
+            tracefs.write(inst.path / "options/event-fork", "1")
+            tracefs.write(nopid, " ".join(str(t) for pid in pids
+                                          for t in tracefs.tids(pid, self.proc_root)))
+
+    def _instances(self) -> dict[str, tracefs.Instance]:
+        return {**self.sides, **({OTHER: self.other} if self.other else {})}
 
     def read(self) -> list[PointCounts]:
-        tracefs.stop_recording(self.sides, self.pump)
-        out: list[PointCounts] = []
-        ok = [p for p in self.probes if self.status.get(p.symbol) == "ok"]
-        for slot, (side, inst) in enumerate(self.sides.items()):
-            report = count(inst.lines, self.probes, slot, sockonly=not self.all_copies,
-                           max_samples=self.max_samples)
-            report.probes = {i: (p.symbol, "ok" if p in ok else "absent", 0)
-                             for i, p in enumerate(self.probes)}
-            counts = kmod.to_counts(report, self.probes, list(self.sides), backend=self.name)
-            counts = [c for c in counts if c.side == side]
-            lost = inst.lost()
-            for c in counts:
-                c.notes.append("timing resolution 1 us (trace clock)")
-                refused = [f"{p.symbol} ({self.status[p.symbol]})" for p in self.probes
-                           if p.point == c.point and self.status.get(p.symbol, "ok") != "ok"]
-                if refused:
-                    c.notes.append("not probed: " + ", ".join(refused))
-                if lost:
-                    c.exact = False
-                    c.notes.append(f"kernel dropped {lost} trace events: lower bound")
-            out.extend(counts)
-        return out
+        tracefs.stop_recording(self._instances(), self.pump)
+        sides = list(self.sides)
+        report = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
+        traced: set[int] = set(self.pids.values())
+        for slot, inst in enumerate(self.sides.values()):
+            _merge(report, count(inst.lines, self.probes, slot, sockonly=not self.all_copies,
+                                 max_samples=self.max_samples))
+            traced |= tgids(inst.lines)
+        if self.other:
+            _merge(report, count(self.other.lines, self.probes, kmod.ANY_SLOT, sockonly=False,
+                                 max_samples=self.max_samples,
+                                 exclude_tgids=set() if self.comm else traced))
+        report.probes = {i: (p.symbol, "ok" if i in self._ok() else "absent", 0)
+                         for i, p in enumerate(self.probes)}
+        counts = kmod.to_counts(report, self.probes, sides, max_samples=self.max_samples,
+                                backend=self.name)
+        misses = self._misses()
+        ring = {side: read_ring_losses(inst) for side, inst in self._instances().items()}
+        index = {p.symbol: i for i, p in enumerate(self.probes)}
+        for c in counts:
+            i = index[c.symbol]
+            c.notes.append("timing resolution 1 us (trace clock)")
+            refused = [f"{p.symbol} ({self.status[p.symbol]})" for p in self.probes
+                       if p.point == c.point and self.status.get(p.symbol, "ok") != "ok"]
+            if refused:
+                c.notes.append("not probed: " + ", ".join(refused))
+            if misses is None:
+                c.exact = c.calls_exact = c.bytes_exact = False
+                c.notes.append("kprobe_profile unreadable: kprobe misses unknown")
+            else:
+                n = sum(misses.get(e, 0) - self.baseline.get(e, 0) for e in (f"p{i}", f"r{i}"))
+                c.add_loss("kprobe_missed", n, f"kprobe misses of {c.symbol} (kprobe_profile; "
+                           "the probe is system-wide, so other tasks' calls are included)")
+            for kind, n in ring.get(c.side, {}).items():
+                c.add_loss(kind, n, f"trace events lost in the {c.side} ring buffer ({kind})")
+        return counts
 
     def detach(self) -> None:
-        tracefs.remove_all(self.sides, self.pump)
+        tracefs.remove_all(self._instances(), self.pump)
         self.pump = None
         self.sides = {}
+        self.other = None
         if self.root:
             remove_group(self.root, self.group, self.defined)
         self.defined = []
+
+
+def tgids(lines: list[str]) -> set[int]:
+    """Processes that produced any of these trace lines."""
+    out = set()
+    for line in lines:
+        e = parse_line(line)
+        if e is not None:
+            out.add(e.tgid)
+    return out
+
+
+def _merge(into: kmod.ModuleReport, part: kmod.ModuleReport) -> None:
+    into.counts.update(part.counts)
+    into.hist.update(part.hist)
+    into.samples.extend(part.samples)
 
 
 def remove_group(root: Path, group: str, names: list[str] | None = None) -> int:
