@@ -1,7 +1,16 @@
-"""The runner's glue to the tracers: attach around one sample, summarise per side.
+"""The runner's glue to the tracers: summarise one traced sample per side.
 
 The seed's questions, per sample and side: how many copies, how many bytes, copies per
-message, bytes copied per payload byte, time per copy — and which backend and symbols said so.
+message, bytes copied per payload byte, time per copy — and which backend and symbols said so,
+and whether each figure is exact, an estimate, or lossy (the kernel reported losses).
+
+Copies that a zerocopy path moves rather than avoids are shown where they happened: a
+MSG_ZEROCOPY skb delivered locally is copied later by `skb_copy_ubufs` (softirq, often in the
+sender's own context, or in ksoftirqd). Those copies are "deferred" copies of the sender's data
+and count in its "total copied per payload byte" beside COPY#1. Where no probe can see them (a
+kprobe-less host), the kernel's own completion reports (`SO_EE_CODE_ZEROCOPY_COPIED`,
+`IORING_NOTIF_USAGE_ZC_COPIED`) fill that figure, labelled as such. A zerocopy row whose
+deferred copies nobody could see has no total: it must not look copy-free.
 """
 
 from __future__ import annotations
@@ -10,20 +19,70 @@ from collections import defaultdict
 
 from bench.tracing.base import PointCounts
 
-# Which logical points are "the" data copy of a side; others (zerocopy fallbacks, rxe) are
+# Which logical points are "the" data copy of a side; others (rxe, zerocopy receive calls) are
 # reported beside them, never summed into them.
 SIDE_POINT = {"sender": "send_copy", "receiver": "recv_copy"}
+DEFERRED_POINT = "zc_fallback"     # copies of MSG_ZEROCOPY pages done later: the sender's data
+ZC_SEND_POINT = "zc_send"          # bytes handed over by MSG_ZEROCOPY sends (tracepoints)
+QUALITY_ORDER = ("exact", "estimate", "lossy")
 
 
-def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes: dict[str, int]) -> dict:
-    """Per side: calls, bytes, per-message and per-byte ratios, ns per copy, symbols, exactness.
+def worst(qualities) -> str | None:
+    qs = [q for q in qualities if q]
+    return max(qs, key=QUALITY_ORDER.index) if qs else None
+
+
+def _ratio(a, b, digits: int = 4):
+    return round(a / b, digits) if a is not None and b else None
+
+
+def _base_side(side: str) -> str:
+    """'other@lab0' -> 'other': two-node runs label copies outside the agents per node."""
+    return side.partition("@")[0]
+
+
+def _deferred(plist_all: list[PointCounts], completions: dict | None) -> dict | None:
+    """The sender's deferred copies: measured by a probe if any backend saw the point, else
+    from the kernel's completion reports; None if neither exists."""
+    measured = [p for p in plist_all if p.point == DEFERRED_POINT]
+    if measured:
+        where = sorted({p.side for p in measured if p.calls})
+        return {
+            "calls": sum(p.calls for p in measured),
+            "bytes": sum(p.bytes for p in measured),
+            "source": "probe",
+            "symbols": sorted({p.symbol for p in measured}),
+            "backends": sorted({p.backend for p in measured}),
+            "quality": worst(p.quality for p in measured),
+            "ran_in": where,     # "sender" = its own context (softirq on its time); "other" = elsewhere
+        }
+    if completions and "copied_bytes" in completions:
+        return {
+            "calls": completions.get("copied", 0),
+            "bytes": completions["copied_bytes"],
+            "source": "completion report",
+            "symbols": [completions.get("api", "SO_EE_CODE_ZEROCOPY_COPIED")],
+            "backends": ["kernel completion report"],
+            # The kernel says per send whether it copied; the sender knows each send's bytes.
+            "quality": "exact" if completions.get("all_completed") else "estimate",
+            "ran_in": [],
+        }
+    return None
+
+
+def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes: dict[str, int],
+              completions: dict | None = None) -> dict:
+    """Per side: calls, bytes, per-message and per-byte ratios, ns per copy, symbols, quality,
+    deferred copies and the total copied per payload byte.
 
     `messages`/`payload_bytes` are what that side sent or received (verified), so a ratio of
-    1.0 copies per message and 1.0 bytes per byte is the seed's COPY#1/COPY#4 picture."""
+    1.0 copies per message and 1.0 bytes per byte is the seed's COPY#1/COPY#4 picture.
+    `completions`: the sender's zerocopy completion report (sample["zerocopy"]), if any."""
     sides: dict[str, dict] = {}
     by_side: dict[str, list[PointCounts]] = defaultdict(list)
     for p in points:
         by_side[p.side].append(p)
+    zerocopy_sender = bool(completions) or any(p.point == ZC_SEND_POINT and p.calls for p in points)
     for side, plist in by_side.items():
         main = [p for p in plist if p.point == SIDE_POINT.get(side)]
         calls = sum(p.calls for p in main)
@@ -31,20 +90,82 @@ def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes
         timed = [p for p in main if p.ns_total is not None]
         ns_total = sum(p.ns_total for p in timed) if timed else None
         timed_calls = sum(p.calls for p in timed)
+        probe_ns = [p.ns_probe_per_call for p in timed if p.ns_probe_per_call is not None]
+        ns_probe = max(probe_ns) if probe_ns and len(probe_ns) == len(timed) else None
+        raw = ns_total / timed_calls if ns_total is not None and timed_calls else None
         msgs, pb = messages.get(side, 0), payload_bytes.get(side, 0)
-        sides[side] = {
+        lost: dict[str, int] = {}
+        for p in main:
+            for k, v in p.lost.items():
+                lost[k] = lost.get(k, 0) + v
+        quality = worst(p.quality for p in main)
+        d = {
             "point": SIDE_POINT.get(side),
             "calls": calls,
             "bytes": nbytes,
-            "copies_per_message": round(calls / msgs, 4) if msgs else None,
-            "bytes_per_payload_byte": round(nbytes / pb, 4) if pb else None,
+            "copies_per_message": _ratio(calls, msgs),
+            "bytes_per_payload_byte": _ratio(nbytes, pb),
             "ns_total": ns_total,
-            "ns_per_copy": round(ns_total / timed_calls, 1) if ns_total is not None and timed_calls else None,
-            "exact": all(p.exact for p in main) if main else None,
+            # Calibrated: the probe's own cost per call (measured by the backend) subtracted.
+            "ns_per_copy": (round(max(raw - ns_probe, 0.0), 1) if raw is not None and ns_probe
+                            is not None else (round(raw, 1) if raw is not None else None)),
+            "ns_per_copy_raw": round(raw, 1) if raw is not None else None,
+            "ns_probe_per_call": ns_probe,
+            "quality": quality,
+            "exact": quality == "exact" if main else None,
+            "calls_exact": all(p.calls_exact for p in main) if main else None,
+            "bytes_exact": all(p.bytes_exact for p in main) if main else None,
+            "lost": lost,
             "backends": sorted({p.backend for p in main}),
             "symbols": sorted({p.symbol for p in main if p.calls}),
-            "other_points": {p.point: {"calls": p.calls, "bytes": p.bytes, "symbol": p.symbol}
+            "other_points": {p.point: {"calls": p.calls, "bytes": p.bytes, "symbol": p.symbol,
+                                       "quality": p.quality}
                              for p in plist if p.point != SIDE_POINT.get(side) and p.calls},
             "samples": [s for p in main for s in p.samples][:16],
+            "notes": sorted({n for p in main for n in p.notes}),
         }
+        if side == "sender":
+            d.update(_sender_totals(d, points, completions, zerocopy_sender, pb))
+        elif _base_side(side) != "other":
+            d.update({"deferred": None, "total_bytes_copied": nbytes,
+                      "total_copied_per_payload_byte": d["bytes_per_payload_byte"],
+                      "total_quality": quality})
+        sides[side] = d
     return sides
+
+
+def _sender_totals(d: dict, points: list[PointCounts], completions: dict | None,
+                   zerocopy_sender: bool, payload: int) -> dict:
+    deferred = _deferred(points, completions)
+    if completions:
+        d["completion_report"] = {k: completions.get(k) for k in
+                                  ("completed", "copied", "copied_bytes", "zerocopy", "api")
+                                  if k in completions}
+    if deferred is None and zerocopy_sender:
+        return {"deferred": None, "total_bytes_copied": None, "total_copied_per_payload_byte": None,
+                "total_quality": None,
+                "total_note": "zerocopy sends whose later copies nobody could see here: no total"}
+    extra = deferred["bytes"] if deferred else 0
+    total = d["bytes"] + extra
+    if deferred:
+        deferred["per_payload_byte"] = _ratio(deferred["bytes"], payload)
+    return {"deferred": deferred, "total_bytes_copied": total,
+            "total_copied_per_payload_byte": _ratio(total, payload),
+            "total_quality": worst([d["quality"], deferred["quality"] if deferred else None])}
+
+
+def add_costs(sides: dict, cpu: dict, bandwidth, cached=None) -> None:
+    """The seed's cost model per side, beside the measured copy time and the agent's CPU.
+
+    Bytes: everything copied for that side (deferred copies included, which ran on some CPU);
+    measured time: the tracer's copy durations minus the probe's own cost when calibrated."""
+    from bench.costmodel import cost
+    for side, d in sides.items():
+        agent_cpu = cpu.get(side) or {}
+        cpu_s = (agent_cpu.get("user_s", 0) + agent_cpu.get("sys_s", 0)) if agent_cpu else None
+        ns = d.get("ns_total")
+        if ns is not None and d.get("ns_probe_per_call") is not None:
+            ns = max(0, ns - d["ns_probe_per_call"] * d["calls"])
+        nbytes = d.get("total_bytes_copied")
+        d["cost"] = cost(d["bytes"] if nbytes is None else nbytes, bandwidth, ns, cpu_s,
+                         cached=cached).to_json()

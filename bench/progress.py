@@ -40,9 +40,11 @@ class LineReporter(Reporter):
         for side in ("sender", "receiver"):
             d = copies["sides"].get(side)
             if d:
-                kind = "exact" if d["exact"] else "estimate"
+                total = d.get("total_copied_per_payload_byte")
                 parts.append(f"{side} {d['calls']} copies/{d['bytes']} B "
-                             f"({d['copies_per_message']}/msg, {'+'.join(d['backends'])} {kind})")
+                             f"({d['copies_per_message']}/msg, {'+'.join(d['backends'])} "
+                             f"{d.get('quality')}" + (f", total {total} B/B" if total is not None
+                                                      else "") + ")")
         ratio = copies.get("tracer_overhead_ratio")
         self._say("  copies: " + "; ".join(parts) + (f"; traced/untraced {ratio}" if ratio else ""))
 

@@ -58,6 +58,11 @@ class Runner:
         if "veth" in self.plan.topologies and not self.placement.remote:
             Topology("veth").check_privileges()
         self._copies_unavailable = self._check_copies()
+        if self._copies_unavailable and self._copies_unavailable["status"] == "unavailable":
+            # One note per run names the reason and the fix; cases only point at it.
+            self.result.metadata["copies_note"] = self._copies_unavailable
+            self._copies_unavailable = {"status": "unavailable", "reason": "see the run's "
+                                        "copies_note", "run_note": True}
 
     def _check_copies(self) -> dict | None:
         """None when copies can be counted; else why not (explicit backends fail loudly)."""
@@ -154,19 +159,16 @@ class Runner:
     def _copy_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
         """One more sample with the tracer attached to both agents: the copy accounting, and
         what counting costs (its throughput against the untraced samples of the same run)."""
-        from bench.copycount import summarize
+        from bench.copycount import add_costs, summarize
         tracer = self.placement.tracer(self.copies_spec)
         sample = self._run_sample(case, ep, tracer=tracer)
         counts = sample.pop("_copy_counts")
         untraced = cr.stat("gbps")
         sides = summarize(counts,
                           {"sender": sample["messages_sent"], "receiver": sample["messages"]},
-                          {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]})
-        from bench.costmodel import cost
-        for side, d in sides.items():
-            agent_cpu = sample["cpu"].get(side) or {}
-            cpu_s = (agent_cpu.get("user_s", 0) + agent_cpu.get("sys_s", 0)) if agent_cpu else None
-            d["cost"] = cost(d["bytes"], self._bandwidth, d["ns_total"], cpu_s).to_json()
+                          {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]},
+                          completions=sample.get("zerocopy"))
+        add_costs(sides, sample["cpu"], self._bandwidth, self._working_set(case.size))
         out = {
             "status": "ok",
             "choices": [c.to_json() for c in tracer.choices],
@@ -182,6 +184,18 @@ class Runner:
         }
         self.reporter.copies_done(case, out)
         return out
+
+    def _working_set(self, size: int):
+        """memcpy bandwidth at the case's message size (cache-hot), measured once per size."""
+        from bench.costmodel import measure_working_set
+        if self.placement.remote:
+            return None      # it would measure this machine, not the nodes that copied
+        cache = self.__dict__.setdefault("_ws_bandwidth", {})
+        if size not in cache:
+            cache[size] = measure_working_set(size)
+            self.result.metadata.setdefault("working_set_bandwidth", {})[str(size)] = \
+                cache[size].to_json()
+        return cache[size]
 
     def _run_sample(self, case: Case, ep: Endpoints, tracer=None) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,

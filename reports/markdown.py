@@ -15,22 +15,60 @@ def table(result: RunResult) -> str:
 
 
 COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
-                "ns/copy", "model ms", "measured ms", "CPU ms", "copy share of CPU", "symbols",
-                "backend", "kind"]
+                "deferred per byte", "total per payload byte", "ns/copy", "model ms (DRAM/cache)",
+                "measured ms", "CPU ms", "copy share of CPU (DRAM/cache)", "symbols", "backend",
+                "kind"]
 
 
 def _ms(seconds):
     return None if seconds is None else seconds * 1e3
 
 
+def _pair(a, b, scale=1.0):
+    """'a / b' for the DRAM and cache-hot variants of one model figure."""
+    if a is None:
+        return None
+    first = fmt(a * scale)
+    return first if b is None else f"{first} / {fmt(b * scale)}"
+
+
+def _kind(d: dict) -> str:
+    """exact / estimate / lossy, with what was lost and which half is an estimate."""
+    q = d.get("quality") or ("exact" if d.get("exact") else "estimate")
+    if q == "lossy":
+        return "lossy (" + ", ".join(f"{k} {v}" for k, v in d.get("lost", {}).items()) + ")"
+    if q == "estimate" and d.get("bytes_exact") and not d.get("calls_exact"):
+        return "bytes exact, calls estimate"
+    return q
+
+
+def _deferred_note(case_id: str, d: dict) -> str | None:
+    dfr = d.get("deferred")
+    if dfr:
+        where = ", ".join(dfr.get("ran_in") or []) or "-"
+        src = ("measured at " + ", ".join(dfr["symbols"]) + f" (ran in: {where})"
+               if dfr["source"] == "probe" else
+               "from the kernel's completion reports (" + ", ".join(dfr["symbols"]) + ")")
+        return (f"- {case_id}: the sender's zerocopy sends were copied later after all: "
+                f"{dfr['calls']} copies, {dfr['bytes']} B, {src}, {dfr['quality']}")
+    if d.get("total_note"):
+        return f"- {case_id}: {d['total_note']}"
+    return None
+
+
 def copies_table(result: RunResult) -> str | None:
-    """The seed's view per case and side: how many copies, how many bytes, who measured them."""
+    """The seed's view per case and side: how many copies, how many bytes, who measured them,
+    and how far each count can be trusted."""
     rows = []
     notes = []
+    run_note = result.metadata.get("copies_note")
+    if run_note:
+        notes.append(f"- copies not counted in this run: {run_note.get('reason')}"
+                     + (f" (fix: {run_note['fix']})" if run_note.get("fix") else ""))
     for c in result.cases:
         cp = c.copies or {}
         if cp.get("status") != "ok":
-            if cp.get("reason") and cp.get("status") != "off":
+            if cp.get("reason") and cp.get("status") != "off" and not cp.get("run_note"):
                 notes.append(f"- {c.id}: copies not counted: {cp['reason']}")
             continue
         for side in ("sender", "receiver"):
@@ -38,20 +76,28 @@ def copies_table(result: RunResult) -> str | None:
             if not d:
                 continue
             k = d.get("cost") or {}
+            dfr = d.get("deferred") or {}
             rows.append([c.id, side, d["calls"], d["copies_per_message"], d["bytes"],
-                         d["bytes_per_payload_byte"], d["ns_per_copy"], _ms(k.get("model_seconds")),
+                         d["bytes_per_payload_byte"], dfr.get("per_payload_byte"),
+                         d.get("total_copied_per_payload_byte"), d["ns_per_copy"],
+                         _pair(k.get("model_seconds"), k.get("model_seconds_cached"), 1e3),
                          _ms(k.get("measured_copy_seconds")), _ms(k.get("cpu_seconds")),
-                         k.get("share_of_cpu"), ", ".join(d["symbols"]),
-                         "+".join(d["backends"]), "exact" if d["exact"] else "estimate"])
+                         _pair(k.get("share_of_cpu"), k.get("share_of_cpu_cached")),
+                         ", ".join(d["symbols"]), "+".join(d["backends"]), _kind(d)])
+            note = _deferred_note(c.id, d) if side == "sender" else None
+            if note:
+                notes.append(note)
         # "other": outside both agents; two-node runs: "other@<node>", per node.
         for oside, od in cp["sides"].items():
             if oside != "other" and not oside.startswith("other@"):
                 continue
             where = f" on {oside.partition('@')[2]}" if "@" in oside else ""
             for point, d in (od.get("other_points") or {}).items():
+                counted = " (counted as the sender's deferred copies)" if point == "zc_fallback" \
+                    else ""
                 notes.append(f"- {c.id}: {d['calls']} {point} copies ({d['bytes']} B, "
                              f"{d['symbol']}) ran outside both agents{where} "
-                             "(softirq/kernel threads)")
+                             f"(softirq/kernel threads){counted}")
         ratio = cp.get("tracer_overhead_ratio")
         if ratio:
             notes.append(f"- {c.id}: throughput while counting = {ratio:.2f}× untraced")
@@ -59,9 +105,15 @@ def copies_table(result: RunResult) -> str | None:
         return None
     bw = result.metadata.get("memory_bandwidth")
     if bw:
+        ws = result.metadata.get("working_set_bandwidth") or {}
+        hot = ", ".join(f"{int(size) // 1024 if int(size) >= 1024 else size}"
+                        f"{' KiB' if int(size) >= 1024 else ' B'}: "
+                        f"{b['memcpy_bytes_per_s'] / 1e9:.1f} GB/s" for size, b in sorted(
+                            ws.items(), key=lambda kv: int(kv[0])))
         notes.append(f"- model: bytes copied × 2 / {bw['memory_bytes_per_s'] / 1e9:.1f} GB/s memory "
-                     f"bandwidth (memcpy {bw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s measured here); "
-                     "share = model time / the agent's CPU time in the traced sample")
+                     f"bandwidth (memcpy {bw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s, 256 MiB, DRAM)"
+                     + (f"; cache-hot memcpy at the message size: {hot}" if hot else "")
+                     + "; share = model time / the agent's CPU time in the traced sample")
     lines = []
     if rows:
         lines = ["| " + " | ".join(COPY_COLUMNS) + " |",

@@ -29,7 +29,7 @@ MSG_WAITALL = socket.MSG_WAITALL
 class Ring:
     """A small ring with one request in flight at a time (see module docstring)."""
 
-    def __init__(self, entries: int = 8):
+    def __init__(self, entries: int = 8, zerocopy: bool = False):
         import liburing
         self.L = liburing
         self.ring = liburing.io_uring()
@@ -39,13 +39,19 @@ class Ring:
         self.cqe = liburing.io_uring_cqe()
         self.notifs = 0
         self.notifs_copied = 0
+        self.copied_bytes = 0
+        self.submitted = 0
+        self.zerocopy = zerocopy          # send_zc: each request gets a notification
+        self.sizes: dict[int, int] = {}   # request number -> bytes sent (for copied bytes)
 
     def _wait(self):
         rc = self.L.io_uring_wait_cqe(self.ring, self.cqe)
         if rc < 0:
             raise OSError(-rc, f"io_uring_wait_cqe: {os.strerror(-rc)}")
-        res, flags = self.cqe.res, self.cqe.flags
+        res, flags, data = self.cqe.res, self.cqe.flags, self.cqe.user_data
         self.L.io_uring_cqe_seen(self.ring, self.cqe)
+        if flags & IORING_CQE_F_NOTIF:
+            self._count_notif(res, data)
         return res, flags
 
     def run(self, prep) -> int:
@@ -53,27 +59,31 @@ class Ring:
         counted on the way)."""
         sqe = self.L.io_uring_get_sqe(self.ring)
         prep(sqe)
+        req = self.submitted
+        self.submitted += 1
+        self.L.io_uring_sqe_set_data64(sqe, req)   # the notification carries it back
         self.L.io_uring_submit(self.ring)
         while True:
             res, flags = self._wait()
             if flags & IORING_CQE_F_NOTIF:
-                self._count_notif(res)
                 continue
             if res < 0:
                 raise OSError(-res, os.strerror(-res))
+            if self.zerocopy:
+                self.sizes[req] = res   # the request's CQE comes before its notification
             return res
 
-    def _count_notif(self, res: int) -> None:
+    def _count_notif(self, res: int, req: int) -> None:
         self.notifs += 1
+        nbytes = self.sizes.pop(req, 0)
         if (res & 0xFFFFFFFF) & IORING_NOTIF_USAGE_ZC_COPIED:
             self.notifs_copied += 1
+            self.copied_bytes += nbytes
 
     def drain_notifs(self, expected: int, timeout: float = 10.0) -> None:
         deadline = now() + timeout
         while self.notifs < expected and now() < deadline:
-            res, flags = self._wait()
-            if flags & IORING_CQE_F_NOTIF:
-                self._count_notif(res)
+            self._wait()
 
     def close(self) -> None:
         self.L.io_uring_queue_exit(self.ring)
@@ -114,7 +124,7 @@ def sender(cfg: dict, io: AgentIO, zerocopy: bool = False) -> dict:
     src = PatternSource(size)
     sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
     fd = sock.fileno()
-    ring = Ring()
+    ring = Ring(zerocopy=zerocopy)
     L = ring.L
     if zerocopy:
         # Register the whole pattern store as fixed buffer 0: every view lies inside it.
@@ -149,7 +159,8 @@ def sender(cfg: dict, io: AgentIO, zerocopy: bool = False) -> dict:
            "cpu": cpu.stop(), "buffer_addr": buffer_address(src.buf), "requests": requests}
     if zerocopy:
         out["zerocopy"] = {"send_calls": requests, "completed": ring.notifs,
-                           "copied": ring.notifs_copied, "zerocopy": ring.notifs - ring.notifs_copied,
+                           "copied": ring.notifs_copied,
+                           "copied_bytes": ring.copied_bytes, "zerocopy": ring.notifs - ring.notifs_copied,
                            "notifications": ring.notifs, "enobufs_retries": 0,
                            "all_completed": ring.notifs >= requests, "api": "io_uring send_zc_fixed"}
     return out

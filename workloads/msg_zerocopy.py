@@ -13,6 +13,7 @@ import errno
 import select
 import socket
 import struct
+from array import array
 
 from workloads import tcp
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
@@ -32,13 +33,27 @@ receiver = tcp.receiver
 
 
 class Completions:
-    """Reads zerocopy completion notifications; counts sends completed, and copied ones."""
+    """Reads zerocopy completion notifications; counts sends completed, and copied ones.
+
+    The kernel numbers successful MSG_ZEROCOPY send calls 0, 1, 2, ... per socket and reports
+    ranges of them; `sent(n)` records each call's byte count, so the bytes the kernel copied
+    after all (SO_EE_CODE_ZEROCOPY_COPIED) are known exactly, not only the calls."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.done = 0
         self.copied = 0
+        self.copied_bytes = 0
         self.notifications = 0
+        self.sizes = array("I")
+
+    def sent(self, nbytes: int) -> None:
+        self.sizes.append(nbytes)
+
+    def _bytes(self, lo: int, hi: int) -> int:
+        if hi >= lo:
+            return sum(self.sizes[lo:hi + 1])
+        return sum(self.sizes[lo:]) + sum(self.sizes[:hi + 1])   # ids wrapped at 2^32
 
     def drain(self, wait: float = 0.0) -> None:
         if wait and not select.select([], [], [self.sock], wait)[2]:
@@ -60,6 +75,7 @@ class Completions:
                 self.done += n
                 if code & SO_EE_CODE_ZEROCOPY_COPIED:
                     self.copied += n
+                    self.copied_bytes += self._bytes(lo, hi)
 
 
 def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
@@ -92,6 +108,7 @@ def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
                 comp.drain(wait=0.01)
                 continue
             calls += 1
+            comp.sent(n)
             view = view[n:]
         sent += 1
         if (calls & 63) == 0:
@@ -105,5 +122,6 @@ def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
     return {"messages": sent, "bytes": sent * size, "t_start": bound.t_start, "t_end": t_end,
             "cpu": cpu.stop(), "buffer_addr": buffer_address(src.buf),
             "zerocopy": {"send_calls": calls, "completed": comp.done, "copied": comp.copied,
+                         "copied_bytes": comp.copied_bytes,
                          "zerocopy": comp.done - comp.copied, "notifications": comp.notifications,
                          "enobufs_retries": enobufs, "all_completed": comp.done >= calls}}

@@ -42,6 +42,8 @@ UDP = catalog.UDP
 # Map size for the pid-tree map; more inserts than this may have failed (counted, reported).
 MAP_KEYS_MAX = 65536
 ZC_SEND = "zc_send"      # pseudo-point: bytes of MSG_ZEROCOPY sends (tracepoint backend)
+IORING_ZC_OPCODES = (47, 48)   # IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC
+IO_URING_SUBMIT = "io_uring:io_uring_submit_req"
 
 
 def _length_expr(probe: catalog.Probe) -> str:
@@ -89,7 +91,7 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
         # MSG_ZEROCOPY sends pin pages instead of copying: counted apart (flags of the syscall,
         # the tracepoint's own flags field is always 0 on the send side).
         count = (f"if (@zcflag[tid]) {{ @zc[$k] = count(); @zcbytes[$k] = sum({length}); }} "
-                 f"else {{ {count} }}")
+                 f"else {{ {count} }} if (!@insend[tid]) {{ @uring[$k] = count(); }}")
     elif p.symbol == "sock:sock_recv_length":
         count += f" if (args->protocol == {UDP}) {{ @udp[{i}, $k] = count(); }}"
     return [f"tracepoint:{p.symbol} {{ {slot_code} if ($s && {length} > 0) {{ $k = $s - 1; "
@@ -99,8 +101,9 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
 
 def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
            comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
-           nsamples: int = 64, tag: str = "copybench") -> str:
-    """The bpftrace program. Slot i = i-th side of pids (or comm), as in copytrace."""
+           nsamples: int = 64, tag: str = "copybench", io_uring: bool = False) -> str:
+    """The bpftrace program. Slot i = i-th side of pids (or comm), as in copytrace.
+    `io_uring`: the kernel has the io_uring:io_uring_submit_req tracepoint."""
     if not probes:
         raise UsageError("no probes to trace", fix="choose points from the catalog")
     if not (pids or comm):
@@ -130,11 +133,22 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
                      f"{{ if ({ids}) {{ @insock[tid] = 1; }} }}")
         lines.append("tracepoint:raw_syscalls:sys_exit /@insock[tid]/ { delete(@insock[tid]); }")
     if any(p.symbol == "sock:sock_send_length" for p in tps):
+        sends = send_flags_args(arch)
         conds = " || ".join(f"(args->id == {nr} && (args->args[{pos}] & {MSG_ZEROCOPY}))"
-                            for nr, pos in send_flags_args(arch).items())
+                            for nr, pos in sends.items())
+        insend = " || ".join(f"args->id == {nr}" for nr in sends)
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
-                     f"{{ if ({conds}) {{ @zcflag[tid] = 1; }} }}")
-        lines.append("tracepoint:raw_syscalls:sys_exit /@zcflag[tid]/ { delete(@zcflag[tid]); }")
+                     f"{{ if ({insend}) {{ @insend[tid] = 1; if ({conds}) {{ @zcflag[tid] = 1; }} "
+                     f"else {{ delete(@zcflag[tid]); }} }} }}")
+        lines.append("tracepoint:raw_syscalls:sys_exit /@insend[tid]/ "
+                     "{ delete(@insend[tid]); delete(@zcflag[tid]); }")
+        if io_uring:
+            # io_uring issues a send inline right after its submit tracepoint: the opcode says
+            # whether it is a zerocopy send (SEND_ZC, SENDMSG_ZC). Sends outside a send syscall
+            # are counted in @uring so their classification is labelled an estimate.
+            zc_ops = " || ".join(f"args->opcode == {op}" for op in IORING_ZC_OPCODES)
+            lines.append(f"tracepoint:io_uring:io_uring_submit_req /{who}/ "
+                         f"{{ if ({zc_ops}) {{ @zcflag[tid] = 1; }} else {{ delete(@zcflag[tid]); }} }}")
     for i, p in enumerate(probes):
         if p.kind == "kprobe":
             lines += _kprobe_lines(i, p, slot_code, sockonly, nsamples)
@@ -142,7 +156,7 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
             lines += _tracepoint_lines(i, p, slot_code, nsamples)
     used = (["side"] if not comm else []) + (["insock"] if kprobes and sockonly else []) + (
         ["t", "a", "l", "s"] if kprobes else []) + ["nsamp"] + (
-        ["zcflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
+        ["zcflag", "insend"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
     clear = " ".join(f"clear(@{m});" for m in used)   # only the result maps get printed
     lines.append(f"END {{ {clear} }}")
     return "\n".join(lines) + "\n"
@@ -160,6 +174,7 @@ class Report(kmod.ModuleReport):
     entered: dict[tuple[int, int], int] = field(default_factory=dict)   # kprobe entries
     udp: dict[tuple[int, int], int] = field(default_factory=dict)       # UDP recvmsg calls
     zc: dict[int, tuple[int, int]] = field(default_factory=dict)        # slot -> (calls, bytes)
+    uring: dict[int, int] = field(default_factory=dict)     # slot -> sends outside send syscalls
     forks: int = 0                                                       # @side inserts
 
 
@@ -200,6 +215,7 @@ def parse(text: str, probes: list[catalog.Probe]) -> Report:
     r.udp = maps.get("@udp", {})
     zcb = maps.get("@zcbytes", {})
     r.zc = {k[0]: (v, zcb.get(k, 0)) for k, v in maps.get("@zc", {}).items()}
+    r.uring = {k[0]: v for k, v in maps.get("@uring", {}).items()}
     return r
 
 
@@ -235,9 +251,13 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
             else:
                 pc.notes.append("calls are recvmsg calls, not copies (TCP, or paged UDP skbs)")
         elif probe.symbol == "sock:sock_send_length":
-            pc.bytes_exact, pc.calls_exact = True, False
+            outside = report.uring.get(slot, 0)
+            pc.bytes_exact, pc.calls_exact = not outside, False
             pc.notes.append("bytes accepted by sendmsg without MSG_ZEROCOPY are the bytes copied "
                             "from user space; calls are sendmsg calls, not copies")
+            if outside:
+                pc.notes.append(f"{outside} sends issued by io_uring or a kernel worker: copy vs "
+                                "zerocopy told from the last submitted opcode, an estimate")
         else:
             pc.calls_exact = pc.bytes_exact = False
         pc.exact = pc.calls_exact and pc.bytes_exact
@@ -303,6 +323,7 @@ class BpftraceTracer(Tracer):
         self.errfile = None
         self._reader: threading.Thread | None = None
         self._misses = 0
+        self.io_uring = False      # set by the tracepoints backend when the kernel has it
 
     def available(self) -> Availability:
         from shutil import which
@@ -320,7 +341,8 @@ class BpftraceTracer(Tracer):
         tracefs.ensure(self.roots)
         text = script(self.probes, pids=None if self.comm else pids, comm=self.comm,
                       arch=catalog.machine_arch(), sockonly=not self.all_copies,
-                      nsamples=self.nsamples, tag=f"copybench-{os.getpid()}")
+                      nsamples=self.nsamples, tag=f"copybench-{os.getpid()}",
+                      io_uring=self.io_uring)
         self.sides = list(self.comm or pids)
         fd, name = tempfile.mkstemp(prefix=f"copybench-{os.getpid()}-", suffix=".bt")
         with os.fdopen(fd, "w") as f:

@@ -234,9 +234,11 @@ class MultiTracer(Tracer):
 
     def available(self) -> Availability:
         if not self.tracers:
-            gaps = "; ".join(f"{c.point}: {c.rejected}" for c in self.choices)
-            return Availability(False, f"no backend can measure any point here ({gaps})",
-                                "run in the lab VM (bench lab up) or install bpftrace/headers")
+            # One short reason: the distinct refusals, not a dict per point.
+            why = dict.fromkeys(r for c in self.choices for r in c.rejected.values())
+            return Availability(False, "nothing can count copies here: " + "; ".join(why),
+                                "run as root with bpftrace installed (python3 -m bench.bootstrap)"
+                                ", or in the lab VM: --target lab")
         return Availability(True, ", ".join(f"{c.point}={c.backend}" for c in self.choices
                                             if c.backend))
 

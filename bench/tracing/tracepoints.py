@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.tracing import catalog, tracefs
 from bench.tracing.base import Availability
-from bench.tracing.bpftrace import BpftraceTracer
+from bench.tracing.bpftrace import IO_URING_SUBMIT, BpftraceTracer
 
 
 def present(root: Path) -> list[catalog.Probe]:
@@ -50,4 +50,5 @@ class TracepointsTracer(BpftraceTracer):
         self.probes = present(root)
         if not self.probes:
             raise UsageError("no copy tracepoints on this kernel", fix="use --backend kmod")
+        self.io_uring = catalog.tracepoint_exists(IO_URING_SUBMIT, root)
         super().attach(pids)

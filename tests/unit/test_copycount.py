@@ -16,8 +16,9 @@ def test_seed_picture_one_copy_per_message_each_side():
     assert s["sender"]["calls"] == 1000 and s["sender"]["bytes"] == 1_000_000
     assert s["sender"]["copies_per_message"] == 1.0 and s["sender"]["bytes_per_payload_byte"] == 1.0
     assert s["sender"]["ns_per_copy"] == 2000.0 and s["receiver"]["ns_per_copy"] == 1000.0
-    assert s["sender"]["other_points"] == {"zc_fallback": {"calls": 3, "bytes": 0,
-                                                           "symbol": "skb_copy_ubufs"}}
+    assert s["sender"]["other_points"]["zc_fallback"]["calls"] == 3
+    assert s["sender"]["deferred"]["calls"] == 3 and s["sender"]["total_bytes_copied"] == 1_000_000
+    assert s["sender"]["quality"] == "exact"
     assert s["sender"]["samples"][0]["addr"] == "0xffff888112340050"
     assert s["receiver"]["exact"] is True and s["receiver"]["backends"] == ["kmod"]
 
@@ -28,3 +29,74 @@ def test_estimates_are_labelled_and_untimed_backends_give_no_ns():
     s = summarize(pts, {"receiver": 23}, {"receiver": 23 * 1472})
     assert s["receiver"]["exact"] is False and s["receiver"]["ns_per_copy"] is None
     assert s["receiver"]["copies_per_message"] == 1.0
+
+
+def _zc_points(ubufs_sender, ubufs_other):
+    return [
+        PointCounts("send_copy", "sender", "_copy_from_iter", "kmod", True, calls=0, bytes=0),
+        PointCounts("zc_fallback", "sender", "skb_copy_ubufs", "kmod", True, calls=10,
+                    bytes=ubufs_sender),
+        PointCounts("zc_fallback", "other", "skb_copy_ubufs", "kmod", True, calls=2,
+                    bytes=ubufs_other),
+        PointCounts("recv_copy", "receiver", "_copy_to_iter", "kmod", True, calls=40,
+                    bytes=786432),
+    ]
+
+
+def test_moved_copies_count_for_the_sender_wherever_they_ran():
+    """MSG_ZEROCOPY over veth: COPY#1 vanishes, skb_copy_ubufs copies every byte later."""
+    s = summarize(_zc_points(655360, 131072), {"sender": 12, "receiver": 12},
+                  {"sender": 786432, "receiver": 786432},
+                  completions={"completed": 12, "copied": 12, "copied_bytes": 786432,
+                               "all_completed": True})
+    snd = s["sender"]
+    assert snd["bytes_per_payload_byte"] == 0.0                  # COPY#1 alone looks copy-free
+    assert snd["deferred"]["bytes"] == 786432 and snd["deferred"]["source"] == "probe"
+    assert snd["deferred"]["ran_in"] == ["other", "sender"]
+    assert snd["total_copied_per_payload_byte"] == 1.0           # ... but the total is not
+    assert snd["completion_report"]["copied_bytes"] == 786432    # the kernel's word beside it
+    assert s["receiver"]["total_copied_per_payload_byte"] == 1.0
+
+
+def test_completion_reports_fill_in_where_no_probe_sees_deferred_copies():
+    pts = [PointCounts("send_copy", "sender", "sock:sock_send_length", "tracepoints", False,
+                       calls=0, bytes=0, bytes_exact=True),
+           PointCounts("zc_send", "sender", "sock:sock_send_length+MSG_ZEROCOPY", "tracepoints",
+                       False, calls=12, bytes=786432)]
+    s = summarize(pts, {"sender": 12}, {"sender": 786432},
+                  completions={"completed": 12, "copied": 12, "copied_bytes": 786432,
+                               "all_completed": True})
+    d = s["sender"]["deferred"]
+    assert d["source"] == "completion report" and d["bytes"] == 786432
+    assert s["sender"]["total_copied_per_payload_byte"] == 1.0
+
+
+def test_a_zerocopy_row_nobody_could_see_has_no_total():
+    pts = [PointCounts("zc_send", "sender", "sock:sock_send_length+MSG_ZEROCOPY", "tracepoints",
+                       False, calls=12, bytes=786432)]
+    s = summarize(pts, {"sender": 12}, {"sender": 786432})
+    assert s["sender"]["total_copied_per_payload_byte"] is None
+    assert "no total" in s["sender"]["total_note"]
+
+
+def test_probe_cost_is_subtracted_and_both_figures_kept():
+    pts = [PointCounts("recv_copy", "receiver", "_copy_to_iter", "kmod", True, calls=100,
+                       bytes=100_000, ns_total=100 * 900, ns_probe_per_call=400.0)]
+    r = summarize(pts, {"receiver": 100}, {"receiver": 100_000})["receiver"]
+    assert (r["ns_per_copy_raw"], r["ns_probe_per_call"], r["ns_per_copy"]) == (900.0, 400.0, 500.0)
+
+
+def test_loss_makes_the_side_lossy_and_is_shown():
+    pc = PointCounts("recv_copy", "receiver", "_copy_to_iter", "kmod", True, calls=990,
+                     bytes=990_000)
+    pc.add_loss("kretprobe_missed", 10)
+    r = summarize([pc], {"receiver": 1000}, {"receiver": 1_000_000})["receiver"]
+    assert r["quality"] == "lossy" and r["exact"] is False
+    assert r["lost"] == {"kretprobe_missed": 10}
+
+
+def test_calls_and_bytes_quality_are_separate():
+    pc = PointCounts("recv_copy", "receiver", "sock:sock_recv_length", "tracepoints", False,
+                     calls=30, bytes=1_000_000, bytes_exact=True)
+    r = summarize([pc], {"receiver": 15}, {"receiver": 1_000_000})["receiver"]
+    assert (r["calls_exact"], r["bytes_exact"], r["quality"]) == (False, True, "estimate")
