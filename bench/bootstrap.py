@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN_PACKAGES = [
-    "python3-venv", "python3-dev", "gcc", "iproute2", "iperf3", "sockperf", "bpftrace", "ethtool",
+    "python3-venv", "python3-dev", "gcc", "make", "iproute2", "iperf3", "sockperf", "bpftrace",
+    "ethtool", "kmod",
 ]
 TEST_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "openssh-client", "e2fsprogs",
@@ -59,6 +60,32 @@ def apt_install(names: list[str]) -> None:
                    check=True, env=env)
 
 
+def kernel_headers(release: str = os.uname().release, proc: Path = Path("/proc"),
+                   modules: Path = Path("/lib/modules")) -> str | None:
+    """The Debian headers package exact copy counting (the kmod backend) needs, or None with
+    the reason said: only kernels that load modules and lack headers need it."""
+    if (modules / release / "build" / "Makefile").exists():
+        return None
+    if not (proc / "modules").exists():
+        say(f"kernel {release} cannot load modules: no headers needed (copies are counted with "
+            "bpftrace here; exact kprobe counts run in the lab VM)")
+        return None
+    name = f"linux-headers-{release}"
+    if not shutil.which("apt-cache"):
+        return None
+    known = subprocess.run(["apt-cache", "show", name], capture_output=True, text=True)
+    if known.returncode != 0 or not known.stdout.strip():
+        if os.geteuid() == 0:   # lists may be empty on a fresh machine
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            known = subprocess.run(["apt-cache", "show", name], capture_output=True, text=True)
+    if known.returncode != 0 or not known.stdout.strip():
+        say(f"no Debian package {name} (a non-Debian kernel): the kmod backend cannot be built "
+            "here; bpftrace counts instead")
+        return None
+    return name
+
+
 def base_python() -> str:
     # Debian's interpreter is the one python3-pyverbs installs into (DESIGN.md).
     for cand in ("/usr/bin/python3", sys.executable):
@@ -83,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--venv", default=str(ROOT / ".venv"), help="venv path (default: .venv)")
     args = ap.parse_args(argv)
     pkgs = RUN_PACKAGES + (TEST_PACKAGES if args.tests else [])
+    headers = kernel_headers()
+    if headers:
+        pkgs.append(headers)     # exact counts with our kprobe module on a stock Debian kernel
     apt_install(pkgs)
     make_venv(Path(args.venv), "test,lab,lint,iouring" if args.tests else "lab,iouring")
     say("done")

@@ -168,7 +168,7 @@ class Runner:
                           {"sender": sample["messages_sent"], "receiver": sample["messages"]},
                           {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]},
                           completions=sample.get("zerocopy"))
-        add_costs(sides, sample["cpu"], self._bandwidth, self._working_set(case.size))
+        add_costs(sides, sample["cpu"], self._bandwidth, self._working_set(case.size, case.batch))
         out = {
             "status": "ok",
             "choices": [c.to_json() for c in tracer.choices],
@@ -185,11 +185,12 @@ class Runner:
         self.reporter.copies_done(case, out)
         return out
 
-    def _working_set(self, size: int):
-        """memcpy bandwidth at the case's message size (cache-hot), measured once per size."""
-        from bench.costmodel import measure_working_set
+    def _working_set(self, size: int, batch: int = 1):
+        """memcpy bandwidth at the case's working set (cache-hot), measured once per size."""
+        from bench.costmodel import measure_working_set, working_set_bytes
         if self.placement.remote:
             return None      # it would measure this machine, not the nodes that copied
+        size = working_set_bytes(size, batch or 1)
         cache = self.__dict__.setdefault("_ws_bandwidth", {})
         if size not in cache:
             cache[size] = measure_working_set(size)

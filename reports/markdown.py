@@ -112,7 +112,8 @@ def copies_table(result: RunResult) -> str | None:
                             ws.items(), key=lambda kv: int(kv[0])))
         notes.append(f"- model: bytes copied × 2 / {bw['memory_bytes_per_s'] / 1e9:.1f} GB/s memory "
                      f"bandwidth (memcpy {bw['memcpy_bytes_per_s'] / 1e9:.1f} GB/s, 256 MiB, DRAM)"
-                     + (f"; cache-hot memcpy at the message size: {hot}" if hot else "")
+                     + (f"; cache-hot memcpy at the working set (message × batch, ≥ 32 KiB): {hot}"
+                        if hot else "")
                      + "; share = model time / the agent's CPU time in the traced sample")
     lines = []
     if rows:

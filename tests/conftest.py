@@ -75,3 +75,30 @@ def no_leftovers():
     yield
     assert our_netns() - ns0 == set(), "network namespaces left behind"
     assert agent_pids() - agents0 == set(), "agent processes left behind"
+
+
+# -- required tiers ------------------------------------------------------------------------------
+# COPYBENCH_REQUIRE=host,lab (set by .ci/run): a skipped test of a required tier is a failure,
+# so CI can never pass without exercising the root tests on this machine and the lab VM.
+def tier(item) -> str:
+    if item.get_closest_marker("lab"):
+        return "lab"
+    if item.get_closest_marker("root") or "/tests/host/" in str(item.path):
+        return "host"
+    return "unit"
+
+
+def required_tiers() -> set[str]:
+    return {t.strip() for t in os.environ.get("COPYBENCH_REQUIRE", "").split(",") if t.strip()}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    t = tier(item)
+    if report.skipped and t in required_tiers() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"required tier {t!r} skipped (COPYBENCH_REQUIRE="
+                           f"{os.environ.get('COPYBENCH_REQUIRE')}): {reason}")

@@ -80,10 +80,17 @@ def test_msg_zerocopy_reports_every_completion_and_the_copy_fallback(run_bench, 
     assert s["messages"] == 500 and s["bytes"] == 500 * 65536 and s["payload_errors"] == 0
     z = s["zerocopy"]
     assert z["all_completed"] and z["completed"] == z["send_calls"] >= 500
-    assert z["copied"] + z["zerocopy"] == z["completed"]
-    # veth delivers locally: the kernel must copy the pinned pages after all (skb_copy_ubufs).
-    assert z["copied"] == z["completed"]
+    # veth delivers locally: the kernel must copy the pinned pages after all (skb_copy_ubufs),
+    # and says so for every send; the sender knows each send's bytes, so copied bytes are exact.
+    assert z["copied"] == z["completed"] and z["zerocopy"] == 0
+    assert z["copied_bytes"] == 500 * 65536
     assert "MSG_ZEROCOPY: 0% of" in out
+    # The copies table must not show this sender as copy-free: the moved copies count.
+    cp = case(doc, "msg_zerocopy-65536-veth")["copies"]
+    tx = cp["sides"]["sender"]
+    assert tx["deferred"]["bytes"] == cp["traced_sample"]["messages_sent"] * 65536
+    assert tx["total_copied_per_payload_byte"] == 1.0
+    assert tx["bytes"] == 0 or tx["deferred"]["source"] == "probe"   # COPY#1 moved, not gone
 
 
 def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root_only, no_leftovers):
@@ -113,8 +120,10 @@ def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_
     if workload == "io_uring_zc":
         z = s["zerocopy"]
         assert z["all_completed"] and z["completed"] == z["send_calls"] >= n
-        assert z["copied"] + z["zerocopy"] == z["completed"]
+        assert z["copied"] == z["completed"] and z["copied_bytes"] == n * size   # veth copies
         assert "io_uring send_zc_fixed:" in out
+        tx = case(doc, f"{workload}-{size}-veth")["copies"]["sides"]["sender"]
+        assert tx["total_copied_per_payload_byte"] == 1.0      # not 0 (moved), not 2 (twice)
 
 
 def test_udp_receive_copies_are_counted_exactly_on_this_kernel(run_bench, root_only, no_leftovers):
@@ -134,6 +143,46 @@ def test_udp_receive_copies_are_counted_exactly_on_this_kernel(run_bench, root_o
     assert (tx["calls"], tx["bytes"]) == (23, 23000)
     assert cp["traced_sample"]["messages"] == 23
     assert "| udp-1000-veth | receiver | 23 | 1.000 | 23000 |" in out
+
+
+def _umount_tracefs() -> None:
+    """As on a freshly booted machine of ours: nothing mounts tracefs until a tool does."""
+    import subprocess
+    for mnt in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+def test_udp_full_rate_receive_copies_exact_from_unmounted_tracefs(run_bench, root_only,
+                                                                    no_leftovers):
+    """Full rate (sendmmsg batches of 32 over loopback for 2 s, hundreds of thousands of
+    datagrams/s): every datagram received is one counted copy, counted in the kernel, no loss;
+    and the tracer mounts tracefs itself."""
+    _umount_tracefs()
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", "udp", "--sizes", "1472",
+                                  "--topology", "loopback", "--duration", "2", "--no-reference",
+                                  timeout=300)
+    assert rc == 0, err
+    cp = case(doc, "udp-1472-loopback-b32")["copies"]
+    assert cp["status"] == "ok", cp
+    traced = cp["traced_sample"]
+    rx = cp["sides"]["receiver"]
+    assert traced["messages"] > 50_000, "not a high-rate sample"
+    assert (rx["calls"], rx["bytes"]) == (traced["messages"], traced["bytes"])
+    assert rx["quality"] == "exact" and rx["lost"] == {}
+    tx = cp["sides"]["sender"]
+    assert tx["bytes"] == traced["messages_sent"] * 1472 and tx["bytes_exact"] is True
+
+
+def test_tcp_bytes_copied_equal_bytes_moved_both_sides(run_bench, root_only, no_leftovers):
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", "tcp", "--sizes", "65536",
+                                  "--duration", "2", "--no-reference", timeout=300)
+    assert rc == 0, err
+    cp = case(doc, "tcp-65536-veth")["copies"]
+    t = cp["traced_sample"]
+    assert cp["sides"]["receiver"]["bytes"] == t["bytes"]
+    assert cp["sides"]["sender"]["bytes"] == t["messages_sent"] * 65536
+    assert cp["sides"]["receiver"]["bytes_exact"] is True
+    assert cp["sides"]["receiver"]["lost"] == {} and cp["sides"]["sender"]["lost"] == {}
 
 
 def test_copies_off_records_why(run_bench, root_only, no_leftovers):

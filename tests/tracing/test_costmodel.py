@@ -41,3 +41,19 @@ def test_real_measurement_is_plausible():
 def test_bad_sizes_are_refused(args):
     with pytest.raises(ValueError):
         costmodel.measure_bandwidth(*args)
+
+
+def test_working_set_is_message_times_batch_with_a_floor():
+    assert costmodel.working_set_bytes(1472, 32) == 1472 * 32
+    assert costmodel.working_set_bytes(1472, 1) == costmodel.WORKING_SET_FLOOR
+    assert costmodel.working_set_bytes(1 << 20) == 1 << 20
+
+
+def test_cache_hot_bandwidth_is_plausible_and_recorded_beside_dram():
+    hot = costmodel.measure_working_set(64 << 10, batch_seconds=0.001, batches=3)
+    assert 100e6 < hot.memcpy_bytes_per_s < 1e12 and hot.buffer_bytes == 64 << 10
+    dram = costmodel.Bandwidth(buffer_bytes=10**9, repeats=1, best_seconds=0.1)
+    c = costmodel.cost(10**6, dram, cpu_seconds=0.001, cached=hot)
+    assert c.model_seconds_cached == pytest.approx(2 * 10**6 / hot.memory_bytes_per_s)
+    assert c.share_of_cpu_cached == pytest.approx(c.model_seconds_cached / 0.001)
+    assert c.working_set_bytes == 64 << 10
