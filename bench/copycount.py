@@ -122,7 +122,9 @@ def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes
                                        "quality": p.quality}
                              for p in plist if p.point != SIDE_POINT.get(side) and p.calls},
             "samples": [s for p in main for s in p.samples][:16],
-            "notes": sorted({n for p in main for n in p.notes}),
+            "notes": sorted({n for p in main for n in p.notes}
+                            | ({"ns per copy includes the probe's own cost (no calibration for "
+                                "this backend)"} if raw is not None and ns_probe is None else set())),
         }
         if side == "sender":
             d.update(_sender_totals(d, points, completions, zerocopy_sender, pb))

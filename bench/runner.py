@@ -138,7 +138,7 @@ class Runner:
                 cr.reference.append(ref)
             self.reporter.sample_done(case, rep, sample, ref)
             self._save()
-        cr.copies = self._copies_unavailable or self._copy_sample(case, ep, cr)
+        cr.copies = self._copies_unavailable or self._counted(case, ep, cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
         if bad:
             cr.status = "failed"
@@ -155,6 +155,15 @@ class Runner:
         agent = Agent(role, config, argv=self.placement.agent_argv("tx" if role == "sender" else "rx"))
         self._live_agents.append(agent)
         return agent
+
+    def _counted(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
+        """The traced sample; a tracer that fails (dies mid-sample, cannot attach) costs the
+        case its copy counts, recorded with the reason, never its untraced samples."""
+        try:
+            return self._copy_sample(case, ep, cr)
+        except UsageError as exc:
+            return {"status": "failed", "reason": f"copy counting failed: {exc.message}",
+                    "fix": exc.fix}
 
     def _copy_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
         """One more sample with the tracer attached to both agents: the copy accounting, and

@@ -68,7 +68,10 @@ def copies_table(result: RunResult) -> str | None:
     for c in result.cases:
         cp = c.copies or {}
         if cp.get("status") != "ok":
-            if cp.get("reason") and cp.get("status") != "off" and not cp.get("run_note"):
+            if cp.get("status") == "failed":
+                notes.append(f"- {c.id}: {cp['reason']}" + (f" (fix: {cp['fix']})" if cp.get("fix")
+                                                             else ""))
+            elif cp.get("reason") and cp.get("status") != "off" and not cp.get("run_note"):
                 notes.append(f"- {c.id}: copies not counted: {cp['reason']}")
             continue
         for side in ("sender", "receiver"):

@@ -139,3 +139,66 @@ def test_every_agent_thread_lives_in_the_agents_namespace(tmp_path, root_only, n
     finally:
         p.communicate(timeout=60)
     assert p.returncode == 0
+
+
+def _fake_bpftrace(tmp_path, body: str) -> str:
+    """A stand-in for bpftrace: announces readiness like our script's BEGIN, then `body`."""
+    fake = tmp_path / "bpftrace"
+    fake.write_text("#!/usr/bin/env python3\nimport json, sys, time\n"
+                    "print(json.dumps({'type': 'printf', 'data': 'copybench-ready\\n'}), flush=True)\n"
+                    + body)
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_a_tracer_that_dies_mid_sample_is_reported_not_counted(tmp_path):
+    from bench.errors import UsageError
+    from bench.tracing import catalog
+    from bench.tracing.bpftrace import BpftraceTracer
+    t = BpftraceTracer(probes=[catalog.by_symbol("sock:sock_recv_length")],
+                       binary=_fake_bpftrace(tmp_path, "sys.exit(3)\n"))
+    t.attach({"receiver": os.getpid()})
+    script = t.path
+    time.sleep(0.5)
+    with pytest.raises(UsageError, match="exited during the sample"):
+        t.read()
+    t.detach()
+    assert not script.exists(), "generated script left behind"
+
+
+def test_a_failed_tracer_costs_the_case_its_counts_not_its_samples(tmp_path, monkeypatch):
+    """In-process run over loopback (no root): the traced sample's tracer fails; the case is ok
+    with its untraced samples, and its copies say why they are missing."""
+    from bench import plan, suite
+    from bench.errors import UsageError
+    from bench.placement import LocalPlacement
+    from bench.runner import Runner
+
+    class Broken:
+        choices = []
+
+        def available(self):
+            from bench.tracing.base import Availability
+            return Availability(True, "broken on purpose")
+
+        def attach(self, pids):
+            pass
+
+        def read(self):
+            raise UsageError("bpftrace exited during the sample (status 1)", "see dmesg")
+
+        def detach(self):
+            pass
+
+    monkeypatch.setattr(LocalPlacement, "tracer", lambda self, spec, survey=False: Broken())
+    p = plan.expand(suite.load("smoke"), plan.Overrides(bytes=64 * 65536, topology="loopback",
+                                                        workloads=("tcp",), reference=False))
+    out = tmp_path / "r.json"
+    r = Runner(p, out, copies_spec="auto")
+    r.check()
+    result = r.run()
+    [c] = result.cases
+    assert c.status == "ok" and c.samples and c.samples[0]["bytes"] == 64 * 65536
+    assert c.copies["status"] == "failed" and "exited during the sample" in c.copies["reason"]
+    doc = json.loads(out.read_text())
+    assert doc["status"] == "complete" and doc["cases"][0]["copies"]["status"] == "failed"

@@ -92,3 +92,12 @@ def test_present_tracepoints_from_a_fixture_tree(tmp_path):
     fmt.mkdir(parents=True)
     (fmt / "format").write_text("name: sock_recv_length\n")
     assert [p.symbol for p in present(tmp_path)] == ["sock:sock_recv_length"]
+
+
+def test_a_full_pid_map_makes_counts_lossy():
+    text = ('{"type": "map", "data": {"@calls": {"1,1": 5}}}\n'
+            '{"type": "map", "data": {"@bytes": {"1,1": 5000}}}\n'
+            f'{{"type": "map", "data": {{"@nside": {bpftrace.MAP_KEYS_MAX}}}}}\n')
+    counts = bpftrace.to_counts(bpftrace.parse(text, TPS), TPS, SIDES)
+    recv = next(c for c in counts if c.point == "recv_copy" and c.side == "receiver")
+    assert recv.quality == "lossy" and recv.lost == {"map_full": 1}
