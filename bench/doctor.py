@@ -77,12 +77,40 @@ def check_tool(name: str, package: str, why: str) -> Check:
     return Check(name, False, f"{name} not installed ({why})", f"apt-get install {package}")
 
 
-def check_tracefs(roots: Roots) -> Check:
+def check_tracefs(roots: Roots, is_root: bool | None = None) -> Check:
     for p in (roots.sys_root / "kernel/tracing", roots.sys_root / "kernel/debug/tracing"):
         if (p / "events").exists():
             return Check("tracefs", True, str(p))
-    return Check("tracefs", False, "tracefs is not mounted",
-                 "mount -t tracefs nodev /sys/kernel/tracing")
+    if (os.geteuid() == 0) if is_root is None else is_root:
+        # Not a problem: every backend mounts it when it needs it (as on a fresh boot here).
+        return Check("tracefs", True, "not mounted yet: bench mounts it at "
+                     f"{roots.sys_root / 'kernel/tracing'} when it counts copies")
+    return Check("tracefs", False, "tracefs is not mounted and mounting it needs root",
+                 "run bench as root (it mounts tracefs itself)")
+
+
+def check_copy_counting() -> Check:
+    """What `--copies auto` would use per copy point here, and how exact each is."""
+    from bench.errors import UsageError
+    from bench.tracing.select import plan
+    try:
+        choices = plan("auto")
+    except (UsageError, OSError) as exc:
+        return Check("copy_counting", False, f"cannot plan copy counting: {exc}",
+                     "run as root; python3 -m bench.bootstrap")
+    quality = {"bpftrace": "exact", "kmod": "exact", "kprobe_events": "exact unless lossy",
+               "tracepoints": "bytes exact, calls estimated"}
+    got = [f"{c.point}={c.backend} ({quality[c.backend]})" for c in choices if c.backend]
+    missing = [c.point for c in choices if not c.backend]
+    if not got:
+        why = "; ".join(dict.fromkeys(r for c in choices for r in c.rejected.values()))
+        return Check("copy_counting", False, f"nothing can count copies here: {why}",
+                     "run as root with bpftrace (python3 -m bench.bootstrap), or `--target lab`")
+    detail = ", ".join(got) + (f"; not measurable here: {', '.join(missing)}" if missing else "")
+    exact = all(c.backend in ("bpftrace", "kmod") for c in choices
+                if c.point in ("send_copy", "recv_copy"))
+    return Check("copy_counting", True, detail,
+                 "" if exact else "exact per-copy counts (kprobes): `--target lab`")
 
 
 def check_io_uring() -> Check:
@@ -142,6 +170,7 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         check_headers(roots, release),
         check_tracefs(roots),
         check_tool("bpftrace", "bpftrace", "bpftrace tracer backend"),
+        *([check_copy_counting()] if roots == Roots() else []),   # needs the real kernel
         check_io_uring(),
         check_so_zerocopy(),
         check_rdma(roots),

@@ -23,9 +23,17 @@ def test_doctor_names_the_fix_when_capabilities_are_missing(tmp_path):
     (proc / "config.gz").write_bytes(gzip.compress(b"# CONFIG_KPROBES is not set\n"))
     checks = {c.name: c for c in doctor.run_checks(
         doctor.Roots(proc, sysr, tmp_path / "boot", tmp_path / "m"), "6.18.0")}
-    for name in ("kprobes", "modules", "kernel_headers", "rdma_device", "tracefs"):
+    for name in ("kprobes", "modules", "kernel_headers", "rdma_device"):
         assert not checks[name].ok and checks[name].fix, name
     assert "lab" in checks["kprobes"].fix
+
+
+def test_unmounted_tracefs_is_fine_as_root_and_named_otherwise(tmp_path):
+    roots = doctor.Roots(tmp_path / "proc", tmp_path / "sys", tmp_path / "boot", tmp_path / "m")
+    as_root = doctor.check_tracefs(roots, is_root=True)
+    assert as_root.ok and "mounts it" in as_root.detail          # bench mounts it on demand
+    user = doctor.check_tracefs(roots, is_root=False)
+    assert not user.ok and "root" in user.fix
 
 
 def test_stale_namespace_detection_only_takes_dead_owners():
