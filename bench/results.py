@@ -19,7 +19,8 @@ from pathlib import Path
 from bench.errors import UsageError
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "skipped", "failed", "interrupted")
+STATUSES = ("ok", "skipped", "failed", "interrupted", "not run")
+RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunResult:
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     finished: str | None = None
     status: str = "running"
+    reason: str | None = None          # why the run is failed/interrupted
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:
@@ -102,7 +104,8 @@ def from_json(doc: dict, source: str = "<dict>") -> RunResult:
         raise UsageError(f"{source} has unknown schema_version {version}",
                          "re-run the benchmark with this copybench")
     cases = [CaseResult(**c) for c in doc.get("cases", [])]
-    fields = {k: doc[k] for k in ("suite", "metadata", "started", "finished", "status") if k in doc}
+    fields = {k: doc[k] for k in ("suite", "metadata", "started", "finished", "status", "reason")
+              if k in doc}
     return RunResult(cases=cases, schema_version=version, **fields)
 
 

@@ -90,30 +90,67 @@ class Runner:
     def run(self) -> RunResult:
         self.result.metadata["plan"] = [c.id for c in self.plan.cases]
         current: CaseResult | None = None
+        done = 0
         try:
             for i, case in enumerate(self.plan.cases):
                 current = self._new_case(case)
                 self.reporter.case_start(case, i, len(self.plan.cases))
                 if case.skip_reason is None:
-                    self._run_case(case, current)
+                    self._isolated(case, current)
                 self.reporter.case_done(current)
                 self._save()
-            self.result.status = "complete"
+                done = i + 1
+            failed = [c.id for c in self.result.cases if c.status == "failed"]
+            self.result.status = "failed" if failed else "complete"
+            if failed:
+                self.result.reason = f"{len(failed)} of {len(self.result.cases)} cases failed: " \
+                    + ", ".join(failed)
         except KeyboardInterrupt:
             self.result.status = "interrupted"
+            self.result.reason = "stopped by Ctrl-C / SIGTERM"
             if current is not None and current.status == "running":
                 current.status, current.reason = "interrupted", "stopped by Ctrl-C / SIGTERM"
+                done += 1
+            self._not_run(done)
             raise
-        except AgentError as exc:
+        except BaseException as exc:      # a crash of the runner itself: the file says so
             self.result.status = "failed"
-            if current is not None:
-                current.status, current.reason = "failed", str(exc)
-                current.fix = "see the agent's message; re-run the case alone with --workload"
+            self.result.reason = f"runner error: {type(exc).__name__}: {exc}"
+            if current is not None and current.status == "running":
+                current.status, current.reason = "failed", self.result.reason
+                done += 1
+            self._not_run(done)
+            raise
         finally:
             self._stop_everything()
             self.result.finished = _now_iso()
             self._save()
         return self.result
+
+    def _isolated(self, case: Case, cr: CaseResult) -> None:
+        """One case; whatever fails in it fails only it: the suite goes on with the next."""
+        try:
+            self._run_case(case, cr)
+        except AgentError as exc:
+            cr.status, cr.reason = "failed", str(exc)
+            cr.fix = "see the agent's message; re-run the case alone with --workload"
+        except UsageError as exc:
+            cr.status, cr.reason, cr.fix = "failed", exc.message, exc.fix
+        except (OSError, RuntimeError, ValueError, KeyError, TimeoutError,
+                subprocess.SubprocessError) as exc:
+            cr.status, cr.reason = "failed", f"{type(exc).__name__}: {exc}"
+            cr.fix = "re-run the case alone with --workload; report it if it persists"
+        if cr.status == "failed":
+            for agent in list(self._live_agents):   # the next case starts from a clean slate
+                self._retire(agent)
+            self._stop_procs()
+
+    def _not_run(self, start: int) -> None:
+        """Cases after an interruption or a crash: listed, never silently dropped."""
+        for case in self.plan.cases[start:]:
+            cr = self._new_case(case)
+            if cr.status == "running":
+                cr.status, cr.reason = "not run", "the run ended before this case"
 
     def _new_case(self, case: Case) -> CaseResult:
         cr = CaseResult(id=case.id, workload=case.workload, size=case.size, topology=case.topology,

@@ -131,7 +131,8 @@ def render(result: RunResult) -> str:
     lines = [
         f"# copybench: {result.suite}",
         "",
-        f"- status: **{result.status}**, started {result.started}",
+        f"- status: **{result.status}**" + (f" ({result.reason})" if result.reason else "")
+        + f", started {result.started}",
         f"- host: {m.get('hostname')} — kernel {m.get('kernel')}, {m.get('cpu_model')}, "
         f"{m.get('cpu_count')} CPUs, virtualization: {m.get('virtualization')}",
         f"- copybench {m.get('libraries', {}).get('copybench')} (git {m.get('git_sha')}), "
