@@ -70,8 +70,23 @@ def _deferred(plist_all: list[PointCounts], completions: dict | None) -> dict | 
     return None
 
 
+def _receiver_unseen(main: list[PointCounts], report: dict | None) -> dict | None:
+    """TCP_ZEROCOPY_RECEIVE copies a sub-page remainder into copybuf inside getsockopt: a kprobe
+    on _copy_to_iter sees it, the sock_recv_length tracepoint cannot. The kernel reports those
+    bytes (copybuf_len), so they fill in for tracepoint counts, labelled as such."""
+    if not report or not report.get("copybuf_bytes"):
+        return None
+    if main and not all(p.backend == "tracepoints" for p in main):
+        return None      # a kprobe backend counted them in recv_copy already
+    return {"calls": None, "bytes": report["copybuf_bytes"], "source": "completion report",
+            "symbols": ["TCP_ZEROCOPY_RECEIVE copybuf_len"],
+            "backends": ["kernel getsockopt report"], "quality": "exact", "ran_in": ["receiver"],
+            "kind": "copied by the kernel inside getsockopt(TCP_ZEROCOPY_RECEIVE), unseen by "
+                    "the recv tracepoint"}
+
+
 def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes: dict[str, int],
-              completions: dict | None = None) -> dict:
+              completions: dict | None = None, receive_report: dict | None = None) -> dict:
     """Per side: calls, bytes, per-message and per-byte ratios, ns per copy, symbols, quality,
     deferred copies and the total copied per payload byte.
 
@@ -129,9 +144,13 @@ def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes
         if side == "sender":
             d.update(_sender_totals(d, points, completions, zerocopy_sender, pb))
         elif _base_side(side) != "other":
-            d.update({"deferred": None, "total_bytes_copied": nbytes,
-                      "total_copied_per_payload_byte": d["bytes_per_payload_byte"],
-                      "total_quality": quality})
+            unseen = _receiver_unseen(main, receive_report)
+            total = nbytes + (unseen["bytes"] if unseen else 0)
+            if unseen:
+                unseen["per_payload_byte"] = _ratio(unseen["bytes"], pb)
+            d.update({"deferred": unseen, "total_bytes_copied": total,
+                      "total_copied_per_payload_byte": _ratio(total, pb),
+                      "total_quality": worst([quality, unseen["quality"] if unseen else None])})
         sides[side] = d
     return sides
 

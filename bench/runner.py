@@ -213,7 +213,8 @@ class Runner:
         sides = summarize(counts,
                           {"sender": sample["messages_sent"], "receiver": sample["messages"]},
                           {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]},
-                          completions=sample.get("zerocopy"))
+                          completions=sample.get("zerocopy"),
+                          receive_report=sample.get("zerocopy_receive"))
         add_costs(sides, sample["cpu"], self._bandwidth, self._working_set(case.size, case.batch))
         out = {
             "status": "ok",

@@ -15,7 +15,7 @@ def table(result: RunResult) -> str:
 
 
 COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
-                "deferred per byte", "total per payload byte", "ns/copy", "model ms (DRAM/cache)",
+                "deferred/unseen per byte", "total per payload byte", "ns/copy", "model ms (DRAM/cache)",
                 "measured ms", "CPU ms", "copy share of CPU (DRAM/cache)", "symbols", "backend",
                 "kind"]
 
@@ -42,8 +42,11 @@ def _kind(d: dict) -> str:
     return q
 
 
-def _deferred_note(case_id: str, d: dict) -> str | None:
+def _deferred_note(case_id: str, d: dict, side: str = "sender") -> str | None:
     dfr = d.get("deferred")
+    if dfr and dfr.get("kind"):
+        return (f"- {case_id}: {side}: {dfr['bytes']} B {dfr['kind']} "
+                f"({', '.join(dfr['symbols'])}, {dfr['quality']}), counted in its total")
     if dfr:
         where = ", ".join(dfr.get("ran_in") or []) or "-"
         src = ("measured at " + ", ".join(dfr["symbols"]) + f" (ran in: {where})"
@@ -87,7 +90,7 @@ def copies_table(result: RunResult) -> str | None:
                          _ms(k.get("measured_copy_seconds")), _ms(k.get("cpu_seconds")),
                          _pair(k.get("share_of_cpu"), k.get("share_of_cpu_cached")),
                          ", ".join(d["symbols"]), "+".join(d["backends"]), _kind(d)])
-            note = _deferred_note(c.id, d) if side == "sender" else None
+            note = _deferred_note(c.id, d, side)
             if note:
                 notes.append(note)
         # "other": outside both agents; two-node runs: "other@<node>", per node.

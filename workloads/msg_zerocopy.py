@@ -46,6 +46,10 @@ class Completions:
         self.copied_bytes = 0
         self.notifications = 0
         self.sizes = array("I")
+        # Error-queue readiness is POLLERR (always reported by poll, whatever was asked for);
+        # select()'s exception set is POLLPRI and never wakes for it.
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLERR)
 
     def sent(self, nbytes: int) -> None:
         self.sizes.append(nbytes)
@@ -56,9 +60,8 @@ class Completions:
         return sum(self.sizes[lo:]) + sum(self.sizes[:hi + 1])   # ids wrapped at 2^32
 
     def drain(self, wait: float = 0.0) -> None:
-        if wait and not select.select([], [], [self.sock], wait)[2]:
-            # POLLERR shows as an "exceptional" condition; nothing queued yet
-            pass
+        if wait:
+            self.poller.poll(max(1, int(wait * 1000)))   # returns as soon as one is queued
         while True:
             try:
                 _, ancdata, _, _ = self.sock.recvmsg(0, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)

@@ -10,6 +10,7 @@ the skb fragments are whole pages at all; with a plain send() nothing maps (DESI
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import select
@@ -56,10 +57,17 @@ def sender(cfg: dict, io: AgentIO) -> dict:
 
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
+    """Per the kernel's semantics (tcp_zerocopy_receive, 5.11+): each call maps whole pages
+    (length), names bytes that must be read the copying way (recv_skip_hint), and copies a
+    sub-page remainder into copybuf itself (copybuf_len); EIO means "queue empty and FIN seen",
+    i.e. end of stream. With nothing to take, wait for POLLIN and ask again: no MSG_PEEK (that
+    is itself a copy) and no stale inq."""
     size = int(cfg["size"])
     lsock, bufs = listen_stream(cfg)
     copybuf = bytearray(max(size, WINDOW))
     cmv = memoryview(copybuf)
+    # Only sub-page leftovers go to copybuf: the kernel copies whenever inq <= copybuf_len.
+    tail = (ctypes.c_char * (mmap.PAGESIZE - 1)).from_buffer(copybuf)
     io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
             buffer_addr=buffer_address(copybuf), **bufs)
     conn, _ = lsock.accept()
@@ -69,25 +77,47 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     verify = StreamVerifier(max(size, WINDOW))
     zc = ZeroCopyReceive()
     zlen = ctypes.c_uint32(ctypes.sizeof(zc))
-    mapped = copied = calls = 0
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLRDHUP)
+    mapped = copied = copybuf_bytes = calls = waits = 0
     t_first = t_last = None
     cpu = CpuWindow().start()
     try:
         while True:
             ctypes.memset(ctypes.byref(zc), 0, ctypes.sizeof(zc))
             zc.address, zc.length = window, WINDOW
+            zc.copybuf_address, zc.copybuf_len = ctypes.addressof(tail), ctypes.sizeof(tail)
             zlen.value = ctypes.sizeof(zc)
-            _check(_libc.getsockopt(fd, socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE,
-                                    ctypes.byref(zc), ctypes.byref(zlen)), "TCP_ZEROCOPY_RECEIVE")
+            rc = _libc.getsockopt(fd, socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE,
+                                  ctypes.byref(zc), ctypes.byref(zlen))
             calls += 1
+            if rc == -1:
+                err = ctypes.get_errno()
+                if err == errno.EIO:
+                    break                      # queue empty and FIN received: end of stream
+                raise OSError(err, f"TCP_ZEROCOPY_RECEIVE: {os.strerror(err)}")
+            if zc.err:
+                raise OSError(-zc.err, f"TCP_ZEROCOPY_RECEIVE: {os.strerror(-zc.err)}")
             got = 0
             if zc.length:
                 # Verify straight from the mapped pages: no copy on our side either.
                 verify.check(memoryview((ctypes.c_char * zc.length).from_address(window)).cast("B"))
                 mapped += zc.length
                 got += zc.length
-            if zc.recv_skip_hint:
-                n = conn.recv_into(cmv, min(zc.recv_skip_hint, len(copybuf)))
+            if zc.copybuf_len > 0:             # the kernel copied a sub-page remainder for us
+                verify.check(cmv[:zc.copybuf_len])
+                copied += zc.copybuf_len
+                copybuf_bytes += zc.copybuf_len
+                got += zc.copybuf_len
+            elif zc.copybuf_len < 0:
+                raise OSError(-zc.copybuf_len, "TCP_ZEROCOPY_RECEIVE copybuf: "
+                              f"{os.strerror(-zc.copybuf_len)}")
+            if zc.recv_skip_hint:              # not mappable (unaligned frags): read = copy
+                try:
+                    n = conn.recv_into(cmv, min(zc.recv_skip_hint, len(copybuf)),
+                                       socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    n = 0
                 verify.check(cmv[:n])
                 copied += n
                 got += n
@@ -95,21 +125,8 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
                 t_last = now()
                 t_first = t_first or t_last
                 continue
-            # Nothing queued: wait for data, and tell end-of-stream from "not yet".
-            select.select([conn], [], [], 1.0)
-            try:
-                peek = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-            if peek == b"":
-                break
-            if zc.inq == 0 and not zc.length:
-                # data is there but not mappable yet (partial page): read it the copying way
-                n = conn.recv_into(cmv, len(copybuf), socket.MSG_DONTWAIT)
-                verify.check(cmv[:n])
-                copied += n
-                t_last = now()
-                t_first = t_first or t_last
+            waits += 1
+            poller.poll(1000)                  # then ask the kernel again, fresh
     finally:
         _libc.munmap(window, WINDOW)
         conn.close()
@@ -117,5 +134,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         verify, size, t_first=t_first, t_last=t_last, cpu=cpu.stop(),
         buffer_addr=buffer_address(copybuf),
         zerocopy_receive={"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
+                          "copybuf_bytes": copybuf_bytes, "waits": waits,
                           "mapped_pct": round(100 * mapped / verify.offset, 2)
-                          if verify.offset else None, "window": WINDOW})
+                          if verify.offset else None, "window": WINDOW,
+                          "end_of_stream": "EIO"})

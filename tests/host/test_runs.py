@@ -105,6 +105,13 @@ def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root
     # Every verified byte was either mapped or copied, never both, never neither.
     assert z["mapped_bytes"] + z["copied_bytes"] == n * size
     assert z["mapped_bytes"] > 0, "no page was mapped: the aligned MSG_ZEROCOPY sender should allow it"
+    assert z["end_of_stream"] == "EIO"
+    # Every byte the kernel copied for the receiver (recv or copybuf) is in its copy total.
+    cp = case(doc, f"tcp_zerocopy_receive-{size}-veth")["copies"]
+    traced = cp["traced_sample"]["zerocopy_receive"]
+    rx = cp["sides"]["receiver"]
+    assert rx["total_bytes_copied"] == traced["copied_bytes"]
+    assert rx["total_copied_per_payload_byte"] < 0.5
     assert "TCP_ZEROCOPY_RECEIVE:" in out
 
 

@@ -100,3 +100,16 @@ def test_calls_and_bytes_quality_are_separate():
                      calls=30, bytes=1_000_000, bytes_exact=True)
     r = summarize([pc], {"receiver": 15}, {"receiver": 1_000_000})["receiver"]
     assert (r["calls_exact"], r["bytes_exact"], r["quality"]) == (False, True, "estimate")
+
+
+def test_zerocopy_receive_copybuf_bytes_fill_in_for_the_recv_tracepoint():
+    pts = [PointCounts("recv_copy", "receiver", "sock:sock_recv_length", "tracepoints", False,
+                       calls=10, bytes=40_000, bytes_exact=True)]
+    report = {"mapped_bytes": 900_000, "copied_bytes": 100_000, "copybuf_bytes": 60_000}
+    r = summarize(pts, {"receiver": 10}, {"receiver": 1_000_000}, receive_report=report)["receiver"]
+    assert r["deferred"]["bytes"] == 60_000 and r["total_copied_per_payload_byte"] == 0.1
+    # a kprobe backend sees those copies in _copy_to_iter already: never added twice
+    kp = [PointCounts("recv_copy", "receiver", "_copy_to_iter", "kmod", True, calls=30,
+                      bytes=100_000)]
+    r = summarize(kp, {"receiver": 10}, {"receiver": 1_000_000}, receive_report=report)["receiver"]
+    assert r["deferred"] is None and r["total_copied_per_payload_byte"] == 0.1
