@@ -7,6 +7,10 @@ import os
 from pathlib import Path
 
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+# Time this machine's CPUs spent working for anyone here. Not idle/iowait (nobody's), not
+# steal (another guest's time on the hypervisor). Every CPU-second is in exactly one field of
+# /proc/stat, so this sum counts each once.
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")
 
 
 def read_cpu_times(proc: Path = Path("/proc")) -> dict[str, float]:
@@ -26,8 +30,27 @@ def parse_cpu_line(parts: list[str], hz: int) -> dict[str, float]:
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     d = {k: round(after[k] - before[k], 6) for k in CPU_FIELDS}
-    d["busy"] = round(sum(v for k, v in d.items() if k not in ("idle", "iowait")), 6)
+    d["busy"] = round(sum(d[k] for k in BUSY_FIELDS), 6)
     return d
+
+
+def irq_time_accounting(proc: Path = Path("/proc"), boot: Path = Path("/boot"),
+                        release: str | None = None) -> bool | None:
+    """CONFIG_IRQ_TIME_ACCOUNTING of the running kernel (None: config not readable).
+
+    Without it (tick-based accounting) a softirq that interrupts a task is charged both to
+    /proc/stat's softirq and to that task's system time: the per-process figures then already
+    hold softirq work, and adding /proc/stat softirq to them would count it twice."""
+    import gzip
+    text = None
+    try:
+        text = gzip.decompress((proc / "config.gz").read_bytes()).decode(errors="replace")
+    except OSError:
+        try:
+            text = (boot / f"config-{release or os.uname().release}").read_text()
+        except OSError:
+            return None
+    return "CONFIG_IRQ_TIME_ACCOUNTING=y" in text
 
 
 def two_machines(tx: dict | None, rx: dict | None) -> dict:
@@ -47,30 +70,55 @@ def per_gb(seconds: float | None, nbytes: int) -> float | None:
     return seconds / (nbytes / 1e9)
 
 
-def derive(tx: dict, rx: dict, system: dict, size: int) -> dict:
+RECEIVER_CLOCK = "receiver: first to last verified byte (one CLOCK_MONOTONIC)"
+SAME_MACHINE_CLOCK = "sender's first send to receiver's last byte (one machine's CLOCK_MONOTONIC)"
+
+
+def window_of(tx: dict, rx: dict, same_clock: bool) -> tuple[float | None, int, str | None]:
+    """(seconds, bytes delivered in it, which clock) for one sample: never two machines' clocks.
+
+    The receiver's own clock from its first to its last verified byte; the bytes of the first
+    receive arrived at the window's start, so they are not counted in it. When the receiver saw
+    a single receive, the sender's start serves only if both ran on one machine (one clock)."""
+    nbytes = int(rx.get("bytes", 0))
+    t0, t1 = rx.get("t_first"), rx.get("t_last")
+    if t0 is not None and t1 is not None and t1 > t0:
+        first = int(rx.get("first_bytes") or 0)
+        return t1 - t0, max(nbytes - first, 0), RECEIVER_CLOCK
+    ts = tx.get("t_start")
+    if same_clock and ts is not None and t1 is not None and t1 > ts:
+        return t1 - ts, nbytes, SAME_MACHINE_CLOCK
+    return None, nbytes, None
+
+
+def derive(tx: dict, rx: dict, system: dict, size: int, same_clock: bool = True) -> dict:
     """Throughput and CPU figures of one sample from the agents' own reports.
 
-    The window runs from the sender's first send to the receiver's last verified byte, so a
-    receiver that falls behind is charged for it."""
+    Throughput: verified bytes over a window on one clock (`window_of`). CPU per GB: each
+    agent's user+sys per byte it handled (sender: sent, receiver: received); system: every
+    busy CPU-second of the machine(s) once, per byte received."""
     nbytes = int(rx.get("bytes", 0))
-    t0, t1 = tx.get("t_start"), rx.get("t_last")
-    window = (t1 - t0) if (t0 is not None and t1 is not None and t1 > t0) else None
+    sent_bytes = int(tx.get("bytes", 0)) or int(tx.get("messages", 0)) * size
+    window, wbytes, clock = window_of(tx, rx, same_clock)
     tx_cpu = tx["cpu"]["user_s"] + tx["cpu"]["sys_s"]
     rx_cpu = rx["cpu"]["user_s"] + rx["cpu"]["sys_s"]
+    messages = int(rx.get("messages", 0))
     out = {
         "bytes": nbytes,
-        "messages": int(rx.get("messages", 0)),
+        "messages": messages,
         "messages_sent": int(tx.get("messages", 0)),
         "window_s": round(window, 6) if window else None,
-        "gbps": round(nbytes * 8 / window / 1e9, 6) if window else None,
-        "msgs_per_s": round(rx.get("messages", 0) / window, 1) if window else None,
+        "window_bytes": wbytes if window else None,
+        "clock": clock,
+        "gbps": round(wbytes * 8 / window / 1e9, 6) if window else None,
+        "msgs_per_s": round(wbytes / size / window, 1) if window and size else None,
         "cpu": {
             "sender": tx["cpu"], "receiver": rx["cpu"],
             "softirq_s": system.get("softirq"), "system_busy_s": system.get("busy"),
             **{k: system[k] for k in ("sender_machine", "receiver_machine") if k in system},
         },
         "cpu_s_per_gb": {
-            "sender": _r(per_gb(tx_cpu, nbytes)),
+            "sender": _r(per_gb(tx_cpu, sent_bytes)),
             "receiver": _r(per_gb(rx_cpu, nbytes)),
             "softirq": _r(per_gb(system.get("softirq"), nbytes)),
             "system": _r(per_gb(system.get("busy"), nbytes)),

@@ -280,7 +280,8 @@ class Runner:
             system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
         else:
             system = metrics.cpu_delta(cpu0, cpu1)
-        sample = metrics.derive(tx_res, rx_res, system, case.size)
+        sample = metrics.derive(tx_res, rx_res, system, case.size,
+                                same_clock=not self.placement.remote)
         sample["payload_errors"] = int(rx_res.get("bad", 0))
         if tracer is not None:
             sample["_copy_counts"] = counts

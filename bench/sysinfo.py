@@ -95,4 +95,31 @@ def collect() -> dict:
         "tools": {name: tool_version(argv) for name, argv in TOOLS.items()},
         "git_sha": git_sha(),
         "sysctls": sysctls(),
+        "method": method(),
+    }
+
+
+def method() -> dict:
+    """How every number in this result was measured: the reviewer's checklist, in the file."""
+    from bench.metrics import BUSY_FIELDS, irq_time_accounting
+    irq = irq_time_accounting()
+    return {
+        "throughput": "verified payload bytes over a window on one clock: the receiver's "
+                      "CLOCK_MONOTONIC from its first to its last verified byte (bytes of the "
+                      "first receive excluded); per sample `clock` says which",
+        "cpu_per_side": "each agent's own user+sys (getrusage RUSAGE_SELF) per byte it handled: "
+                        "sender per byte sent, receiver per byte received",
+        "cpu_system": f"/proc/stat {'+'.join(BUSY_FIELDS)} over the sample (steal, idle and iowait "
+                      "excluded; every CPU-second once), per byte received; two nodes: both "
+                      "machines summed",
+        "irq_time_accounting": irq,
+        "softirq": ("CONFIG_IRQ_TIME_ACCOUNTING=y: softirq time is its own /proc/stat field and "
+                    "not in the agents' sys time" if irq else
+                    "tick-based accounting: a softirq is charged to /proc/stat softirq AND to the "
+                    "sys time of the task it interrupted, so per-side CPU already holds some "
+                    "softirq work; never add the softirq column to the sides - the system figure "
+                    "counts it once" if irq is False else "accounting mode unknown (no kernel "
+                    "config): the softirq column may overlap the sides' sys time"),
+        "softirq_context": "on veth and loopback the receive softirq often runs in the sender's "
+                           "context (its sys time), not the receiver's",
     }

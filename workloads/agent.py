@@ -128,14 +128,14 @@ class CpuWindow:
 
 
 def _machine_cpu() -> dict | None:
+    """This machine's CPU seconds per /proc/stat state, plus `busy` (bench.metrics' parser)."""
+    from bench.metrics import BUSY_FIELDS, read_cpu_times
     try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
+        t = read_cpu_times()
     except (OSError, ValueError):
         return None
-    hz = os.sysconf("SC_CLK_TCK")
-    # user nice system idle iowait irq softirq steal
-    return {"softirq": v[6] / hz, "busy": (sum(v) - v[3] - v[4]) / hz}
+    return {"softirq": t["softirq"], "steal": t["steal"],
+            "busy": sum(t[k] for k in BUSY_FIELDS)}
 
 
 def enter_netns(name: str) -> None:

@@ -102,7 +102,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     fd = conn.fileno()
     verify = StreamVerifier(size)
     cpu = CpuWindow().start()
-    recvs = 0
+    recvs = first = 0
     t_first = t_last = None
     prep = ring.L.io_uring_prep_recv
     while True:
@@ -110,12 +110,14 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         if n == 0:
             break
         t_last = now()
-        t_first = t_first or t_last
+        if t_first is None:
+            t_first, first = t_last, n   # those bytes arrived at the window's start
         recvs += 1
         verify.check(mv[:n])
     ring.close()
     conn.close()
     return stream_result(verify, size, recv_calls=recvs, t_first=t_first, t_last=t_last,
+                         first_bytes=first,
                          cpu=cpu.stop(), buffer_addr=buffer_address(buf))
 
 

@@ -26,6 +26,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     cpu = CpuWindow().start()
     recv_calls = 0
     t_first = t_last = None
+    first = 0
     recv_into = conn.recv_into
     check = verify.check
     while True:
@@ -34,11 +35,12 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
             break
         t_last = now()
         if t_first is None:
-            t_first = t_last
+            t_first, first = t_last, n   # those bytes arrived at the window's start
         recv_calls += 1
         check(mv[:n])
     conn.close()
     return stream_result(verify, size, recv_calls=recv_calls, t_first=t_first, t_last=t_last,
+                         first_bytes=first,
                          cpu=cpu.stop(), buffer_addr=buffer_address(buf))
 
 

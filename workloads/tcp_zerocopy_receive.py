@@ -79,7 +79,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     zlen = ctypes.c_uint32(ctypes.sizeof(zc))
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLRDHUP)
-    mapped = copied = copybuf_bytes = calls = waits = 0
+    mapped = copied = copybuf_bytes = calls = waits = first = 0
     t_first = t_last = None
     cpu = CpuWindow().start()
     try:
@@ -123,7 +123,8 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
                 got += n
             if got:
                 t_last = now()
-                t_first = t_first or t_last
+                if t_first is None:
+                    t_first, first = t_last, got   # arrived at the window's start
                 continue
             waits += 1
             poller.poll(1000)                  # then ask the kernel again, fresh
@@ -131,7 +132,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         _libc.munmap(window, WINDOW)
         conn.close()
     return stream_result(
-        verify, size, t_first=t_first, t_last=t_last, cpu=cpu.stop(),
+        verify, size, t_first=t_first, t_last=t_last, first_bytes=first, cpu=cpu.stop(),
         buffer_addr=buffer_address(copybuf),
         zerocopy_receive={"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
                           "copybuf_bytes": copybuf_bytes, "waits": waits,

@@ -41,7 +41,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 
     io.on_cmd("stop", end_receive)
     cpu = CpuWindow().start()
-    messages = nbytes = bad = 0
+    messages = nbytes = bad = first = 0
     t_first = t_last = None
     ended = False
     while not ended:
@@ -49,10 +49,11 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         if not lengths:
             break  # recvmmsg found the socket shut down with nothing queued
         t = now()
+        opens = False
         if lengths[0]:  # the window ends at the last datagram, not at the shutdown
             t_last = t
             if t_first is None:
-                t_first = t
+                t_first, opens = t, True
         for i, n in enumerate(lengths):
             if n == 0:
                 ended = True  # shut down; datagrams before it in this batch still count
@@ -62,8 +63,11 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
                 nbytes += n
             else:
                 bad += 1
+        if opens:
+            first = nbytes   # this batch arrived at the window's start
     return {"messages": messages, "bytes": nbytes, "bad": bad, "t_first": t_first,
-            "t_last": t_last, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+            "t_last": t_last, "first_bytes": first, "cpu": cpu.stop(),
+            "buffer_addr": buffer_address(buf)}
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:

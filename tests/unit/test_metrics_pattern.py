@@ -18,8 +18,44 @@ def test_derive_throughput_and_cpu_per_gb():
     s = metrics.derive(tx, rx, {"softirq": 0.3, "busy": 1.5}, 1_000_000)
     assert s["gbps"] == pytest.approx(990e6 * 8 / 2 / 1e9)
     assert s["loss_pct"] == 1.0
-    assert s["cpu_s_per_gb"]["sender"] == pytest.approx(0.5 / 0.99)
+    assert s["cpu_s_per_gb"]["sender"] == pytest.approx(0.5 / 1.0)     # per byte *sent*
+    assert s["cpu_s_per_gb"]["receiver"] == pytest.approx(0.4 / 0.99, rel=1e-4)  # per byte received
     assert s["cpu_s_per_gb"]["softirq"] == pytest.approx(0.3 / 0.99)
+    assert s["clock"] == metrics.SAME_MACHINE_CLOCK      # no t_first: the one machine's clock
+
+
+def test_the_window_is_on_the_receivers_clock_without_its_first_receive():
+    tx = {"messages": 100, "t_start": 5.0, "cpu": {"user_s": 0, "sys_s": 0}}
+    rx = {"messages": 100, "bytes": 100_000, "t_first": 1000.0, "t_last": 1001.0,
+          "first_bytes": 1000, "cpu": {"user_s": 0, "sys_s": 0}}
+    s = metrics.derive(tx, rx, {}, 1000, same_clock=False)
+    assert s["clock"] == metrics.RECEIVER_CLOCK and s["window_s"] == 1.0
+    assert s["window_bytes"] == 99_000 and s["gbps"] == pytest.approx(99_000 * 8 / 1e9)
+
+
+def test_two_machines_never_mix_clocks():
+    tx = {"messages": 1, "t_start": 5.0, "cpu": {"user_s": 0, "sys_s": 0}}
+    rx = {"messages": 1, "bytes": 1000, "t_first": 900.0, "t_last": 900.0,
+          "cpu": {"user_s": 0, "sys_s": 0}}
+    s = metrics.derive(tx, rx, {}, 1000, same_clock=False)
+    assert s["gbps"] is None and s["clock"] is None        # one receive, two clocks: no figure
+
+
+def test_busy_excludes_steal_idle_and_iowait():
+    a = metrics.parse_cpu_line("cpu 0 0 0 0 0 0 0 0".split(), 100)
+    b = metrics.parse_cpu_line("cpu 100 10 50 500 40 5 20 300".split(), 100)
+    assert metrics.cpu_delta(a, b)["busy"] == pytest.approx(1.85)   # user+nice+sys+irq+softirq
+
+
+def test_irq_time_accounting_from_the_kernel_config(tmp_path):
+    import gzip
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "config.gz").write_bytes(gzip.compress(b"# CONFIG_IRQ_TIME_ACCOUNTING is not set\n"))
+    assert metrics.irq_time_accounting(proc, tmp_path) is False
+    (proc / "config.gz").write_bytes(gzip.compress(b"CONFIG_IRQ_TIME_ACCOUNTING=y\n"))
+    assert metrics.irq_time_accounting(proc, tmp_path) is True
+    assert metrics.irq_time_accounting(tmp_path / "none", tmp_path / "none") is None
 
 
 def test_stream_verifier_catches_a_flipped_byte_and_a_shift():
