@@ -183,5 +183,22 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
     ]
 
 
+CAPABILITY_CHECKS = {
+    "io_uring": lambda roots: check_io_uring(),
+    "so_zerocopy": lambda roots: check_so_zerocopy(),
+    "rdma_device": check_rdma,
+}
+
+
+def capabilities(names, roots: Roots = Roots()) -> dict[str, tuple[bool, str, str]]:
+    """Just the checks a plan's workloads need (Workload.needs): name -> (ok, detail, fix)."""
+    out = {}
+    for name in sorted(set(names)):
+        if name in CAPABILITY_CHECKS:
+            c = CAPABILITY_CHECKS[name](roots)
+            out[name] = (c.ok, c.detail, c.fix)
+    return out
+
+
 def as_json(checks: list[Check]) -> list[dict]:
     return [asdict(c) for c in checks]

@@ -116,3 +116,24 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
         raise UsageError(f"suite {suite.name}: nothing to run with these filters",
                          "drop --workload or pick workloads that are in the suite (`bench list`)")
     return Plan(suite=suite.name, cases=tuple(cases))
+
+
+def needed_capabilities(p: Plan) -> set[str]:
+    """Capability names (bench.doctor checks) the plan's runnable cases need."""
+    return {n for c in p.cases if c.skip_reason is None for n in registry.get(c.workload).needs}
+
+
+def require(p: Plan, capabilities: dict[str, tuple[bool, str, str]]) -> Plan:
+    """Skip the cases whose workload needs a capability this target lacks, with doctor's
+    reason and fix, before anything starts. `capabilities`: name -> (ok, detail, fix)."""
+    from dataclasses import replace
+    cases = []
+    for c in p.cases:
+        unmet = [n for n in registry.get(c.workload).needs
+                 if n in capabilities and not capabilities[n][0]]
+        if c.skip_reason is None and unmet:
+            c = replace(c, skip_reason="; ".join(f"needs {n}: {capabilities[n][1]}" for n in unmet),
+                        skip_fix="; ".join(capabilities[n][2] for n in unmet if capabilities[n][2])
+                        or "see `bench doctor`")
+        cases.append(c)
+    return Plan(suite=p.suite, cases=tuple(cases))

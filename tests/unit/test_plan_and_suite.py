@@ -104,3 +104,18 @@ def test_batch_applies_to_datagrams_only_and_is_in_the_id():
     assert "udp-1000-veth-b32" in ids and "tcp-1000-veth" in ids
     with pytest.raises(UsageError):
         plan.expand(suite.parse(TWO), plan.Overrides(batch=0))
+
+
+def test_unmet_needs_are_skips_with_doctors_reason_and_fix():
+    from bench import plan, suite
+    p = plan.expand(suite.load("socket-vs-rdma"), plan.Overrides(sizes=(4096,)))
+    assert "io_uring" in plan.needed_capabilities(p)
+    caps = {"io_uring": (False, "io_uring_setup failed: Operation not permitted",
+                         "sysctl kernel.io_uring_disabled=0"),
+            "so_zerocopy": (True, "SO_ZEROCOPY accepted", "")}
+    got = {c.id: c for c in plan.require(p, caps).cases}
+    uring = got["io_uring-4096-veth"]
+    assert uring.skip_reason.startswith("needs io_uring: io_uring_setup failed")
+    assert uring.skip_fix == "sysctl kernel.io_uring_disabled=0"
+    assert got["msg_zerocopy-4096-veth"].skip_reason is None      # its need is met
+    assert got["tcp-4096-veth"].skip_reason is None
