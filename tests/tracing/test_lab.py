@@ -4,6 +4,8 @@ Exactness target from issue 4: 1000 UDP datagrams of 1000 B between processes na
 receiver give exactly 1000 send copies and 1000 receive copies of 1,000,000 B each.
 """
 
+from pathlib import Path
+
 import pytest
 from labvm import REMOTE, lab_or_skip
 
@@ -69,6 +71,57 @@ def test_traceable_function_counts_exactly(vm, backend):
                     "--probes=send_copy:udp_sendmsg:-:2")
     assert _total(out["counts"], "send_copy", "sender") == (COUNT, COUNT * SIZE)
     assert _total(out["counts"], "send_copy", "receiver") == (0, 0)
+    if backend == "kprobe_events":   # the kernel's loss figures were read: none at this rate
+        send = _by(out["counts"], "send_copy", "sender")[0]
+        assert send["lost"] == {} and send["quality"] == "exact", send
+
+
+def test_kmod_probe_cost_is_calibrated_and_below_the_copy_time(vm):
+    out = vm.python("trace_udp.py", "kmod", str(COUNT), str(SIZE))
+    for point, side in (("send_copy", "sender"), ("recv_copy", "receiver")):
+        c = next(c for c in _by(out["counts"], point, side) if c["calls"])
+        assert (c["calls"], c["bytes"]) == (COUNT, COUNT * SIZE)
+        raw = c["ns_total"] / c["calls"]
+        probe = c["ns_probe_per_call"]
+        print(f"{c['symbol']}: raw {raw:.0f} ns/copy, probe {probe} ns/call, notes {c['notes']}")
+        assert probe is not None and 0 < probe < raw, c
+
+
+def test_kprobe_events_reads_skb_data_len_from_btf(vm):
+    """kprobe_events fetches skb_copy_ubufs' bytes at BTF's sk_buff.data_len offset: the
+    zerocopy fallback's bytes are the payload (kmod reads the same field), never 0."""
+    out = vm.text(["sh", "-c", f"BACKEND=kprobe_events python3 "
+                   f"{REMOTE}/tests/tracing/zc_peer.py 100 65536"])
+    import json
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert doc["received"] == 100 * 65536
+    zc = [c for c in doc["counts"] if c["symbol"] == "skb_copy_ubufs"]
+    assert zc and all(c["backend"] == "kprobe_events" for c in zc)
+    assert sum(c["bytes"] for c in zc) > 0.9 * 100 * 65536, zc
+    assert all(c["quality"] == "exact" for c in zc), zc
+
+
+SENDER_C = Path(__file__).with_name("data") / "csender.c"
+
+
+def test_bench_trace_counts_a_c_program_exactly(vm):
+    """The image has a C toolchain with libc headers: a C UDP sender compiled in the VM, run
+    under `bench trace` (kmod): N sends of S bytes are N copies of N*S bytes, each way."""
+    n, size = 1000, 1000
+    vm.run(["sh", "-c", "cat > /tmp/csender.c"], data=SENDER_C.read_bytes())
+    vm.text(["gcc", "-O2", "-Wall", "-Werror", "-o", "/tmp/csender", "/tmp/csender.c"])
+    out = vm.text(["sh", "-c", f"cd {REMOTE} && python3 -m bench.trace_cmd --backend kmod "
+                   f"--json /tmp/csender.json -- /tmp/csender {n} {size}"])
+    assert f"sent {n} x {size} B" in out
+    import json
+    doc = json.loads(vm.text(["cat", "/tmp/csender.json"]))
+    assert doc["returncode"] == 0
+    counts = doc["counts"]
+    assert _total(counts, "send_copy", "cmd") == (n, n * size)
+    assert _total(counts, "recv_copy", "cmd") == (n, n * size)
+    for point in ("send_copy", "recv_copy"):
+        assert all(c["quality"] == "exact" and c["backend"] == "kmod"
+                   for c in _by(counts, point, "cmd")), counts
 
 
 UDP_SELF = ("import socket\n"

@@ -1,6 +1,7 @@
 """MSG_ZEROCOPY over loopback TCP, for checking where the "avoided" copy goes (lab VM).
 
-usage: zc_peer.py COUNT SIZE -> JSON {"pids", "received", "counts"} traced with kmod.
+usage: zc_peer.py COUNT SIZE -> JSON {"pids", "received", "counts"} traced with kmod, or with
+kprobe_events on skb_copy_ubufs alone when BACKEND=kprobe_events (6.1: _copy_*_iter notrace).
 Loopback cannot keep the user pages: the kernel copies them (skb_copy_ubufs) and reports
 SO_EE_CODE_ZEROCOPY_COPIED, so send_copy should vanish and zc_fallback appear.
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 
+from bench.tracing import catalog  # noqa: E402
 from bench.tracing.kmod import KmodTracer  # noqa: E402
+from bench.tracing.kprobe_events import KprobeEventsTracer  # noqa: E402
 
 MSG_ZEROCOPY = 0x4000000
 SO_ZEROCOPY = 60
@@ -40,7 +43,10 @@ def main() -> None:
     buf = mmap.mmap(-1, size)            # page aligned
     buf.write(b"z" * size)
 
-    tracer = KmodTracer(stacks=int(os.environ.get("STACKS", "0")))
+    if os.environ.get("BACKEND") == "kprobe_events":
+        tracer = KprobeEventsTracer(probes=[catalog.by_symbol("skb_copy_ubufs")])
+    else:
+        tracer = KmodTracer(stacks=int(os.environ.get("STACKS", "0")))
     tracer.attach({"process": os.getpid()})
     try:
         for _ in range(count):
