@@ -258,3 +258,27 @@ def test_btf_of_the_running_kernel_puts_data_len_after_len():
     assert kprobe_events.btf_member(data, "sk_buff", "data_len") == (length[0] + 4, 4)
     assert kprobe_events.skb_data_len(btf)[0] == (length[0] + 4, 4)
 
+
+
+def _captured(section: str) -> str:
+    text = (Path(__file__).with_name("data") / "kprobe_loss_6.1.txt").read_text()
+    return text.split(f"# {section}\n")[1].split("\n# ")[0]
+
+
+def test_captured_overrun_and_profile_of_the_lab_kernel():
+    """Real 6.1 text: an unread 4 KiB instance overwrote 5800 of 6000 events; no misses."""
+    assert kprobe_events.ring_losses([_captured("stats cpu0")])["ring_overrun"] == 5800
+    misses = kprobe_events.profile_misses(_captured("kprobe_profile"),
+                                          _captured("kprobe_events"), "copybench_capture",
+                                          ["p0", "r0"])
+    assert misses == {"p0": 0, "r0": 0}
+    assert kprobe_events.kprobe_events_order(_captured("kprobe_events")) == [
+        ("copybench_capture", "p0"), ("copybench_capture", "r0")]   # "r10:" = maxactive
+
+
+def test_captured_overrun_makes_the_side_lossy(tmp_path):
+    t = _fake_tracer(tmp_path, CAPTURE_PROBES, {"sender": _side("sender")},
+                     stats={"sender": _captured("stats cpu0")})
+    send = next(c for c in t.read() if c.point == "send_copy")
+    assert send.lost == {"ring_overrun": 5800} and send.quality == "lossy"
+    assert send.calls == 3          # what was seen is still reported, as a lower bound
