@@ -23,6 +23,24 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
+def parse_cpus(text: str | None) -> tuple[int, int] | None:
+    """--cpus SENDER,RECEIVER -> (s, r), checked against the CPUs this process may use."""
+    if not text:
+        return None
+    try:
+        cpus = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        cpus = ()
+    if len(cpus) != 2:
+        raise UsageError(f"--cpus {text!r}: expected two CPU numbers", "e.g. --cpus 0,1")
+    allowed = os.sched_getaffinity(0)
+    bad = [c for c in cpus if c not in allowed]
+    if bad:
+        raise UsageError(f"--cpus {text}: CPU {bad[0]} is not available here "
+                         f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
+    return cpus
+
+
 def cmd_run(args, placement=None) -> int:
     from bench import plan, suite
     from bench.progress import make_reporter
@@ -42,7 +60,8 @@ def cmd_run(args, placement=None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
-    runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies)
+    runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
+                    cpus=parse_cpus(args.cpus), warmup=not args.no_warmup)
     if placement is not None:
         runner.result.metadata["placement"] = {"kind": placement.name,
                                                "hosts": [h.name for h in placement.target.hosts]}
@@ -82,6 +101,10 @@ def _forward_run_argv(args, target) -> list[str]:
         argv += ["--workload", w]
     if args.no_reference:
         argv.append("--no-reference")
+    if args.no_warmup:
+        argv.append("--no-warmup")
+    if args.cpus:
+        argv += ["--cpus", args.cpus]
     argv += ["--copies", args.copies]
     return argv
 
@@ -194,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the most exact backend per copy point), kmod, bpftrace, "
                           "kprobe_events, tracepoints, or off")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
+    run.add_argument("--cpus", metavar="SENDER,RECEIVER",
+                     help="pin the sender and receiver (our agents and iperf3 alike) to these "
+                          "CPUs, e.g. --cpus 0,1; recorded in the result")
+    run.add_argument("--no-warmup", action="store_true",
+                     help="skip the discarded warm-up sample of each case")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="suites and workloads, and what each needs")

@@ -69,6 +69,11 @@ def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
         raise UsageError(f"unknown topology {topology!r}", f"use one of: {', '.join(TOPOLOGIES)}")
 
 
+def reference_peer(workload: str, batch: int) -> bool:
+    from bench.reference import peer_note
+    return peer_note(workload, batch) is None
+
+
 def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     d = suite.defaults
     duration = ov.duration if ov.duration is not None else d.get("duration")
@@ -95,12 +100,17 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 if err:
                     raise UsageError(err, f"choose sizes between 1 and {wl.max_size} for {name}")
                 missing = wl.missing() if wl.built else None
+                eb = ov.batch if ov.batch is not None else (
+                    entry.batch if entry.batch is not None else batch)
+                _check_common(None, None, None, None, eb)
                 for topo in topologies:
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
-                        reference=bool(reference and wl.reference),
-                        batch=int(batch) if wl.transport == "dgram" else 1,
+                        reference=bool(reference and wl.reference and
+                                       reference_peer(name, int(eb) if wl.transport == "dgram"
+                                                      else 1)),
+                        batch=int(eb) if wl.transport == "dgram" else 1,
                         skip_reason=(f"workload {name} is not built yet" if not wl.built
                                      else missing[0] if missing else None),
                         skip_fix=(wl.not_built_fix if not wl.built

@@ -6,10 +6,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from bench.errors import UsageError
 
-SOCKET_BUFFER = 4 << 20  # the same buffer size our agents ask for, so conditions match
+SOCKET_BUFFER = 4 << 20  # what both sides ask for at most; the kernel caps it (rmem_max)
+SYSCTL = Path("/proc/sys/net/core")
+
+
+def socket_buffer(sysctl: Path = SYSCTL) -> int:
+    """The buffer size both our agents and iperf3 request: 4 MiB, or the largest this kernel
+    grants an unprivileged setsockopt (net.core.rmem_max / wmem_max; Debian's default is
+    212992). iperf3 aborts (IESETBUF2) if it gets less than it asked for, and our agents never
+    force past the limit either, so both run with the same buffers."""
+    limits = []
+    for name in ("rmem_max", "wmem_max"):
+        try:
+            limits.append(int((sysctl / name).read_text()))
+        except (OSError, ValueError):
+            pass
+    return min([SOCKET_BUFFER, *limits])
 
 
 def available() -> tuple[bool, str]:
@@ -29,18 +45,43 @@ def server_argv(bind: str, port: int) -> list[str]:
     return ["iperf3", "-s", "-1", "-B", bind, "-p", str(port), "-J"]
 
 
+def server_cpu_argv(cpu: int | None) -> list[str]:
+    return ["-A", str(cpu)] if cpu is not None else []
+
+
 def client_argv(workload: str, target: str, port: int, size: int, duration: float,
-                count: int | None = None) -> list[str]:
-    argv = ["iperf3", "-c", target, "-p", str(port), "-l", str(size), "-w", str(SOCKET_BUFFER), "-J"]
+                count: int | None = None, buffer: int | None = None,
+                cpu: int | None = None) -> list[str]:
+    """iperf3 doing what our agent does: same message size, same socket buffers, one message
+    per call (UDP rows compare at batch 1 only). No -Z: that is sendfile, not MSG_ZEROCOPY."""
+    if workload not in PEERS:
+        raise ValueError(f"iperf3 has no peer for workload {workload}")
+    argv = ["iperf3", "-c", target, "-p", str(port), "-l", str(size),
+            "-w", str(buffer or socket_buffer()), "-J"]
     if count:
         argv += ["-n", str(count * size)]
     else:
         argv += ["-t", f"{max(duration, 1.0):g}"]  # iperf3 counts whole seconds
     if workload == "udp":
         argv += ["-u", "-b", "0"]  # unlimited rate, like our sender
-    if workload == "msg_zerocopy":
-        argv += ["-Z"]  # iperf3's zerocopy send (sendfile), the nearest standard-tool analogue
+    if cpu is not None:
+        argv += ["-A", str(cpu)]
     return argv
+
+
+# Workloads iperf3 can mirror like for like (same syscalls per message): plain TCP, and UDP at
+# one datagram per call. MSG_ZEROCOPY, TCP_ZEROCOPY_RECEIVE, io_uring and batched UDP have no
+# standard-tool peer: their rows say so instead of comparing with something else.
+PEERS = ("tcp", "udp")
+
+
+def peer_note(workload: str, batch: int) -> str | None:
+    """Why a row has no reference, or None when iperf3 is its peer."""
+    if workload == "udp" and batch > 1:
+        return f"batched ({batch} datagrams per call), no peer: iperf3 sends one per call"
+    if workload not in PEERS:
+        return "no like-for-like peer in iperf3"
+    return None
 
 
 def parse(text: str) -> dict:
@@ -53,17 +94,34 @@ def parse(text: str) -> dict:
         raise ValueError(f"iperf3: {doc['error']}")
     end = doc["end"]
     rx, tx = end["sum_received"], end["sum_sent"]
+    start = doc.get("start", {})
+    cpu = end.get("cpu_utilization_percent", {})
     out = {
         "tool": "iperf3",
-        "version": doc.get("start", {}).get("version"),
+        "version": start.get("version"),
         "bytes": int(rx["bytes"]),
         "window_s": rx["seconds"],
         "gbps": rx["bits_per_second"] / 1e9,
         "sent_gbps": tx["bits_per_second"] / 1e9,
-        "cpu_pct": end.get("cpu_utilization_percent", {}),
+        "cpu_pct": cpu,
+        # What the kernel gave the client socket (iperf3 records it), beside what we asked.
+        "buffers": {"requested": start.get("sock_bufsize"), "sndbuf": start.get("sndbuf_actual"),
+                    "rcvbuf": start.get("rcvbuf_actual")},
+        # iperf3's own CPU (process user+sys as % of the test's wall time): client = sender,
+        # server = receiver, per byte each handled, as our agents' figures.
+        "cpu_s_per_gb": {
+            "sender": _per_gb(cpu.get("host_total"), tx.get("seconds"), tx.get("bytes")),
+            "receiver": _per_gb(cpu.get("remote_total"), rx.get("seconds"), rx.get("bytes")),
+        },
     }
     if "packets" in end.get("sum", {}):
         s = end["sum"]
         out["messages_sent"] = s["packets"]
         out["loss_pct"] = s["lost_percent"]
     return out
+
+
+def _per_gb(pct: float | None, seconds: float | None, nbytes: int | None) -> float | None:
+    if pct is None or not seconds or not nbytes:
+        return None
+    return round(pct / 100 * seconds / (nbytes / 1e9), 6)

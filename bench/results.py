@@ -38,9 +38,14 @@ class CaseResult:
     network: dict = field(default_factory=dict)
     copies: dict = field(default_factory=dict)
 
+    def measured(self, which: str = "samples") -> list[dict]:
+        """The samples that count: warm-up samples stay in the file, out of every statistic."""
+        return [s for s in getattr(self, which) if not s.get("warmup")]
+
     def stat(self, key: str, which: str = "samples") -> dict | None:
-        """mean/median/stdev/min/max of a numeric per-sample field (dotted keys allowed)."""
-        values = [v for v in (_dig(s, key) for s in getattr(self, which)) if v is not None]
+        """median, spread (min-max, 95% interval), mean, stdev of a numeric per-sample field
+        (dotted keys allowed), over the measured samples."""
+        values = [v for v in (_dig(s, key) for s in self.measured(which)) if v is not None]
         return summarize(values)
 
 
@@ -59,13 +64,36 @@ class RunResult:
         return asdict(self)
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """Distribution-free confidence interval of the median from order statistics: the
+    narrowest [x(k), x(n-k+1)] whose coverage 1 - 2*P(Binomial(n, 1/2) < k) is >= level.
+    Returns (low, high, coverage), or None when n is too small for the level (n < 6 at 95%)."""
+    from math import comb
+    xs = sorted(values)
+    n = len(xs)
+    best = None
+    for k in range(1, n // 2 + 1):
+        below = sum(comb(n, i) for i in range(k)) / 2 ** n
+        coverage = 1 - 2 * below
+        if coverage >= level:
+            best = (xs[k - 1], xs[n - k], coverage)
+        else:
+            break
+    return best
+
+
 def summarize(values: list[float]) -> dict | None:
     if not values:
         return None
+    ci = median_interval(values)
+    med = statistics.median(values)
     return {
-        "n": len(values), "mean": statistics.fmean(values), "median": statistics.median(values),
+        "n": len(values), "mean": statistics.fmean(values), "median": med,
         "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
         "min": min(values), "max": max(values),
+        # (max - min) / median: the spread the README's "under 5%" goals refer to
+        "spread_pct": round(100 * (max(values) - min(values)) / med, 3) if med else None,
+        "ci95": {"low": ci[0], "high": ci[1], "coverage": round(ci[2], 4)} if ci else None,
     }
 
 

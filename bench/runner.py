@@ -24,7 +24,6 @@ from bench.topology import Endpoints, Topology
 
 AGENT_READY_TIMEOUT = 20.0
 DRAIN_SECONDS = 0.05        # lets datagrams already on the veth reach the socket before "stop"
-SOCKET_BUFFER = reference.SOCKET_BUFFER
 
 
 class Reporter:
@@ -43,6 +42,8 @@ class Runner:
     reporter: Reporter = field(default_factory=Reporter)
     placement: object = None      # LocalPlacement (default) or LinkPlacement
     copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
+    cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER: pin agents and iperf3
+    warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
 
     def __post_init__(self):
         self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
@@ -50,6 +51,21 @@ class Runner:
             self.placement = LocalPlacement()
         self._live_agents: list[Agent] = []
         self._live_procs: list[subprocess.Popen] = []
+        self.buffer = reference.socket_buffer()
+        self.result.metadata["method"] = {
+            **self.result.metadata.get("method", {}),
+            "repeats": "one warm-up sample (ours and the reference) per case, kept in the file "
+                       "with warmup=true and left out of every statistic" if self.warmup else
+                       "no warm-up sample",
+            "order": "ours and the reference alternate within a case: A B, B A, A B, ...",
+            "statistics": "median of the repeats; spread as min-max and, from 6 repeats on, a "
+                          "distribution-free 95% interval of the median (order statistics)",
+            "socket_buffer": f"{self.buffer} B requested by both ours and iperf3 (SO_SNDBUF/"
+                             "SO_RCVBUF, capped by net.core.{r,w}mem_max, never forced); actual "
+                             "sizes recorded per sample",
+            "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1]} if self.cpus
+                     else "not pinned"),
+        }
 
     # -- checks before anything is created ---------------------------------------------------
     def check(self) -> None:
@@ -157,23 +173,37 @@ class Runner:
                         status="skipped" if case.skip_reason else "running",
                         reason=case.skip_reason, fix=case.skip_fix,
                         params={"duration_s": case.duration, "count": case.count,
-                                "repeat": case.repeat, "socket_buffer": SOCKET_BUFFER,
-                                "batch": case.batch})
+                                "repeat": case.repeat, "socket_buffer": self.buffer,
+                                "batch": case.batch,
+                                "reference": "iperf3" if case.reference else None,
+                                "reference_note": reference.peer_note(case.workload, case.batch)})
         self.result.cases.append(cr)
         return cr
 
     def _run_case(self, case: Case, cr: CaseResult) -> None:
         ep = self._topology(case.topology)
         cr.network = self.placement.snapshot(case.topology)
-        for rep in range(case.repeat):
-            sample = self._run_sample(case, ep)
-            sample["repeat"] = rep
+        first = -1 if self.warmup else 0
+        for rep in range(first, case.repeat):
+            # A B, B A, A B ...: neither side always runs second (warmer caches, fuller logs).
+            order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
+            sample = ref = None
+            for who in order:
+                if who == "ours":
+                    sample = self._run_sample(case, ep)
+                elif case.reference:
+                    ref = self._run_reference(case, ep)
+            for rec in (sample, ref):
+                if rec is not None:
+                    rec["repeat"] = rep
+                    rec["order"] = order.index("ours" if rec is sample else "ref")
+                    if rep < 0:
+                        rec["warmup"] = True
             cr.samples.append(sample)
-            ref = self._run_reference(case, ep) if case.reference else None
             if ref is not None:
-                ref["repeat"] = rep
                 cr.reference.append(ref)
-            self.reporter.sample_done(case, rep, sample, ref)
+            if rep >= 0:
+                self.reporter.sample_done(case, rep, sample, ref)
             self._save()
         cr.copies = self._copies_unavailable or self._counted(case, ep, cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
@@ -248,13 +278,16 @@ class Runner:
     def _run_sample(self, case: Case, ep: Endpoints, tracer=None) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
-                  "rcvbuf": SOCKET_BUFFER, "sndbuf": SOCKET_BUFFER}
-        rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr})
+                  "rcvbuf": self.buffer, "sndbuf": self.buffer}
+        tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
+        rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
+                                      "cpu": rx_cpu})
         try:
             rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
             tx = self._agent("sender", {**common, "netns": ep.tx_netns,
                                         "target": [ep.rx_addr, rx_ready["port"]],
-                                        "duration": case.duration, "count": case.count})
+                                        "duration": case.duration, "count": case.count,
+                                        "cpu": tx_cpu})
             try:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
                 if tracer is not None:
@@ -311,11 +344,14 @@ class Runner:
     def _run_reference(self, case: Case, ep: Endpoints) -> dict:
         port = _free_port(ep.rx_addr) if ep.kind == "loopback" else 5201
         pl = self.placement
-        server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)))
+        tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
+        server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
+                                          + reference.server_cpu_argv(rx_cpu)))
         try:
             pl.wait_listening("rx", server.pid, port, timeout=10)
             client = self._spawn(pl.tool_argv("tx", ep.tx_netns, reference.client_argv(
-                case.workload, ep.rx_addr, port, case.size, case.duration, case.count)))
+                case.workload, ep.rx_addr, port, case.size, case.duration, case.count,
+                buffer=self.buffer, cpu=tx_cpu)))
             try:
                 out, err = client.communicate(timeout=case.duration + 30)
             except subprocess.TimeoutExpired:

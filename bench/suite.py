@@ -8,6 +8,7 @@
     workloads = ["udp"]
     sizes = [1472]
     topologies = ["veth"]     # optional, else defaults.topology
+    batch = 1                 # optional, else defaults.batch (UDP datagrams per call)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bench.errors import UsageError
 
 DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology": str,
                 "reference": bool, "batch": int}
-MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list}
+MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int}
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class MatrixEntry:
     workloads: tuple[str, ...]
     sizes: tuple[int, ...]
     topologies: tuple[str, ...] = ()
+    batch: int | None = None        # overrides defaults.batch for this entry's UDP cases
 
 
 @dataclass(frozen=True)
@@ -89,14 +91,14 @@ def parse(text: str, source: str = "<string>") -> Suite:
         for key, value in raw.items():
             if key not in MATRIX_KEYS:
                 raise UsageError(f"{where}: unknown key {key!r}", "allowed: " + ", ".join(MATRIX_KEYS))
-            _typed(where, key, value, list)
+            _typed(where, key, value, MATRIX_KEYS[key])
         if not raw.get("workloads") or not raw.get("sizes"):
             raise UsageError(f"{where}: needs non-empty 'workloads' and 'sizes' lists",
                              'e.g. workloads = ["udp"] and sizes = [1472]')
         for s in raw["sizes"]:
             _typed(where, "sizes", s, int)
         entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
-                                   tuple(raw.get("topologies", ()))))
+                                   tuple(raw.get("topologies", ())), raw.get("batch")))
     if not entries:
         raise UsageError(f"suite {source} has no [[matrix]] entries",
                          "add at least one [[matrix]] with workloads and sizes")

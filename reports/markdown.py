@@ -145,9 +145,12 @@ def render(result: RunResult) -> str:
         "",
         *(["## Copies (one traced sample per case)", "", copies_table(result), ""]
           if copies_table(result) else []),
-        "Gbit/s: verified payload bytes at the receiver over the window from the sender's first "
-        "send to the receiver's last byte (median of repeats, ± stdev). ratio = ours / reference "
-        "(iperf3, same size, same topology, same socket buffers). CPU s/GB: CPU-seconds per 1e9 "
-        "payload bytes, per agent process (user+sys) and system-wide softirq.",
+        "Gbit/s: verified payload bytes at the receiver over its own clock, first to last "
+        "verified byte (median of the repeats after one discarded warm-up; min–max and spread = "
+        "(max − min) / median). ratio = ours / reference (iperf3 on the same path, size and "
+        "socket buffers, alternated with ours: A B, B A, ...; UDP only at one datagram per "
+        "call). CPU s/GB: CPU-seconds per 1e9 payload bytes: each agent's user+sys per byte it "
+        "sent or received, iperf3's own from its JSON, and system-wide softirq (which on a "
+        "kernel without IRQ time accounting overlaps the sides' sys time: never add them).",
     ]
     return "\n".join(lines) + "\n"

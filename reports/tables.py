@@ -15,12 +15,14 @@ class Row:
     topology: str
     status: str
     gbps: float | None = None
-    gbps_stdev: float | None = None
+    gbps_range: str | None = None       # min-max of the measured repeats
+    spread_pct: float | None = None     # (max - min) / median
     mmsgs: float | None = None
     ref_gbps: float | None = None
     ratio: float | None = None
     tx_cpu_gb: float | None = None
     rx_cpu_gb: float | None = None
+    ref_cpu_gb: str | None = None       # iperf3's sender / receiver CPU per GB
     softirq_gb: float | None = None
     loss_pct: float | None = None
     note: str = ""
@@ -43,14 +45,14 @@ def case_row(cr: CaseResult) -> Row:
     msgs = _median(cr, "msgs_per_s")
     errors = [r["error"] for r in cr.reference if r.get("error")]
     note = cr.reason or ""
-    zr = [s["zerocopy_receive"] for s in cr.samples if s.get("zerocopy_receive")]
+    zr = [s["zerocopy_receive"] for s in cr.measured() if s.get("zerocopy_receive")]
     if zr:
         mapped = sum(z["mapped_bytes"] for z in zr)
         total = mapped + sum(z["copied_bytes"] for z in zr)
         if total:
             note = (f"TCP_ZEROCOPY_RECEIVE: {100 * mapped / total:.0f}% of bytes mapped, "
                     f"{100 * (total - mapped) / total:.0f}% copied" + ("; " + note if note else ""))
-    zc = [s["zerocopy"] for s in cr.samples if s.get("zerocopy")]
+    zc = [s["zerocopy"] for s in cr.measured() if s.get("zerocopy")]
     if zc:
         done = sum(z["completed"] for z in zc)
         copied = sum(z["copied"] for z in zc)
@@ -63,12 +65,19 @@ def case_row(cr: CaseResult) -> Row:
                     + ("; " + note if note else ""))
     if errors:
         note = (note + "; " if note else "") + f"reference failed: {errors[0]}"
+    peer = (cr.params or {}).get("reference_note")
+    if peer and not cr.reference:
+        note = (note + "; " if note else "") + peer
+    rtx, rrx = _median(cr, "cpu_s_per_gb.sender", "reference"), _median(
+        cr, "cpu_s_per_gb.receiver", "reference")
     return Row(
         cr.id, cr.workload, cr.size, cr.topology, cr.status,
-        gbps=gbps, gbps_stdev=st["stdev"] if st else None,
+        gbps=gbps, gbps_range=f"{st['min']:.3f}–{st['max']:.3f}" if st and st["n"] > 1 else None,
+        spread_pct=st["spread_pct"] if st and st["n"] > 1 else None,
         mmsgs=msgs / 1e6 if msgs is not None else None,
         ref_gbps=ref, ratio=(gbps / ref) if (gbps and ref) else None,
         tx_cpu_gb=_median(cr, "cpu_s_per_gb.sender"), rx_cpu_gb=_median(cr, "cpu_s_per_gb.receiver"),
+        ref_cpu_gb=(f"{rtx:.3f} / {rrx:.3f}" if rtx is not None and rrx is not None else None),
         softirq_gb=_median(cr, "cpu_s_per_gb.softirq"), loss_pct=_median(cr, "loss_pct"),
         note=note,
     )
@@ -79,9 +88,10 @@ def rows(result: RunResult) -> list[Row]:
 
 
 COLUMNS = [
-    ("case", "case"), ("status", "status"), ("gbps", "Gbit/s"), ("gbps_stdev", "±"),
-    ("mmsgs", "Mmsg/s"), ("ref_gbps", "ref Gbit/s"), ("ratio", "ratio"),
+    ("case", "case"), ("status", "status"), ("gbps", "Gbit/s"), ("gbps_range", "min–max"),
+    ("spread_pct", "spread %"), ("mmsgs", "Mmsg/s"), ("ref_gbps", "ref Gbit/s"), ("ratio", "ratio"),
     ("tx_cpu_gb", "sender CPU s/GB"), ("rx_cpu_gb", "receiver CPU s/GB"),
+    ("ref_cpu_gb", "ref CPU s/GB (tx / rx)"),
     ("softirq_gb", "softirq s/GB"), ("loss_pct", "loss %"), ("note", "note"),
 ]
 

@@ -166,6 +166,8 @@ def main() -> int:
         # so every thread (and every socket one might open) lives inside it.
         if cfg.get("netns"):
             enter_netns(cfg["netns"])
+        if cfg.get("cpu") is not None:   # --cpus: this agent on one CPU, recorded by the runner
+            os.sched_setaffinity(0, {int(cfg["cpu"])})
         start_watchdog(float(cfg.get("max_seconds", 600)))
         io.start_reader()
         module = importlib.import_module(f"workloads.{cfg['workload']}")

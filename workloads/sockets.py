@@ -9,20 +9,15 @@ from dataclasses import dataclass
 from workloads.agent import buffer_address, now
 from workloads.pattern import PERIOD, block
 
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
-
 
 def size_buffers(sock: socket.socket, cfg: dict) -> dict:
-    """Apply the requested socket buffer sizes (forced past rmem_max when root); report actual."""
-    for opt, force, key in ((socket.SO_RCVBUF, SO_RCVBUFFORCE, "rcvbuf"),
-                            (socket.SO_SNDBUF, SO_SNDBUFFORCE, "sndbuf")):
+    """Apply the requested socket buffer sizes the way any program (iperf3) can: SO_RCVBUF /
+    SO_SNDBUF, capped by net.core.{r,w}mem_max, never forced past them, so ours and the
+    reference run with the same buffers; report what the kernel actually gave."""
+    for opt, key in ((socket.SO_RCVBUF, "rcvbuf"), (socket.SO_SNDBUF, "sndbuf")):
         want = cfg.get(key)
         if want:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, force if os.geteuid() == 0 else opt, want)
-            except PermissionError:
-                sock.setsockopt(socket.SOL_SOCKET, opt, want)
+            sock.setsockopt(socket.SOL_SOCKET, opt, want)
     return {"rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
             "sndbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)}
 

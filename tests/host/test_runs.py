@@ -34,14 +34,26 @@ def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_lefto
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--duration", "0.5")
     assert rc == 0, err
     assert doc["status"] == "complete" and doc["schema_version"] == 1
-    assert [c["id"] for c in doc["cases"]] == ["udp-1472-veth-b32", "tcp-65536-veth"]
+    ids = [c["id"] for c in doc["cases"]]
+    assert ids == ["udp-1472-veth-b32", "udp-1472-veth", "tcp-65536-veth"]
     for c in doc["cases"]:
-        s, ref = c["samples"][0], c["reference"][0]
+        warm, s = c["samples"][0], c["samples"][1]
+        assert warm["warmup"] is True and "warmup" not in s       # discarded, but kept
         assert s["gbps"] > 0 and s["payload_errors"] == 0
         assert s["cpu_s_per_gb"]["sender"] > 0 and s["cpu_s_per_gb"]["receiver"] > 0
+        assert s["clock"].startswith("receiver")
+        if c["id"].endswith("-b32"):       # batched UDP: iperf3 is no peer, the row says so
+            assert c["reference"] == [] and "no peer" in c["params"]["reference_note"]
+            continue
+        ref = c["reference"][1]
         assert ref["tool"] == "iperf3" and ref["gbps"] > 0, ref
-    assert "| udp-1472-veth-b32 | ok |" in out and "ref Gbit/s" in out
+        assert ref["cpu_s_per_gb"]["sender"] > 0 and ref["buffers"]["sndbuf"] > 0
+        # ours and iperf3 alternate: B A in the warm-up, A B in the first measured repeat
+        assert [s["order"] for s in c["samples"]] == [1, 0]
+        assert [r["order"] for r in c["reference"]] == [0, 1]
+    assert "| udp-1472-veth-b32 | ok |" in out and "ref Gbit/s" in out and "no peer" in out
     meta = doc["metadata"]
+    assert meta["method"]["order"].startswith("ours and the reference alternate")
     assert meta["kernel"] and meta["cpu_count"] >= 1 and meta["libraries"]["pyroute2"] == "0.9.7"
 
 

@@ -50,6 +50,6 @@ def test_markdown_report_shows_ratio_and_skip_reasons():
                                       status="skipped", reason="workload rdma is not built yet",
                                       fix="wait for it"))
     text = markdown.render(r)
-    assert "| tcp-65536-veth | ok | 10.000 | 1.000 |" in text
+    assert "| tcp-65536-veth | ok | 10.000 | 9.000–11.000 | 20.000 |" in text
     assert "| 20.000 | 0.500 |" in text
     assert "rdma is not built yet — fix: wait for it" in text

@@ -33,3 +33,31 @@ def test_client_argv_matches_our_case():
     assert "-u" not in tcp and ["-l", "65536"] == tcp[5:7] and "-t" in tcp
     udp = reference.client_argv("udp", "198.18.0.2", 5201, 1472, 0.5, count=1000)
     assert udp[-3:] == ["-u", "-b", "0"] and ["-n", str(1000 * 1472)] == udp[udp.index("-n"):udp.index("-n") + 2]
+
+
+def test_reference_rows_carry_their_cpu_and_actual_buffers(data_dir):
+    r = reference.parse((data_dir / "iperf3_tcp_client.json").read_text())
+    assert r["buffers"] == {"requested": 0, "sndbuf": 16384, "rcvbuf": 131072}
+    # client (sender) 40.98% of 1 s for 1.70 GB sent; server (receiver) 49.40% for what arrived
+    seconds = 1.0002
+    assert r["cpu_s_per_gb"]["sender"] == pytest.approx(0.4098 * seconds / 1.6976, rel=0.02)
+    assert r["cpu_s_per_gb"]["receiver"] > r["cpu_s_per_gb"]["sender"]
+
+
+def test_buffer_iperf3_can_get_is_capped_by_the_kernels_limits(tmp_path):
+    (tmp_path / "rmem_max").write_text("212992\n")
+    (tmp_path / "wmem_max").write_text("4194304\n")
+    assert reference.socket_buffer(tmp_path) == 212992      # stock Debian: -w 4M would abort
+    (tmp_path / "rmem_max").write_text("16777216\n")
+    assert reference.socket_buffer(tmp_path) == 4 << 20
+    argv = reference.client_argv("tcp", "198.18.0.2", 5201, 65536, 2.0, buffer=212992, cpu=1)
+    assert argv[argv.index("-w") + 1] == "212992" and argv[-2:] == ["-A", "1"]
+
+
+def test_only_like_for_like_peers():
+    assert "-Z" not in reference.client_argv("tcp", "x", 1, 65536, 1.0)
+    with pytest.raises(ValueError):
+        reference.client_argv("msg_zerocopy", "x", 1, 65536, 1.0)
+    assert reference.peer_note("udp", 32).startswith("batched (32 datagrams per call), no peer")
+    assert reference.peer_note("udp", 1) is None and reference.peer_note("tcp", 1) is None
+    assert reference.peer_note("io_uring", 1) == "no like-for-like peer in iperf3"
