@@ -63,11 +63,20 @@ def _deferred(plist_all: list[PointCounts], completions: dict | None) -> dict | 
             "source": "completion report",
             "symbols": [completions.get("api", "SO_EE_CODE_ZEROCOPY_COPIED")],
             "backends": ["kernel completion report"],
-            # The kernel says per send whether it copied; the sender knows each send's bytes.
-            "quality": "exact" if completions.get("all_completed") else "estimate",
+            "quality": _report_quality(completions),
             "ran_in": [],
         }
     return None
+
+
+def _report_quality(completions: dict) -> str:
+    """The kernel flags whole ranges of sends "copied" when any skb of the range was copied,
+    and the sender knows each send's bytes: all or none copied is exact; a mix is an upper
+    bound (an estimate)."""
+    if not completions.get("all_completed"):
+        return "estimate"
+    copied, done = completions.get("copied", 0), completions.get("completed", 0)
+    return "exact" if copied in (0, done) else "estimate"
 
 
 def _receiver_unseen(main: list[PointCounts], report: dict | None) -> dict | None:
@@ -170,9 +179,26 @@ def _sender_totals(d: dict, points: list[PointCounts], completions: dict | None,
     total = d["bytes"] + extra
     if deferred:
         deferred["per_payload_byte"] = _ratio(deferred["bytes"], payload)
-    return {"deferred": deferred, "total_bytes_copied": total,
-            "total_copied_per_payload_byte": _ratio(total, payload),
-            "total_quality": worst([d["quality"], deferred["quality"] if deferred else None])}
+    out = {"deferred": deferred, "total_bytes_copied": total,
+           "total_copied_per_payload_byte": _ratio(total, payload),
+           "total_quality": worst([d["quality"], deferred["quality"] if deferred else None])}
+    # The kernel's word against the probes': sends it reports copied that no probed copy
+    # function accounts for (copies outside the catalog, e.g. software segmentation) must not
+    # leave the row looking cleaner than the kernel says it was.
+    reported = (completions or {}).get("copied_bytes") or 0
+    copied_sends = (completions or {}).get("copied") or 0
+    probed = deferred is not None and deferred["source"] == "probe"
+    # A mixed report over-flags (whole ranges), so only "nothing accounted for" is a conflict
+    # then; an all-copied report is exact, so any shortfall is.
+    if probed and copied_sends > 0 and (
+            total == 0 or (_report_quality(completions) == "exact" and total < reported)):
+        out["total_quality"] = "estimate"
+        out["total_upper_bound"] = d["bytes"] + reported
+        out["total_note"] = (f"the kernel reports {completions.get('copied')} sends "
+                             f"({reported} B) copied that the probed functions do not account "
+                             "for: they copied elsewhere (outside the catalog); total is a lower "
+                             "bound, total_upper_bound the kernel's figure")
+    return out
 
 
 def add_costs(sides: dict, cpu: dict, bandwidth, cached=None) -> None:

@@ -93,6 +93,8 @@ def copies_table(result: RunResult) -> str | None:
             note = _deferred_note(c.id, d, side)
             if note:
                 notes.append(note)
+            if d.get("total_note") and d.get("deferred"):
+                notes.append(f"- {c.id}: {side}: {d['total_note']}")
         # "other": outside both agents; two-node runs: "other@<node>", per node.
         for oside, od in cp["sides"].items():
             if oside != "other" and not oside.startswith("other@"):

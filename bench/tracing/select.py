@@ -26,6 +26,7 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
+from bench.tracing.kprobe_events import refusal as kprobe_refusal
 
 BACKENDS = ("kmod", "bpftrace", "kprobe_events", "tracepoints")
 # In order of exactness: counts in kernel maps/counters first; kprobe_events streams every
@@ -101,6 +102,7 @@ class Environment:
     try_attach: Callable[[str, Path], tuple[bool, str]] | None = try_kprobe_event
     bpftrace_ok: Callable[[], Availability] | None = None
     which: Callable[[str], str | None] = shutil.which
+    btf: Path = Path("/sys/kernel/btf/vmlinux")
 
 
 def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, SymbolFacts]:
@@ -194,11 +196,19 @@ def plan(spec: str = "auto", points: list[str] | None = None,
                 continue
             syms = [p.symbol for p in kprobes if p.point == pt]
             present = [s for s in syms if facts[s].present]
+            refused: dict[str, str] = {}
             if b == "kmod":
                 ok = present
             else:
                 ok = [s for s in present if facts[s].traceable is not False]
-            refused = {s: facts[s].why for s in syms if s not in ok}
+            if b == "kprobe_events":
+                # e.g. skb_copy_ubufs' bytes need skb->data_len's offset from the kernel's BTF
+                for s in list(ok):
+                    why = kprobe_refusal(catalog.by_symbol(s), env.btf)
+                    if why:
+                        ok.remove(s)
+                        refused[s] = why
+            refused.update({s: facts[s].why for s in syms if s not in ok and s not in refused})
             if ok and (b == "kmod" or len(ok) == len(present)):
                 usable[b][pt] = ok
             else:

@@ -143,3 +143,14 @@ def test_cleanup_spares_a_live_runs_module(tmp_path, monkeypatch):
     (params / "owner").write_text(f"{_dead_pid()}\n")
     done = select.cleanup_stale(env)
     assert unloaded and "unloaded the copytrace module" in done
+
+
+def test_kprobe_events_without_btf_refuses_skb_copy_ubufs_at_planning(tmp_path):
+    """Never 0 bytes for a point it cannot measure: without BTF kprobe_events cannot read
+    skb->data_len, so the plan says why and leaves the point to a backend that can."""
+    env = make_env(tmp_path, traceable=COPY, bpftrace=False, headers=False)
+    env.btf = tmp_path / "no-btf"
+    c = by_point(select.plan("kprobe_events", ["zc_fallback", "send_copy"], env))
+    assert c["send_copy"].backend == "kprobe_events"
+    assert c["zc_fallback"].backend is None
+    assert "BTF" in c["zc_fallback"].rejected["kprobe_events"]

@@ -113,3 +113,24 @@ def test_zerocopy_receive_copybuf_bytes_fill_in_for_the_recv_tracepoint():
                       bytes=100_000)]
     r = summarize(kp, {"receiver": 10}, {"receiver": 1_000_000}, receive_report=report)["receiver"]
     assert r["deferred"] is None and r["total_copied_per_payload_byte"] == 0.1
+
+
+def test_kernel_reported_copies_nobody_probed_keep_the_row_from_looking_copy_free():
+    """Two lab nodes: the kernel flagged 32 of 100 sends copied, yet neither _copy_from_iter
+    nor skb_copy_ubufs ran: the copies happened elsewhere. The row must not read 0.0 exact."""
+    pts = [PointCounts("send_copy", "sender", "_copy_from_iter", "kmod", True, calls=0, bytes=0),
+           PointCounts("zc_fallback", "sender", "skb_copy_ubufs", "kmod", True, calls=0, bytes=0)]
+    comp = {"completed": 100, "copied": 32, "copied_bytes": 2097152, "all_completed": True}
+    tx = summarize(pts, {"sender": 100}, {"sender": 6553600}, completions=comp)["sender"]
+    assert tx["total_copied_per_payload_byte"] == 0.0
+    assert tx["total_quality"] == "estimate" and tx["total_upper_bound"] == 2097152
+    assert "outside the catalog" in tx["total_note"]
+
+
+def test_a_mixed_completion_report_is_an_upper_bound():
+    pts = [PointCounts("send_copy", "sender", "sock:sock_send_length", "tracepoints", False,
+                       calls=0, bytes=0, bytes_exact=True)]
+    comp = {"completed": 100, "copied": 32, "copied_bytes": 2097152, "all_completed": True}
+    tx = summarize(pts, {"sender": 100}, {"sender": 6553600}, completions=comp)["sender"]
+    assert tx["deferred"]["source"] == "completion report"
+    assert tx["deferred"]["quality"] == "estimate"      # ranges flag more than was copied
