@@ -153,14 +153,13 @@ def render(counts: list[PointCounts] | list[dict], choices: list[dict], samples:
                          + (f" ns={s['ns']}" if "ns" in s else ""))
     lines.append("")
     lines.append(f"{'point':12} {'symbol':30} {'backend':13} {'copies':>9} {'bytes':>13} "
-                 f"{'ns/copy':>9}")
+                 f"{'ns/copy':>9}  quality")
     for r in rows:
         if not r["calls"]:
             continue
         per = f"{r['ns_total'] / r['calls']:.0f}" if r["ns_total"] else "-"
-        mark = "" if r["exact"] else " ~"
         lines.append(f"{r['point']:12} {r['symbol']:30} {r['backend']:13} {r['calls']:>9} "
-                     f"{r['bytes']:>13} {per:>9}{mark}")
+                     f"{r['bytes']:>13} {per:>9}  {_quality(r)}")
     sent = sum(r["bytes"] for r in rows if r["point"] == "send_copy")
     copied = sum(r["bytes"] for r in rows if r["point"] in ("send_copy", "recv_copy"))
     ncopies = sum(r["calls"] for r in rows if r["point"] in ("send_copy", "recv_copy"))
@@ -171,9 +170,19 @@ def render(counts: list[PointCounts] | list[dict], choices: list[dict], samples:
     if shared:
         lines.append(f"same kernel address in COPY#1 and COPY#4: {', '.join(shared[:3])} "
                      "(the receiver read the skb the sender wrote: loopback, seed FAILURE 10)")
-    if any(not r["exact"] for r in rows if r["calls"]):
-        lines.append("~ = estimate (tracepoints: no kprobes on this kernel)")
+    if any(_quality(r) != "exact" for r in rows if r["calls"]):
+        lines.append("estimate: not the copy function itself (tracepoints: no kprobes here); "
+                     "lossy: the kernel reported lost events, counts are a lower bound")
     return "\n".join(lines)
+
+
+def _quality(r: dict) -> str:
+    q = r.get("quality") or ("exact" if r.get("exact") else "estimate")
+    if q == "lossy":
+        return "lossy (" + ", ".join(f"{k} {v}" for k, v in (r.get("lost") or {}).items()) + ")"
+    if q == "estimate" and r.get("bytes_exact") and not r.get("calls_exact"):
+        return "bytes exact, calls estimate"
+    return q
 
 
 def _shared_addresses(rows: list[dict]) -> list[str]:

@@ -59,7 +59,7 @@ def test_render_is_the_seed_view():
     assert "same kernel address in COPY#1 and COPY#4: 0xffff888112340050" in text
     assert "# rxe_copy: not measurable here" in text
     row = next(line for line in text.splitlines() if line.startswith("send_copy "))
-    assert row.split()[-1] == "450"                           # ns per copy
+    assert row.split()[-2:] == ["450", "exact"]                 # ns per copy, quality
 
 
 @pytest.mark.root
