@@ -17,17 +17,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def raise_rmem(size: int = 16 << 20) -> None:
-    """So no datagram is dropped: SO_RCVBUF is capped by net.core.rmem_max."""
+@contextmanager
+def raised_rmem(size: int = 16 << 20):
+    """So no datagram is dropped (SO_RCVBUF is capped by net.core.rmem_max, a host-wide
+    sysctl): raised for the test only, and always put back."""
     path = Path("/proc/sys/net/core/rmem_max")
-    if int(path.read_text()) < size:
+    old = int(path.read_text())
+    if old < size:
         path.write_text(str(size))
+    try:
+        yield
+    finally:
+        if old < size:
+            path.write_text(str(old))
 
 
 @contextmanager
 def udp_pair(count: int, size: int, proto: str = "udp"):
     """Yields (pids, go); go() releases both peers and returns bytes received."""
-    raise_rmem()
+    with raised_rmem(), _pair(count, size, proto) as pair:
+        yield pair
+
+
+@contextmanager
+def _pair(count: int, size: int, proto: str):
     port = free_port()
     recv_role, send_role = ("tcprecv", "tcpsend") if proto == "tcp" else ("recv", "send")
     args = [str(port), str(count), str(size)]
