@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN_PACKAGES = [
-    "python3-venv", "python3-dev", "gcc", "make", "iproute2", "iperf3", "sockperf", "bpftrace",
+    "python3-venv", "python3-dev", "gcc", "make", "iproute2", "iperf3", "bpftrace",
     "ethtool", "kmod",
 ]
 TEST_PACKAGES = [

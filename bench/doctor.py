@@ -175,7 +175,6 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         check_so_zerocopy(),
         check_rdma(roots),
         check_tool("iperf3", "iperf3", "reference for TCP/UDP"),
-        check_tool("sockperf", "sockperf", "reference for UDP latency"),
         check_tool("ib_write_bw", "perftest", "reference for RDMA"),
         check_kvm(),
         check_tool("qemu-system-x86_64", "qemu-system-x86", "the lab VM"),

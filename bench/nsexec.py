@@ -1,6 +1,6 @@
 """Run a command inside a named network namespace: `python -m bench.nsexec NS -- CMD ARGS...`.
 
-Used for reference tools (iperf3, sockperf) so they cross the same veth as our agents. The
+Used for reference tools (iperf3) so they cross the same veth as our agents. The
 namespace switch is pyroute2's; then we exec, so the tool's pid is this process's pid.
 """
 

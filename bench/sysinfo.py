@@ -13,7 +13,7 @@ from importlib import metadata as im
 from pathlib import Path
 
 LIBRARIES = ("copybench", "pyroute2", "pyperf", "rich", "matplotlib")
-TOOLS = {"iperf3": ["iperf3", "--version"], "sockperf": ["sockperf", "--version"],
+TOOLS = {"iperf3": ["iperf3", "--version"],
          "bpftrace": ["bpftrace", "--version"]}
 SYSCTLS = ("net/core/rmem_max", "net/core/wmem_max", "net/core/optmem_max",
            "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/tcp_congestion_control")
