@@ -4,6 +4,12 @@ Schema history (refuse newer, upgrade older when a reader knows how):
   1 — 2026-11: metadata, cases with samples (ours) and reference samples (iperf3 et al.);
       optional per-case `copies` (the traced sample: copy counts per side, backend choices,
       tracer overhead, cost model). Readers treat a missing `copies` as "not counted".
+  2 — 2026-11-26: run `reason`; case status "not run"; samples carry `warmup`, `order`,
+      `clock`, `window_bytes`; reference samples `buffers` and `cpu_s_per_gb`; copies per
+      point `quality`, `calls_exact`, `bytes_exact`, `lost`, `ns_probe_per_call`, per side
+      `deferred` and `total_*`; metadata `method`, `copies_note`. Every addition is optional,
+      so version 1 files read as they are (no warm-up, no quality: treated as not stated).
+The fields are described in DESIGN.md ("Result schema"); a unit test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed", "interrupted", "not run")
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 

@@ -33,7 +33,7 @@ def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, work
 def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_leftovers):
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--duration", "0.5")
     assert rc == 0, err
-    assert doc["status"] == "complete" and doc["schema_version"] == 1
+    assert doc["status"] == "complete" and doc["schema_version"] == 2
     ids = [c["id"] for c in doc["cases"]]
     assert ids == ["udp-1472-veth-b32", "udp-1472-veth", "tcp-65536-veth"]
     for c in doc["cases"]:
@@ -116,7 +116,8 @@ def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root
     z = s["zerocopy_receive"]
     # Every verified byte was either mapped or copied, never both, never neither.
     assert z["mapped_bytes"] + z["copied_bytes"] == n * size
-    assert z["mapped_bytes"] > 0, "no page was mapped: the aligned MSG_ZEROCOPY sender should allow it"
+    # DESIGN.md: with the page-aligned MSG_ZEROCOPY sender most bytes map (≈94% over veth)
+    assert z["mapped_bytes"] > 0.5 * n * size, z
     assert z["end_of_stream"] == "EIO"
     # Every byte the kernel copied for the receiver (recv or copybuf) is in its copy total.
     cp = case(doc, f"tcp_zerocopy_receive-{size}-veth")["copies"]
