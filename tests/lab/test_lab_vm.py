@@ -176,6 +176,24 @@ def test_tcp_bytes_copied_equal_bytes_sent_through_bench_run(vm, tmp_path):
         assert d["bytes"] == n * size and d["bytes_per_payload_byte"] == 1.0, (side, d)
 
 
+def test_msg_zerocopy_over_veth_moves_every_copy_to_the_fallback(vm, tmp_path):
+    """Issue 7's moved copies: over veth the kernel copies each MSG_ZEROCOPY skb later
+    (skb_copy_ubufs); COPY#1 vanishes but the sender's total stays ~1.0 copied per payload
+    byte, measured by a probe (kmod), with the kernel's completion report beside it."""
+    n, size = 100, 65536
+    p = _bench_cli("run", "--suite", "socket-vs-rdma", "--target", "lab", "--workload",
+                   "msg_zerocopy", "--sizes", str(size), "--bytes", str(n * size),
+                   "--no-reference", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    c = json.loads(next(tmp_path.glob("*.json")).read_text())["cases"][0]
+    tx = c["copies"]["sides"]["sender"]
+    assert tx["bytes_per_payload_byte"] < 0.05, tx            # COPY#1 moved away ...
+    assert tx["deferred"]["source"] == "probe" and "skb_copy_ubufs" in tx["deferred"]["symbols"]
+    assert 0.95 <= tx["total_copied_per_payload_byte"] <= 1.05, tx   # ... not gone
+    assert tx["completion_report"]["copied"] == tx["completion_report"]["completed"] > 0
+    assert "the sender's zerocopy sends were copied later after all" in p.stdout
+
+
 def _no_qemu_left(paths) -> None:
     assert not list(paths.state.glob("*.pid")), "stale pid files"
     # QEMU's command line names its pid file, which lives in this lab's state dir.
