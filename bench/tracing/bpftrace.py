@@ -90,8 +90,11 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
     if p.symbol == "sock:sock_send_length":
         # MSG_ZEROCOPY sends pin pages instead of copying: counted apart (flags of the syscall,
         # the tracepoint's own flags field is always 0 on the send side).
-        count = (f"if (@zcflag[tid]) {{ @zc[$k] = count(); @zcbytes[$k] = sum({length}); }} "
-                 f"else {{ {count} }} if (!@insend[tid]) {{ @uring[$k] = count(); }}")
+        # @sflag[tid]: 1 = in a send syscall, 2 = in one with MSG_ZEROCOPY, 3 = io_uring's
+        # zerocopy opcode just submitted; 0 = a send outside any send syscall (io_uring, workers).
+        count = (f"$f = @sflag[tid]; if ($f >= 2) {{ @zc[$k] = count(); "
+                 f"@zcbytes[$k] = sum({length}); }} else {{ {count} }} "
+                 f"if ($f != 1 && $f != 2) {{ @uring[$k] = count(); }}")
     elif p.symbol == "sock:sock_recv_length":
         count += f" if (args->protocol == {UDP}) {{ @udp[{i}, $k] = count(); }}"
     return [f"tracepoint:{p.symbol} {{ {slot_code} if ($s && {length} > 0) {{ $k = $s - 1; "
@@ -138,17 +141,15 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
                             for nr, pos in sends.items())
         insend = " || ".join(f"args->id == {nr}" for nr in sends)
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
-                     f"{{ if ({insend}) {{ @insend[tid] = 1; if ({conds}) {{ @zcflag[tid] = 1; }} "
-                     f"else {{ delete(@zcflag[tid]); }} }} }}")
-        lines.append("tracepoint:raw_syscalls:sys_exit /@insend[tid]/ "
-                     "{ delete(@insend[tid]); delete(@zcflag[tid]); }")
+                     f"{{ if ({insend}) {{ @sflag[tid] = 1; if ({conds}) {{ @sflag[tid] = 2; }} }} }}")
+        lines.append("tracepoint:raw_syscalls:sys_exit /@sflag[tid]/ { delete(@sflag[tid]); }")
         if io_uring:
             # io_uring issues a send inline right after its submit tracepoint: the opcode says
             # whether it is a zerocopy send (SEND_ZC, SENDMSG_ZC). Sends outside a send syscall
             # are counted in @uring so their classification is labelled an estimate.
             zc_ops = " || ".join(f"args->opcode == {op}" for op in IORING_ZC_OPCODES)
             lines.append(f"tracepoint:io_uring:io_uring_submit_req /{who}/ "
-                         f"{{ if ({zc_ops}) {{ @zcflag[tid] = 1; }} else {{ delete(@zcflag[tid]); }} }}")
+                         f"{{ if ({zc_ops}) {{ @sflag[tid] = 3; }} else {{ delete(@sflag[tid]); }} }}")
     for i, p in enumerate(probes):
         if p.kind == "kprobe":
             lines += _kprobe_lines(i, p, slot_code, sockonly, nsamples)
@@ -156,7 +157,7 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
             lines += _tracepoint_lines(i, p, slot_code, nsamples)
     used = (["side"] if not comm else []) + (["insock"] if kprobes and sockonly else []) + (
         ["t", "a", "l", "s"] if kprobes else []) + ["nsamp"] + (
-        ["zcflag", "insend"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
+        ["sflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
     clear = " ".join(f"clear(@{m});" for m in used)   # only the result maps get printed
     lines.append(f"END {{ {clear} }}")
     return "\n".join(lines) + "\n"
