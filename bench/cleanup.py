@@ -11,6 +11,11 @@ def cleanup_all() -> list[str]:
     except (ImportError, OSError) as exc:
         done.append(f"netns cleanup skipped: {exc}")
     try:
+        from bench.rxe import remove_stale as remove_stale_rxe
+        done += [f"removed stale soft-RoCE link {n}" for n in remove_stale_rxe()]
+    except (ImportError, OSError, ValueError) as exc:
+        done.append(f"soft-RoCE cleanup skipped: {exc}")
+    try:
         from bench.tracing.select import cleanup_stale
     except ImportError:
         return done

@@ -61,7 +61,8 @@ def cmd_run(args, placement=None) -> int:
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
-                    cpus=parse_cpus(args.cpus), warmup=not args.no_warmup)
+                    cpus=parse_cpus(args.cpus), warmup=not args.no_warmup,
+                    rdma_device=getattr(args, "rdma_device", None))
     if placement is not None:
         runner.result.metadata["placement"] = {"kind": placement.name,
                                                "hosts": [h.name for h in placement.target.hosts]}
@@ -105,6 +106,8 @@ def _forward_run_argv(args, target) -> list[str]:
         argv.append("--no-warmup")
     if args.cpus:
         argv += ["--cpus", args.cpus]
+    if getattr(args, "rdma_device", None):
+        argv += ["--rdma-device", args.rdma_device]
     argv += ["--copies", args.copies]
     return argv
 
@@ -222,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "CPUs, e.g. --cpus 0,1; recorded in the result")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the discarded warm-up sample of each case")
+    run.add_argument("--rdma-device", metavar="NAME[:PORT]",
+                     help="RDMA device for the rdma workloads and perftest (default: the first "
+                          "ACTIVE port, a real NIC before soft-RoCE; with none, a soft-RoCE link "
+                          "this run creates on its veth topology)")
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser("list", help="suites and workloads, and what each needs")

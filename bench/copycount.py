@@ -24,6 +24,8 @@ from bench.tracing.base import PointCounts
 SIDE_POINT = {"sender": "send_copy", "receiver": "recv_copy"}
 DEFERRED_POINT = "zc_fallback"     # copies of MSG_ZEROCOPY pages done later: the sender's data
 ZC_SEND_POINT = "zc_send"          # bytes handed over by MSG_ZEROCOPY sends (tracepoints)
+RXE_POINT = "rxe_copy"             # soft-RoCE's own payload copies (rxe_mr_copy)
+SOFT_ROCE_SIDE = "soft-RoCE"       # the row's soft-RoCE copies, whatever context ran them
 QUALITY_ORDER = ("exact", "estimate", "lossy")
 
 
@@ -95,7 +97,8 @@ def _receiver_unseen(main: list[PointCounts], report: dict | None) -> dict | Non
 
 
 def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes: dict[str, int],
-              completions: dict | None = None, receive_report: dict | None = None) -> dict:
+              completions: dict | None = None, receive_report: dict | None = None,
+              rdma: dict | None = None) -> dict:
     """Per side: calls, bytes, per-message and per-byte ratios, ns per copy, symbols, quality,
     deferred copies and the total copied per payload byte.
 
@@ -161,7 +164,59 @@ def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes
                       "total_copied_per_payload_byte": _ratio(total, pb),
                       "total_quality": worst([quality, unseen["quality"] if unseen else None])})
         sides[side] = d
+    if rdma is not None:
+        _rdma_totals(sides, points, messages, payload_bytes, rdma)
     return sides
+
+
+def _rdma_totals(sides: dict, points: list[PointCounts], messages: dict[str, int],
+                 payload_bytes: dict[str, int], rdma: dict) -> None:
+    """RDMA verbs rows: the agents' socket copies (zero on the verbs data path; the control
+    connection's exchange ends before the tracer attaches) stay per side. On soft-RoCE the
+    kernel itself copies every payload byte between MRs and packets (rxe_mr_copy, requester and
+    responder); those copies run in whatever context rxe schedules them (the poster's syscall,
+    a tasklet on someone's time), so they are the row's, not a side's: one `soft-RoCE` entry,
+    and no side may then show a copy-free total. On a real NIC the payload moves by DMA."""
+    rxe = [p for p in points if p.point == RXE_POINT]
+    payload = payload_bytes.get("receiver") or payload_bytes.get("sender") or 0
+    msgs = messages.get("receiver") or messages.get("sender") or 0
+    soft = bool(rdma.get("soft"))
+    entry = None
+    if rxe:
+        calls, nbytes = sum(p.calls for p in rxe), sum(p.bytes for p in rxe)
+        entry = {"point": RXE_POINT, "calls": calls, "bytes": nbytes,
+                 "copies_per_message": _ratio(calls, msgs),
+                 "bytes_per_payload_byte": _ratio(nbytes, payload),
+                 "quality": worst(p.quality for p in rxe),
+                 "symbols": sorted({p.symbol for p in rxe if p.calls}),
+                 "backends": sorted({p.backend for p in rxe}),
+                 "ran_in": sorted({p.side for p in rxe if p.calls}),
+                 "kind": "copied by soft-RoCE in the kernel (a real RDMA NIC moves these bytes "
+                         "by DMA)"}
+        sides[SOFT_ROCE_SIDE] = entry
+    for side in ("sender", "receiver"):
+        d = sides.get(side)
+        if d is None:
+            continue
+        d["data_path"] = "RDMA verbs"
+        if soft and entry is not None:
+            d.update(total_bytes_copied=None, total_copied_per_payload_byte=None,
+                     total_quality=None)
+            d["total_note"] = (
+                f"RDMA verbs: {d['calls']} socket copies on the data path; soft-RoCE copied "
+                f"{entry['bytes']} B ({entry['bytes_per_payload_byte']} per payload byte, "
+                f"{entry['calls']} {'/'.join(entry['symbols']) or 'rxe'} calls, "
+                f"{entry['quality']}) in the kernel for this row, requester and responder "
+                "together (not split per side): not a CPU-free path"
+                if side == "sender" else "soft-RoCE's kernel copies: see the sender's note")
+        elif soft:
+            d.update(total_bytes_copied=None, total_copied_per_payload_byte=None,
+                     total_quality=None)
+            d["total_note"] = ("soft-RoCE copies every payload byte in the kernel (rxe_mr_copy) "
+                               "but nothing could count them here: no total, not zero"
+                               if side == "sender" else "see the sender's note")
+        else:
+            d["total_note"] = "RDMA NIC: the payload moves by DMA; only socket copies counted"
 
 
 def _sender_totals(d: dict, points: list[PointCounts], completions: dict | None,

@@ -136,13 +136,31 @@ def check_so_zerocopy() -> Check:
 
 
 def check_rdma(roots: Roots) -> Check:
-    ib = roots.sys_root / "class/infiniband"
-    devs = sorted(p.name for p in ib.iterdir()) if ib.exists() else []
-    if devs:
-        return Check("rdma_device", True, ", ".join(devs))
-    return Check("rdma_device", False, "no RDMA device (no /sys/class/infiniband entries)",
-                 "real NIC, or soft-RoCE: `modprobe rdma_rxe && rdma link add rxe0 type rxe "
-                 "netdev eth0`; on kernels without modules: `bench lab up` and `--target lab`")
+    """An ACTIVE RDMA port, or the means to make a soft-RoCE one (bench/rxe.py)."""
+    from bench import rxe
+    found = rxe.ports(roots.sys_root)
+    active = [f"{p.device}/{p.port}" + (" (soft-RoCE)" if p.soft else "") for p in found
+              if p.active]
+    if active:
+        return Check("rdma_device", True, ", ".join(active))
+    ok, why = rxe.rxe_available(roots.proc, roots.lib_modules)
+    if ok and os.geteuid() == 0:
+        return Check("rdma_device", True, f"no RDMA device yet; {why}: `bench run` creates its own "
+                     f"soft-RoCE link (cbrxe<pid>) on its veth topology and removes it")
+    seen = ", ".join(f"{p.device}/{p.port} {p.state}" for p in found)
+    return Check("rdma_device", False,
+                 f"no active RDMA port ({seen or 'no /sys/class/infiniband entries'}) and no way "
+                 f"to make one here ({why if not ok else 'soft-RoCE set-up needs root'})",
+                 rxe.no_device_fix())
+
+
+def check_pyverbs() -> Check:
+    import importlib.util
+    if importlib.util.find_spec("pyverbs") is not None:
+        return Check("pyverbs", True, "pyverbs importable (Debian python3-pyverbs)")
+    return Check("pyverbs", False, "pyverbs is not importable (the RDMA workloads' verbs binding)",
+                 "apt-get install python3-pyverbs (Debian's; the venv sees it through "
+                 "--system-site-packages), or `--target lab`")
 
 
 def check_root() -> Check:
@@ -174,8 +192,10 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         check_io_uring(),
         check_so_zerocopy(),
         check_rdma(roots),
+        check_pyverbs(),
         check_tool("iperf3", "iperf3", "reference for TCP/UDP"),
         check_tool("ib_write_bw", "perftest", "reference for RDMA"),
+        check_tool("rdma", "iproute2", "soft-RoCE set-up (`rdma link`)"),
         check_kvm(),
         check_tool("qemu-system-x86_64", "qemu-system-x86", "the lab VM"),
         check_tool("mmdebstrap", "mmdebstrap", "building the lab VM image"),
@@ -186,6 +206,7 @@ CAPABILITY_CHECKS = {
     "io_uring": lambda roots: check_io_uring(),
     "so_zerocopy": lambda roots: check_so_zerocopy(),
     "rdma_device": check_rdma,
+    "pyverbs": lambda roots: check_pyverbs(),
 }
 
 

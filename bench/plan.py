@@ -27,6 +27,29 @@ class Overrides:
 
 
 @dataclass(frozen=True)
+class RdmaParams:
+    depth: int = 128           # send queue depth (WRs in flight), perftest's -t default
+    inline: int = 0            # messages up to this many bytes are posted inline
+    signal_every: int = 16     # a signalled completion every N WRs
+
+    def to_json(self) -> dict:
+        return {"depth": self.depth, "inline": self.inline, "signal_every": self.signal_every}
+
+
+def _rdma_params(d: dict) -> RdmaParams:
+    r = RdmaParams(depth=d.get("rdma_depth", 128), inline=d.get("rdma_inline", 0),
+                   signal_every=d.get("rdma_signal_every", 16))
+    if not 1 <= r.depth <= 16384:
+        raise UsageError(f"rdma_depth {r.depth}: must be between 1 and 16384", "e.g. 128")
+    if not 0 <= r.inline <= 4096:
+        raise UsageError(f"rdma_inline {r.inline}: must be between 0 and 4096 bytes", "e.g. 0")
+    if not 1 <= r.signal_every <= r.depth:
+        raise UsageError(f"rdma_signal_every {r.signal_every}: must be between 1 and "
+                         f"rdma_depth ({r.depth})", "e.g. 16")
+    return r
+
+
+@dataclass(frozen=True)
 class Case:
     workload: str
     size: int
@@ -38,6 +61,7 @@ class Case:
     batch: int = 1             # datagrams per system call (sendmmsg/recvmmsg) for udp
     skip_reason: str | None = None
     skip_fix: str | None = None
+    rdma: RdmaParams | None = None   # RDMA cases: queue depth, inline threshold, signalling
 
     @property
     def id(self) -> str:
@@ -85,15 +109,17 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     _check_common(duration, nbytes, repeat, default_topology, batch)
     if duration is None:
         duration = MAX_DURATION_CAP if nbytes else DEFAULT_DURATION
+    rdma = _rdma_params(d)
+    wanted = registry.expand_names(ov.workloads) if ov.workloads else None
     cases: list[Case] = []
     seen: set[str] = set()
     for entry in suite.matrix:
         topologies = (ov.topology,) if ov.topology else (entry.topologies or (default_topology,))
         for t in topologies:
             _check_common(None, None, None, t)
-        for name in entry.workloads:
+        for name in registry.expand_names(entry.workloads):
             wl = registry.get(name)
-            if ov.workloads and name not in ov.workloads:
+            if wanted and name not in wanted:
                 continue
             for size in (ov.sizes or entry.sizes):
                 err = wl.size_error(size)
@@ -115,12 +141,13 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                                      else missing[0] if missing else None),
                         skip_fix=(wl.not_built_fix if not wl.built
                                   else missing[1] if missing else None),
+                        rdma=rdma if wl.transport == "rdma" else None,
                     )
                     if case.id not in seen:
                         seen.add(case.id)
                         cases.append(case)
     if ov.workloads:
-        for name in ov.workloads:
+        for name in registry.expand_names(ov.workloads):
             registry.get(name)
     if not cases:
         raise UsageError(f"suite {suite.name}: nothing to run with these filters",

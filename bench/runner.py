@@ -44,6 +44,7 @@ class Runner:
     copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
     cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER: pin agents and iperf3
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
+    rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
 
     def __post_init__(self):
         self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
@@ -51,6 +52,7 @@ class Runner:
             self.placement = LocalPlacement()
         self._live_agents: list[Agent] = []
         self._live_procs: list[subprocess.Popen] = []
+        self._rdma = None        # bench.rxe.Devices, made by the first RDMA case
         self.buffer = reference.socket_buffer()
         self.result.metadata["method"] = {
             **self.result.metadata.get("method", {}),
@@ -69,8 +71,12 @@ class Runner:
 
     # -- checks before anything is created ---------------------------------------------------
     def check(self) -> None:
-        if any(c.reference for c in self.plan.cases if c.skip_reason is None):
+        refs = [c for c in self.plan.cases if c.reference and c.skip_reason is None]
+        if any(c.rdma is None for c in refs):
             reference.check()
+        if any(c.rdma is not None for c in refs):
+            from bench import perftest
+            perftest.check(perftest.tool_for(c.workload) for c in refs if c.rdma is not None)
         if "veth" in self.plan.topologies and not self.placement.remote:
             Topology("veth").check_privileges()
         self._copies_unavailable = self._check_copies()
@@ -175,14 +181,17 @@ class Runner:
                         params={"duration_s": case.duration, "count": case.count,
                                 "repeat": case.repeat, "socket_buffer": self.buffer,
                                 "batch": case.batch,
-                                "reference": "iperf3" if case.reference else None,
-                                "reference_note": reference.peer_note(case.workload, case.batch)})
+                                "reference": _reference_tool(case) if case.reference else None,
+                                "reference_note": reference.peer_note(case.workload, case.batch),
+                                **({"rdma": case.rdma.to_json()} if case.rdma else {})})
         self.result.cases.append(cr)
         return cr
 
     def _run_case(self, case: Case, cr: CaseResult) -> None:
         ep = self._topology(case.topology)
         cr.network = self.placement.snapshot(case.topology)
+        if case.rdma is not None:
+            cr.network["rdma"] = {k: c.to_json() for k, c in self._rdma_devices(ep).items()}
         first = -1 if self.warmup else 0
         for rep in range(first, case.repeat):
             # A B, B A, A B ...: neither side always runs second (warmer caches, fuller logs).
@@ -217,6 +226,23 @@ class Runner:
     def _topology(self, kind: str) -> Endpoints:
         return self.placement.endpoints(kind)
 
+    def _rdma_devices(self, ep: Endpoints) -> dict:
+        """Device, port and GID per side (bench/rxe.py): a real NIC as it is, else a soft-RoCE
+        link this run creates on its topology and removes at the end."""
+        if self.placement.remote:
+            return {}     # two nodes: each agent picks the first active port on its node
+        if self._rdma is None:
+            from bench.rxe import Devices
+            self._rdma = Devices(self.rdma_device)
+        return self._rdma.for_endpoints(ep)
+
+    def _rdma_config(self, case: Case, ep: Endpoints, side: str) -> dict:
+        if case.rdma is None:
+            return {}
+        c = self._rdma_devices(ep).get(side)
+        return {"rdma_depth": case.rdma.depth, "rdma_inline": case.rdma.inline,
+                "rdma_signal_every": case.rdma.signal_every, **(c.agent_config() if c else {})}
+
     # -- one sample: two agents ------------------------------------------------------------
     def _agent(self, role: str, config: dict) -> Agent:
         agent = Agent(role, config, argv=self.placement.agent_argv("tx" if role == "sender" else "rx"))
@@ -244,7 +270,8 @@ class Runner:
                           {"sender": sample["messages_sent"], "receiver": sample["messages"]},
                           {"sender": sample["messages_sent"] * case.size, "receiver": sample["bytes"]},
                           completions=sample.get("zerocopy"),
-                          receive_report=sample.get("zerocopy_receive"))
+                          receive_report=sample.get("zerocopy_receive"),
+                          rdma=self._rdma_summary(case, cr))
         add_costs(sides, sample["cpu"], self._bandwidth, self._working_set(case.size, case.batch))
         out = {
             "status": "ok",
@@ -253,7 +280,7 @@ class Runner:
             "points": [c.to_json() for c in counts],
             "traced_sample": {k: sample.get(k) for k in ("bytes", "messages", "messages_sent",
                                                          "gbps", "window_s", "payload_errors",
-                                                         "zerocopy", "zerocopy_receive")},
+                                                         "zerocopy", "zerocopy_receive", "rdma")},
             "tracer_overhead_ratio": (round(sample["gbps"] / untraced["median"], 4)
                                       if untraced and sample.get("gbps") else None),
             "buffers": {"sender": sample["sender"].get("buffer_addr"),
@@ -261,6 +288,15 @@ class Runner:
         }
         self.reporter.copies_done(case, out)
         return out
+
+    def _rdma_summary(self, case: Case, cr: CaseResult) -> dict | None:
+        """For RDMA rows: whether the device is soft-RoCE (its kernel copies the payload)."""
+        if case.rdma is None:
+            return None
+        devs = (cr.network or {}).get("rdma") or {}
+        # Two nodes: the agents chose; the lab's devices are soft-RoCE unless known otherwise.
+        return {"soft": any(d.get("soft") for d in devs.values()) if devs else True,
+                "devices": devs}
 
     def _working_set(self, size: int, batch: int = 1):
         """memcpy bandwidth at the case's working set (cache-hot), measured once per size."""
@@ -281,13 +317,13 @@ class Runner:
                   "rcvbuf": self.buffer, "sndbuf": self.buffer}
         tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
-                                      "cpu": rx_cpu})
+                                      "cpu": rx_cpu, **self._rdma_config(case, ep, "rx")})
         try:
             rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
             tx = self._agent("sender", {**common, "netns": ep.tx_netns,
                                         "target": [ep.rx_addr, rx_ready["port"]],
                                         "duration": case.duration, "count": case.count,
-                                        "cpu": tx_cpu})
+                                        "cpu": tx_cpu, **self._rdma_config(case, ep, "tx")})
             try:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
                 if tracer is not None:
@@ -322,6 +358,12 @@ class Runner:
             sample["zerocopy"] = tx_res["zerocopy"]
         if "zerocopy_receive" in rx_res:
             sample["zerocopy_receive"] = rx_res["zerocopy_receive"]
+        if "rdma" in tx_res or "rdma" in rx_res:
+            sample["rdma"] = {"sender": tx_res.get("rdma"), "receiver": rx_res.get("rdma"),
+                              "device": {"sender": tx_res.get("rdma_device"),
+                                         "receiver": rx_res.get("rdma_device")},
+                              "gid_index": {"sender": tx_res.get("gid_index"),
+                                            "receiver": rx_res.get("gid_index")}}
         sample["sender"] = {"pid": tx_ready["pid"], "buffer_addr": tx_res.get("buffer_addr"),
                             "send_errors": tx_res.get("send_errors", 0),
                             "sndbuf": tx_ready.get("sndbuf")}
@@ -342,6 +384,9 @@ class Runner:
         return p
 
     def _run_reference(self, case: Case, ep: Endpoints) -> dict:
+        if case.rdma is not None:
+            from bench.rdma_reference import run_perftest
+            return run_perftest(self, case, ep)
         port = _free_port(ep.rx_addr) if ep.kind == "loopback" else 5201
         pl = self.placement
         tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
@@ -373,6 +418,8 @@ class Runner:
         for agent in list(self._live_agents):
             self._retire(agent)
         self._stop_procs()
+        if self._rdma is not None:      # our soft-RoCE links, before the netdevs they sit on
+            self._rdma.release()
         self.placement.teardown()
 
     def _save(self) -> None:
@@ -401,6 +448,11 @@ def _terminate(p: subprocess.Popen, grace: float = 2.0) -> None:
     for f in (p.stdout, p.stderr):
         with contextlib.suppress(OSError, AttributeError):
             f.close()
+
+
+def _reference_tool(case: Case) -> str:
+    from workloads import registry
+    return registry.get(case.workload).reference or "iperf3"
 
 
 def _free_port(addr: str) -> int:

@@ -21,7 +21,10 @@ from pathlib import Path
 from bench.errors import UsageError
 
 DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology": str,
-                "reference": bool, "batch": int}
+                "reference": bool, "batch": int,
+                # RDMA cases (issue 9): send queue depth, inline threshold (B), a signalled
+                # completion every N WRs
+                "rdma_depth": int, "rdma_inline": int, "rdma_signal_every": int}
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int}
 
 

@@ -7,13 +7,15 @@ from reports import markdown
 
 def test_doctor_reads_capabilities_from_fixture_roots(tmp_path):
     proc, sysr, boot, mods = (tmp_path / n for n in ("proc", "sys", "boot", "modules"))
-    for d in (proc, sysr / "class/infiniband/rxe0", boot, mods / "6.1.0-28-amd64/build"):
+    for d in (proc, sysr / "class/infiniband/rxe0/ports/1", boot, mods / "6.1.0-28-amd64/build"):
         d.mkdir(parents=True)
+    (sysr / "class/infiniband/rxe0/ports/1/state").write_text("4: ACTIVE\n")
+    (sysr / "class/infiniband/rxe0/parent").write_text("eth0\n")
     (proc / "modules").write_text("")
     (boot / "config-6.1.0-28-amd64").write_text("CONFIG_KPROBES=y\nCONFIG_MODULES=y\n")
     checks = {c.name: c for c in doctor.run_checks(doctor.Roots(proc, sysr, boot, mods), "6.1.0-28-amd64")}
     assert checks["kprobes"].ok and checks["modules"].ok and checks["kernel_headers"].ok
-    assert checks["rdma_device"].ok and checks["rdma_device"].detail == "rxe0"
+    assert checks["rdma_device"].ok and checks["rdma_device"].detail == "rxe0/1 (soft-RoCE)"
 
 
 def test_doctor_names_the_fix_when_capabilities_are_missing(tmp_path):

@@ -21,16 +21,39 @@ sizes = [4096]
 def test_expand_is_the_full_product_with_defaults():
     p = plan.expand(suite.parse(TWO))
     ids = [c.id for c in p.cases]
-    assert len(ids) == 2 * 2 * 2 + 1
+    assert len(ids) == 2 * 2 * 2 + 2          # "rdma" is a family: rdma_write and rdma_send
     assert ids[0] == "udp-1000-veth" and ids[1] == "udp-1000-loopback"
     udp = p.cases[0]
     assert (udp.duration, udp.repeat, udp.count, udp.reference) == (1.5, 2, None, True)
 
 
-def test_unbuilt_workload_is_planned_as_skipped_with_reason_and_fix():
-    rdma = plan.expand(suite.parse(TWO)).cases[-1]
-    assert rdma.workload == "rdma"
-    assert "not built" in rdma.skip_reason and rdma.skip_fix
+def test_unbuilt_workload_is_planned_as_skipped_with_reason_and_fix(monkeypatch):
+    from dataclasses import replace
+
+    from workloads import registry
+    monkeypatch.setitem(registry.WORKLOADS, "tcp", replace(registry.WORKLOADS["tcp"], built=False,
+                                                           not_built_fix="use udp meanwhile"))
+    tcp = [c for c in plan.expand(suite.parse(TWO)).cases if c.workload == "tcp"][0]
+    assert "not built" in tcp.skip_reason and tcp.skip_fix == "use udp meanwhile"
+
+
+def test_rdma_family_expands_to_both_cases_with_suite_parameters():
+    text = TWO.replace("[defaults]", "[defaults]\nrdma_depth = 64\nrdma_inline = 128\n"
+                       "rdma_signal_every = 8")
+    p = plan.expand(suite.parse(text), plan.Overrides(workloads=("rdma",)))
+    assert [c.id for c in p.cases] == ["rdma_write-4096-veth", "rdma_send-4096-veth"]
+    assert all(c.rdma == plan.RdmaParams(64, 128, 8) for c in p.cases)
+    assert all(c.reference for c in p.cases)             # perftest is their peer
+    only_send = plan.expand(suite.parse(TWO), plan.Overrides(workloads=("rdma_send",)))
+    assert [c.workload for c in only_send.cases] == ["rdma_send"]
+    assert plan.expand(suite.parse(TWO), plan.Overrides(workloads=("udp",))).cases[0].rdma is None
+
+
+@pytest.mark.parametrize("bad", ["rdma_depth = 0", "rdma_inline = -1", "rdma_signal_every = 999"])
+def test_bad_rdma_parameters_are_refused_with_a_fix(bad):
+    with pytest.raises(UsageError) as e:
+        plan.expand(suite.parse(TWO.replace("[defaults]", f"[defaults]\n{bad}")))
+    assert bad.split()[0] in e.value.message and e.value.fix
 
 
 def test_overrides_replace_sizes_topology_and_filter_workloads():
@@ -95,7 +118,7 @@ def test_builtin_suites_load_and_expand():
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
     assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring",
-                         "io_uring_zc", "rdma"}
+                         "io_uring_zc", "rdma_write", "rdma_send"}
 
 
 def test_batch_applies_to_datagrams_only_and_is_in_the_id():

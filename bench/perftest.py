@@ -1,0 +1,201 @@
+"""perftest (ib_write_bw, ib_send_bw) as the reference of the RDMA workloads.
+
+Same device, port, GID index, message size, send queue depth, inline threshold and completion
+moderation as ours, in the same run, alternated with ours by the runner. Argument builders and
+`parse()` are pure and tested on captured output (tests/data/perftest_*). perftest's JSON
+(`--out_json`) has been invalid in some versions (trailing commas, bare words), so `parse()`
+reads the JSON when it can, repairs the known breakage, and falls back to the text table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+from bench.errors import UsageError
+
+TOOLS = {"rdma_write": "ib_write_bw", "rdma_send": "ib_send_bw"}
+PORT = 18515            # perftest's default TCP port for its own exchange
+MIN_ITERS = 5           # perftest refuses fewer
+
+
+def tool_for(workload: str) -> str | None:
+    return TOOLS.get(workload)
+
+
+def available(tool: str = "ib_write_bw") -> tuple[bool, str]:
+    if shutil.which(tool):
+        return True, ""
+    return False, f"{tool} is not installed"
+
+
+def check(tools) -> None:
+    for t in sorted(set(tools)):
+        ok, why = available(t)
+        if not ok:
+            raise UsageError(f"missing reference tool: {why}",
+                             "apt-get install perftest, or run with --no-reference")
+
+
+def argv(workload: str, device: str, port: int, gid_index: int | None, size: int, depth: int,
+         inline: int, signal_every: int, duration: float, count: int | None,
+         tcp_port: int = PORT, server: str | None = None, json_file: str | None = None) -> \
+        list[str]:
+    """One side of perftest doing what our agents do. `server`: the client's target (the
+    server's address); None for the server. Count mode (-n) when ours had a message count,
+    else duration mode (-D, whole seconds, with --cpu_util: perftest reports CPU only there)."""
+    tool = tool_for(workload)
+    if tool is None:
+        raise ValueError(f"perftest has no peer for workload {workload}")
+    a = [tool, "-d", device, "-i", str(port), "-s", str(size), "-t", str(depth),
+         "-I", str(inline), "-Q", str(max(1, min(signal_every, depth))), "-F",
+         "--report_gbits", "-p", str(tcp_port)]
+    if gid_index is not None:
+        a += ["-x", str(gid_index)]
+    if workload == "rdma_send":
+        a += ["-r", str(2 * depth)]           # posted receives, as our receiver's slots
+    if count:
+        a += ["-n", str(max(count, MIN_ITERS))]
+    else:
+        a += ["-D", str(max(int(round(duration)), 1)), "--cpu_util"]
+    if json_file:
+        a += ["--out_json", f"--out_json_file={json_file}"]
+    if server:
+        a.append(server)
+    return a
+
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def _json_lenient(text: str) -> dict | None:
+    """perftest's --out_json document, repaired where known versions break it."""
+    text = text.strip()
+    if not text:
+        return None
+    for attempt in (text, re.sub(r",\s*([}\]])", r"\1", text)):
+        try:
+            doc = json.loads(attempt)
+            return doc if isinstance(doc, dict) else None
+        except json.JSONDecodeError:
+            continue
+    # Last resort: "Key": number pairs wherever they are.
+    pairs = {k: float(v) for k, v in re.findall(rf'"(\w+)"\s*:\s*({_NUM})', text)}
+    return {"results": pairs} if pairs else None
+
+
+def _table(text: str) -> dict | None:
+    """The results table: a header line starting with '#bytes', then one line of numbers."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("#bytes"):
+            cols = re.split(r"\s{2,}|\t+", line.strip())
+            for row in lines[i + 1:]:
+                vals = row.split()
+                if vals and re.fullmatch(r"\d+", vals[0]):
+                    return dict(zip(cols, vals, strict=False))
+    return None
+
+
+def _unit_factor(col: str) -> float | None:
+    """Gbit/s per unit of a perftest BW column: Gb/sec is 1e9 bit/s; MB/sec is 2^20 B/s."""
+    if "Gb/sec" in col:
+        return 1.0
+    if "MB/sec" in col:
+        return 8 * 1048576 / 1e9
+    return None
+
+
+def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw") -> dict:
+    """One perftest side's result: bytes per message, iterations, average (and peak) Gbit/s,
+    message rate, CPU % where reported, and which source gave them (json / table)."""
+    out: dict = {"tool": tool, "version": _version(stdout)}
+    doc = _json_lenient(json_text) if json_text else None
+    res = (doc or {}).get("results") if doc else None
+    table = _table(stdout)
+    if isinstance(res, dict) and res.get("BW_average") is not None:
+        out.update(source="json", size=_int(res.get("MsgSize")),
+                   iterations=_int(res.get("n_iterations")),
+                   gbps=float(res["BW_average"]), peak_gbps=_float(res.get("BW_peak")),
+                   mpps=_float(res.get("MsgRate")), cpu_pct=_float(res.get("CPU_util")))
+        if table:     # the unit is only in the table header; JSON numbers follow --report_gbits
+            f = _unit_factor(next((c for c in table if c.startswith("BW average")), ""))
+            if f not in (None, 1.0):
+                out["gbps"] = round(out["gbps"] * f, 6)
+    elif table:
+        avg_col = next((c for c in table if c.startswith("BW average")), None)
+        peak_col = next((c for c in table if c.startswith("BW peak")), None)
+        f = _unit_factor(avg_col or "")
+        if avg_col is None or f is None:
+            raise ValueError(f"{tool}: results table without a known BW column: {list(table)}")
+        cpu_col = next((c for c in table if c.lower().startswith("cpu")), None)
+        rate_col = next((c for c in table if c.startswith("MsgRate")), None)
+        out.update(source="table", size=_int(table.get("#bytes")),
+                   iterations=_int(table.get("#iterations")),
+                   gbps=round(float(table[avg_col]) * f, 6),
+                   peak_gbps=round(float(table[peak_col]) * f, 6) if peak_col and
+                   _float(table.get(peak_col)) is not None else None,
+                   mpps=_float(table.get(rate_col)) if rate_col else None,
+                   cpu_pct=_float(table.get(cpu_col)) if cpu_col else None)
+    else:
+        err = _error_line(stdout)
+        raise ValueError(f"{tool} printed no results{': ' + err if err else ''}")
+    if out.get("size") and out.get("iterations"):
+        out["bytes"] = out["size"] * out["iterations"]
+    if out.get("gbps") and out.get("bytes"):
+        out["window_s"] = round(out["bytes"] * 8 / (out["gbps"] * 1e9), 6)
+    return out
+
+
+def combine(client: dict, server: dict | None, workload: str) -> dict:
+    """The reference row: the receiver's figure where perftest reports one (ib_send_bw's
+    server counts what arrived), else the client's; both kept."""
+    main = client
+    if workload == "rdma_send" and server and server.get("gbps"):
+        main = server
+    cpu = {"sender": client.get("cpu_pct"), "receiver": (server or {}).get("cpu_pct")}
+    return {
+        "tool": client["tool"], "version": client.get("version") or (server or {}).get("version"),
+        "bytes": main.get("bytes"), "window_s": main.get("window_s"), "gbps": main["gbps"],
+        "sent_gbps": client.get("gbps"), "peak_gbps": main.get("peak_gbps"),
+        "mpps": main.get("mpps"), "cpu_pct": cpu,
+        "cpu_s_per_gb": {k: _per_gb(v, main.get("gbps")) for k, v in cpu.items()},
+        "source": {"client": client.get("source"), "server": (server or {}).get("source")},
+        "measured_by": "server (receiver)" if main is server else "client (sender)",
+    }
+
+
+def _per_gb(pct: float | None, gbps: float | None) -> float | None:
+    """CPU-seconds per GB from a CPU % over the run at `gbps`: (pct/100) s of CPU per second,
+    over gbps/8 GB per second."""
+    if pct is None or not gbps:
+        return None
+    return round(pct / 100 / (gbps / 8), 6)
+
+
+def _version(text: str) -> str | None:
+    m = re.search(r"[Vv]ersion\s*:?\s*([\d.]+)", text)
+    return m.group(1) if m else None
+
+
+def _error_line(text: str) -> str:
+    for line in text.splitlines():
+        low = line.lower()
+        if any(w in low for w in ("error", "failed", "unable", "couldn't", "no ib devices")):
+            return line.strip()[:200]
+    return text.strip().splitlines()[-1][:200] if text.strip() else ""
+
+
+def _int(v) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(v) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,230 @@
+"""RDMA pieces that need no RDMA: the out-of-band exchange, slot planning, device/GID choice
+from a sysfs tree, stale soft-RoCE links, and the copy summary of an rdma row."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from bench import rxe
+from bench.copycount import SOFT_ROCE_SIDE, summarize
+from bench.errors import UsageError
+from bench.tracing.base import PointCounts
+from workloads import rdma_verbs as rv
+
+GID_V4 = "0000:0000:0000:0000:0000:ffff:c612:0002"      # ::ffff:198.18.0.2
+GID_LL = "fe80:0000:0000:0000:5054:00ff:fe00:0001"
+
+
+def info(**kw):
+    d = {"proto": rv.PROTO, "qpn": 0x11, "psn": 0x8d5f5b, "gid": GID_V4, "lid": 0,
+         "rkey": 0x218, "addr": 0x7F0000001000, "length": 1 << 20, "mtu": 3}
+    d.update(kw)
+    return d
+
+
+# -- out-of-band exchange ------------------------------------------------------------------
+
+def test_exchange_round_trips_every_field():
+    assert rv.decode(rv.encode(info())) == info()
+    assert rv.encode(info()).endswith(b"\n") and rv.encode(info()).count(b"\n") == 1
+
+
+@pytest.mark.parametrize("bad, why", [
+    (b"hello\n", "no connection info"),
+    (json.dumps({**info(), "gid": "fe80::1"}).encode(), "not a GID"),
+    (json.dumps({**info(), "proto": 99}).encode(), "protocol 99"),
+    (json.dumps({k: v for k, v in info().items() if k != "rkey"}).encode(), "'rkey'"),
+    (json.dumps({**info(), "qpn": 0}).encode(), "out of range"),
+    (json.dumps({**info(), "psn": 1 << 24}).encode(), "out of range"),
+    (json.dumps({**info(), "qpn": True}).encode(), "'qpn'"),
+    (b"[1, 2]\n", "no connection info"),
+])
+def test_decode_refuses_what_is_not_a_peer(bad, why):
+    with pytest.raises(ValueError) as e:
+        rv.decode(bad)
+    assert why in str(e.value)
+
+
+def test_infiniband_peers_send_no_gid():
+    assert rv.decode(rv.encode(info(gid=None, lid=7)))["lid"] == 7
+
+
+def test_a_failed_peer_reports_its_reason_not_a_timeout():
+    a, b = socket.socketpair()
+    with a, b:
+        rv.send_error(a, "receiver: VerbsError: MR registration of 16 MiB failed")
+        with pytest.raises(rv.PeerGone) as e:
+            rv.decode(rv.read_line(b, 5))
+        assert "MR registration" in str(e.value)
+
+
+def test_read_line_sees_a_peer_that_is_gone_and_one_that_says_nothing():
+    a, b = socket.socketpair()
+    a.close()
+    with b, pytest.raises(rv.PeerGone, match="closed"):
+        rv.read_line(b, 5)
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(rv.PeerGone, match="within"):
+        rv.read_line(b, 0.2)
+
+
+def test_read_line_is_bounded():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"x" * 5000)
+        with pytest.raises(ValueError, match="too long"):
+            rv.read_line(b, 5, limit=4096)
+
+
+def test_check_control_is_quiet_until_the_peer_goes():
+    a, b = socket.socketpair()
+    with b:
+        rv.check_control(b, 0.01)                     # nothing: no exception, no data moved
+        a.close()
+        with pytest.raises(rv.PeerGone, match="gone"):
+            rv.check_control(b, 0.5)
+
+
+def test_slots_and_windows():
+    assert rv.plan_slots(65536, 128, 16) == (256, 16)
+    slots, window = rv.plan_slots(64 << 20, 128, 16)       # one slot is the whole cap
+    assert slots == 2 and window == 1
+    assert rv.plan_slots(4096, 4, 16) == (8, 4)           # a window never exceeds half the slots
+    for size, depth, sig in ((1, 1, 1), (1 << 20, 512, 64), (4096, 3, 2)):
+        s, w = rv.plan_slots(size, depth, sig)
+        assert s >= 2 * w and 1 <= w <= depth and s * size <= max(rv.REGION_CAP, 2 * size)
+
+
+# -- devices and GIDs from sysfs ------------------------------------------------------------
+
+def make_port(root, dev, port=1, state="4: ACTIVE", layer="Ethernet", gids=(), parent=None):
+    d = root / "class/infiniband" / dev
+    p = d / "ports" / str(port)
+    (p / "gids").mkdir(parents=True)
+    (p / "gid_attrs/types").mkdir(parents=True)
+    (p / "gid_attrs/ndevs").mkdir(parents=True)
+    (p / "state").write_text(state + "\n")
+    (p / "link_layer").write_text(layer + "\n")
+    if parent:
+        (d / "parent").write_text(parent + "\n")
+    for i, (gid, typ, ndev) in enumerate(gids):
+        (p / "gids" / str(i)).write_text(gid + "\n")
+        if typ:
+            (p / "gid_attrs/types" / str(i)).write_text(typ + "\n")
+            (p / "gid_attrs/ndevs" / str(i)).write_text(ndev + "\n")
+    for i in range(len(gids), 4):                       # empty slots, as the kernel shows them
+        (p / "gids" / str(i)).write_text("0000:" * 7 + "0000\n")
+    return p
+
+
+RXE_GIDS = ((GID_LL, "IB/RoCE v1", "cb1r"), (GID_LL, "RoCE v2", "cb1r"),
+            ("0000:0000:0000:0000:0000:ffff:c612:0002", "IB/RoCE v1", "cb1r"),
+            (GID_V4, "RoCE v2", "cb1r"))
+
+
+def test_gid_is_roce_v2_ipv4_on_the_right_netdev_not_a_fixed_index(tmp_path):
+    make_port(tmp_path, "cbrxe1", gids=RXE_GIDS, parent="cb1r")
+    (p,) = rxe.ports(tmp_path)
+    assert p.soft and p.active and len(p.gids) == 4
+    g = rxe.pick_gid(p)
+    assert (g.index, g.type, g.ndev, g.ipv4) == (3, "RoCE v2", "cb1r", "198.18.0.2")
+    assert rxe.pick_gid(p, netdev="eth0") is None           # nothing on another netdev
+    ll_only = make_port(tmp_path / "b", "rxe0", gids=RXE_GIDS[:2], parent="cb1r")
+    assert ll_only and rxe.pick_gid(rxe.ports(tmp_path / "b")[0]).index == 1   # IPv6 v2
+
+
+def test_choice_prefers_a_real_nic_and_never_an_inactive_port(tmp_path):
+    make_port(tmp_path, "aa_rxe0", gids=RXE_GIDS, parent="cb1r")
+    make_port(tmp_path, "mlx5_0", state="1: DOWN", gids=((GID_V4, "RoCE v2", "ens1"),))
+    make_port(tmp_path, "mlx5_1", gids=((GID_LL, "IB/RoCE v1", "ens2"),
+                                        (GID_V4, "RoCE v2", "ens2")))
+    c = rxe.choose(rxe.ports(tmp_path))
+    assert (c.device, c.gid_index, c.soft, c.netdev) == ("mlx5_1", 1, False, "ens2")
+    assert rxe.choose(rxe.ports(tmp_path), "aa_rxe0").gid_index == 3
+    with pytest.raises(UsageError, match="not ACTIVE") as e:
+        rxe.choose(rxe.ports(tmp_path), "mlx5_0")
+    assert e.value.fix
+    with pytest.raises(UsageError, match="no such RDMA device") as e:
+        rxe.choose(rxe.ports(tmp_path), "nope0")
+    assert "mlx5_1" in e.value.message
+
+
+def test_infiniband_needs_no_gid_and_no_device_is_none(tmp_path):
+    make_port(tmp_path, "mlx4_0", layer="InfiniBand", gids=((GID_LL, None, None),))
+    c = rxe.choose(rxe.ports(tmp_path))
+    assert c.gid_index is None and c.link_layer == "InfiniBand"
+    assert rxe.choose(rxe.ports(tmp_path / "none")) is None
+
+
+def test_stale_soft_roce_links_are_ours_and_dead_only():
+    names = ["cbrxe123", "cbrxe456", "rxe0", "cbrxe", "mlx5_0", "cbrxe12x"]
+    assert rxe.stale_links(names, alive=lambda pid: pid == 456) == ["cbrxe123"]
+    assert rxe.our_link_name(42) == "cbrxe42"
+
+
+def test_rxe_availability_from_modules(tmp_path):
+    proc, mods = tmp_path / "proc", tmp_path / "lib/modules"
+    proc.mkdir()
+    assert not rxe.rxe_available(proc, mods, "6.1.0")[0]             # no /proc/modules
+    (proc / "modules").write_text("veth 40960 0 - Live 0x0\n")
+    assert not rxe.rxe_available(proc, mods, "6.1.0")[0]
+    ko = mods / "6.1.0/kernel/drivers/infiniband/sw/rxe"
+    ko.mkdir(parents=True)
+    (ko / "rdma_rxe.ko.xz").write_bytes(b"")
+    assert rxe.rxe_available(proc, mods, "6.1.0")[0]
+    (proc / "modules").write_text("rdma_rxe 139264 0 - Live 0x0\n")
+    assert rxe.rxe_available(proc, tmp_path / "x", "6.1.0") == (True, "rdma_rxe loaded")
+
+
+def test_soft_roce_link_that_exists_is_one_clear_error(tmp_path, monkeypatch):
+    make_port(tmp_path, "cbrxe7", gids=RXE_GIDS, parent="cb1r")
+    monkeypatch.setattr(rxe.subprocess, "run", lambda *a, **k: None)    # modprobe: not here
+    with pytest.raises(UsageError) as e:
+        rxe.SoftRoce("cb9r", name="cbrxe7", sys_root=tmp_path).add()
+    assert "already exists" in e.value.message and "rdma link delete cbrxe7" in e.value.fix
+    with pytest.raises(UsageError) as e:
+        rxe.SoftRoce("cb1r", name="cbrxe8", sys_root=tmp_path).add()
+    assert "already has a soft-RoCE link (cbrxe7)" in e.value.message
+
+
+# -- copies of an rdma row -------------------------------------------------------------------
+
+def pc(point, side, symbol, calls, nbytes):
+    return PointCounts(point=point, side=side, symbol=symbol, backend="kmod", exact=True,
+                       calls=calls, bytes=nbytes)
+
+
+def test_soft_roce_copies_are_the_rows_and_no_side_looks_copy_free():
+    n, size = 100, 65536
+    points = [pc("send_copy", "sender", "_copy_from_iter", 0, 0),
+              pc("recv_copy", "receiver", "_copy_to_iter", 0, 0),
+              pc("rxe_copy", "sender", "rxe_mr_copy", 1600, n * size),
+              pc("rxe_copy", "other", "rxe_mr_copy", 1600, n * size)]
+    sides = summarize(points, {"sender": n, "receiver": n},
+                      {"sender": n * size, "receiver": n * size}, rdma={"soft": True})
+    for side in ("sender", "receiver"):
+        assert sides[side]["calls"] == 0 and sides[side]["bytes"] == 0
+        assert sides[side]["total_copied_per_payload_byte"] is None    # never 0 on soft-RoCE
+    sr = sides[SOFT_ROCE_SIDE]
+    assert sr["bytes"] == 2 * n * size and sr["bytes_per_payload_byte"] == 2.0
+    assert sr["copies_per_message"] == 32.0 and "soft-RoCE in the kernel" in sr["kind"]
+    assert sr["ran_in"] == ["other", "sender"]
+    assert "not a CPU-free path" in sides["sender"]["total_note"]
+
+
+def test_soft_roce_nobody_could_count_gives_no_total():
+    points = [pc("send_copy", "sender", "_copy_from_iter", 0, 0)]
+    sides = summarize(points, {"sender": 10}, {"sender": 10}, rdma={"soft": True})
+    assert sides["sender"]["total_copied_per_payload_byte"] is None
+    assert "nothing could count them" in sides["sender"]["total_note"]
+    assert SOFT_ROCE_SIDE not in sides
+
+
+def test_a_real_nic_row_totals_its_socket_copies():
+    points = [pc("send_copy", "sender", "_copy_from_iter", 0, 0)]
+    sides = summarize(points, {"sender": 10}, {"sender": 10}, rdma={"soft": False})
+    assert sides["sender"]["total_copied_per_payload_byte"] == 0.0
+    assert "DMA" in sides["sender"]["total_note"]

@@ -1,0 +1,403 @@
+"""RDMA verbs plumbing shared by `rdma_write` and `rdma_send` (Debian's python3-pyverbs).
+
+One RC QP per agent, brought to RTS after an out-of-band exchange over a TCP control
+connection, as perftest does: each side sends one JSON line (QPN, PSN, GID, LID, rkey, address,
+length, MTU) and reads the other's. The exchange ends before the agent says "ready", so the
+tracer (attached after both are ready) sees no socket copy of it; during the data path the
+control socket is only select()ed (no data moves) to notice a peer that is gone, and carries one
+line only if an agent fails ({"error": ...}), so the peer reports why.
+
+Flow (both cases): the receiver offers `slots` message slots; the sender keeps at most that many
+messages un-credited and at most `depth` WRs in its send queue, signals every `signal_every`-th
+WR (and the last of each window), and closes each window of `signal_every` messages with
+immediate data (WRITE_WITH_IMM / SEND_WITH_IMM: count, END flag on the last). The receiver
+verifies every message in its registered memory (workloads/pattern.py), re-posts receives and
+returns a credit per window with a zero-length SEND_WITH_IMM.
+
+Every verbs object is closed in reverse order of creation on every path (`Verbs.close`).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import random
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+PROTO = 1
+END = 1 << 31                   # immediate data: this window is the last one
+COUNT_MASK = 0xFFFF
+REGION_CAP = 64 << 20           # the receiver's slots: at most this many bytes
+SPIN_POLLS = 64                 # empty polls before sleeping in select() on the control socket
+SLEEP_S = 0.0002
+PEER_GRACE_S = 2.0
+FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
+          "rkey": int, "addr": int, "length": int, "mtu": int}
+
+
+class PeerGone(RuntimeError):
+    """The other agent closed the control connection (died, or failed and said why)."""
+
+
+class VerbsError(RuntimeError):
+    """A verbs call or completion failed; the message names the object and the fix."""
+
+
+# -- out-of-band exchange (pure: tested without RDMA) --------------------------------------
+
+def encode(info: dict) -> bytes:
+    missing = [k for k in FIELDS if k not in info]
+    if missing:
+        raise ValueError(f"connection info lacks {', '.join(missing)}")
+    return (json.dumps({k: info[k] for k in FIELDS}, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes) -> dict:
+    """One peer's connection info, checked: a wrong or foreign peer is one clear error."""
+    try:
+        doc = json.loads(line.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"peer sent no connection info: {line[:80]!r}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"peer sent no connection info: {line[:80]!r}")
+    if "error" in doc:
+        raise PeerGone(f"peer failed: {doc['error']}")
+    for k, t in FIELDS.items():
+        if k not in doc or not isinstance(doc[k], t) or isinstance(doc[k], bool):
+            raise ValueError(f"peer connection info: field {k!r} missing or not {t}")
+    if doc["proto"] != PROTO:
+        raise ValueError(f"peer speaks exchange protocol {doc['proto']}, we speak {PROTO}")
+    if not 0 < doc["qpn"] < 1 << 24 or not 0 <= doc["psn"] < 1 << 24:
+        raise ValueError(f"peer QPN/PSN out of range: {doc['qpn']}/{doc['psn']}")
+    if doc["gid"] is not None:
+        parts = doc["gid"].split(":")
+        if len(parts) != 8 or not all(len(p) == 4 for p in parts):
+            raise ValueError(f"peer GID {doc['gid']!r} is not a GID")
+        int(doc["gid"].replace(":", ""), 16)
+    return doc
+
+
+def read_line(sock: socket.socket, timeout: float, limit: int = 4096) -> bytes:
+    """One line from the control connection, bounded in size and time."""
+    sock.settimeout(timeout)
+    buf = b""
+    try:
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(limit - len(buf))
+            if not chunk:
+                raise PeerGone("peer closed the control connection"
+                               + (f" after {buf[:80]!r}" if buf else ""))
+            buf += chunk
+            if len(buf) >= limit:
+                raise ValueError("peer's connection info is too long")
+    except TimeoutError:
+        raise PeerGone(f"peer sent nothing on the control connection within {timeout:.0f} s") \
+            from None
+    finally:
+        sock.settimeout(None)
+    return buf
+
+
+def send_error(sock: socket.socket | None, message: str) -> None:
+    """Tell the peer why we stop (best effort): it then fails with our reason, not a timeout."""
+    if sock is None:
+        return
+    try:
+        sock.sendall((json.dumps({"error": message[:300]}) + "\n").encode())
+    except OSError:
+        pass
+
+
+def check_control(sock: socket.socket, timeout: float) -> None:
+    """Sleep up to `timeout` on the control socket; raise PeerGone if the peer closed it or
+    failed. No data moves in the normal case (select only)."""
+    r, _, _ = select.select([sock], [], [], timeout)
+    if not r:
+        return
+    try:
+        data = sock.recv(4096)
+    except OSError as exc:           # reset by a killed peer
+        raise PeerGone(f"peer agent is gone (control connection: {exc})") from None
+    if not data:
+        raise PeerGone("peer agent is gone (control connection closed)")
+    try:
+        msg = json.loads(data.decode().splitlines()[0])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        msg = {}
+    raise PeerGone(f"peer failed: {msg.get('error', data[:120])}")
+
+
+def plan_slots(size: int, depth: int, signal_every: int) -> tuple[int, int]:
+    """(slots, window): the receiver's message slots (2 x depth, at most REGION_CAP bytes, at
+    least 2) and messages per window (signal_every, at most half the slots)."""
+    slots = max(2, min(2 * depth, REGION_CAP // max(size, 1)))
+    return slots, max(1, min(signal_every, slots // 2, depth))
+
+
+# -- verbs objects ----------------------------------------------------------------------------
+
+def _e():
+    import pyverbs.enums as e
+    return e
+
+
+@dataclass
+class Params:
+    size: int
+    depth: int = 128
+    signal_every: int = 16
+    inline: int = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> Params:
+        p = cls(int(cfg["size"]), int(cfg.get("rdma_depth") or 128),
+                int(cfg.get("rdma_signal_every") or 16), int(cfg.get("rdma_inline") or 0))
+        if p.depth < 1 or p.signal_every < 1 or p.inline < 0:
+            raise ValueError(f"rdma depth {p.depth}, signal_every {p.signal_every}, inline "
+                             f"{p.inline}: depth and signal_every must be >= 1, inline >= 0")
+        return p
+
+
+class Verbs:
+    """Device context, PD, MRs, one CQ and one RC QP; `close()` releases all, newest first."""
+
+    def __init__(self, cfg: dict, params: Params):
+        from pyverbs.device import Context, get_device_list
+        from pyverbs.pd import PD
+        e = _e()
+        self._objs: list = []
+        self.params = params
+        self.counters = {"wrs_posted": 0, "recvs_posted": 0, "completions": 0,
+                         "signalled": 0, "credits": 0}
+        names = [d.name.decode() for d in get_device_list()]
+        if not names:
+            raise VerbsError("no RDMA device (ibv_get_device_list is empty)")
+        want = cfg.get("rdma_device")
+        self.port = int(cfg.get("rdma_port") or 1)
+        if want and want not in names:
+            raise VerbsError(f"RDMA device {want} not in ibv_get_device_list ({', '.join(names)})")
+        self.device = want or self._first_active(names)
+        self.ctx = self._keep(Context(name=self.device))
+        pattr = self.ctx.query_port(self.port)
+        if pattr.state != e.IBV_PORT_ACTIVE:
+            raise VerbsError(f"{self.device} port {self.port} is not ACTIVE (state {pattr.state})")
+        self.mtu = int(pattr.active_mtu)
+        self.lid = int(pattr.lid)
+        self.ethernet = pattr.link_layer == e.IBV_LINK_LAYER_ETHERNET
+        gi = cfg.get("rdma_gid_index")
+        self.gid_index = int(gi) if gi is not None else (self._roce_v2_gid(pattr.gid_tbl_len)
+                                                         if self.ethernet else 0)
+        self.gid = str(self.ctx.query_gid(self.port, self.gid_index).gid) if self.ethernet \
+            else None
+        self.pd = self._keep(PD(self.ctx))
+        self.psn = random.randrange(1 << 24)
+
+    def _keep(self, obj):
+        self._objs.append(obj)
+        return obj
+
+    def _first_active(self, names: list[str]) -> str:
+        from pyverbs.device import Context
+        e = _e()
+        for n in names:
+            ctx = Context(name=n)
+            try:
+                if ctx.query_port(self.port).state == e.IBV_PORT_ACTIVE:
+                    return n
+            finally:
+                ctx.close()
+        raise VerbsError(f"no RDMA device has an ACTIVE port {self.port} ({', '.join(names)})")
+
+    def _roce_v2_gid(self, table_len: int) -> int:
+        """First IPv4-mapped RoCE v2 GID (else first RoCE v2): never a hard-coded index."""
+        e = _e()
+        v2 = []
+        for i in range(table_len):
+            try:
+                if self.ctx.query_gid_type(self.port, i) != e.IBV_GID_TYPE_ROCE_V2:
+                    continue
+                g = str(self.ctx.query_gid(self.port, i).gid)
+            except Exception:      # noqa: BLE001 - empty slots fail to query
+                continue
+            if g.replace(":", "").strip("0"):
+                v2.append((i, g))
+        for i, g in v2:
+            if g.startswith("0000:0000:0000:0000:0000:ffff:"):
+                return i
+        if v2:
+            return v2[0][0]
+        raise VerbsError(f"{self.device} port {self.port} has no RoCE v2 GID (does its netdev "
+                         "have an address?)")
+
+    def register(self, buf, access: int):
+        """An MR on our own buffer (an mmap): the pattern buffer or the receive slots."""
+        import ctypes
+
+        from pyverbs.mr import MR
+        from pyverbs.pyverbs_error import PyverbsRDMAError
+        addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+        try:
+            return self._keep(MR(self.pd, len(buf), access, address=addr))
+        except PyverbsRDMAError as exc:
+            import resource
+            soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+            limit = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft} B"
+            raise VerbsError(f"MR registration of {len(buf)} B failed: {exc} (RLIMIT_MEMLOCK "
+                             f"{limit}; fix: `ulimit -l unlimited` or memlock in limits.d)") \
+                from None
+
+    def make_qp(self, recv_wrs: int) -> None:
+        from pyverbs.cq import CQ
+        from pyverbs.qp import QP, QPCap, QPInitAttr
+        e = _e()
+        p = self.params
+        self.cq = self._keep(CQ(self.ctx, p.depth + recv_wrs + 16, None, None, 0))
+        cap = QPCap(max_send_wr=p.depth, max_recv_wr=recv_wrs, max_send_sge=1, max_recv_sge=1,
+                    max_inline_data=p.inline)
+        try:
+            self.qp = self._keep(QP(self.pd, QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self.cq,
+                                                        rcq=self.cq, cap=cap, sq_sig_all=0)))
+        except Exception as exc:   # noqa: BLE001 - pyverbs raises its own error types
+            raise VerbsError(f"creating an RC QP (send {p.depth}, recv {recv_wrs}, inline "
+                             f"{p.inline}) failed: {exc}") from None
+
+    def info(self, mr=None) -> dict:
+        return {"proto": PROTO, "qpn": self.qp.qp_num, "psn": self.psn, "gid": self.gid,
+                "lid": self.lid, "rkey": mr.rkey if mr else 0, "addr": mr.buf if mr else 0,
+                "length": mr.length if mr else 0, "mtu": self.mtu}
+
+    def connect(self, peer: dict) -> None:
+        """RESET -> INIT -> RTR -> RTS with the peer's QPN, PSN and GID (or LID)."""
+        from pyverbs.addr import GID, AHAttr, GlobalRoute
+        from pyverbs.qp import QPAttr
+        e = _e()
+        attr = QPAttr(qp_state=e.IBV_QPS_INIT, cur_qp_state=e.IBV_QPS_RESET)
+        attr.pkey_index = 0
+        attr.port_num = self.port
+        attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE)
+        attr.path_mtu = min(self.mtu, int(peer["mtu"]))
+        attr.dest_qp_num = peer["qpn"]
+        attr.rq_psn = peer["psn"]
+        attr.max_dest_rd_atomic = 1
+        attr.min_rnr_timer = 1
+        if self.ethernet:
+            gr = GlobalRoute(dgid=GID(peer["gid"]), sgid_index=self.gid_index, hop_limit=64)
+            attr.ah_attr = AHAttr(gr=gr, is_global=1, port_num=self.port)
+        else:
+            attr.ah_attr = AHAttr(dlid=peer["lid"], is_global=0, port_num=self.port)
+        attr.timeout = 14
+        attr.retry_cnt = 7
+        attr.rnr_retry = 7
+        attr.sq_psn = self.psn
+        attr.max_rd_atomic = 1
+        try:
+            self.qp.to_init(attr)
+            self.qp.to_rtr(attr)
+            self.qp.to_rts(attr)
+        except Exception as exc:   # noqa: BLE001
+            raise VerbsError(f"bringing the QP to RTS failed: {exc}") from None
+
+    # -- data path helpers ---------------------------------------------------------------
+    def post_recv(self, wr_id: int, sge=None) -> None:
+        from pyverbs.wr import RecvWR
+        self.qp.post_recv(RecvWR(wr_id=wr_id, num_sge=1 if sge else 0,
+                                 sg=[sge] if sge else None))
+        self.counters["recvs_posted"] += 1
+
+    def post_send(self, wr_id: int, opcode: int, sge=None, signalled: bool = False,
+                  imm: int | None = None, rdma: tuple[int, int] | None = None) -> None:
+        from pyverbs.wr import SendWR
+        e = _e()
+        flags = e.IBV_SEND_SIGNALED if signalled else 0
+        if sge is not None and self.params.inline and sge.length <= self.params.inline:
+            flags |= e.IBV_SEND_INLINE
+        wr = SendWR(wr_id=wr_id, opcode=opcode, num_sge=1 if sge else 0,
+                    sg=[sge] if sge else None, send_flags=flags,
+                    imm_data=socket.htonl(imm) if imm is not None else 0)
+        if rdma:
+            wr.set_wr_rdma(rdma[0], rdma[1])
+        self.qp.post_send(wr)
+        self.counters["wrs_posted"] += 1
+        self.counters["signalled"] += int(signalled)
+
+    def poll(self, ctrl: socket.socket, deadline: float, max_entries: int = 16) -> list:
+        """Completions, waiting for at least one: spin a little, then sleep in select() on the
+        control socket (a peer that is gone or failed ends the wait). Failed ones raise."""
+        e = _e()
+        spins = 0
+        closed_at = None
+        while True:
+            n, wcs = self.cq.poll(max_entries)
+            if n:
+                self.counters["completions"] += n
+                for wc in wcs:
+                    if wc.status != e.IBV_WC_SUCCESS:
+                        raise VerbsError(f"completion error: status {wc.status} "
+                                         f"({_wc_status(wc.status)}), opcode {wc.opcode}, "
+                                         f"wr {wc.wr_id}: the QP is in the error state")
+                return wcs
+            spins += 1
+            if spins >= SPIN_POLLS:
+                t = time.monotonic()
+                if t > deadline:
+                    raise VerbsError("no completion before the agent's deadline")
+                if closed_at is not None:
+                    # The peer closed after its last WR completed: what it sent may still be
+                    # on its way into our CQ. A short grace, then it is gone.
+                    if t - closed_at > PEER_GRACE_S:
+                        raise PeerGone("peer agent is gone (control connection closed) and no "
+                                       f"completion came within {PEER_GRACE_S:.0f} s")
+                    time.sleep(SLEEP_S)
+                    continue
+                try:
+                    check_control(ctrl, SLEEP_S)
+                except PeerGone as exc:
+                    if "failed" in str(exc):
+                        raise
+                    closed_at = t
+
+    def close(self) -> dict:
+        """Every verbs object we created, newest first (QP, CQ, MRs, PD, context)."""
+        closed, errors = 0, []
+        while self._objs:
+            obj = self._objs.pop()
+            try:
+                obj.close()
+                closed += 1
+            except Exception as exc:   # noqa: BLE001 - keep closing the rest
+                errors.append(f"{type(obj).__name__}: {exc}")
+        return {"closed": closed, "errors": errors}
+
+
+def _wc_status(status: int) -> str:
+    try:
+        from pyverbs.enums import ibv_wc_status
+        return ibv_wc_status(status).name
+    except Exception:   # noqa: BLE001
+        return "?"
+
+
+def imm_of(wc) -> int:
+    return socket.ntohl(wc.imm_data)
+
+
+def pattern_map(size: int):
+    """The sender's pattern buffer in page-aligned memory (registered as one MR): message i
+    starts at offset (i * size) % PERIOD of it."""
+    from workloads.pattern import block
+    data = block(size)
+    m = mmap.mmap(-1, len(data))
+    m[:] = data
+    return m
+
+
+def region(nbytes: int):
+    return mmap.mmap(-1, max(nbytes, mmap.PAGESIZE))
+
+
+def pid() -> int:
+    return os.getpid()
