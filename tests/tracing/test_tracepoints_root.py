@@ -33,9 +33,9 @@ def _ours():
             if tracefs.owner_pid(p.name) == os.getpid()]
 
 
-def _run(tracer):
+def _run(tracer, count=COUNT, size=SIZE, proto="udp"):
     from peers import udp_pair
-    with udp_pair(COUNT, SIZE) as (pids, go):
+    with udp_pair(count, size, proto) as (pids, go):
         try:
             tracer.attach(pids)
             received = go()
@@ -65,14 +65,7 @@ def test_udp_receive_count_is_exact_and_attributed():
 
 def test_tcp_bytes_copied_equal_bytes_received_calls_are_estimates():
     tracer = _tracer_or_skip()
-    from peers import udp_pair
-    with udp_pair(200, 65536, "tcp") as (pids, go):
-        try:
-            tracer.attach(pids)
-            received = go()
-            counts = tracer.read()
-        finally:
-            tracer.detach()
+    _, received, counts = _run(tracer, 200, 65536, "tcp")
     assert received == 200 * 65536
     recv = next(c for c in counts if c.point == "recv_copy" and c.side == "receiver")
     assert recv.bytes == received and recv.bytes_exact is True
