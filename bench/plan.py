@@ -100,7 +100,10 @@ def reference_peer(workload: str, batch: int) -> bool:
 
 def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     d = suite.defaults
-    duration = ov.duration if ov.duration is not None else d.get("duration")
+    # --bytes on the command line replaces the suite's duration (the run then stops at the byte
+    # count, or at MAX_DURATION_CAP); a suite duration must not cut a byte-counted sample short.
+    duration = ov.duration if ov.duration is not None else (
+        None if ov.bytes is not None else d.get("duration"))
     nbytes = ov.bytes if ov.bytes is not None else (None if ov.duration else d.get("bytes"))
     repeat = ov.repeat if ov.repeat is not None else d.get("repeat", 1)
     default_topology = ov.topology or d.get("topology", "veth")

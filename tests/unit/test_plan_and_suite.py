@@ -142,3 +142,14 @@ def test_unmet_needs_are_skips_with_doctors_reason_and_fix():
     assert uring.skip_fix == "sysctl kernel.io_uring_disabled=0"
     assert got["msg_zerocopy-4096-veth"].skip_reason is None      # its need is met
     assert got["tcp-4096-veth"].skip_reason is None
+
+
+def test_bytes_on_the_command_line_is_not_cut_by_the_suites_duration():
+    """smoke has duration = 1.0: `--bytes` must still deliver every byte on a slow link."""
+    from bench import plan, suite
+    p = plan.expand(suite.load("smoke"), plan.Overrides(bytes=19660800, workloads=("tcp",)))
+    [c] = p.cases
+    assert c.count == 300 and c.duration == plan.MAX_DURATION_CAP
+    both = plan.expand(suite.load("smoke"), plan.Overrides(bytes=19660800, duration=3.0,
+                                                           workloads=("tcp",)))
+    assert both.cases[0].duration == 3.0          # both given: both bound the sample
