@@ -143,7 +143,11 @@ def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_
         assert z["copied"] == z["completed"] and z["copied_bytes"] == n * size   # veth copies
         assert "io_uring send_zc_fixed:" in out
         tx = case(doc, f"{workload}-{size}-veth")["copies"]["sides"]["sender"]
-        assert tx["total_copied_per_payload_byte"] == 1.0      # not 0 (moved), not 2 (twice)
+        # Not 0 (moved), not 2 (counted twice). On tracepoints a send_zc that io_uring retries
+        # outside the submitting syscall cannot be told from a copy: then the figure is a
+        # labelled estimate within a send or two of 1.0.
+        total = tx["total_copied_per_payload_byte"]
+        assert total == 1.0 or (abs(total - 1.0) < 0.01 and tx["total_quality"] != "exact"), tx
 
 
 def test_udp_receive_copies_are_counted_exactly_on_this_kernel(run_bench, root_only, no_leftovers):
