@@ -16,20 +16,32 @@ def block(size: int) -> bytes:
     return bytes(i % PERIOD for i in range(size + PERIOD))
 
 
+# Chunks longer than this are compared segment by segment against one cache-resident
+# reference: a multiple of PERIOD, so every segment starts at the same pattern phase. Against
+# a reference as long as a 1 MiB chunk, memcmp streams twice the memory (22 vs 17.6 GB/s here).
+SEGMENT = PERIOD * 256     # 64256 bytes
+
+
 class StreamVerifier:
-    """Checks a byte stream chunk by chunk; one memcmp per chunk, no per-byte Python work."""
+    """Checks a byte stream chunk by chunk; memcmp per chunk (per segment of a long chunk),
+    no per-byte Python work. Every byte is checked."""
 
     def __init__(self, max_chunk: int):
-        self._ref = block(max_chunk)
+        self._ref = block(min(max_chunk, SEGMENT))
         self.offset = 0
         self.bad_chunks = 0
 
     def check(self, chunk: memoryview) -> bool:
         k = self.offset % PERIOD
-        # bytes.startswith takes a buffer and memcmps it: ~50 GB/s, where memoryview == is
+        n = len(chunk)
+        # bytes.startswith takes a buffer and memcmps it: ~20-50 GB/s, where memoryview == is
         # element-wise and far slower than the network.
-        ok = self._ref.startswith(chunk, k)
-        self.offset += len(chunk)
+        if n <= SEGMENT:
+            ok = self._ref.startswith(chunk, k)
+        else:
+            ref = self._ref
+            ok = all(ref.startswith(chunk[i:i + SEGMENT], k) for i in range(0, n, SEGMENT))
+        self.offset += n
         if not ok:
             self.bad_chunks += 1
         return ok

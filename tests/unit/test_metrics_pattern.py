@@ -82,3 +82,16 @@ def test_datagram_verifies_alone_from_its_first_byte():
     broken[-1] ^= 0xFF
     assert not pattern.datagram_ok(ref, memoryview(broken))
     assert not pattern.datagram_ok(ref, memoryview(b""))
+
+
+def test_long_chunks_are_checked_segment_by_segment_every_byte():
+    size = 1 << 20                                        # several segments, the last a partial one
+    stream = bytearray(pattern.block(3 * size)[:3 * size])
+    v = pattern.StreamVerifier(size)
+    assert v.check(memoryview(stream)[:size]) and v.check(memoryview(stream)[size:3 * size - 5])
+    assert v.bad_chunks == 0
+    for pos in (0, pattern.SEGMENT - 1, pattern.SEGMENT, 5 * pattern.SEGMENT + 7, size - 1):
+        bad = bytearray(stream[:size])
+        bad[pos] ^= 0x80
+        w = pattern.StreamVerifier(size)
+        assert not w.check(memoryview(bad)), pos          # a flip anywhere is caught
