@@ -55,3 +55,11 @@ def test_markdown_report_shows_ratio_and_skip_reasons():
     assert "| tcp-65536-veth | ok | 10.000 | 9.000–11.000 | 20.000 |" in text
     assert "| 20.000 | 0.500 |" in text
     assert "rdma is not built yet — fix: wait for it" in text
+
+
+def test_the_readme_example_is_bench_report_of_the_committed_result(data_dir):
+    """The README's example table is what `bench report` prints for a real committed run."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = markdown.table(results.load(data_dir / "smoke-example.json"))
+    assert table in readme
