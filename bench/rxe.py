@@ -304,6 +304,7 @@ class Devices:
         self.requested = requested
         self.sys_root = sys_root
         self._links: list[SoftRoce] = []
+        self._carriers: list[Carrier] = []
         self._chosen: dict[str, dict[str, Choice]] = {}
 
     def for_endpoints(self, ep) -> dict[str, Choice]:
@@ -332,16 +333,25 @@ class Devices:
                          no_device_fix())
 
     def _soft_roce(self, ep) -> dict[str, Choice]:
-        """Our soft-RoCE link on the topology we built: see RXE_NETDEV for which netdev."""
-        netdev, netns, addr = RXE_NETDEV(ep)
-        link = SoftRoce(netdev, netns, sys_root=self.sys_root)
+        """Our soft-RoCE link on the topology we built. Kernel 6.1's rxe works only on a netdev
+        of the initial network namespace (its UDP port 4791 socket and route lookups live
+        there): on a veth end inside our namespaces every WR fails at once (IBV_WC_LOC_QP_OP_ERR,
+        measured in the lab). So the run adds a carrier veth, one end in the initial namespace
+        (the rxe link's netdev, a 198.19.0.0/16 address of its own) and the peer in the
+        receiver's namespace (a veth has carrier only while its peer is up); both agents use
+        that one device, and rxe loops the packets back inside it."""
+        carrier = Carrier(os.getpid(), ep.rx_netns)
+        self._carriers.append(carrier)
+        carrier.add()
+        link = SoftRoce(carrier.ifname, None, sys_root=self.sys_root)
         self._links.append(link)
         link.add()
         mine = [p for p in ports(self.sys_root) if p.device == link.name]
-        c = _choice(mine[0], addr, netdev, strict=True)
+        c = _choice(mine[0], carrier.address, carrier.ifname, strict=True)
         c.created = True
-        c.why.append(f"soft-RoCE link {link.name} created by this run on {netdev}"
-                     + (f" (netns {netns})" if netns else "") + "; removed at the end")
+        c.why.append(f"soft-RoCE link {link.name} created by this run on {carrier.ifname} "
+                     f"({carrier.address}, initial namespace; peer {carrier.peer} in "
+                     f"{ep.rx_netns}); both agents on it (rxe loopback); removed at the end")
         return {"tx": c, "rx": c}
 
     def release(self) -> list[str]:
@@ -350,15 +360,48 @@ class Devices:
             if link.created:
                 link.remove()
                 gone.append(link.name)
+        for carrier in self._carriers:
+            carrier.remove()
         self._links.clear()
+        self._carriers.clear()
         self._chosen.clear()
         return gone
 
 
-def _rx_end(ep) -> tuple[str, str | None, str]:
-    """One soft-RoCE link on the receiver's veth end, inside its namespace; both agents use
-    it (rxe then loops the packets back inside the device)."""
-    return ep.rx_ifname, ep.rx_netns, ep.rx_addr
+class Carrier:
+    """The veth that carries our soft-RoCE link: `cb<tag>q` in the initial namespace with
+    198.19.X.Y/30 (tag-derived, so concurrent runs do not share an address), peer `cb<tag>p`
+    in the receiver's namespace. Removing the namespace removes the pair; `remove()` does it
+    explicitly, and `bench doctor --cleanup` removes a stale namespace (and with it the pair)."""
 
+    def __init__(self, tag: int, peer_netns: str | None):
+        self.ifname, self.peer = f"cb{tag}q", f"cb{tag}p"
+        self.peer_netns = peer_netns
+        n = tag % 16384
+        base = f"198.19.{n >> 6}.{(n & 63) * 4}"
+        self.address = base.rsplit(".", 1)[0] + f".{(n & 63) * 4 + 1}"
+        self.peer_address = base.rsplit(".", 1)[0] + f".{(n & 63) * 4 + 2}"
+        self.created = False
 
-RXE_NETDEV = _rx_end
+    def add(self) -> None:
+        steps = [["ip", "link", "add", self.ifname, "type", "veth", "peer", "name", self.peer]]
+        self.created = True
+        peer_ip = ["ip"] + (["-n", self.peer_netns] if self.peer_netns else [])
+        if self.peer_netns:
+            steps.append(["ip", "link", "set", self.peer, "netns", self.peer_netns])
+        steps += [["ip", "addr", "add", f"{self.address}/30", "dev", self.ifname],
+                  peer_ip + ["addr", "add", f"{self.peer_address}/30", "dev", self.peer],
+                  ["ip", "link", "set", self.ifname, "up"],
+                  peer_ip + ["link", "set", self.peer, "up"]]
+        for argv in steps:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            if res.returncode != 0:
+                self.remove()
+                raise UsageError(f"soft-RoCE carrier veth: `{' '.join(argv)}` failed: "
+                                 f"{res.stderr.strip()[-200:]}", "run as root; `bench doctor "
+                                 "--cleanup` removes leftovers of killed runs")
+
+    def remove(self) -> None:
+        if self.created:
+            subprocess.run(["ip", "link", "del", self.ifname], capture_output=True, timeout=30)
+            self.created = False

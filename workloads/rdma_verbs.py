@@ -33,7 +33,8 @@ END = 1 << 31                   # immediate data: this window is the last one
 COUNT_MASK = 0xFFFF
 REGION_CAP = 64 << 20           # the receiver's slots: at most this many bytes
 SPIN_POLLS = 64                 # empty polls before sleeping in select() on the control socket
-SLEEP_S = 0.0002
+SLEEP_S = 0.0002                # first sleep; doubles while idle, up to SLEEP_MAX_S
+SLEEP_MAX_S = 0.002
 PEER_GRACE_S = 2.0
 FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
           "rkey": int, "addr": int, "length": int, "mtu": int}
@@ -218,7 +219,8 @@ class Verbs:
         v2 = []
         for i in range(table_len):
             try:
-                if self.ctx.query_gid_type(self.port, i) != e.IBV_GID_TYPE_ROCE_V2:
+                entry = self.ctx.query_gid_ex(self.port, i)     # ibv_gid_type, not sysfs's
+                if entry.gid_type != e.IBV_GID_TYPE_ROCE_V2:
                     continue
                 g = str(self.ctx.query_gid(self.port, i).gid)
             except Exception:      # noqa: BLE001 - empty slots fail to query
@@ -304,8 +306,10 @@ class Verbs:
     # -- data path helpers ---------------------------------------------------------------
     def post_recv(self, wr_id: int, sge=None) -> None:
         from pyverbs.wr import RecvWR
-        self.qp.post_recv(RecvWR(wr_id=wr_id, num_sge=1 if sge else 0,
-                                 sg=[sge] if sge else None))
+        wr = RecvWR(wr_id=wr_id, num_sge=1, sg=[sge or _no_sge()])
+        if sge is None:
+            wr.num_sge = 0      # pyverbs wants an SGE object; a zero-length WR has none
+        self.qp.post_recv(wr)
         self.counters["recvs_posted"] += 1
 
     def post_send(self, wr_id: int, opcode: int, sge=None, signalled: bool = False,
@@ -315,9 +319,10 @@ class Verbs:
         flags = e.IBV_SEND_SIGNALED if signalled else 0
         if sge is not None and self.params.inline and sge.length <= self.params.inline:
             flags |= e.IBV_SEND_INLINE
-        wr = SendWR(wr_id=wr_id, opcode=opcode, num_sge=1 if sge else 0,
-                    sg=[sge] if sge else None, send_flags=flags,
-                    imm_data=socket.htonl(imm) if imm is not None else 0)
+        wr = SendWR(wr_id=wr_id, opcode=opcode, num_sge=1, sg=[sge or _no_sge()],
+                    send_flags=flags, imm_data=socket.htonl(imm) if imm is not None else 0)
+        if sge is None:
+            wr.num_sge = 0
         if rdma:
             wr.set_wr_rdma(rdma[0], rdma[1])
         self.qp.post_send(wr)
@@ -329,6 +334,7 @@ class Verbs:
         control socket (a peer that is gone or failed ends the wait). Failed ones raise."""
         e = _e()
         spins = 0
+        nap = SLEEP_S
         closed_at = None
         while True:
             n, wcs = self.cq.poll(max_entries)
@@ -354,7 +360,8 @@ class Verbs:
                     time.sleep(SLEEP_S)
                     continue
                 try:
-                    check_control(ctrl, SLEEP_S)
+                    check_control(ctrl, nap)
+                    nap = min(nap * 2, SLEEP_MAX_S)
                 except PeerGone as exc:
                     if "failed" in str(exc):
                         raise
@@ -371,6 +378,11 @@ class Verbs:
             except Exception as exc:   # noqa: BLE001 - keep closing the rest
                 errors.append(f"{type(obj).__name__}: {exc}")
         return {"closed": closed, "errors": errors}
+
+
+def _no_sge():
+    from pyverbs.wr import SGE
+    return SGE(0, 0, 0)
 
 
 def _wc_status(status: int) -> str:

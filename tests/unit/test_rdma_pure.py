@@ -228,3 +228,54 @@ def test_a_real_nic_row_totals_its_socket_copies():
     sides = summarize(points, {"sender": 10}, {"sender": 10}, rdma={"soft": False})
     assert sides["sender"]["total_copied_per_payload_byte"] == 0.0
     assert "DMA" in sides["sender"]["total_note"]
+
+
+class _EmptyCQ:
+    def poll(self, n):
+        return 0, []
+
+
+class _FailedCQ:
+    class WC:
+        status, opcode, wr_id = 12, 0, 7       # IBV_WC_RETRY_EXC_ERR
+
+    def poll(self, n):
+        return 1, [self.WC()]
+
+
+def _verbs_with(cq):
+    pytest.importorskip("pyverbs", reason="Debian python3-pyverbs not installed here")
+    v = object.__new__(rv.Verbs)
+    v.cq, v.counters = cq, {"completions": 0}
+    return v
+
+
+def test_poll_ends_when_the_peer_agent_is_gone(monkeypatch):
+    import time
+    monkeypatch.setattr(rv, "PEER_GRACE_S", 0.2)
+    v = _verbs_with(_EmptyCQ())
+    a, b = socket.socketpair()
+    a.close()                                  # the peer died: its end of the control closed
+    t0 = time.monotonic()
+    with b, pytest.raises(rv.PeerGone, match="gone"):
+        v.poll(b, time.monotonic() + 30)
+    assert time.monotonic() - t0 < 5           # after the grace, not at the deadline
+
+
+def test_poll_reports_the_peers_own_failure_at_once():
+    import time
+    v = _verbs_with(_EmptyCQ())
+    a, b = socket.socketpair()
+    with a, b:
+        rv.send_error(a, "sender: VerbsError: bringing the QP to RTS failed")
+        with pytest.raises(rv.PeerGone, match="RTS failed"):
+            v.poll(b, time.monotonic() + 30)
+
+
+def test_a_failed_completion_names_the_error_state():
+    import time
+    v = _verbs_with(_FailedCQ())
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(rv.VerbsError, match="error state") as e:
+        v.poll(b, time.monotonic() + 30)
+    assert "RETRY_EXC" in str(e.value)
