@@ -306,11 +306,18 @@ class Devices:
         self._links: list[SoftRoce] = []
         self._carriers: list[Carrier] = []
         self._chosen: dict[str, dict[str, Choice]] = {}
+        self._failed: dict[str, UsageError] = {}
 
     def for_endpoints(self, ep) -> dict[str, Choice]:
         """{"tx": Choice, "rx": Choice} for a topology's endpoints (cached per kind)."""
+        if ep.kind in self._failed:          # one attempt per run: later cases fail alike
+            raise self._failed[ep.kind]
         if ep.kind not in self._chosen:
-            self._chosen[ep.kind] = self._choose(ep)
+            try:
+                self._chosen[ep.kind] = self._choose(ep)
+            except UsageError as exc:
+                self._failed[ep.kind] = exc
+                raise
         return self._chosen[ep.kind]
 
     def _choose(self, ep) -> dict[str, Choice]:

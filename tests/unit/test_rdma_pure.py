@@ -279,3 +279,24 @@ def test_a_failed_completion_names_the_error_state():
     with a, b, pytest.raises(rv.VerbsError, match="error state") as e:
         v.poll(b, time.monotonic() + 30)
     assert "RETRY_EXC" in str(e.value)
+
+
+def test_a_failed_soft_roce_setup_is_tried_once_and_cleaned_up(tmp_path, monkeypatch):
+    """The rxe link cannot be made (it exists already): every RDMA case of the run fails with
+    the same message, and the carrier veth made for it is removed at the end."""
+    from bench.topology import Endpoints
+    calls = []
+    monkeypatch.setattr(rxe, "rxe_available", lambda *a, **k: (True, "rdma_rxe loaded"))
+    monkeypatch.setattr(rxe.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(rxe.subprocess, "run", lambda argv, **k: calls.append(argv) or
+                        type("R", (), {"returncode": 0, "stderr": "", "stdout": ""})())
+    make_port(tmp_path, rxe.our_link_name(), gids=RXE_GIDS, parent="x")  # "already exists"
+    devs = rxe.Devices(sys_root=tmp_path)
+    ep = Endpoints("veth", "cb1tx", "cb1rx", "198.18.0.1", "198.18.0.2", "cb1t", "cb1r")
+    for _ in range(2):
+        with pytest.raises(UsageError, match="already exists"):
+            devs.for_endpoints(ep)
+    adds = [a for a in calls if a[:3] == ["ip", "link", "add"]]
+    assert len(adds) == 1                                  # tried once
+    devs.release()
+    assert calls[-1][:3] == ["ip", "link", "del"]          # the carrier is gone again
