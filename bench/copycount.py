@@ -199,6 +199,8 @@ def _rdma_totals(sides: dict, points: list[PointCounts], messages: dict[str, int
         if d is None:
             continue
         d["data_path"] = "RDMA verbs"
+        if d.get("deferred") and not d["deferred"].get("bytes"):
+            d["deferred"] = None     # a zerocopy fallback probe that saw nothing: not this path
         if soft and entry is not None:
             d.update(total_bytes_copied=None, total_copied_per_payload_byte=None,
                      total_quality=None)

@@ -70,7 +70,9 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
 def _json_lenient(text: str) -> dict | None:
-    """perftest's --out_json document, repaired where known versions break it."""
+    """perftest's --out_json document, repaired where known versions break it: 4.5-0.17
+    (Debian 12) writes bare keys and bare words (`results: {MsgSize: 65536, ...},`), others
+    leave trailing commas. Valid JSON first; then only the numbers of the `results` block."""
     text = text.strip()
     if not text:
         return None
@@ -80,9 +82,12 @@ def _json_lenient(text: str) -> dict | None:
             return doc if isinstance(doc, dict) else None
         except json.JSONDecodeError:
             continue
-    # Last resort: "Key": number pairs wherever they are.
-    pairs = {k: float(v) for k, v in re.findall(rf'"(\w+)"\s*:\s*({_NUM})', text)}
-    return {"results": pairs} if pairs else None
+    m = re.search(r'"?results"?\s*:\s*\{([^{}]*)\}', text)
+    if not m:
+        return None
+    pairs = {k: float(v) for k, v in
+             re.findall(rf'"?(\w+)"?\s*:\s*({_NUM})\s*(?=,|\n|$)', m.group(1))}
+    return {"results": pairs, "repaired": True} if pairs else None
 
 
 def _table(text: str) -> dict | None:
@@ -107,15 +112,18 @@ def _unit_factor(col: str) -> float | None:
     return None
 
 
-def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw") -> dict:
+def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw",
+          duration_mode: bool = False) -> dict:
     """One perftest side's result: bytes per message, iterations, average (and peak) Gbit/s,
-    message rate, CPU % where reported, and which source gave them (json / table)."""
+    message rate, CPU % where reported, and which source gave them (json / json repaired /
+    table). In duration mode (-D) perftest's iteration count is not the measured window's (and
+    its peak is 0), so no byte count or window is derived there."""
     out: dict = {"tool": tool, "version": _version(stdout)}
     doc = _json_lenient(json_text) if json_text else None
     res = (doc or {}).get("results") if doc else None
     table = _table(stdout)
     if isinstance(res, dict) and res.get("BW_average") is not None:
-        out.update(source="json", size=_int(res.get("MsgSize")),
+        out.update(source="json repaired" if doc.get("repaired") else "json", size=_int(res.get("MsgSize")),
                    iterations=_int(res.get("n_iterations")),
                    gbps=float(res["BW_average"]), peak_gbps=_float(res.get("BW_peak")),
                    mpps=_float(res.get("MsgRate")), cpu_pct=_float(res.get("CPU_util")))
@@ -123,6 +131,8 @@ def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw") 
             f = _unit_factor(next((c for c in table if c.startswith("BW average")), ""))
             if f not in (None, 1.0):
                 out["gbps"] = round(out["gbps"] * f, 6)
+                if out["peak_gbps"] is not None:
+                    out["peak_gbps"] = round(out["peak_gbps"] * f, 6)
     elif table:
         avg_col = next((c for c in table if c.startswith("BW average")), None)
         peak_col = next((c for c in table if c.startswith("BW peak")), None)
@@ -141,7 +151,12 @@ def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw") 
     else:
         err = _error_line(stdout)
         raise ValueError(f"{tool} printed no results{': ' + err if err else ''}")
-    if out.get("size") and out.get("iterations"):
+    if not out.get("peak_gbps"):
+        out["peak_gbps"] = None                  # duration mode reports 0: not measured
+    if duration_mode:
+        out["mode"] = "duration"
+    elif out.get("size") and out.get("iterations"):
+        out["mode"] = "iterations"
         out["bytes"] = out["size"] * out["iterations"]
     if out.get("gbps") and out.get("bytes"):
         out["window_s"] = round(out["bytes"] * 8 / (out["gbps"] * 1e9), 6)

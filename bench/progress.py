@@ -31,8 +31,9 @@ class LineReporter(Reporter):
                 f"{sample.get('messages')} msgs, loss {_fmt(sample.get('loss_pct'), '%', 1)}, "
                 f"payload errors {sample.get('payload_errors')}")
         if ref:
-            line += f" | iperf3 {_fmt(ref.get('gbps'), ' Gbit/s')}" if "gbps" in ref else \
-                f" | iperf3 failed: {ref.get('error')}"
+            tool = ref.get("tool") or "iperf3"
+            line += f" | {tool} {_fmt(ref.get('gbps'), ' Gbit/s')}" if "gbps" in ref else \
+                f" | {tool} failed: {ref.get('error')}"
         self._say(line)
 
     def copies_done(self, case: Case, copies: dict) -> None:

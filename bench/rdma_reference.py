@@ -47,12 +47,12 @@ def run_perftest(runner, case, ep) -> dict:
         except subprocess.TimeoutExpired:
             return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
         try:
-            c = perftest.parse(c_out, _read(files["client"]), tool)
+            c = perftest.parse(c_out, _read(files["client"]), tool, duration_mode=not case.count)
         except ValueError as exc:
             return {"tool": tool, "error": f"client: {exc} {c_err.strip()[-200:]}",
                     "returncode": client.returncode}
         try:
-            s = perftest.parse(s_out, _read(files["server"]), tool)
+            s = perftest.parse(s_out, _read(files["server"]), tool, duration_mode=not case.count)
         except ValueError:
             s = None          # ib_write_bw's server may print no table: the client's counts
         row = perftest.combine(c, s, case.workload)

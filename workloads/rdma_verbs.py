@@ -32,9 +32,9 @@ PROTO = 1
 END = 1 << 31                   # immediate data: this window is the last one
 COUNT_MASK = 0xFFFF
 REGION_CAP = 64 << 20           # the receiver's slots: at most this many bytes
-SPIN_POLLS = 64                 # empty polls before sleeping in select() on the control socket
-SLEEP_S = 0.0002                # first sleep; doubles while idle, up to SLEEP_MAX_S
-SLEEP_MAX_S = 0.002
+SPIN_POLLS = 16                 # empty polls before sleeping in select() on the control socket
+SLEEP_S = 0.0001                # first sleep; doubles while idle, up to SLEEP_MAX_S
+SLEEP_MAX_S = 0.004
 PEER_GRACE_S = 2.0
 FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
           "rkey": int, "addr": int, "length": int, "mtu": int}
@@ -266,6 +266,21 @@ class Verbs:
         except Exception as exc:   # noqa: BLE001 - pyverbs raises its own error types
             raise VerbsError(f"creating an RC QP (send {p.depth}, recv {recv_wrs}, inline "
                              f"{p.inline}) failed: {exc}") from None
+        # RESET -> INIT now: receives may be posted only from INIT on (before the exchange).
+        self.attr = self._attr()
+        try:
+            self.qp.to_init(self.attr)
+        except Exception as exc:   # noqa: BLE001
+            raise VerbsError(f"moving the QP to INIT failed: {exc}") from None
+
+    def _attr(self):
+        from pyverbs.qp import QPAttr
+        e = _e()
+        attr = QPAttr(qp_state=e.IBV_QPS_INIT, cur_qp_state=e.IBV_QPS_RESET)
+        attr.pkey_index = 0
+        attr.port_num = self.port
+        attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE)
+        return attr
 
     def info(self, mr=None) -> dict:
         return {"proto": PROTO, "qpn": self.qp.qp_num, "psn": self.psn, "gid": self.gid,
@@ -273,14 +288,9 @@ class Verbs:
                 "length": mr.length if mr else 0, "mtu": self.mtu}
 
     def connect(self, peer: dict) -> None:
-        """RESET -> INIT -> RTR -> RTS with the peer's QPN, PSN and GID (or LID)."""
+        """INIT -> RTR -> RTS with the peer's QPN, PSN and GID (or LID)."""
         from pyverbs.addr import GID, AHAttr, GlobalRoute
-        from pyverbs.qp import QPAttr
-        e = _e()
-        attr = QPAttr(qp_state=e.IBV_QPS_INIT, cur_qp_state=e.IBV_QPS_RESET)
-        attr.pkey_index = 0
-        attr.port_num = self.port
-        attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE)
+        attr = self.attr
         attr.path_mtu = min(self.mtu, int(peer["mtu"]))
         attr.dest_qp_num = peer["qpn"]
         attr.rq_psn = peer["psn"]
@@ -297,7 +307,6 @@ class Verbs:
         attr.sq_psn = self.psn
         attr.max_rd_atomic = 1
         try:
-            self.qp.to_init(attr)
             self.qp.to_rtr(attr)
             self.qp.to_rts(attr)
         except Exception as exc:   # noqa: BLE001
