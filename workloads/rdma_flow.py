@@ -31,6 +31,10 @@ from workloads.sockets import bound_from, listen_stream
 
 EXCHANGE_TIMEOUT = 30.0
 CREDIT_WR = 1 << 40          # wr_id of credit SENDs (receiver) / credit RECVs (sender)
+# Where the TCP control connection's socket copies are: all before "ready" (one JSON line each
+# way), so a tracer attached after both agents are ready never counts them on the data path.
+CONTROL_NOTE = ("TCP control connection: QPN/PSN/GID/rkey/address exchanged before 'ready', "
+                "outside the traced window; during the run only select()ed (no data)")
 
 
 def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
@@ -134,7 +138,8 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
             "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "first_bytes": first,
             "cpu": cpu.stop(), "buffer_addr": buffer_address(buf), "recv_calls": None,
             "rdma": {**verbs.counters, "credits_sent": credits_sent, "slots": slots,
-                     "mr_bytes": len(buf), "verified_in": "the registered receive region"}}
+                     "mr_bytes": len(buf), "verified_in": "the registered receive region",
+                     "control": CONTROL_NOTE}}
 
 
 def sender(cfg: dict, io: AgentIO, mode: str) -> dict:
@@ -231,7 +236,7 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
                      "signal_every": verbs.params.signal_every, "inline": verbs.params.inline,
                      "inline_used": bool(verbs.params.inline and size <= verbs.params.inline),
                      "opcode": "RDMA_WRITE(+IMM per window)" if mode == "write"
-                     else "SEND(+IMM per window)"}}
+                     else "SEND(+IMM per window)", "control": CONTROL_NOTE}}
 
 
 def _enums():

@@ -79,10 +79,24 @@ def vm():
         pytest.skip(f"the lab VM lacks pyverbs, perftest or rdma_rxe: {have[-300:]} "
                     "(re-provision: `bench lab up`)")
     v.push()
+    _seed_kmod(v)
     yield v
     left = v.sh("rdma link show | grep -o 'cbrxe[0-9]*'; ip netns list | grep -E '^cb[0-9]+'; "
                 "pgrep -a -f 'workloads.agent|ib_write_bw|ib_send_bw'; true")
     assert left.strip() == "", f"left behind in the VM:\n{left}"
+
+
+def _seed_kmod(v: VM) -> None:
+    """Build the copy tracer module here when this host has Debian's headers for the VM's
+    kernel (building under TCG takes minutes); else the VM builds it itself."""
+    import sys
+    import tempfile
+    sys.path.insert(0, str(REPO / "tests" / "tracing"))
+    from labvm import LabVM
+    lab = object.__new__(LabVM)
+    lab.argv = v.argv
+    release = v.sh("uname -r").strip()
+    lab.seed_kmod(release, Path(tempfile.mkdtemp(prefix="cb-kmod-")))
 
 
 def _run_case(vm, workload: str, extra=()):
