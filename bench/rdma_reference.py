@@ -20,7 +20,8 @@ def run_perftest(runner, case, ep) -> dict:
     devs = runner._rdma_devices(ep)
     rx, tx = devs.get("rx"), devs.get("tx")
     if rx is None or tx is None:
-        return {"tool": tool, "error": "no device chosen for perftest on this placement"}
+        return {"tool": tool, "error": "perftest across two nodes is not built yet: the agents "
+                "pick their node's first active port themselves, perftest needs -d/-x per node"}
     port = perftest.PORT
     if ep.kind == "loopback":
         from bench.runner import _free_port
