@@ -43,6 +43,7 @@ UDP = catalog.UDP
 MAP_KEYS_MAX = 65536
 ZC_SEND = "zc_send"      # pseudo-point: bytes of MSG_ZEROCOPY sends (tracepoint backend)
 IORING_ZC_OPCODES = (47, 48)   # IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC
+IORING_SEND_OPCODES = (9, 26)  # IORING_OP_SENDMSG, IORING_OP_SEND
 IO_URING_SUBMIT = "io_uring:io_uring_submit_req"
 
 
@@ -100,7 +101,10 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
         # the tracepoint's own flags field is always 0 on the send side).
         # @sflag[tid]: 1 = in a send syscall, 2 = in one with MSG_ZEROCOPY, 3 = io_uring's
         # zerocopy opcode just submitted; 0 = a send outside any send syscall (io_uring, workers).
-        count = (f"$f = @sflag[tid]; if ($f >= 2) {{ @st[{i}, $k, {TAG_ZC}] = stats({length}); }} "
+        # A send outside any send syscall (io_uring task work or io-wq) takes the class of the
+        # process's last io_uring send submission (@uzc[pid]), and is counted in @uring.
+        count = (f"$f = @sflag[tid]; if ($f == 0 && @uzc[pid]) {{ $f = 3; }} "
+                 f"if ($f >= 2) {{ @st[{i}, $k, {TAG_ZC}] = stats({length}); }} "
                  f"else {{ {count} }} if ($f != 1 && $f != 2) {{ @uring[$k] = count(); }}")
     elif p.symbol == "sock:sock_recv_length":
         count = f"@st[{i}, $k, args->protocol == {UDP}] = stats({length});"
@@ -155,8 +159,10 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
             # whether it is a zerocopy send (SEND_ZC, SENDMSG_ZC). Sends outside a send syscall
             # are counted in @uring so their classification is labelled an estimate.
             zc_ops = " || ".join(f"args->opcode == {op}" for op in IORING_ZC_OPCODES)
+            plain = " || ".join(f"args->opcode == {op}" for op in IORING_SEND_OPCODES)
             lines.append(f"tracepoint:io_uring:io_uring_submit_req /{who}/ "
-                         f"{{ if ({zc_ops}) {{ @sflag[tid] = 3; }} else {{ delete(@sflag[tid]); }} }}")
+                         f"{{ if ({zc_ops}) {{ @sflag[tid] = 3; @uzc[pid] = 1; }} else {{ "
+                         f"delete(@sflag[tid]); if ({plain}) {{ delete(@uzc[pid]); }} }} }}")
     for i, p in enumerate(probes):
         if p.kind == "kprobe":
             lines += _kprobe_lines(i, p, slot_code, sockonly, nsamples)
@@ -165,7 +171,8 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
     used = (["side"] if not comm else []) + (["insock"] if kprobes and sockonly else []) + (
         ["t", "a", "l", "s", "nsamp"] if kprobes else []) + [f"n{i}" for i, p in enumerate(probes)
                                                               if p.kind == "tracepoint"] + (
-        ["sflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else [])
+        ["sflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else []) + (
+        ["uzc"] if io_uring and any(p.symbol == "sock:sock_send_length" for p in tps) else [])
     clear = " ".join(f"clear(@{m});" for m in used)   # only the result maps get printed
     lines.append(f"END {{ {clear} }}")
     return "\n".join(lines) + "\n"
