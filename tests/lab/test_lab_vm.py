@@ -189,7 +189,7 @@ def test_msg_zerocopy_over_veth_moves_every_copy_to_the_fallback(vm, tmp_path):
     tx = c["copies"]["sides"]["sender"]
     assert tx["bytes_per_payload_byte"] < 0.05, tx            # COPY#1 moved away ...
     assert tx["deferred"]["source"] == "probe" and "skb_copy_ubufs" in tx["deferred"]["symbols"]
-    assert 0.95 <= tx["total_copied_per_payload_byte"] <= 1.05, tx   # ... not gone
+    assert tx["total_copied_per_payload_byte"] >= 0.95, tx   # ... not gone (every byte, >= once)
     assert tx["completion_report"]["copied"] == tx["completion_report"]["completed"] > 0
     assert "the sender's zerocopy sends were copied later after all" in p.stdout
 
