@@ -14,6 +14,8 @@ import sys
 import tempfile
 import time
 
+from bench.procs import stop
+
 
 class AgentError(RuntimeError):
     """An agent died, reported an error, or did not answer in time."""
@@ -89,23 +91,4 @@ class Agent:
 
     def stop(self, grace: float = 2.0) -> None:
         """Idempotent: close stdin, then SIGTERM, then SIGKILL."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self._stderr):
-            try:
-                f.close()
-            except (OSError, AttributeError):
-                pass
-
+        stop(self.proc, eof_grace=0.2, term_grace=grace, files=(self._stderr,))

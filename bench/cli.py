@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 from bench.errors import UsageError
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+NODE_COMMANDS = {"agent": "workloads.agent", "tracer": "bench.tracing.remote",
+                 "topology": "bench.topology", "nsexec": "bench.nsexec"}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -24,7 +25,8 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def parse_cpus(text: str | None) -> tuple[int, int] | None:
-    """--cpus SENDER,RECEIVER -> (s, r), checked against the CPUs this process may use."""
+    """--cpus SENDER,RECEIVER -> (s, r); the placement checks them against the CPUs of the
+    machine(s) the sides run on."""
     if not text:
         return None
     try:
@@ -33,39 +35,50 @@ def parse_cpus(text: str | None) -> tuple[int, int] | None:
         cpus = ()
     if len(cpus) != 2:
         raise UsageError(f"--cpus {text!r}: expected two CPU numbers", "e.g. --cpus 0,1")
-    allowed = os.sched_getaffinity(0)
-    bad = [c for c in cpus if c not in allowed]
-    if bad:
-        raise UsageError(f"--cpus {text}: CPU {bad[0]} is not available here "
-                         f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
     return cpus
 
 
-def cmd_run(args, placement=None) -> int:
+def placement_for(spec: str | None):
+    """--target -> where the agents run. Remote targets are reachable (host keys checked) and,
+    for the lab, run this tree's copybench before anything starts."""
+    from bench.placement import LocalPlacement, for_target
+    if spec in (None, "local"):
+        return LocalPlacement()
+    from bench.targets import open_target
+    target = open_target(spec)
+    target.check()
+    target.prepare()
+    return for_target(target)
+
+
+def cmd_run(args) -> int:
     from bench import plan, suite
     from bench.progress import make_reporter
     from bench.runner import Runner
     from reports import markdown
 
-    if args.target not in (None, "local") and placement is None:
-        return _run_remote(args)
+    the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)   # bad input before SSH
+    placement = placement_for(args.target)
+    topology = args.topology
+    if placement.forced_topology:
+        if topology not in (None, placement.forced_topology):
+            raise UsageError(f"--topology {topology}: a two-node target runs across its link",
+                             "leave --topology out, or run on one node (`bench lab up --nodes 1`)")
+        topology = placement.forced_topology
     ov = plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
-                        repeat=args.repeat, topology=args.topology,
+                        repeat=args.repeat, topology=topology,
                         workloads=tuple(args.workload) if args.workload else None,
                         reference=False if args.no_reference else None, batch=args.batch)
-    the_plan = plan.expand(suite.load(args.suite), ov)
-    if placement is None:     # this machine: what its kernel lacks is a skip, not an agent error
-        from bench import doctor
-        the_plan = plan.require(the_plan, doctor.capabilities(plan.needed_capabilities(the_plan)))
+    the_plan = plan.expand(the_suite, ov)
+    # What the target's kernel lacks is a skip with doctor's reason, not an agent error.
+    the_plan = plan.require(the_plan, placement.capabilities(plan.needed_capabilities(the_plan)))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
-                    cpus=parse_cpus(args.cpus), warmup=not args.no_warmup,
+                    cpus=cpus, warmup=not args.no_warmup,
                     rdma_device=getattr(args, "rdma_device", None))
-    if placement is not None:
-        runner.result.metadata["placement"] = {"kind": placement.name,
-                                               "hosts": [h.name for h in placement.target.hosts]}
+    runner.result.metadata["placement"] = placement.describe()
     runner.check()
     reporter = make_reporter(total)
     runner.reporter = reporter
@@ -80,63 +93,6 @@ def cmd_run(args, placement=None) -> int:
         print("\n" + copies)
     print(f"\nresult: {out}", file=sys.stderr)
     return 0 if result.status == "complete" else EXIT_FAILED
-
-
-def _forward_run_argv(args, target) -> list[str]:
-    """The same `bench run` for a remote node (suite files are uploaded first)."""
-    suite_arg = args.suite
-    if Path(args.suite).is_file():
-        suite_arg = f"/tmp/copybench-suite-{Path(args.suite).name}"
-        with open(args.suite, "rb") as f:
-            p = target.exec(0, ["tee", suite_arg], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=False)
-            p.communicate(f.read(), timeout=60)
-    argv = ["run", "--suite", suite_arg]
-    for flag, value in (("--topology", args.topology), ("--duration", args.duration),
-                        ("--bytes", args.bytes), ("--repeat", args.repeat), ("--batch", args.batch)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.sizes:
-        argv += ["--sizes", ",".join(map(str, args.sizes))]
-    for w in args.workload or []:
-        argv += ["--workload", w]
-    if args.no_reference:
-        argv.append("--no-reference")
-    if args.no_warmup:
-        argv.append("--no-warmup")
-    if args.cpus:
-        argv += ["--cpus", args.cpus]
-    if getattr(args, "rdma_device", None):
-        argv += ["--rdma-device", args.rdma_device]
-    argv += ["--copies", args.copies]
-    return argv
-
-
-def _run_remote(args) -> int:
-    from bench import results
-    from bench.targets.ssh import open_target
-    from reports import markdown
-    target = open_target(args.target)
-    target.check()
-    if args.command == "doctor":
-        return _print_checks(target.doctor(), args.json)
-    if len(target.hosts) >= 2:
-        return _run_two_nodes(args, target)
-    paths = target.run_bench(_forward_run_argv(args, target), Path(args.out))
-    status = 0
-    for path in paths:
-        r = results.load(path)
-        print(markdown.table(r))
-        print(f"\nresult: {path}", file=sys.stderr)
-        status = status or (0 if r.status == "complete" else EXIT_FAILED)
-    return status
-
-
-def _run_two_nodes(args, target) -> int:
-    """Sender on node 0, receiver on node 1, across the link between them."""
-    from bench.placement import LinkPlacement
-    args.topology = "link"
-    return cmd_run(args, placement=LinkPlacement(target))
 
 
 def cmd_list(args) -> int:
@@ -158,12 +114,31 @@ def cmd_list(args) -> int:
 def cmd_doctor(args) -> int:
     from bench import doctor
     if args.target not in (None, "local"):
-        return _run_remote(args)
+        return _doctor_remote(args)
     if args.cleanup:
         from bench.cleanup import cleanup_all
         for line in cleanup_all():
             print(line)
     return _print_checks(doctor.as_json(doctor.run_checks()), args.json)
+
+
+def _doctor_remote(args) -> int:
+    """`bench doctor [--cleanup]` on every node of a target."""
+    from bench.targets import open_target
+    target = open_target(args.target)
+    target.check()
+    status = 0
+    for i, h in enumerate(target.hosts):
+        if len(target.hosts) > 1 and not args.json:
+            print(f"== {h.name}")
+        if args.cleanup:
+            res = target.run(i, [target.remote_bench, "doctor", "--cleanup"], check=False,
+                             timeout=300)
+            print(res.stdout, end="")
+            status = status or (0 if res.returncode == 0 else EXIT_FAILED)
+        else:
+            _print_checks(target.doctor(node=i), args.json)
+    return status
 
 
 def _print_checks(checks: list[dict], as_json: bool) -> int:
@@ -264,14 +239,11 @@ def _on_sigterm(main_pid: int):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["agent"]:
-        # Undocumented: what a runner starts on a remote node (JSON lines on stdin/stdout).
-        from workloads.agent import main as agent_main
-        return agent_main()
-    if argv[:1] == ["tracer"]:
-        # Undocumented: a node's copy tracer on two-node runs (bench/tracing/remote.py).
-        from bench.tracing.remote import main as tracer_main
-        return tracer_main()
+    if argv[:1] and argv[0] in NODE_COMMANDS:
+        # Undocumented: what a runner starts on a remote node over SSH (JSON lines on
+        # stdin/stdout, or iperf3 in a netns): agents, the copy tracer, the topology.
+        module = __import__(NODE_COMMANDS[argv[0]], fromlist=["main"])
+        return module.main(argv[1:]) if argv[0] == "nsexec" else module.main()
     signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,13 +1,21 @@
-"""Where the two sides of a case run, and how their processes start.
+"""Where the two sides of a case run, and how their processes start. The runner always runs on
+this machine and asks its placement the same questions whatever the target.
 
   LocalPlacement  both sides on this machine: host loopback, or two netns joined by veth.
-  LinkPlacement   two machines (the two-node lab, or two SSH hosts): the sender on node 0 and
-                  the receiver on node 1, talking across the link between them; agents and
-                  reference tools start over SSH, and each node's CPU is measured on that node.
+  NodePlacement   both sides on one SSH node (`--target lab` with one node, one host): agents,
+                  iperf3, the copy tracer (`bench tracer`) and the topology (`bench topology`,
+                  veth or loopback there) start on the node over SSH.
+  LinkPlacement   two SSH nodes (`bench lab up --nodes 2`, two hosts): the sender on node 0 and
+                  the receiver on node 1, across the link between them.
+
+Everything started on a node cleans up by itself when the runner or SSH goes away (end of
+input, SIGHUP, a lifetime watchdog; iperf3 dies with its SSH session, bench/nsexec.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import sys
 import time
@@ -17,15 +25,49 @@ from bench.errors import UsageError
 from bench.topology import Endpoints, Topology
 
 SIDES = {"tx": 0, "rx": 1}
+CPU_SIDES = ("tx", "rx")          # --cpus SENDER,RECEIVER
+TOPOLOGY_TIMEOUT_S = 120.0        # creating two netns and a veth pair on a TCG guest
+TOPOLOGY_IDLE_S = 4 * 3600.0      # a node's topology goes away after this long without a command
+NODE_FACTS = ("import json, os, shutil, sys; print(json.dumps({'uid': os.geteuid(), 'missing': "
+              "[t for t in sys.argv[1:] if not shutil.which(t)], "
+              "'cpus': sorted(os.sched_getaffinity(0))}))")   # argv: the tools it must have
+
+
+def check_cpus(cpus: tuple[int, ...] | None, allowed_on, where=lambda side: "here") -> None:
+    """--cpus: each side's CPU must be one its machine lets us use (`allowed_on(side)`)."""
+    for side, cpu in zip(CPU_SIDES, cpus or (), strict=False):
+        allowed = allowed_on(side)
+        if cpu not in allowed:
+            raise UsageError(f"--cpus: CPU {cpu} is not available {where(side)} "
+                             f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
 
 
 class LocalPlacement:
     name = "local"
     remote = False
+    machines = 1
+    forced_topology: str | None = None
 
     def __init__(self):
         self._topologies: dict[str, Topology] = {}
         self._endpoints: dict[str, Endpoints] = {}
+
+    def describe(self) -> dict:
+        return {"kind": self.name}
+
+    def capabilities(self, names) -> dict[str, tuple[bool, str, str]]:
+        from bench import doctor
+        return doctor.capabilities(names)
+
+    def check(self, tools, topologies, cpus) -> None:
+        """tools: the reference tools the plan runs (iperf3, perftest's ib_*_bw)."""
+        from bench import perftest, reference
+        if "iperf3" in tools:
+            reference.check()
+        perftest.check(t for t in tools if t != "iperf3")
+        if "veth" in topologies:
+            Topology("veth").check_privileges()
+        check_cpus(cpus, lambda side: os.sched_getaffinity(0))
 
     def endpoints(self, kind: str) -> Endpoints:
         if kind == "link":
@@ -51,7 +93,8 @@ class LocalPlacement:
         from bench.tracing.select import select_tracer
         return select_tracer(spec)
 
-    def wait_listening(self, side: str, pid: int, port: int, timeout: float) -> None:
+    def wait_listening(self, side: str, pid: int, port: int, timeout: float,
+                       netns: str | None = None) -> None:
         """Poll the process's own view of TCP sockets (its netns) until `port` listens."""
         deadline = time.monotonic() + timeout
         want = f":{port:04X}"
@@ -76,16 +119,171 @@ class LocalPlacement:
         self._endpoints.clear()
 
 
-class LinkPlacement:
-    """Sender on node 0, receiver on node 1 of an SSH target (bench.targets.ssh.SshTarget)."""
+class RemotePlacement:
+    """The agents on SSH nodes of `target` (bench.targets.ssh.SshTarget): `sides` maps tx/rx to
+    a node index. Subclasses say what the topology is."""
+
+    remote = True
+    forced_topology: str | None = None
+
+    def __init__(self, target, sides: dict[str, int]):
+        self.target = target
+        self.sides = sides
+        self._facts: dict[int, dict] = {}
+
+    @property
+    def nodes(self) -> list[int]:
+        return sorted(set(self.sides.values()))
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "target": self.target.kind,
+                "hosts": [self.target.host(i).name for i in self.nodes]}
+
+    # -- commands on a side's node ---------------------------------------------------------
+    def _ssh(self, side: str, argv: list[str]) -> list[str]:
+        return self.target.ssh_argv(self.sides[side]) + [shlex.join(argv)]
+
+    def _bench(self, side: str, *args: str) -> list[str]:
+        return self._ssh(side, [self.target.remote_bench, *args])
+
+    def agent_argv(self, side: str) -> list[str]:
+        return self._bench(side, "agent")
+
+    def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
+        return self._bench(side, "nsexec", netns or "-", "--", *argv)
+
+    def tracer_argv(self, side: str) -> list[str]:
+        """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""
+        return self._bench(side, "tracer")
+
+    def tracer(self, spec: str, survey: bool = False):
+        """One tracer per node (each selects its backends on its own kernel), merged.
+        survey=True: only ask each node what it would use (and build it), then end."""
+        from bench.tracing.remote import ROLE_SIDE, RemoteTracer
+        return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts], spec,
+                            survey=survey,
+                            role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
+
+    def wait_listening(self, side: str, pid: int, port: int, timeout: float,
+                       netns: str | None = None) -> None:
+        node = self.sides[side]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = self.target.run(node, [self.target.remote_bench, "nsexec", netns or "-", "--",
+                                         "ss", "-Hltn", f"sport = :{port}"], check=False, timeout=30)
+            if res.stdout.strip():
+                return
+            time.sleep(0.3)
+        raise UsageError(f"reference server on {self.target.host(node).name} did not listen "
+                         f"on port {port}", "check iperf3 there, or use --no-reference")
+
+    # -- what the nodes can do -------------------------------------------------------------
+    def facts(self, node: int, tools=()) -> dict:
+        """uid, which of `tools` are missing, usable CPUs: one SSH call per node, cached."""
+        if node not in self._facts:
+            out = self.target.run(node, ["python3", "-c", NODE_FACTS, *sorted(tools)],
+                                  timeout=60).stdout
+            try:
+                self._facts[node] = json.loads(out.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                raise UsageError(f"{self.target.host(node).name}: could not read the node's "
+                                 f"facts ({out.strip()[-200:]!r})", "check python3 there") from None
+        return self._facts[node]
+
+    def check(self, tools, topologies, cpus) -> None:
+        for node in self.nodes:
+            name = self.target.host(node).name
+            f = self.facts(node, tools)
+            if f.get("missing"):
+                raise UsageError(f"missing reference tool on {name}: "
+                                 f"{', '.join(f['missing'])} not installed",
+                                 "provision the node (`bench lab up`; real hosts: "
+                                 "ansible-playbook -i INVENTORY site.yml), or --no-reference")
+            if "veth" in topologies and self.forced_topology is None and f.get("uid") != 0:
+                raise UsageError(f"the veth topology creates network namespaces on {name} and "
+                                 "needs root there", "log in as root (ansible_user=root), or use "
+                                 "--topology loopback")
+        check_cpus(cpus, lambda side: set(self.facts(self.sides[side])["cpus"]),
+                   lambda side: f"on {self.target.host(self.sides[side]).name}")
+
+    def capabilities(self, names) -> dict[str, tuple[bool, str, str]]:
+        """What the plan's workloads need, as every node's `bench doctor --json` says."""
+        names = set(names)
+        found: dict[str, list[tuple[str, dict]]] = {}
+        if names:
+            for node in self.nodes:
+                for c in self.target.doctor(node=node):
+                    if c.get("name") in names:
+                        found.setdefault(c["name"], []).append((self.target.host(node).name, c))
+        out = {}
+        for name, checks in found.items():
+            bad = [(h, c) for h, c in checks if not c.get("ok")]
+            shown = bad or checks
+            out[name] = (not bad, "; ".join(f"{h}: {c.get('detail', '')}" for h, c in shown),
+                         "; ".join(dict.fromkeys(c.get("fix", "") for _, c in bad if c.get("fix"))))
+        return out
+
+
+class NodePlacement(RemotePlacement):
+    """Both agents on one node; its topology made there by `bench topology` (one helper
+    process per topology kind, for the whole run)."""
+
+    name = "node"
+    machines = 1
+
+    def __init__(self, target, node: int = 0):
+        super().__init__(target, {"tx": node, "rx": node})
+        self._helpers: dict = {}
+        self._endpoints: dict[str, Endpoints] = {}
+
+    def endpoints(self, kind: str) -> Endpoints:
+        if kind == "link":
+            raise UsageError("the link topology joins two machines",
+                             "use `bench lab up --nodes 2`, or two SSH hosts")
+        if kind not in self._endpoints:
+            from bench.procs import NodeProcess
+            helper = NodeProcess(self.target.host(self.sides["rx"]).name, "topology helper",
+                                 "topology", self._bench("rx", "topology"),
+                                 {"kind": kind, "lifetime_s": TOPOLOGY_IDLE_S})
+            self._helpers[kind] = helper
+            ready = helper.expect("ready", TOPOLOGY_TIMEOUT_S)
+            self._endpoints[kind] = Endpoints(**ready["endpoints"])
+        return self._endpoints[kind]
+
+    def snapshot(self, kind: str) -> dict:
+        helper = self._helpers[kind]
+        helper.send({"cmd": "snapshot"})      # also re-arms the helper's idle watchdog
+        return helper.expect("snapshot", 60)["snapshot"]
+
+    def teardown(self) -> None:
+        """Each helper removes its topology and says so; one that cannot be reached removes it
+        on its own when its input ends (closing it ends that)."""
+        for kind, helper in list(self._helpers.items()):
+            try:
+                if helper.proc.poll() is not None:
+                    continue              # it failed and said so; nothing of it is left
+                helper.send({"cmd": "down"})
+                helper.expect("down", TOPOLOGY_TIMEOUT_S)
+            except UsageError as exc:
+                print(f"bench: warning: removing the {kind} topology on {helper.node}: "
+                      f"{exc.message} (fix: `bench doctor --cleanup` there)", file=sys.stderr)
+            finally:
+                helper.close()
+                del self._helpers[kind]
+        self._endpoints.clear()
+
+
+class LinkPlacement(RemotePlacement):
+    """Sender on node 0, receiver on node 1, across the link between them."""
 
     name = "link"
-    remote = True
+    machines = 2
+    forced_topology = "link"
 
     def __init__(self, target):
         if len(target.hosts) < 2:
             raise UsageError("a two-node run needs two hosts", "`bench lab up --nodes 2`")
-        self.target = target
+        super().__init__(target, dict(SIDES))
         self.tx_addr, self.rx_addr = target.link_address(0), target.link_address(1)
         if not (self.tx_addr and self.rx_addr):
             raise UsageError("the hosts have no link_addr for test traffic",
@@ -95,42 +293,13 @@ class LinkPlacement:
         return Endpoints("link", None, None, self.tx_addr, self.rx_addr)
 
     def snapshot(self, kind: str) -> dict:
-        out = {"kind": "link"}
-        for side, node in SIDES.items():
-            h = self.target.host(node)
-            out[f"{side}_host"] = h.name
-        return out
-
-    def _ssh(self, side: str, argv: list[str]) -> list[str]:
-        return self.target.ssh_argv(SIDES[side]) + [shlex.join(argv)]
-
-    def agent_argv(self, side: str) -> list[str]:
-        return self._ssh(side, ["bench", "agent"])
-
-    def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
-        return self._ssh(side, argv)
-
-    def tracer_argv(self, side: str) -> list[str]:
-        """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""
-        return self._ssh(side, ["bench", "tracer"])
-
-    def tracer(self, spec: str, survey: bool = False):
-        """One tracer per node (each selects its backends on its own kernel), merged.
-        survey=True: only ask each node what it would use (and build it), then end."""
-        from bench.tracing.remote import RemoteTracer
-        return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts[:2]], spec,
-                            survey=survey)
-
-    def wait_listening(self, side: str, pid: int, port: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            res = self.target.run(SIDES[side], ["ss", "-Hltn", f"sport = :{port}"], check=False,
-                                  timeout=30)
-            if res.stdout.strip():
-                return
-            time.sleep(0.3)
-        raise UsageError(f"reference server on {self.target.host(SIDES[side]).name} did not listen "
-                         f"on port {port}", "check iperf3 there, or use --no-reference")
+        return {"kind": "link", **{f"{side}_host": self.target.host(node).name
+                                   for side, node in self.sides.items()}}
 
     def teardown(self) -> None:
         pass
+
+
+def for_target(target) -> NodePlacement | LinkPlacement:
+    """One node: everything on it; two or more: sender on the first, receiver on the second."""
+    return LinkPlacement(target) if len(target.hosts) >= 2 else NodePlacement(target)

@@ -6,7 +6,6 @@ every sample, so Ctrl-C, a killed agent or a crash keeps every finished case.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
@@ -19,8 +18,9 @@ from bench.agents import Agent, AgentError
 from bench.errors import UsageError
 from bench.placement import LocalPlacement
 from bench.plan import Case, Plan
+from bench.procs import stop
 from bench.results import CaseResult, RunResult
-from bench.topology import Endpoints, Topology
+from bench.topology import Endpoints
 
 AGENT_READY_TIMEOUT = 20.0
 DRAIN_SECONDS = 0.05        # lets datagrams already on the veth reach the socket before "stop"
@@ -40,7 +40,7 @@ class Runner:
     plan: Plan
     out_path: Path
     reporter: Reporter = field(default_factory=Reporter)
-    placement: object = None      # LocalPlacement (default) or LinkPlacement
+    placement: object = None      # LocalPlacement (default), NodePlacement or LinkPlacement
     copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
     cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER: pin agents and iperf3
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
@@ -71,14 +71,11 @@ class Runner:
 
     # -- checks before anything is created ---------------------------------------------------
     def check(self) -> None:
+        """Where the processes will run: the reference tools, root for veth, --cpus; then
+        what can count copies there. UsageError (exit 2) before anything is created."""
         refs = [c for c in self.plan.cases if c.reference and c.skip_reason is None]
-        if any(c.rdma is None for c in refs):
-            reference.check()
-        if any(c.rdma is not None for c in refs):
-            from bench import perftest
-            perftest.check(perftest.tool_for(c.workload) for c in refs if c.rdma is not None)
-        if "veth" in self.plan.topologies and not self.placement.remote:
-            Topology("veth").check_privileges()
+        tools = {_reference_tool(c) for c in refs}
+        self.placement.check(tools, self.plan.topologies, self.cpus)
         self._copies_unavailable = self._check_copies()
         if self._copies_unavailable and self._copies_unavailable["status"] == "unavailable":
             # One note per run names the reason and the fix; cases only point at it.
@@ -91,7 +88,7 @@ class Runner:
         if self.copies_spec == "off":
             return {"status": "off", "reason": "copy counting not requested (--copies off)"}
         try:
-            # An explicit backend that cannot work raises. Two nodes: each node's tracer says
+            # An explicit backend that cannot work raises. Remote: each node's tracer says
             # what it would use there (bench/tracing/remote.py).
             tracer = self.placement.tracer(self.copies_spec, survey=True)
         except UsageError as exc:
@@ -345,12 +342,14 @@ class Runner:
                 self._retire(tx)
         finally:
             self._retire(rx)
-        if self.placement.remote:
-            system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
-        else:
+        if not self.placement.remote:
             system = metrics.cpu_delta(cpu0, cpu1)
+        elif self.placement.machines == 2:
+            system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
+        else:   # one node: the receiver's window on it spans the transfer (first to last byte)
+            system = dict(rx_res["cpu"].get("machine") or {})
         sample = metrics.derive(tx_res, rx_res, system, case.size,
-                                same_clock=not self.placement.remote)
+                                same_clock=self.placement.machines == 1)
         sample["payload_errors"] = int(rx_res.get("bad", 0))
         if tracer is not None:
             sample["_copy_counts"] = counts
@@ -387,13 +386,13 @@ class Runner:
         if case.rdma is not None:
             from bench.rdma_reference import run_perftest
             return run_perftest(self, case, ep)
-        port = _free_port(ep.rx_addr) if ep.kind == "loopback" else 5201
         pl = self.placement
+        port = _free_port(ep.rx_addr) if ep.kind == "loopback" and not pl.remote else 5201
         tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
         server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
                                           + reference.server_cpu_argv(rx_cpu)))
         try:
-            pl.wait_listening("rx", server.pid, port, timeout=10)
+            pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns)
             client = self._spawn(pl.tool_argv("tx", ep.tx_netns, reference.client_argv(
                 case.workload, ep.rx_addr, port, case.size, case.duration, case.count,
                 buffer=self.buffer, cpu=tx_cpu)))
@@ -410,7 +409,7 @@ class Runner:
 
     def _stop_procs(self) -> None:
         for p in self._live_procs:
-            _terminate(p)
+            stop(p)
         self._live_procs.clear()
 
     # -- cleanup ---------------------------------------------------------------------------
@@ -435,19 +434,6 @@ def _uninterrupted(fn) -> None:
         fn()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _terminate(p: subprocess.Popen, grace: float = 2.0) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    for f in (p.stdout, p.stderr):
-        with contextlib.suppress(OSError, AttributeError):
-            f.close()
 
 
 def _reference_tool(case: Case) -> str:

@@ -1,8 +1,21 @@
 """Where the agents talk: host loopback, or two network namespaces joined by a veth pair.
 
 `veth` (the default) makes data cross a device as on a wire, between 198.18.0.1 and .2 — the
-RFC 2544 benchmarking range, and only inside namespaces we create. Names carry the runner's pid
-(`cb<pid>tx`, `cb<pid>rx`) so `bench doctor --cleanup` can tell a stale one from a live one.
+RFC 2544 benchmarking range, and only inside namespaces we create. Names carry the creating
+process's pid (`cb<pid>tx`, `cb<pid>rx`) so `bench doctor --cleanup` can tell a stale one from a
+live one.
+
+On a remote node the topology is made by `bench topology` (`serve` below), a JSON-lines helper
+the runner starts over SSH (bench.placement.NodePlacement):
+  runner -> node  {"kind": "veth" | "loopback", "lifetime_s": 14400}  (idle limit: every
+                  command re-arms it)
+  node -> runner  {"event": "ready", "pid", "endpoints": {Endpoints}, "snapshot": {...}}
+                  or {"event": "error", "message", "fix"} (then it exits 2)
+  runner -> node  {"cmd": "snapshot"} -> {"event": "snapshot", "snapshot": {...}}
+                  {"cmd": "down"}     -> {"event": "down"}, then exits 0
+It removes what it made in every case: "down", end of input (the runner or SSH died: exit 3),
+SIGTERM/SIGINT/SIGHUP (128+N), its lifetime watchdog (exit 4). Even a SIGKILL leaves only
+namespaces named after a dead pid, which `bench doctor --cleanup` on the node removes.
 """
 
 from __future__ import annotations
@@ -10,11 +23,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from bench.errors import UsageError
+from bench.procs import EXIT_RUNNER_GONE, Stop, emitter, held, install_handlers
 
 STALE_RE = re.compile(r"^cb(\d+)(tx|rx)$")
 TX_ADDR, RX_ADDR, PREFIX = "198.18.0.1", "198.18.0.2", 30
@@ -133,3 +148,74 @@ def remove_stale() -> list[str]:
     for n in gone:
         netns.remove(n)
     return gone
+
+
+# == on a node: `bench topology` ===============================================================
+def serve(rfile, wfile, make=Topology) -> int:
+    """One config line, then the topology lives until "down", end of input, a signal or the
+    watchdog; it is removed in every case. Returns the exit code."""
+    emit = emitter(wfile)
+    line = rfile.readline()
+    if not line:
+        return EXIT_RUNNER_GONE
+    try:
+        cfg = json.loads(line)
+        kind = cfg["kind"]
+    except (ValueError, KeyError, TypeError):
+        emit("error", message=f"bad config line {line[:80]!r}", fix='{"kind": "veth"}')
+        return 2
+    idle = float(cfg.get("lifetime_s") or 0)      # re-armed by every command: an idle limit
+    signal.setitimer(signal.ITIMER_REAL, idle)
+    topo = make(kind)
+
+    def snapshot() -> dict:
+        try:
+            return topo.snapshot()
+        except (OSError, RuntimeError) as exc:    # a snapshot is context, never fatal
+            return {"kind": kind, "error": str(exc)}
+
+    try:
+        try:
+            ep = topo.__enter__()           # removes whatever it made if it fails half-way
+        except UsageError as exc:
+            emit("error", message=exc.message, fix=exc.fix)
+            return 2
+        except (OSError, RuntimeError) as exc:
+            emit("error", message=f"creating the {kind} topology failed: {exc}",
+                 fix="`bench doctor --cleanup` on the node, then retry")
+            return 2
+        emit("ready", pid=os.getpid(), endpoints=asdict(ep), snapshot=snapshot())
+        while True:
+            line = rfile.readline()
+            if not line:
+                return EXIT_RUNNER_GONE
+            signal.setitimer(signal.ITIMER_REAL, idle)
+            try:
+                cmd = json.loads(line).get("cmd")
+            except (ValueError, AttributeError):
+                continue
+            if cmd == "snapshot":
+                emit("snapshot", snapshot=snapshot())
+            elif cmd == "down":
+                held(topo.teardown)
+                emit("down")
+                return 0
+            else:
+                emit("error", message=f"unknown command {cmd!r}", fix="snapshot or down")
+    except Stop as stop:
+        return stop.code
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        held(topo.teardown)
+
+
+def main() -> int:
+    install_handlers()
+    try:
+        return serve(sys.stdin, sys.stdout)
+    except Stop as stop:          # a signal before serve was in place
+        return stop.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

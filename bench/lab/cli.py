@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         node = next(n for n in running if n["name"] == name)
         interactive = not command and sys.stdin.isatty()
         argv = sshkeys.ssh_argv("127.0.0.1", node["ssh_port"], "root", paths.key,
-                                tty=interactive)
+                                tty=interactive, known_hosts=None)
         if command:
             import shlex
             argv.append(shlex.join(command))

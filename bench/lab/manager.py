@@ -117,7 +117,8 @@ def wait_for_ssh(node: qemu.NodeSpec, key: Path, timeout: float, progress: Progr
             raise UsageError(
                 f"{node.name}: QEMU exited while booting; console log tail:\n"
                 + qemu.console_tail(node.console), f"see {node.console}")
-        ok, last = sshkeys.ssh_ok("127.0.0.1", node.ssh_port, "root", key, timeout=15)
+        ok, last = sshkeys.ssh_ok("127.0.0.1", node.ssh_port, "root", key, timeout=15,
+                                  known_hosts=None)
         if ok:
             return time.monotonic() - t0
         time.sleep(2)
@@ -259,8 +260,8 @@ def down(paths: LabPaths, progress: Progress | None = None) -> int:
     # nodes that do not take the command (still booting, hung) are just stopped.
     accepted = []
     for n in alive:
-        argv = sshkeys.ssh_argv("127.0.0.1", n["ssh_port"], "root", key) + ["systemctl",
-                                                                           "poweroff"]
+        argv = sshkeys.ssh_argv("127.0.0.1", n["ssh_port"], "root", key,
+                                known_hosts=None) + ["systemctl", "poweroff"]
         try:
             res = subprocess.run(argv, capture_output=True, timeout=15,
                                  stdin=subprocess.DEVNULL)

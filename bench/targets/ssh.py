@@ -1,10 +1,11 @@
-"""Run the harness on other machines over SSH: real lab hosts or the lab VM(s).
+"""Other machines over SSH: real lab hosts (or, as LabTarget, the lab VMs).
 
-Hosts come from an Ansible INI inventory or a host list (`root@a,root@b:2222`).
-The remote side is the same `bench` CLI, installed by the `bench` Ansible role;
-we run it with `--target local` and bring its result JSON back.
-Every remote command is an argument list joined with shlex.join: no shell
-strings are built from user input on either side.
+Hosts come from an Ansible INI inventory or a host list (`root@a,root@b:2222`). The runner
+stays here; bench.placement starts the agents, iperf3, tracers and topology on the hosts with
+the same `bench` CLI there (installed by the `bench` Ansible role). Host keys are checked
+against bench's own known_hosts, trust on first use (bench/lab/sshkeys.py). Every remote
+command is an argument list joined with shlex.join: no shell strings are built from user input
+on either side.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import tarfile
-import uuid
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -27,11 +26,13 @@ PROVISION_FIX = ("provision it: cd ansible && ansible-playbook -i INVENTORY site
 class SshTarget:
     kind = "ssh"
 
-    def __init__(self, hosts: list[Host], remote_bench: str = "bench"):
+    def __init__(self, hosts: list[Host], remote_bench: str = "bench",
+                 known_hosts: Path | None = None):
         if not hosts:
             raise UsageError("no hosts to run on", "pass an inventory or host1,host2")
         self.hosts = hosts
         self.remote_bench = remote_bench
+        self.known_hosts = known_hosts or sshkeys.default_known_hosts()
 
     @classmethod
     def from_spec(cls, spec: str) -> SshTarget:
@@ -58,7 +59,8 @@ class SshTarget:
 
     def ssh_argv(self, node: int | str = 0, tty: bool = False) -> list[str]:
         h = self.host(node)
-        return sshkeys.ssh_argv(h.address, h.port, h.user, h.key, tty=tty)
+        return sshkeys.ssh_argv(h.address, h.port, h.user, h.key, tty=tty,
+                                known_hosts=self.known_hosts)
 
     # -- running things ----------------------------------------------------
     def exec(self, node: int | str, argv: list[str], stdin=None, stdout=subprocess.PIPE,
@@ -87,17 +89,31 @@ class SshTarget:
         return res
 
     def check(self, timeout: float = 20.0) -> None:
-        """Every host answers over SSH with our key; UsageError naming the first that does not."""
+        """Every host answers over SSH with our key and the host key recorded for it (a new
+        host's is recorded); UsageError naming the first that does not."""
+        if self.known_hosts is not None:
+            sshkeys.ensure_known_hosts(self.known_hosts)
         for i, h in enumerate(self.hosts):
-            ok, err = sshkeys.ssh_ok(h.address, h.port, h.user, h.key, timeout=timeout)
+            ok, err = sshkeys.ssh_ok(h.address, h.port, h.user, h.key, timeout=timeout,
+                                     known_hosts=self.known_hosts)
             if not ok:
                 raise self._unreachable(i, err)
+
+    def prepare(self) -> None:
+        """Real hosts run the copybench their provisioning installed (ansible-playbook
+        site.yml); one too old for this runner says so with that fix when it is used."""
 
     def _where(self, node: int | str) -> str:
         h = self.host(node)
         return f"{h.name} ({h.user + '@' if h.user else ''}{h.address}:{h.port})"
 
     def _unreachable(self, node: int | str, err: str) -> UsageError:
+        if self.known_hosts is not None:
+            h = self.host(node)
+            changed = sshkeys.host_key_error(err, self._where(node), h.address, h.port,
+                                             self.known_hosts)
+            if changed:
+                return changed
         return UsageError(f"{self._where(node)} is unreachable over SSH: "
                           f"{err.strip() or 'no answer'}", self.unreachable_fix)
 
@@ -105,10 +121,9 @@ class SshTarget:
                        "authorized (ssh-copy-id; ansible_ssh_private_key_file in the inventory)")
 
     # -- the harness remotely ------------------------------------------------
-    def _bench(self, node: int | str, argv: list[str], capture: bool) -> subprocess.CompletedProcess:
+    def _bench(self, node: int | str, argv: list[str]) -> subprocess.CompletedProcess:
         cmd = self.ssh_argv(node) + [shlex.join([self.remote_bench, *argv])]
-        # Not capturing: the remote progress lines stream straight to our terminal.
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=capture)
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True)
         if res.returncode == 255:
             raise self._unreachable(node, res.stderr or "")
         if res.returncode == 127:
@@ -116,59 +131,9 @@ class SshTarget:
                              PROVISION_FIX)
         return res
 
-    def run_bench(self, argv: list[str], local_out: Path, node: int | str = 0) -> list[Path]:
-        """`bench ARGV --target local --out DIR` on a node; result JSON copied to local_out.
-
-        Output streams through to ours (the remote progress lines). Returns the
-        copied paths. The remote directory is removed afterwards."""
-        remote_dir = f"/tmp/copybench-out-{uuid.uuid4().hex[:12]}"
-        res = self._bench(node, [*argv, "--target", "local", "--out", remote_dir], capture=False)
-        try:
-            paths = self.fetch_dir(node, remote_dir, local_out, pattern=".json")
-        finally:
-            self.run(node, ["rm", "-rf", remote_dir], check=False, timeout=60)
-        if res.returncode != 0 and not paths:
-            raise UsageError(f"bench on {self._where(node)} exited {res.returncode} "
-                             "and wrote no result", "see its messages above")
-        return paths
-
-    def fetch_dir(self, node: int | str, remote_dir: str, local_dir: Path,
-                  pattern: str = "") -> list[Path]:
-        """Copy regular files under remote_dir whose names end with `pattern` into
-        local_dir (flat). One tar stream over SSH: no scp -r quoting surprises."""
-        local_dir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(
-            self.ssh_argv(node) + [shlex.join(["tar", "-C", remote_dir, "-cf", "-", "."])],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        got = []
-        assert proc.stdout is not None
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for member in tar:
-                    name = Path(member.name).name
-                    if not member.isfile() or not name.endswith(pattern) or name.startswith("."):
-                        continue
-                    src = tar.extractfile(member)
-                    if src is None:
-                        continue
-                    dest = local_dir / name
-                    tmp = dest.with_name("." + name + ".part")
-                    tmp.write_bytes(src.read())
-                    tmp.replace(dest)  # never a half-copied result under its real name
-                    got.append(dest)
-        except tarfile.ReadError:
-            pass  # no such directory: tar wrote nothing; reported below
-        finally:
-            proc.stdout.close()
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            rc = proc.wait()
-        if rc == 255:
-            raise self._unreachable(node, err)
-        return sorted(got)
-
-    def doctor(self, argv: list[str] | None = None, node: int | str = 0) -> dict:
+    def doctor(self, argv: list[str] | None = None, node: int | str = 0) -> list[dict]:
         """`bench doctor --json` on a node, parsed."""
-        res = self._bench(node, ["doctor", "--json", *(argv or [])], capture=True)
+        res = self._bench(node, ["doctor", "--json", *(argv or [])])
         if res.returncode != 0:
             raise UsageError(f"bench doctor on {self._where(node)} exited {res.returncode}: "
                              f"{res.stderr.strip()[-500:]}", PROVISION_FIX)
@@ -177,33 +142,3 @@ class SshTarget:
         except ValueError:
             raise UsageError(f"bench doctor on {self._where(node)} did not print JSON",
                              PROVISION_FIX) from None
-
-
-def forward_argv(argv: list[str], drop: tuple[str, ...] = ("--target", "--out")) -> list[str]:
-    """The command line to repeat remotely: our argv without the options that
-    only make sense here (`--target X`, `--target=X`, `--out DIR`)."""
-    out: list[str] = []
-    skip = False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a == "--":
-            out += argv[i:]
-            break
-        if a in drop:
-            skip = True
-            continue
-        if any(a.startswith(d + "=") for d in drop):
-            continue
-        out.append(a)
-    return out
-
-
-def open_target(spec: str) -> SshTarget:
-    """`--target` value -> target: "lab" is the local lab, anything else an
-    inventory path or host list."""
-    if spec == "lab":
-        from bench.targets.lab import LabTarget
-        return LabTarget.from_lab()
-    return SshTarget.from_spec(spec)

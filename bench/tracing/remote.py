@@ -1,10 +1,11 @@
-"""Counting copies on two machines: one tracer per node, counts merged into one result.
+"""Counting copies on remote nodes: one tracer per node, counts merged into one result.
 
-On a two-node run (LinkPlacement) the sender agent runs on node 0 and the receiver on node 1,
-so each side's copies happen in a different kernel. The runner starts this module on each node
-over SSH (`bench tracer`, or `python -m bench.tracing.remote`); it selects the tracer for the
-given spec on ITS kernel (`select_tracer`: on the lab's Debian 6.1 `auto` picks kmod) and
-attaches to the agent that runs there.
+On a remote run the agents run on SSH nodes: both on one node (NodePlacement), or the sender on
+node 0 and the receiver on node 1 (LinkPlacement), each side's copies then in a different
+kernel. The runner starts this module once per node over SSH (`bench tracer`, or `python -m
+bench.tracing.remote`); it selects the tracer for the given spec on ITS kernel
+(`select_tracer`: on the lab's Debian 6.1 `auto` picks kmod) and attaches to the agent(s) that
+run there.
 
 Protocol (JSON lines, like the agents'):
   runner -> node  {"spec": "auto", "node": "lab1", "survey": false, "lifetime_s": 3600}
@@ -22,7 +23,7 @@ exit 4), so no module, kprobe event or bpftrace stays attached on a node.
 
 Runner side: RemoteTracer implements the Tracer interface (attach/read/detach, `choices`) over
 one such process per node. Pids are the agents' own pids on their node (their "ready"
-message), mapped by role: sender -> node 0, receiver -> node 1. Counts keep their quality
+message), mapped by role to the node the agent runs on (`role_node`). Counts keep their quality
 (exact/estimate/lossy) from the node's backend; copies that ran outside both agents on a node
 (side "other": softirq, kernel threads) become side "other@<node>", so the two kernels' stray
 copies are never summed into one figure.
@@ -32,51 +33,26 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 from bench.costmodel import Bandwidth
 from bench.errors import UsageError
+from bench.procs import EXIT_RUNNER_GONE, EXIT_WATCHDOG, NodeProcess, Stop, emitter, held, install_handlers
 from bench.tracing.base import Availability, PointCounts, Tracer
 
-EXIT_RUNNER_GONE = 3
-EXIT_WATCHDOG = 4
+__all__ = ["EXIT_RUNNER_GONE", "EXIT_WATCHDOG", "RemoteTracer", "install_handlers", "serve"]
 DEFAULT_LIFETIME_S = 3600.0
 ROLE_SIDE = {"sender": "tx", "receiver": "rx"}     # agent role -> placement side
-SIDE_NODE = {"tx": 0, "rx": 1}                     # = bench.placement.SIDES
+SIDE_NODE = {"tx": 0, "rx": 1}                     # two nodes: sender on 0, receiver on 1
+TWO_NODES = {role: SIDE_NODE[side] for role, side in ROLE_SIDE.items()}
 READY_TIMEOUT_S = 120.0        # select + (survey) a module build and a bandwidth run under TCG
 SURVEY_TIMEOUT_S = 900.0
 COMMAND_TIMEOUT_S = 120.0      # attach loads a module; detach unloads it (slow under TCG)
-PROVISION_FIX = ("install this copybench on the nodes: `bench lab up --nodes 2` re-provisions "
-                 "the lab; real hosts: ansible-playbook -i INVENTORY site.yml")
 
 
 # == the node side ============================================================================
-class _Stop(BaseException):
-    """Raised by the signal handlers: leave the command loop, detach, exit with `code`."""
-
-    def __init__(self, code: int, why: str):
-        super().__init__(why)
-        self.code, self.why = code, why
-
-
-def _install_handlers() -> None:
-    def stop(signum, frame):
-        # The first signal wins; later ones must not cut the detach short.
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
-            signal.signal(s, signal.SIG_IGN)
-        if signum == signal.SIGALRM:
-            raise _Stop(EXIT_WATCHDOG, "lifetime watchdog expired")
-        raise _Stop(128 + signum, f"signal {signal.Signals(signum).name}")
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, stop)
-
-
 def _choices_json(tracer) -> list[dict]:
     return [c.to_json() for c in getattr(tracer, "choices", [])]
 
@@ -95,13 +71,7 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
     """The node's tracer process: one config line, then commands until detach or EOF.
     Returns the exit code; the caller installs signal handlers and the watchdog."""
 
-    def emit(event: str, **kw) -> None:
-        try:
-            wfile.write(json.dumps({"event": event, **kw}) + "\n")
-            wfile.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass    # the runner is gone; detaching is all that is left to do
-
+    emit = emitter(wfile)
     line = rfile.readline()
     if not line:
         return EXIT_RUNNER_GONE
@@ -155,7 +125,7 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
                 elif cmd == "detach":
                     t, live = live, None
                     if t is not None:
-                        _held(t.detach)
+                        held(t.detach)
                     emit("detached")
                     return 0
                 else:
@@ -165,43 +135,34 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
                 emit("error", message=exc.message, fix=exc.fix)
             except (KeyError, TypeError, ValueError) as exc:
                 emit("error", message=f"bad {cmd} command: {exc}", fix="see bench/tracing/remote.py")
-    except _Stop as stop:
+    except Stop as stop:
         emit("error", message=f"tracer on {node} stopped: {stop.why}", fix="")
         return stop.code
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         if live is not None:
-            _held(live.detach)
-
-
-def _held(fn) -> None:
-    """Run fn with SIGINT/SIGTERM/SIGHUP/SIGALRM held back (as the runner's _uninterrupted)."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        fn()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            held(live.detach)
 
 
 def main() -> int:
-    _install_handlers()
+    install_handlers()
     try:
         return serve(sys.stdin, sys.stdout)
-    except _Stop as stop:          # a signal before serve's own handler was in place
+    except Stop as stop:          # a signal before serve's own handler was in place
         return stop.code
 
 
 # == the runner side ==========================================================================
-def split_pids(pids: dict[str, int]) -> dict[int, dict[str, int]]:
+def split_pids(pids: dict[str, int], role_node: dict[str, int] = TWO_NODES
+               ) -> dict[int, dict[str, int]]:
     """{"sender": P, "receiver": Q} -> {0: {"sender": P}, 1: {"receiver": Q}}: each agent is
-    traced by the tracer on the node it runs on (sender on node 0, receiver on node 1)."""
+    traced by the tracer on the node it runs on (two nodes: sender on 0, receiver on 1)."""
     out: dict[int, dict[str, int]] = {}
     for role, pid in pids.items():
-        if role not in ROLE_SIDE:
-            raise UsageError(f"no node for side {role!r} on a two-node run",
-                             "sides are sender (node 0) and receiver (node 1)")
-        out.setdefault(SIDE_NODE[ROLE_SIDE[role]], {})[role] = int(pid)
+        if role not in role_node:
+            raise UsageError(f"no node for side {role!r} on a remote run",
+                             "sides are sender and receiver")
+        out.setdefault(role_node[role], {})[role] = int(pid)
     return out
 
 
@@ -255,103 +216,13 @@ class NodeChoice:
         return {**self.choice, "node": self.node, "role": self.role}
 
 
-class _NodeProc:
-    """The runner's end of one node's tracer process."""
-
-    def __init__(self, node: str, role: str, argv: list[str], config: dict):
-        self.node, self.role = node, role
-        self._stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, bufsize=1,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.send({**config, "node": node})
-
-    def send(self, msg: dict) -> None:
-        try:
-            self.proc.stdin.write(json.dumps(msg) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            raise self._gone("it exited") from None
-
-    def expect(self, event: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UsageError(f"the copy tracer on {self.node} sent no {event!r} within "
-                                     f"{timeout:.0f} s{self._tail()}",
-                                     "check the node's load (`bench lab status`), then retry")
-                if not sel.select(timeout=min(remaining, 0.5)):
-                    continue
-                line = self.proc.stdout.readline()
-                if line == "":
-                    raise self._gone(f"it exited (code {self._wait(5)}) before {event!r}")
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if msg.get("event") == "error":
-                    fix = msg.get("fix")
-                    raise UsageError(f"on {self.node}: {msg.get('message')}"
-                                     + (f" (fix there: {fix})" if fix else ""),
-                                     fix or "see the message from the node")
-                if msg.get("event") == event:
-                    return msg
-        finally:
-            sel.close()
-
-    def _wait(self, timeout: float) -> int | None:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def _gone(self, what: str) -> UsageError:
-        tail = self._tail()
-        if "invalid choice: 'tracer'" in tail or "No module named bench.tracing.remote" in tail:
-            return UsageError(f"the copybench on {self.node} has no remote tracer (older than "
-                              "this one)", PROVISION_FIX)
-        return UsageError(f"the copy tracer on {self.node} failed: {what}{tail}",
-                          "see the node's message; `bench doctor --target ...` checks the node")
-
-    def _tail(self, lines: int = 5) -> str:
-        try:
-            self._stderr.seek(0)
-            tail = self._stderr.read().strip().splitlines()[-lines:]
-        except (OSError, ValueError):
-            return ""
-        return (": " + " | ".join(tail)) if tail else ""
-
-    def close(self, grace: float = 30.0) -> None:
-        """End of stdin makes the node detach and exit; SIGTERM (over SSH: the session ends,
-        which also ends the node's process by EOF/SIGHUP) only if it does not."""
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            if self._wait(grace) is None:
-                self.proc.terminate()
-                if self._wait(5) is None:
-                    self.proc.kill()
-                    self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout, self._stderr):
-            try:
-                f.close()
-            except (OSError, AttributeError):
-                pass
-
-
 @dataclass
 class _Node:
     index: int
     name: str
-    role: str
+    roles: list[str]
     argv: list[str]
-    proc: _NodeProc | None = None
+    proc: NodeProcess | None = None
     ready: dict = field(default_factory=dict)
 
 
@@ -359,22 +230,30 @@ class RemoteTracer(Tracer):
     """One tracer per node, behind the one Tracer interface.
 
     `argv_for(side)` gives the command that starts `bench tracer` on that side's node
-    (LinkPlacement.tracer_argv); `names` are the nodes' names (lab0, lab1)."""
+    (RemotePlacement.tracer_argv); `names` are the nodes' names (lab0, lab1); `role_node` says
+    which node each agent runs on (both on node 0 for a one-node run: one tracer traces both)."""
 
     name = "remote"
 
     def __init__(self, argv_for, names: list[str], spec: str = "auto",
                  points: list[str] | None = None, survey: bool = False,
-                 lifetime_s: float = DEFAULT_LIFETIME_S):
+                 lifetime_s: float = DEFAULT_LIFETIME_S, role_node: dict[str, int] = TWO_NODES):
         self.spec = spec
-        self.nodes = [_Node(SIDE_NODE[side], names[SIDE_NODE[side]], role, argv_for(side))
-                      for role, side in ROLE_SIDE.items()]
+        self.role_node = role_node
+        self.nodes: list[_Node] = []
+        for role, side in ROLE_SIDE.items():
+            index = role_node[role]
+            node = next((n for n in self.nodes if n.index == index), None)
+            if node is None:
+                self.nodes.append(_Node(index, names[index], [role], argv_for(side)))
+            else:
+                node.roles.append(role)
         self.attached = False
         config = {"spec": spec, "points": points, "survey": survey, "bandwidth": survey,
                   "lifetime_s": lifetime_s}
         try:
             for n in self.nodes:            # start all first: the nodes select in parallel
-                n.proc = _NodeProc(n.name, n.role, n.argv, config)
+                n.proc = NodeProcess(n.name, "copy tracer", "tracer", n.argv, config)
             for n in self.nodes:
                 n.ready = n.proc.expect("ready", SURVEY_TIMEOUT_S if survey else READY_TIMEOUT_S)
         except BaseException:
@@ -382,7 +261,7 @@ class RemoteTracer(Tracer):
             raise
         if survey:
             self._close()
-        self.choices = [NodeChoice(n.name, n.role, c) for n in self.nodes
+        self.choices = [NodeChoice(n.name, "+".join(n.roles), c) for n in self.nodes
                         for c in n.ready.get("choices", [])]
         self.bandwidth = self._bandwidth()
 
@@ -404,7 +283,7 @@ class RemoteTracer(Tracer):
                                             for n in self.nodes))
 
     def attach(self, pids: dict[str, int]) -> None:
-        by_node = split_pids(pids)
+        by_node = split_pids(pids, self.role_node)
         try:
             for n in self.nodes:
                 if n.proc is None:
@@ -423,7 +302,7 @@ class RemoteTracer(Tracer):
             n.proc.send({"cmd": "read"})
         per_node = {n.name: n.proc.expect("counts", COMMAND_TIMEOUT_S)["counts"]
                     for n in self.nodes}
-        return merge(per_node, {n.name: [n.role] for n in self.nodes})
+        return merge(per_node, {n.name: n.roles for n in self.nodes})
 
     def detach(self) -> None:
         """Every node detaches (and says so); then their processes end. Idempotent."""

@@ -395,14 +395,6 @@ def test_prune_keeps_only_the_current_image(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-cccc-1", "bbbb"]
 
 
-def test_forward_argv_drops_local_only_options():
-    from bench.targets.ssh import forward_argv
-    argv = ["run", "--suite", "smoke", "--target", "lab", "--out=res", "--repeat", "3"]
-    assert forward_argv(argv) == ["run", "--suite", "smoke", "--repeat", "3"]
-    assert forward_argv(["trace", "--target=x", "--", "cmd", "--out", "y"]) == \
-        ["trace", "--", "cmd", "--out", "y"]
-
-
 def test_mounts_under_finds_chroot_mounts_only():
     info = ("22 1 0:21 / /proc rw - proc proc rw\n"
             "90 1 0:5 / /c/images/.tmp-x/root/dev rw - devtmpfs udev rw\n"
@@ -416,29 +408,6 @@ class LocalShellTarget(SshTarget):
 
     def ssh_argv(self, node=0, tty=False):
         return ["sh", "-c"]
-
-
-FAKE_BENCH = """#!/bin/sh
-# fake remote bench: writes one result into --out DIR
-while [ $# -gt 0 ]; do
-  case "$1" in --out) out="$2"; shift;; esac; shift
-done
-mkdir -p "$out/sub" && echo '{"schema_version": 1}' > "$out/smoke-1.json"
-echo ignored > "$out/notes.txt"; echo '{}' > "$out/sub/nested.json"
-echo "progress line"
-"""
-
-
-def test_run_bench_copies_results_back_and_cleans_up(tmp_path):
-    fake = tmp_path / "fake-bench"
-    fake.write_text(FAKE_BENCH)
-    fake.chmod(0o755)
-    t = LocalShellTarget([inventory.Host("local", "127.0.0.1")], remote_bench=str(fake))
-    got = t.run_bench(["run", "--suite", "smoke"], tmp_path / "results")
-    assert [p.name for p in got] == ["nested.json", "smoke-1.json"]
-    assert (tmp_path / "results" / "smoke-1.json").read_text() == '{"schema_version": 1}\n'
-    assert not list((tmp_path / "results").glob(".*part"))
-    assert not list(Path("/tmp").glob("copybench-out-*")), "remote dir left behind"
 
 
 def test_missing_remote_bench_says_how_to_provision(tmp_path):

@@ -64,7 +64,7 @@ def make(spec, points):
     return FakeTracer(spec)
 
 
-remote._install_handlers()
+remote.install_handlers()
 sys.exit(remote.serve(sys.stdin, sys.stdout, make_tracer=make,
                       measure_bandwidth=lambda: Bandwidth(1 << 20, 1, 1e-4),
                       prepare=lambda t: None, kernel="6.1.0-fake"))

@@ -184,7 +184,7 @@ def test_a_node_without_the_remote_tracer_names_the_fix(tmp_path):
                 "COMMAND: invalid choice: 'tracer'\\n\"); sys.exit(2)"]
     with pytest.raises(UsageError) as ei:
         remote.RemoteTracer(old_bench, NAMES, "auto", survey=True)
-    assert "no remote tracer" in ei.value.message and "bench lab up --nodes 2" in ei.value.fix
+    assert "has no copy tracer" in ei.value.message and "bench lab up --nodes 2" in ei.value.fix
 
 
 def _node(tmp_path, *cfg_extra, lifetime=None):

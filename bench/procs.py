@@ -1,0 +1,180 @@
+"""Child processes, one way everywhere: how they stop, and the JSON-lines helpers that run on
+nodes (`bench tracer`, `bench topology`) from both ends.
+
+Runner end: `NodeProcess` starts a helper (over SSH, or locally in tests), sends its config
+line, waits for events with a deadline, and `close()`s it: end of stdin first (the helper
+cleans up and exits), then SIGTERM, then SIGKILL (`stop`). Node end: `install_handlers()`
+turns SIGTERM/SIGINT/SIGHUP and the lifetime watchdog (SIGALRM) into `Stop`, and `held(fn)`
+runs a clean-up that no second signal can cut short. A helper therefore cleans up on every
+way the runner or SSH can go away: a command, end of input, a signal, or its own deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import tempfile
+import time
+
+from bench.errors import UsageError
+
+EXIT_RUNNER_GONE = 3
+EXIT_WATCHDOG = 4
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
+
+
+def stop(proc: subprocess.Popen, eof_grace: float = 0.0, term_grace: float = 2.0,
+         files=()) -> int | None:
+    """Stop a child: close its stdin and give it `eof_grace` s to finish on its own (helpers
+    clean up on end of input), then SIGTERM, `term_grace` s, SIGKILL. Closes its pipes and
+    `files`. Idempotent; returns the exit code."""
+    if proc.poll() is None:
+        if eof_grace > 0 and proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=eof_grace)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=term_grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    for f in (proc.stdin, proc.stdout, proc.stderr, *files):
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            f.close()
+    return proc.returncode
+
+
+# == node end =================================================================================
+class Stop(BaseException):
+    """Raised by the signal handlers: leave the command loop, clean up, exit with `code`."""
+
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code, self.why = code, why
+
+
+def install_handlers() -> None:
+    def handler(signum, frame):
+        # The first signal wins; later ones must not cut the clean-up short.
+        for s in _SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGALRM:
+            raise Stop(EXIT_WATCHDOG, "lifetime watchdog expired")
+        raise Stop(128 + signum, f"signal {signal.Signals(signum).name}")
+    for s in _SIGNALS:
+        signal.signal(s, handler)
+
+
+def held(fn) -> None:
+    """Run fn with SIGINT/SIGTERM/SIGHUP/SIGALRM held back; a held signal arrives right after."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_SIGNALS))
+    try:
+        fn()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def emitter(wfile):
+    """emit(event, **fields): one JSON line to the runner; a runner that is gone is ignored
+    (cleaning up is all that is left to do then)."""
+    def emit(event: str, **kw) -> None:
+        try:
+            wfile.write(json.dumps({"event": event, **kw}) + "\n")
+            wfile.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+    return emit
+
+
+# == runner end ===============================================================================
+PROVISION_FIX = ("install this copybench on the node(s): `--target lab` does it before every "
+                 "run (or `bench lab up --nodes 2` re-provisions); real hosts: "
+                 "ansible-playbook -i INVENTORY site.yml")
+
+
+class NodeProcess:
+    """The runner's end of one helper process on a node (`what`: "copy tracer", ...).
+
+    `command` is the hidden `bench` sub-command it runs: an older copybench on the node that
+    lacks it is reported as such, with the fix. Own session: a Ctrl-C at the terminal reaches
+    the runner only, which then tells the helper to clean up and waits for it to confirm."""
+
+    def __init__(self, node: str, what: str, command: str, argv: list[str], config: dict):
+        self.node, self.what, self.command = node, what, command
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True, bufsize=1,
+                                     start_new_session=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.send({**config, "node": node})
+
+    def send(self, msg: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            raise self._gone("it exited") from None
+
+    def expect(self, event: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UsageError(f"the {self.what} on {self.node} sent no {event!r} within "
+                                     f"{timeout:.0f} s{self._tail()}",
+                                     "check the node's load (`bench lab status`), then retry")
+                if not sel.select(timeout=min(remaining, 0.5)):
+                    continue
+                line = self.proc.stdout.readline()
+                if line == "":
+                    raise self._gone(f"it exited (code {self._wait(5)}) before {event!r}")
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("event") == "error":
+                    fix = msg.get("fix")
+                    raise UsageError(f"on {self.node}: {msg.get('message')}"
+                                     + (f" (fix there: {fix})" if fix else ""),
+                                     fix or "see the message from the node")
+                if msg.get("event") == event:
+                    return msg
+        finally:
+            sel.close()
+
+    def _wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _gone(self, what: str) -> UsageError:
+        tail = self._tail()
+        if f"invalid choice: '{self.command}'" in tail or "No module named" in tail:
+            return UsageError(f"the copybench on {self.node} has no {self.what} (older than "
+                              "this one)", PROVISION_FIX)
+        return UsageError(f"the {self.what} on {self.node} failed: {what}{tail}",
+                          "see the node's message; `bench doctor --target ...` checks the node")
+
+    def _tail(self, lines: int = 5) -> str:
+        try:
+            self._stderr.seek(0)
+            tail = self._stderr.read().strip().splitlines()[-lines:]
+        except (OSError, ValueError):
+            return ""
+        return (": " + " | ".join(tail)) if tail else ""
+
+    def close(self, grace: float = 30.0) -> None:
+        """End of stdin makes the helper clean up and exit; SIGTERM only if it does not (over
+        SSH that ends the session, and the helper sees end of input all the same)."""
+        stop(self.proc, eof_grace=grace, term_grace=5.0, files=(self._stderr,))
