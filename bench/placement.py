@@ -59,6 +59,10 @@ class LocalPlacement:
         from bench import doctor
         return doctor.capabilities(names)
 
+    def sysinfo(self) -> dict:
+        from bench import sysinfo
+        return sysinfo.collect()
+
     def check(self, tools, topologies, cpus) -> None:
         """tools: the reference tools the plan runs (iperf3, perftest's ib_*_bw)."""
         from bench import perftest, reference
@@ -177,7 +181,31 @@ class RemotePlacement:
         raise UsageError(f"reference server on {self.target.host(node).name} did not listen "
                          f"on port {port}", "check iperf3 there, or use --no-reference")
 
-    # -- what the nodes can do -------------------------------------------------------------
+    # -- what the nodes are and can do -----------------------------------------------------
+    def sysinfo(self) -> dict:
+        """The result's metadata from the node(s) that measured (`bench sysinfo` there): node
+        0's at the top, every node's under `nodes` when there are two; the git sha and host
+        of the runner here."""
+        import platform
+
+        from bench import sysinfo
+        from bench.procs import PROVISION_FIX
+        per = {}
+        for node in self.nodes:
+            name = self.target.host(node).name
+            try:
+                out = self.target.run(node, [self.target.remote_bench, "sysinfo"],
+                                      timeout=120).stdout
+                per[name] = json.loads(out.strip().splitlines()[-1])
+            except (UsageError, ValueError, IndexError) as exc:
+                raise UsageError(f"{name}: `bench sysinfo` failed (a copybench older than this "
+                                 f"one?): {getattr(exc, 'message', exc)}", PROVISION_FIX) from None
+        meta = {**next(iter(per.values())), "git_sha": sysinfo.git_sha(),
+                "runner_host": platform.node()}
+        if len(per) > 1:
+            meta["nodes"] = per
+        return meta
+
     def facts(self, node: int, tools=()) -> dict:
         """uid, which of `tools` are missing, usable CPUs: one SSH call per node, cached."""
         if node not in self._facts:

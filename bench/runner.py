@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
-from bench import metrics, reference, results, sysinfo
+from bench import metrics, reference, results
 from bench.agents import Agent, AgentError
 from bench.errors import UsageError
 from bench.placement import LocalPlacement
@@ -47,9 +47,10 @@ class Runner:
     rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
 
     def __post_init__(self):
-        self.result = RunResult(suite=self.plan.suite, metadata=sysinfo.collect())
         if self.placement is None:
             self.placement = LocalPlacement()
+        # Where it was measured: this machine, or the node(s) the agents run on.
+        self.result = RunResult(suite=self.plan.suite, metadata=self.placement.sysinfo())
         self._live_agents: list[Agent] = []
         self._live_procs: list[subprocess.Popen] = []
         self._rdma = None        # bench.rxe.Devices, made by the first RDMA case

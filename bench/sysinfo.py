@@ -123,3 +123,10 @@ def method() -> dict:
         "softirq_context": "on veth and loopback the receive softirq often runs in the sender's "
                            "context (its sys time), not the receiver's",
     }
+
+
+def main() -> int:
+    """`bench sysinfo` on a node: this machine's metadata as JSON, for a runner elsewhere."""
+    import json
+    print(json.dumps(collect()))
+    return 0

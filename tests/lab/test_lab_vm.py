@@ -127,20 +127,73 @@ def test_doctor_through_the_lab_target(vm):
     assert "rxe" in checks["rdma_device"]["detail"]
 
 
-def test_run_bench_brings_results_back(vm, tmp_path):
-    try:
-        paths = vm.run_bench(["run", "--suite", "smoke"], tmp_path)
-    except Exception as e:  # the suite itself belongs to the harness tests; report, not hide
-        pytest.fail(f"smoke suite on --target lab failed: {e}")
-    assert paths and all(p.suffix == ".json" and p.parent == tmp_path for p in paths)
-    doc = json.loads(paths[0].read_text())
-    assert "schema_version" in doc
-
-
-def _bench_cli(*args, timeout=1200):
+def _bench_cli(*args, timeout=1200, env=None):
     import sys
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
+
+
+def _left_on_node(vm, node=0) -> str:
+    """Anything of a run still on a node: namespaces, our processes, the kprobe module."""
+    return sh(vm, "sh", "-c", "ip netns list; pgrep -af 'bench (agent|tracer|topology|nsexec)"
+              "|iperf3|workloads.agent' | grep -v pgrep; lsmod | grep -w copytrace; true",
+              node=node).strip()
+
+
+def test_one_node_run_through_the_remote_model(vm, tmp_path):
+    """--target lab with one node: the runner here; agents, iperf3, the tracer and the veth
+    topology on lab0 over SSH, every flag honoured; the result written here, saying where it
+    was measured; nothing left on the node."""
+    n, size = 100, 65536
+    p = _bench_cli("run", "--suite", "smoke", "--target", "lab", "--workload", "tcp",
+                   "--bytes", str(n * size), "--repeat", "1", "--no-warmup", "--cpus", "0,0",
+                   "--topology", "veth", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(next(tmp_path.glob("smoke-*.json")).read_text())
+    meta = doc["metadata"]
+    assert meta["placement"] == {"kind": "node", "target": "lab", "hosts": ["lab0"]}
+    assert meta["kernel"].startswith("6.1.") and meta["hostname"] != meta["runner_host"]
+    assert meta["method"]["cpus"] == {"sender": 0, "receiver": 0}
+    c = doc["cases"][0]
+    assert c["id"] == f"tcp-{size}-veth" and c["status"] == "ok", c
+    assert len(c["samples"]) == 1 and not c["samples"][0].get("warmup")
+    s0 = c["samples"][0]
+    assert (s0["messages"], s0["bytes"], s0["payload_errors"]) == (n, n * size, 0)
+    assert c["network"]["kind"] == "veth" and c["network"]["tx_mtu"]
+    assert c["reference"] and c["reference"][0]["tool"] == "iperf3"
+    assert "error" not in c["reference"][0], c["reference"]
+    assert c["copies"]["status"] == "ok" and \
+        c["copies"]["sides"]["receiver"]["bytes"] == n * size, c["copies"]
+    assert _left_on_node(vm) == ""
+
+
+def test_host_keys_trust_on_first_use_and_a_changed_key_ends_the_run(vm, lab, tmp_path):
+    """The lab VM as a real host (an inventory, not --target lab): bench records its key in
+    its own known_hosts on first use; a different key there ends the run, exit 2, with the
+    ssh-keygen -R fix, before anything starts."""
+    import os
+    port = vm.hosts[0].port
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[hosts]\nlab0 ansible_host=127.0.0.1 ansible_port={port} ansible_user=root "
+                   f"ansible_ssh_private_key_file={lab.paths.key}\n")
+    kh = tmp_path / "ssh" / "known_hosts"
+    env = dict(os.environ, COPYBENCH_KNOWN_HOSTS=str(kh))
+    p = _bench_cli("doctor", "--target", str(inv), "--json", env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    recorded = [ln.split() for ln in kh.read_text().splitlines() if ln.strip()]
+    assert recorded and all(r[0] == f"[127.0.0.1]:{port}" for r in recorded), recorded
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", recorded[0][1].removeprefix("ssh-"), "-N", "",
+                    "-f", str(other)], check=True)
+    kh.write_text(f"[127.0.0.1]:{port} {other.with_suffix('.pub').read_text().split()[0]} "
+                  f"{other.with_suffix('.pub').read_text().split()[1]}\n")
+    out = tmp_path / "out"
+    p = _bench_cli("run", "--suite", "smoke", "--target", str(inv), "--out", str(out),
+                   env=env, timeout=300)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "its SSH host key is not the one recorded in" in p.stderr
+    assert f"ssh-keygen -R '[127.0.0.1]:{port}' -f {kh}" in p.stderr
+    assert not out.exists() and _left_on_node(vm) == ""
 
 
 def test_seed_counts_through_bench_run_in_the_lab(vm, tmp_path):
@@ -243,6 +296,7 @@ def test_two_nodes_joined_by_a_link(lab):
         assert s0["cpu"]["sender_machine"] and s0["cpu"]["receiver_machine"]
         assert c["reference"][0].get("gbps", 0) > 0, c["reference"]
         assert doc["metadata"]["placement"]["hosts"] == ["lab0", "lab1"]
+        assert set(doc["metadata"]["nodes"]) == {"lab0", "lab1"}
     # `down` must leave nothing behind; then one provisioned node again for the
     # lab tests that run after this module (e.g. tests/tracing) in the same session.
     manager.down(paths)

@@ -234,6 +234,9 @@ class FakeLinkPlacement:
     def tracer(self, spec, survey=False):
         return remote.RemoteTracer(self.argv_for, NAMES, spec, survey=survey)
 
+    def sysinfo(self):
+        return {}
+
 
 def _runner(tmp_path, placement, spec):
     from bench.plan import Plan
