@@ -90,7 +90,7 @@ class LocalPlacement:
         return [sys.executable, "-m", "workloads.agent"]
 
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
-        return [sys.executable, "-m", "bench.nsexec", netns, "--", *argv] if netns else argv
+        return [sys.executable, "-m", "bench.nsexec", netns or "-", "--", *argv]
 
     def tracer(self, spec: str, survey: bool = False):
         """The copy tracer for both agents: here, one tracer on this kernel."""
@@ -154,7 +154,8 @@ class RemotePlacement:
         return self._bench(side, "agent")
 
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
-        return self._bench(side, "nsexec", netns or "-", "--", *argv)
+        """Ends with its SSH session, or when the runner's end of its stdin closes."""
+        return self._bench(side, "nsexec", netns or "-", "--until-eof", "--", *argv)
 
     def tracer_argv(self, side: str) -> list[str]:
         """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""

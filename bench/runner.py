@@ -6,6 +6,7 @@ every sample, so Ctrl-C, a killed agent or a crash keeps every finished case.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -52,7 +53,7 @@ class Runner:
         # Where it was measured: this machine, or the node(s) the agents run on.
         self.result = RunResult(suite=self.plan.suite, metadata=self.placement.sysinfo())
         self._live_agents: list[Agent] = []
-        self._live_procs: list[subprocess.Popen] = []
+        self._live_procs: list[tuple[subprocess.Popen, object]] = []   # (tool, its lifeline)
         self._rdma = None        # bench.rxe.Devices, made by the first RDMA case
         self.buffer = reference.socket_buffer()
         self.result.metadata["method"] = {
@@ -379,8 +380,18 @@ class Runner:
 
     # -- reference tool --------------------------------------------------------------------
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._live_procs.append(p)
+        # stdin: a pipe whose other end only we hold (not Popen.stdin, which communicate()
+        # closes): a remote tool ends when it closes, also when we die (bench/nsexec.py).
+        r, w = os.pipe()
+        try:
+            p = subprocess.Popen(argv, stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        self._live_procs.append((p, os.fdopen(w, "wb", buffering=0)))
         return p
 
     def _run_reference(self, case: Case, ep: Endpoints) -> dict:
@@ -409,8 +420,8 @@ class Runner:
             self._stop_procs()
 
     def _stop_procs(self) -> None:
-        for p in self._live_procs:
-            stop(p)
+        for p, lifeline in self._live_procs:
+            stop(p, files=(lifeline,))
         self._live_procs.clear()
 
     # -- cleanup ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,9 +92,17 @@ RUNNER_DIES = textwrap.dedent("""
     from bench.placement import NodePlacement
     p = NodePlacement(LocalShellTarget([Host("node0", "127.0.0.1")], remote_bench={bench!r}))
     ep = p.endpoints("veth")
+    import subprocess, os
+    r, w = os.pipe()                      # as Runner._spawn: the tool's stdin, held here
+    tool = subprocess.Popen(p.tool_argv("rx", ep.rx_netns, ["sleep", "300"]), stdin=r)
     print(ep.tx_netns, ep.rx_netns, flush=True)
     sys.stdin.read()
 """)
+
+
+def _sleepers_in(netns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
 
 
 def test_a_dead_runner_leaves_no_topology_on_the_node(root_only, node, tmp_path):
@@ -102,12 +111,15 @@ def test_a_dead_runner_leaves_no_topology_on_the_node(root_only, node, tmp_path)
         repo=str(REPO), bench=node.remote_bench)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         text=True, cwd=REPO)
     try:
-        made = set(runner.stdout.readline().split())
-        assert len(made) == 2 and made <= our_netns()
+        made = runner.stdout.readline().split()
+        assert len(made) == 2 and set(made) <= our_netns()
+        assert _wait_for(lambda: _sleepers_in(made[1]))     # the "iperf3" in the rx netns
+        tool = _sleepers_in(made[1])[0]
     finally:
         runner.kill()                         # no teardown, no "down": SIGKILL
         runner.wait()
     assert _wait_for(lambda: our_netns() - ns0 == set()), our_netns() - ns0
+    assert _wait_for(lambda: not Path(f"/proc/{tool}").exists())   # the tool ended too
 
 
 def _helper(config: dict) -> tuple[subprocess.Popen, dict]:

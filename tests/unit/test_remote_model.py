@@ -161,8 +161,9 @@ def test_for_target_picks_node_or_link():
     assert node.describe() == {"kind": "node", "target": "fake", "hosts": ["n0"]}
     assert node.agent_argv("tx") == ["ssh", "n0", "bench agent"]
     assert node.tool_argv("rx", "cb1rx", ["iperf3", "-s"]) == \
-        ["ssh", "n0", "bench nsexec cb1rx -- iperf3 -s"]
-    assert link.tool_argv("tx", None, ["iperf3", "-c", "x"])[-1] == "bench nsexec - -- iperf3 -c x"
+        ["ssh", "n0", "bench nsexec cb1rx --until-eof -- iperf3 -s"]
+    assert link.tool_argv("tx", None, ["iperf3", "-c", "x"])[-1] == \
+        "bench nsexec - --until-eof -- iperf3 -c x"
     assert link.tracer_argv("rx") == ["ssh", "n1", "bench tracer"]
 
 
