@@ -180,20 +180,26 @@ def test_host_keys_trust_on_first_use_and_a_changed_key_ends_the_run(vm, lab, tm
     env = dict(os.environ, COPYBENCH_KNOWN_HOSTS=str(kh))
     p = _bench_cli("doctor", "--target", str(inv), "--json", env=env, timeout=300)
     assert p.returncode == 0, p.stderr
-    recorded = [ln.split() for ln in kh.read_text().splitlines() if ln.strip()]
-    assert recorded and all(r[0] == f"[127.0.0.1]:{port}" for r in recorded), recorded
+    name = f"[127.0.0.1]:{port}"
+    found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(kh)], capture_output=True,
+                           text=True)
+    assert found.returncode == 0, "not recorded on first use"
+    entry = [ln.split() for ln in kh.read_text().splitlines() if ln.strip()][0]   # maybe hashed
     other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", recorded[0][1].removeprefix("ssh-"), "-N", "",
+    subprocess.run(["ssh-keygen", "-q", "-t", entry[1].removeprefix("ssh-"), "-N", "",
                     "-f", str(other)], check=True)
-    kh.write_text(f"[127.0.0.1]:{port} {other.with_suffix('.pub').read_text().split()[0]} "
-                  f"{other.with_suffix('.pub').read_text().split()[1]}\n")
+    kh.write_text(" ".join([entry[0], *other.with_suffix(".pub").read_text().split()[:2]]) + "\n")
     out = tmp_path / "out"
     p = _bench_cli("run", "--suite", "smoke", "--target", str(inv), "--out", str(out),
                    env=env, timeout=300)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "its SSH host key is not the one recorded in" in p.stderr
-    assert f"ssh-keygen -R '[127.0.0.1]:{port}' -f {kh}" in p.stderr
+    assert f"ssh-keygen -R '{name}' -f {kh}" in p.stderr
     assert not out.exists() and _left_on_node(vm) == ""
+    # The fix it names works: the old key forgotten, the host's key is recorded again.
+    subprocess.run(["ssh-keygen", "-R", name, "-f", str(kh)], check=True, capture_output=True)
+    p = _bench_cli("doctor", "--target", str(inv), "--json", env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
 
 
 def test_seed_counts_through_bench_run_in_the_lab(vm, tmp_path):
