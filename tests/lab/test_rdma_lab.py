@@ -29,7 +29,7 @@ N, SIZE = 64, 65536
 class VM:
     def __init__(self, port: int, key: Path):
         from bench.lab.sshkeys import ssh_argv
-        self.argv = ssh_argv("127.0.0.1", port, "root", key)
+        self.argv = ssh_argv("127.0.0.1", port, "root", key, known_hosts=None)
 
     def run(self, args: list[str], data: bytes | None = None, timeout: float = 900):
         import subprocess
