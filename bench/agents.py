@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from bench.procs import stop
+from bench.procs import stderr_tail, stop
 
 
 class AgentError(RuntimeError):
@@ -82,12 +82,7 @@ class Agent:
                 return msg
 
     def _tail(self, lines: int = 5) -> str:
-        try:
-            self._stderr.seek(0)
-            tail = self._stderr.read().strip().splitlines()[-lines:]
-        except (OSError, ValueError):
-            return ""
-        return (": " + " | ".join(tail)) if tail else ""
+        return stderr_tail(self._stderr, lines)
 
     def stop(self, grace: float = 2.0) -> None:
         """Idempotent: close stdin, then SIGTERM, then SIGKILL."""

@@ -27,6 +27,16 @@ EXIT_WATCHDOG = 4
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
 
 
+def stderr_tail(f, lines: int = 5) -> str:
+    """': a | b | c' from the last lines a child wrote to its stderr file, for error messages."""
+    try:
+        f.seek(0)
+        tail = f.read().strip().splitlines()[-lines:]
+    except (OSError, ValueError):
+        return ""
+    return (": " + " | ".join(tail)) if tail else ""
+
+
 def stop(proc: subprocess.Popen, eof_grace: float = 0.0, term_grace: float = 2.0,
          files=()) -> int | None:
     """Stop a child: close its stdin and give it `eof_grace` s to finish on its own (helpers
@@ -167,12 +177,7 @@ class NodeProcess:
                           "see the node's message; `bench doctor --target ...` checks the node")
 
     def _tail(self, lines: int = 5) -> str:
-        try:
-            self._stderr.seek(0)
-            tail = self._stderr.read().strip().splitlines()[-lines:]
-        except (OSError, ValueError):
-            return ""
-        return (": " + " | ".join(tail)) if tail else ""
+        return stderr_tail(self._stderr, lines)
 
     def close(self, grace: float = 30.0) -> None:
         """End of stdin makes the helper clean up and exit; SIGTERM only if it does not (over
