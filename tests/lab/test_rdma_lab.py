@@ -162,10 +162,14 @@ def test_doctor_cleanup_removes_a_stale_soft_roce_link_only(vm):
     assert out.strip().endswith("0"), out
 
 
-def _agent(vm, cfg: dict, prefix: str = "", timeout: float = 120) -> list[dict]:
+def _agent(vm, cfg: dict, setup: str = "", prefix: str = "",
+           timeout: float = 120) -> list[dict]:
+    """One agent fed its config on stdin; `setup` runs before the pipe (a `;` inside the
+    pipeline would hand the config to the setup command instead of the agent). stdin stays
+    open a while: its end means "runner gone", and the agent would exit before reporting."""
     line = json.dumps(cfg)
-    out = vm.sh(f"cd {REMOTE} && echo {shlex.quote(line)} | {prefix} timeout 60 {PY} -m "
-                "workloads.agent", timeout=timeout)
+    out = vm.sh(f"cd {REMOTE} && {setup or 'true'} && (echo {shlex.quote(line)}; sleep 20) | "
+                f"{prefix} timeout 60 {PY} -m workloads.agent", timeout=timeout)
     return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
 
 
@@ -177,7 +181,10 @@ def test_memlock_too_low_is_one_clear_message(vm):
         pytest.skip("no RDMA link in the VM to register against")
     events = _agent(vm, {"role": "receiver", "workload": "rdma_write", "size": 1 << 20,
                          "bind": "127.0.0.1", "rdma_device": dev, "max_seconds": 60},
-                    prefix=f"chmod -R a+rX {REMOTE}; prlimit --memlock=65536 runuser -u nobody --")
+                    setup=f"chmod -R a+rX {REMOTE}",
+                    # prlimit after runuser: runuser's PAM session (pam_limits) would reset
+                    # the limit to the lab's unlimited memlock.
+                    prefix="runuser -u nobody -- prlimit --memlock=65536")
     errors = [e for e in events if e.get("event") == "error"]
     assert errors and "MR registration" in errors[0]["message"], events
     assert "RLIMIT_MEMLOCK" in errors[0]["message"] and "ulimit -l" in errors[0]["message"]
