@@ -27,21 +27,22 @@ class StreamVerifier:
     no per-byte Python work. Every byte is checked."""
 
     def __init__(self, max_chunk: int):
-        self._ref = block(min(max_chunk, SEGMENT))
+        self.ref = block(min(max_chunk, SEGMENT))
         self.offset = 0
         self.bad_chunks = 0
 
-    def check(self, chunk: memoryview) -> bool:
-        k = self.offset % PERIOD
-        n = len(chunk)
+    def matches(self, chunk: memoryview, k: int) -> bool:
+        """Whether `chunk` is the pattern from phase `k` (no state change)."""
         # bytes.startswith takes a buffer and memcmps it: ~20-50 GB/s, where memoryview == is
         # element-wise and far slower than the network.
+        ref, n = self.ref, len(chunk)
         if n <= SEGMENT:
-            ok = self._ref.startswith(chunk, k)
-        else:
-            ref = self._ref
-            ok = all(ref.startswith(chunk[i:i + SEGMENT], k) for i in range(0, n, SEGMENT))
-        self.offset += n
+            return ref.startswith(chunk, k)
+        return all(ref.startswith(chunk[i:i + SEGMENT], k) for i in range(0, n, SEGMENT))
+
+    def check(self, chunk: memoryview) -> bool:
+        ok = self.matches(chunk, self.offset % PERIOD)
+        self.offset += len(chunk)
         if not ok:
             self.bad_chunks += 1
         return ok

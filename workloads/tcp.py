@@ -9,57 +9,44 @@ import os
 import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import StreamVerifier
-from workloads.sockets import PatternSource, bound_from, connect_sender, listen_stream, stream_result
+from workloads.pattern import PERIOD, StreamVerifier
+from workloads.sockets import (
+    PatternSource,
+    bound_from,
+    connect_sender,
+    listen_stream,
+    receive_stream,
+    send_messages,
+    stream_result,
+)
 
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
     lsock, bufs = listen_stream(cfg)
     buf = bytearray(size)
-    mv = memoryview(buf)
     io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
             buffer_addr=buffer_address(buf), **bufs)
     conn, _ = lsock.accept()
     lsock.close()
     verify = StreamVerifier(size)
     cpu = CpuWindow().start()
-    recv_calls = 0
-    t_first = t_last = None
-    first = 0
-    recv_into = conn.recv_into
-    check = verify.check
-    while True:
-        n = recv_into(buf)
-        if n == 0:
-            break
-        t_last = now()
-        if t_first is None:
-            t_first, first = t_last, n   # those bytes arrived at the window's start
-        recv_calls += 1
-        check(mv[:n])
+    window = receive_stream(conn.recv_into, buf, verify)
     conn.close()
-    return stream_result(verify, size, recv_calls=recv_calls, t_first=t_first, t_last=t_last,
-                         first_bytes=first,
-                         cpu=cpu.stop(), buffer_addr=buffer_address(buf))
+    return stream_result(verify, size, **window, cpu=cpu.stop(), buffer_addr=buffer_address(buf))
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
     src = PatternSource(size)
     sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
+    # Message i starts at stream offset i*size, whose pattern phase is (i*size) % 251.
+    order = [src.views[(i * size) % PERIOD] for i in range(PERIOD)]
     io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)
-    sent = 0
-    sendall = sock.sendall
-    views = src.views
-    period = len(views)
-    while not bound.done(sent):
-        # Message i starts at stream offset i*size, whose pattern phase is (i*size) % 251.
-        sendall(views[(sent * size) % period])
-        sent += 1
+    sent, _ = send_messages(sock.sendall, order, bound)
     t_end = now()
     sock.shutdown(socket.SHUT_WR)
     sock.close()

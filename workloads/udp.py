@@ -10,11 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.mmsg import BatchReceiver, BatchSender
 from workloads.pattern import PERIOD, block, datagram_ok
-from workloads.sockets import PatternSource, bound_from, connect_sender, size_buffers
+from workloads.sockets import PatternSource, bound_from, connect_sender, send_messages, size_buffers
 
 
 def receiver(cfg: dict, io: AgentIO) -> dict:
@@ -26,7 +27,6 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     batch = int(cfg.get("batch", 1))
     batcher = BatchReceiver(sock.fileno(), size, batch) if batch > 1 else None
     buf = batcher.buf if batcher else bytearray(size)
-    mv = memoryview(buf)
     ref = block(size)
     io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
 
@@ -41,11 +41,40 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 
     io.on_cmd("stop", end_receive)
     cpu = CpuWindow().start()
+    counts = receive_batches(batcher, size, ref) if batcher else receive_one_by_one(sock, buf, ref)
+    return {**counts, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}
+
+
+def receive_one_by_one(sock: socket.socket, buf: bytearray, ref: bytes) -> dict:
+    """recv_into per datagram until shutdown (recv returns 0). The hot loop makes C calls
+    only: a datagram is good when it has the full size and equals the pattern slice its first
+    byte names (datagram_ok, inlined)."""
+    size, mv = len(buf), memoryview(buf)
+    recv_into, clock, startswith = sock.recv_into, time.monotonic, ref.startswith
+    messages = bad = 0
+    n = recv_into(buf)
+    t_first = t_last = clock() if n else None
+    first = size if n == size and buf[0] < PERIOD and startswith(mv, buf[0]) else 0
+    while n:
+        if n == size and buf[0] < PERIOD and startswith(mv, buf[0]):
+            messages += 1
+        else:
+            bad += 1
+        n = recv_into(buf)
+        if n:
+            t_last = clock()
+    return {"messages": messages, "bytes": messages * size, "bad": bad, "t_first": t_first,
+            "t_last": t_last, "first_bytes": first}
+
+
+def receive_batches(batcher: BatchReceiver, size: int, ref: bytes) -> dict:
+    """recvmmsg batches until shutdown; a batch's datagrams are checked one by one."""
+    mv = memoryview(batcher.buf)
     messages = nbytes = bad = first = 0
     t_first = t_last = None
     ended = False
     while not ended:
-        lengths = batcher.recv() if batcher else [sock.recv_into(buf)]
+        lengths = batcher.recv()
         if not lengths:
             break  # recvmmsg found the socket shut down with nothing queued
         t = now()
@@ -66,8 +95,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         if opens:
             first = nbytes   # this batch arrived at the window's start
     return {"messages": messages, "bytes": nbytes, "bad": bad, "t_first": t_first,
-            "t_last": t_last, "first_bytes": first, "cpu": cpu.stop(),
-            "buffer_addr": buffer_address(buf)}
+            "t_last": t_last, "first_bytes": first}
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:
@@ -86,22 +114,20 @@ def sender(cfg: dict, io: AgentIO) -> dict:
         def send_some(seq: int) -> int:
             left = batch if bound.count is None else min(batch, bound.count - seq)
             return batcher.send(seq, left)
+        while not bound.done(sent):
+            try:
+                sent += send_some(sent)
+            except OSError as exc:
+                # ENOBUFS/EAGAIN: the qdisc or socket is full; the datagram is lost.
+                if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                    raise
+                errors += 1
+                if bound.count is None and now() >= bound.deadline:
+                    break
     else:
-        send, views = sock.send, src.views
-
-        def send_some(seq: int) -> int:
-            send(views[seq % PERIOD])
-            return 1
-    while not bound.done(sent):
-        try:
-            sent += send_some(sent)
-        except OSError as exc:
-            # ENOBUFS/EAGAIN: the qdisc or socket is full; the datagram is lost, not retried.
-            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
-                raise
-            errors += 1
-            if bound.count is None and now() >= bound.deadline:
-                break
+        # Datagram i carries phase i % 251 (its first byte), so it verifies on its own.
+        sent, errors = send_messages(sock.send, src.views, bound,
+                                     tolerate=(errno.ENOBUFS, errno.EAGAIN))
     t_end = now()
     return {"messages": sent, "bytes": sent * size, "send_errors": errors,
             "t_start": bound.t_start, "t_end": t_end, "cpu": cpu.stop(),

@@ -95,3 +95,65 @@ def test_long_chunks_are_checked_segment_by_segment_every_byte():
         bad[pos] ^= 0x80
         w = pattern.StreamVerifier(size)
         assert not w.check(memoryview(bad)), pos          # a flip anywhere is caught
+
+
+# -- the agents' hot loops -----------------------------------------------------------------------
+def _stream(total: int) -> bytes:
+    return bytes(i % pattern.PERIOD for i in range(total))
+
+
+def test_send_messages_sends_exactly_count_in_stream_order():
+    """Blocks of BLOCK views, bound checked once per block: the count is still exact (a tail
+    shorter than a block), and message i is the pattern at phase (i*size) % 251."""
+    from workloads.sockets import BLOCK, PatternSource, SendBound, send_messages
+    size = 1000
+    src = PatternSource(size)
+    order = [src.views[(i * size) % pattern.PERIOD] for i in range(pattern.PERIOD)]
+    for count in (1, BLOCK - 1, BLOCK, 5 * BLOCK + 3, 600):
+        out: list[bytes] = []
+        sent, errors = send_messages(lambda v, out=out: out.append(bytes(v)), order,
+                                     SendBound(duration=60, count=count))
+        assert (sent, errors) == (count, 0) and len(out) == count
+        assert b"".join(out) == _stream(count * size)
+
+
+def test_send_messages_stops_at_the_deadline_and_counts_tolerated_errors():
+    import errno
+
+    from workloads.sockets import BLOCK, SendBound, send_messages
+    calls = []
+
+    def send(v):
+        calls.append(v)
+        if len(calls) % 7 == 0:
+            raise OSError(errno.ENOBUFS, "full")
+    sent, errors = send_messages(send, list(range(251)), SendBound(duration=0.05),
+                                 tolerate=(errno.ENOBUFS,))
+    assert errors > 0 and sent + errors <= len(calls) and sent > 0
+    with pytest.raises(OSError):          # an error that is not tolerated ends the loop
+        send_messages(send, list(range(251)), SendBound(duration=60, count=BLOCK * 3))
+
+
+def test_receive_stream_checks_every_byte_of_odd_sized_chunks():
+    """Chunks of any length (1 byte, a full buffer, longer than SEGMENT): a stream that is
+    right verifies whole; one flipped byte anywhere is caught."""
+    from workloads.sockets import receive_stream
+    for size in (4096, 3 * pattern.SEGMENT + 17):
+        data = bytearray(_stream(20 * size + 5))
+        for flip in (None, 0, len(data) // 2, len(data) - 1):
+            stream = bytearray(data)
+            if flip is not None:
+                stream[flip] ^= 1
+            pos = 0
+            cuts = [1, size, size - 3, 7, size, size]
+
+            def recv_into(buf, _c=iter(cuts * 1000), stream=stream):
+                nonlocal pos
+                n = min(next(_c), len(buf), len(stream) - pos)
+                buf[:n] = stream[pos:pos + n]
+                pos += n
+                return n
+            v = pattern.StreamVerifier(size)
+            w = receive_stream(recv_into, bytearray(size), v)
+            assert v.offset == len(data) and w["first_bytes"] == 1 and w["recv_calls"] > 20
+            assert (v.bad_chunks == 0) == (flip is None), (size, flip)
