@@ -23,9 +23,17 @@ RUN_PACKAGES = [
     "python3-venv", "python3-dev", "gcc", "make", "iproute2", "iperf3", "bpftrace",
     "ethtool", "kmod",
 ]
-TEST_PACKAGES = [
+# The lab VM: for the tests, and for `bench run --target auto` on a kernel without kprobes,
+# modules or RDMA (the main job then runs there).
+LAB_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "openssh-client", "e2fsprogs",
 ]
+
+
+def kernel_needs_lab(proc: Path = Path("/proc")) -> bool:
+    """A kernel that loads no modules has neither our kprobe module nor rdma_rxe: exact copy
+    counts and RDMA rows of the main suite run in the lab VM (bench/autotarget.py)."""
+    return not (proc / "modules").exists()
 
 
 def say(msg: str) -> None:
@@ -109,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests", action="store_true", help="also install test and lab-VM tools")
     ap.add_argument("--venv", default=str(ROOT / ".venv"), help="venv path (default: .venv)")
     args = ap.parse_args(argv)
-    pkgs = RUN_PACKAGES + (TEST_PACKAGES if args.tests else [])
+    lab = args.tests or kernel_needs_lab()
+    if lab and not args.tests:
+        say("this kernel loads no modules (no kprobe module, no soft-RoCE): installing the lab "
+            "VM's tools, where `bench run --suite socket-vs-rdma` runs its exact counts and RDMA")
+    pkgs = RUN_PACKAGES + (LAB_PACKAGES if lab else [])
     headers = kernel_headers()
     if headers:
         pkgs.append(headers)     # exact counts with our kprobe module on a stock Debian kernel

@@ -53,23 +53,43 @@ def placement_for(spec: str | None):
 
 def cmd_run(args) -> int:
     from bench import plan, suite
+
+    the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)   # bad input before SSH
+    if args.target not in (None, "auto"):
+        return _run_on(args, the_suite, cpus, args.target, {"requested": args.target,
+                                                             "chosen": args.target})
+    from bench import autotarget
+    choice = autotarget.decide(the_suite, plan.expand(the_suite, _overrides(args)), args.copies)
+    print(f"target: {choice.target}: {choice.why}", file=sys.stderr)
+    if not choice.boot:
+        return _run_on(args, the_suite, cpus, choice.target, choice.to_json())
+    with autotarget.BootedLab():
+        return _run_on(args, the_suite, cpus, "lab", choice.to_json(booted=True))
+
+
+def _overrides(args, topology: str | None = None):
+    from bench import plan
+    return plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
+                          repeat=args.repeat, topology=topology,
+                          workloads=tuple(args.workload) if args.workload else None,
+                          reference=False if args.no_reference else None, batch=args.batch)
+
+
+def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
+    """One run on one place (`spec`); `target_note` says where and why, in the result."""
+    from bench import plan
     from bench.progress import make_reporter
     from bench.runner import Runner
     from reports import markdown
 
-    the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)   # bad input before SSH
-    placement = placement_for(args.target)
+    placement = placement_for(spec)
     topology = args.topology
     if placement.forced_topology:
         if topology not in (None, placement.forced_topology):
             raise UsageError(f"--topology {topology}: a two-node target runs across its link",
                              "leave --topology out, or run on one node (`bench lab up --nodes 1`)")
         topology = placement.forced_topology
-    ov = plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
-                        repeat=args.repeat, topology=topology,
-                        workloads=tuple(args.workload) if args.workload else None,
-                        reference=False if args.no_reference else None, batch=args.batch)
-    the_plan = plan.expand(the_suite, ov)
+    the_plan = plan.expand(the_suite, _overrides(args, topology))
     # What the target's kernel lacks is a skip with doctor's reason, not an agent error.
     the_plan = plan.require(the_plan, placement.capabilities(plan.needed_capabilities(the_plan)))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -79,6 +99,7 @@ def cmd_run(args) -> int:
                     cpus=cpus, warmup=not args.no_warmup,
                     rdma_device=getattr(args, "rdma_device", None))
     runner.result.metadata["placement"] = placement.describe()
+    runner.result.metadata["target"] = target_note
     runner.check()
     reporter = make_reporter(total)
     runner.reporter = reporter
@@ -179,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite and write a result JSON")
     run.add_argument("--suite", required=True, help="built-in suite name or path to a .toml")
-    run.add_argument("--target", default=None, help="local (default), lab, or an inventory/hosts")
+    run.add_argument("--target", default=None,
+                     help="auto (default: here if this machine has what the suite needs, else "
+                     "the lab VM), local, lab, or an inventory/hosts")
     run.add_argument("--topology", choices=("loopback", "veth"),
                      help="override the suite's topology (two-node targets always use their link)")
     run.add_argument("--out", default="results", help="directory for result files (default: results)")

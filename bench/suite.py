@@ -2,6 +2,7 @@
 
     name = "smoke"
     description = "..."
+    needs = ["exact-copies", "rdma"]   # optional: what `--target auto` looks for (SUITE_NEEDS)
     [defaults]                # any of: duration, bytes, repeat, topology, reference, batch
     duration = 1.0
     [[matrix]]
@@ -25,6 +26,9 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 # RDMA cases (issue 9): send queue depth, inline threshold (B), a signalled
                 # completion every N WRs
                 "rdma_depth": int, "rdma_inline": int, "rdma_signal_every": int}
+# What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
+# counts (kprobes) and an RDMA device with pyverbs.
+SUITE_NEEDS = ("exact-copies", "rdma")
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int}
 
 
@@ -43,6 +47,7 @@ class Suite:
     defaults: dict = field(default_factory=dict)
     matrix: tuple[MatrixEntry, ...] = ()
     source: str = ""
+    needs: tuple[str, ...] = ()
 
 
 def builtin_names() -> list[str]:
@@ -78,10 +83,16 @@ def parse(text: str, source: str = "<string>") -> Suite:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"suite {source} is not valid TOML: {exc}",
                          "fix the TOML syntax at the position shown") from None
-    unknown = set(doc) - {"name", "description", "defaults", "matrix"}
+    unknown = set(doc) - {"name", "description", "needs", "defaults", "matrix"}
     if unknown:
         raise UsageError(f"suite {source}: unknown key(s) {', '.join(sorted(unknown))}",
-                         "allowed top-level keys: name, description, defaults, matrix")
+                         "allowed top-level keys: name, description, needs, defaults, matrix")
+    needs = doc.get("needs", [])
+    _typed(f"suite {source}", "needs", needs, list)
+    if set(needs) - set(SUITE_NEEDS):
+        raise UsageError(f"suite {source}: unknown need(s) "
+                         + ", ".join(sorted(map(str, set(needs) - set(SUITE_NEEDS)))),
+                         "allowed: " + ", ".join(SUITE_NEEDS))
     defaults = doc.get("defaults", {})
     for key, value in defaults.items():
         if key not in DEFAULT_KEYS:
@@ -107,4 +118,4 @@ def parse(text: str, source: str = "<string>") -> Suite:
                          "add at least one [[matrix]] with workloads and sizes")
     return Suite(name=str(doc.get("name", Path(source).stem)),
                  description=str(doc.get("description", "")), defaults=defaults,
-                 matrix=tuple(entries), source=source)
+                 matrix=tuple(entries), source=source, needs=tuple(needs))

@@ -17,7 +17,8 @@ def test_rdma_rows_skip_with_the_fix_where_no_rdma_exists(run_bench, root_only, 
     possible = _rdma_possible()
     if possible:
         pytest.skip(f"this machine can do RDMA ({possible}): the lab tests cover it")
-    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", "rdma")
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                  "--workload", "rdma")
     assert rc == 0, err
     assert doc["status"] == "complete"
     assert [c["id"] for c in doc["cases"]] == [
@@ -33,7 +34,8 @@ def test_rdma_rows_skip_with_the_fix_where_no_rdma_exists(run_bench, root_only, 
 def test_an_unknown_rdma_device(run_bench, root_only, no_leftovers):
     """Where RDMA runs, a device that does not exist fails its case with the reason; where
     it cannot (this machine), the rows are skipped before any device is looked up."""
-    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", "rdma_write",
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                  "--workload", "rdma_write",
                                   "--sizes", "4096", "--bytes", "40960", "--rdma-device", "nope9")
     c = doc["cases"][0]
     if _rdma_possible():

@@ -92,7 +92,8 @@ def test_report_renders_a_saved_result(run_bench, tmp_path):
 
 def test_msg_zerocopy_reports_every_completion_and_the_copy_fallback(run_bench, root_only,
                                                                     no_leftovers):
-    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", "msg_zerocopy",
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                  "--workload", "msg_zerocopy",
                                   "--sizes", "65536", "--bytes", str(500 * 65536), "--no-reference")
     assert rc == 0, err
     s = case(doc, "msg_zerocopy-65536-veth")["samples"][0]
@@ -114,7 +115,8 @@ def test_msg_zerocopy_reports_every_completion_and_the_copy_fallback(run_bench, 
 
 def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root_only, no_leftovers):
     n, size = 400, 65536
-    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload",
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                  "--workload",
                                   "tcp_zerocopy_receive", "--sizes", str(size),
                                   "--bytes", str(n * size), "--no-reference")
     assert rc == 0, err
@@ -139,7 +141,8 @@ def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root
 def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_leftovers, workload):
     pytest.importorskip("liburing", reason="liburing not installed: python3 -m bench.bootstrap")
     n, size = 300, 65536
-    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--workload", workload,
+    rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                  "--workload", workload,
                                   "--sizes", str(size), "--bytes", str(n * size), "--no-reference")
     assert rc == 0, err
     s = case(doc, f"{workload}-{size}-veth")["samples"][0]

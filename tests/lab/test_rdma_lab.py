@@ -100,7 +100,7 @@ def _seed_kmod(v: VM) -> None:
 
 
 def _run_case(vm, workload: str, extra=()):
-    rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--workload", workload,
+    rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--target", "local", "--workload", workload,
                                  "--sizes", str(SIZE), "--bytes", str(N * SIZE), "--repeat",
                                  "1", "--copies", "kmod", *extra)
     assert rc == 0, out[-3000:] + err[-3000:]
@@ -145,8 +145,9 @@ def test_rdma_case_verifies_payload_with_zero_socket_copies(vm, workload, tool):
 
 
 def test_unknown_rdma_device_fails_the_case_with_one_message(vm):
-    rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--workload", "rdma_write",
-                                 "--sizes", "4096", "--bytes", "40960", "--no-reference",
+    rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                 "--workload", "rdma_write", "--sizes", "4096", "--bytes", "40960",
+                                 "--no-reference",
                                  "--copies", "off", "--rdma-device", "nope9")
     assert rc == 1, out + err
     (case,) = doc["cases"]

@@ -153,3 +153,41 @@ def test_bytes_on_the_command_line_is_not_cut_by_the_suites_duration():
     both = plan.expand(suite.load("smoke"), plan.Overrides(bytes=19660800, duration=3.0,
                                                            workloads=("tcp",)))
     assert both.cases[0].duration == 3.0          # both given: both bound the sample
+
+
+# -- --target auto -------------------------------------------------------------------------------
+def test_suites_declare_what_they_need_and_unknown_needs_are_refused():
+    from bench import suite
+    assert suite.load("socket-vs-rdma").needs == ("exact-copies", "rdma")
+    assert suite.load("smoke").needs == ()
+    with pytest.raises(UsageError) as e:
+        suite.parse('needs = ["gpus"]\n[[matrix]]\nworkloads = ["udp"]\nsizes = [1]\n')
+    assert "gpus" in e.value.message and "exact-copies" in e.value.fix
+
+
+def test_auto_counts_only_the_needs_the_plan_uses():
+    from bench import autotarget, plan, suite
+    s = suite.load("socket-vs-rdma")
+    full = plan.expand(s)
+    assert autotarget.used_needs(s, full, "auto") == ["exact-copies", "rdma"]
+    socket_only = plan.expand(s, plan.Overrides(workloads=("tcp",)))
+    assert autotarget.used_needs(s, socket_only, "auto") == ["exact-copies"]
+    assert autotarget.used_needs(s, socket_only, "off") == []
+    assert autotarget.used_needs(suite.load("smoke"), plan.expand(suite.load("smoke")), "auto") == []
+
+
+def test_auto_chooses_one_place_and_says_why():
+    from bench.autotarget import choose
+    here = choose(["exact-copies", "rdma"], {}, (False, None))
+    assert here.target == "local" and not here.boot and "exact-copies and rdma" in here.why
+    unmet = {"rdma": "no active RDMA port", "exact-copies": "tracepoints only"}
+    running = choose(["exact-copies", "rdma"], unmet, (True, None))
+    assert running.target == "lab" and not running.boot and "running lab" in running.why
+    boot = choose(["exact-copies", "rdma"], unmet, (False, None))
+    assert boot.target == "lab" and boot.boot and "no active RDMA port" in boot.why
+    stuck = choose(["rdma"], {"rdma": "no active RDMA port"},
+                   (False, "the lab VM cannot start here: qemu-system-x86_64 missing"))
+    assert stuck.target == "local" and not stuck.boot and "qemu-system-x86_64" in stuck.why
+    doc = boot.to_json(booted=True)
+    assert doc["requested"] == "auto" and doc["chosen"] == "lab" and doc["booted_by_this_run"]
+    assert doc["unmet_here"] == unmet
