@@ -190,22 +190,39 @@ class RemotePlacement:
         import platform
 
         from bench import sysinfo
-        from bench.procs import PROVISION_FIX
-        per = {}
-        for node in self.nodes:
-            name = self.target.host(node).name
-            try:
-                out = self.target.run(node, [self.target.remote_bench, "sysinfo"],
-                                      timeout=120).stdout
-                per[name] = json.loads(out.strip().splitlines()[-1])
-            except (UsageError, ValueError, IndexError) as exc:
-                raise UsageError(f"{name}: `bench sysinfo` failed (a copybench older than this "
-                                 f"one?): {getattr(exc, 'message', exc)}", PROVISION_FIX) from None
+        per = {self.target.host(node).name: self._node_sysinfo(node) for node in self.nodes}
         meta = {**next(iter(per.values())), "git_sha": sysinfo.git_sha(),
                 "runner_host": platform.node()}
         if len(per) > 1:
             meta["nodes"] = per
         return meta
+
+    def _node_sysinfo(self, node: int) -> dict:
+        """`bench sysinfo` on a node, once per run."""
+        from bench.procs import PROVISION_FIX
+        cache = self.__dict__.setdefault("_sysinfo", {})
+        if node not in cache:
+            name = self.target.host(node).name
+            try:
+                out = self.target.run(node, [self.target.remote_bench, "sysinfo"],
+                                      timeout=120).stdout
+                cache[node] = json.loads(out.strip().splitlines()[-1])
+            except (UsageError, ValueError, IndexError) as exc:
+                raise UsageError(f"{name}: `bench sysinfo` failed (a copybench older than this "
+                                 f"one?): {getattr(exc, 'message', exc)}", PROVISION_FIX) from None
+        return cache[node]
+
+    def rdma_devices(self, requested: str | None, ep: Endpoints) -> dict:
+        """Each side's RDMA device on its own node, as the node's `bench sysinfo` lists them,
+        used as they are (the lab's rxe0 on one node; each node's own across a link)."""
+        from bench import rxe
+        out = {}
+        for side, addr in (("tx", ep.tx_addr), ("rx", ep.rx_addr)):
+            node = self.sides[side]
+            ports = [rxe.port_from_json(d) for d in self._node_sysinfo(node).get("rdma_ports", [])]
+            out[side] = rxe.choose_on_node(ports, self.target.host(node).name, requested,
+                                           address=addr)
+        return out
 
     def facts(self, node: int, tools=()) -> dict:
         """uid, which of `tools` are missing, usable CPUs: one SSH call per node, cached."""

@@ -228,8 +228,15 @@ class Runner:
     def _rdma_devices(self, ep: Endpoints) -> dict:
         """Device, port and GID per side (bench/rxe.py): a real NIC as it is, else a soft-RoCE
         link this run creates on its topology and removes at the end."""
-        if self.placement.remote:
-            return {}     # two nodes: each agent picks the first active port on its node
+        if self.placement.remote:     # the nodes' own devices, as they are
+            if self._rdma is None:
+                try:
+                    self._rdma = self.placement.rdma_devices(self.rdma_device, ep)
+                except UsageError as exc:
+                    self._rdma = exc      # one attempt per run: later cases fail alike
+            if isinstance(self._rdma, UsageError):
+                raise self._rdma
+            return self._rdma
         if self._rdma is None:
             from bench.rxe import Devices
             self._rdma = Devices(self.rdma_device)
@@ -293,9 +300,7 @@ class Runner:
         if case.rdma is None:
             return None
         devs = (cr.network or {}).get("rdma") or {}
-        # Two nodes: the agents chose; the lab's devices are soft-RoCE unless known otherwise.
-        return {"soft": any(d.get("soft") for d in devs.values()) if devs else True,
-                "devices": devs}
+        return {"soft": any(d.get("soft") for d in devs.values()), "devices": devs}
 
     def _working_set(self, size: int, batch: int = 1):
         """memcpy bandwidth at the case's working set (cache-hot), measured once per size."""
@@ -429,7 +434,7 @@ class Runner:
         for agent in list(self._live_agents):
             self._retire(agent)
         self._stop_procs()
-        if self._rdma is not None:      # our soft-RoCE links, before the netdevs they sit on
+        if hasattr(self._rdma, "release"):   # our soft-RoCE links, before their netdevs
             self._rdma.release()
         self.placement.teardown()
 

@@ -124,6 +124,33 @@ def ports(sys_root: Path = SYS) -> list[Port]:
     return out
 
 
+def port_to_json(p: Port) -> dict:
+    return asdict(p)
+
+
+def port_from_json(d: dict) -> Port:
+    """A Port from another machine's `bench sysinfo` (its `rdma_ports`)."""
+    return Port(d["device"], int(d["port"]), d.get("state", ""), d.get("link_layer", ""),
+                tuple(Gid(int(g["index"]), g["gid"], g.get("type"), g.get("ndev"))
+                      for g in d.get("gids", ())), d.get("parent"))
+
+
+def choose_on_node(node_ports: list[Port], node: str, requested: str | None = None,
+                   address: str | None = None) -> Choice:
+    """A remote node's device, used as it is (real NIC first, else a soft-RoCE link already
+    there, like the lab's rxe0): the runner never reconfigures another machine's RDMA."""
+    try:
+        c = choose(node_ports, requested, address=address)
+    except UsageError as exc:
+        raise UsageError(f"{node}: {exc.message}", exc.fix) from None
+    if c is None:
+        seen = ", ".join(f"{p.device}/{p.port} {p.state}" for p in node_ports) or "none"
+        raise UsageError(f"{node}: no active RDMA port with a usable GID (have: {seen})",
+                         no_device_fix())
+    c.why.append(f"on {node}, as it is")
+    return c
+
+
 def pick_gid(port: Port, netdev: str | None = None, address: str | None = None) -> Gid | None:
     """The GID for RoCE v2 on the right netdev: the entry of type "RoCE v2" on `netdev` (the
     soft device's parent when not given) whose IPv4 is `address`; else any IPv4-mapped RoCE v2

@@ -96,7 +96,15 @@ def collect() -> dict:
         "git_sha": git_sha(),
         "sysctls": sysctls(),
         "method": method(),
+        "rdma_ports": rdma_ports(),
     }
+
+
+def rdma_ports() -> list[dict]:
+    """The machine's RDMA ports and GID tables: context, and what a runner elsewhere chooses
+    this node's device from (bench.rxe.choose_on_node)."""
+    from bench import rxe
+    return [rxe.port_to_json(p) for p in rxe.ports()]
 
 
 def method() -> dict:

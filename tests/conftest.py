@@ -85,12 +85,22 @@ def no_leftovers():
     Other runs may work beside this test (a developer's second checkout, helpers): what counts
     is what only a leak leaves, namespaces whose creating runner (cb<pid>…) is dead and agents
     whose runner is gone."""
-    from bench.topology import stale_namespaces
     ns0, agents0 = our_netns(), agent_pids()
     yield
-    assert stale_namespaces(sorted(our_netns() - ns0)) == [], "network namespaces left behind"
-    assert {p for p in agent_pids() - agents0 if _orphaned(p)} == set(), \
-        "agent processes left behind"
+    ns, agents = leaked(ns0, agents0)
+    assert ns == set(), "network namespaces left behind"
+    assert agents == set(), "agent processes left behind"
+
+
+def leaked(ns0: set[str], agents0: set[int]) -> tuple[set[str], set[int]]:
+    """Since (ns0, agents0): namespaces whose creating runner is dead or is this process (its
+    run is over), agents whose runner is gone — what only a leak leaves, whatever else runs
+    beside."""
+    from bench.topology import stale_namespaces
+    new = sorted(our_netns() - ns0)
+    mine = {n for n in new if n.startswith(f"cb{os.getpid()}")}   # a runner in this process
+    return (set(stale_namespaces(new)) | mine,
+            {p for p in agent_pids() - agents0 if _orphaned(p)})
 
 
 # -- required tiers ------------------------------------------------------------------------------

@@ -152,6 +152,24 @@ def test_choice_prefers_a_real_nic_and_never_an_inactive_port(tmp_path):
     assert "mlx5_1" in e.value.message
 
 
+def test_a_remote_nodes_ports_travel_as_json_and_are_used_as_they_are(tmp_path):
+    """`bench sysinfo` on a node lists its ports; the runner elsewhere picks each side's
+    device from them with the same rules (the GID carrying the side's address)."""
+    import json
+    make_port(tmp_path, "rxe0", gids=RXE_GIDS, parent="cb1r")
+    wire = json.loads(json.dumps([rxe.port_to_json(p) for p in rxe.ports(tmp_path)]))
+    ports = [rxe.port_from_json(d) for d in wire]
+    assert ports == rxe.ports(tmp_path)
+    c = rxe.choose_on_node(ports, "lab1", address="198.18.0.2")
+    assert (c.device, c.gid_index, c.soft, c.created) == ("rxe0", 3, True, False)
+    assert "on lab1, as it is" in c.why
+    with pytest.raises(UsageError, match="lab0: no active RDMA port") as e:
+        rxe.choose_on_node([], "lab0")
+    assert "rdma link add" in e.value.fix
+    with pytest.raises(UsageError, match="lab1: --rdma-device nope0"):
+        rxe.choose_on_node(ports, "lab1", "nope0")
+
+
 def test_infiniband_needs_no_gid_and_no_device_is_none(tmp_path):
     make_port(tmp_path, "mlx4_0", layer="InfiniBand", gids=((GID_LL, None, None),))
     c = rxe.choose(rxe.ports(tmp_path))
