@@ -97,7 +97,8 @@ def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
                     cpus=cpus, warmup=not args.no_warmup,
-                    rdma_device=getattr(args, "rdma_device", None))
+                    rdma_device=getattr(args, "rdma_device", None),
+                    syscalls_spec=args.syscalls)
     runner.result.metadata["placement"] = placement.describe()
     runner.result.metadata["target"] = target_note
     runner.check()
@@ -112,6 +113,9 @@ def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
     copies = markdown.copies_table(result)
     if copies:
         print("\n" + copies)
+    syscalls = markdown.syscalls_table(result)
+    if syscalls:
+        print("\n" + syscalls)
     print(f"\nresult: {out}", file=sys.stderr)
     return 0 if result.status == "complete" else EXIT_FAILED
 
@@ -217,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count the kernel's copies in one extra traced sample per case: auto "
                           "(default: the most exact backend per copy point), kmod, bpftrace, "
                           "kprobe_events, tracepoints, or off")
+    run.add_argument("--syscalls", choices=("auto", "off"), default="auto",
+                     help="count each agent's system calls in the kernel (bpftrace on "
+                          "raw_syscalls:sys_enter): auto (default: in the copy-counting sample, "
+                          "or in one extra sample per case when copies are not counted) or off")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
     run.add_argument("--cpus", metavar="SENDER,RECEIVER",
                      help="pin the sender and receiver (our agents and iperf3 alike) to these "

@@ -97,6 +97,11 @@ class LocalPlacement:
         from bench.tracing.select import select_tracer
         return select_tracer(spec)
 
+    def syscall_tracer(self, survey: bool = False):
+        """The syscall counter for both agents (bench/tracing/syscount.py), on this kernel."""
+        from bench.tracing.syscount import SyscallTracer
+        return SyscallTracer()
+
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
                        netns: str | None = None) -> None:
         """Poll the process's own view of TCP sockets (its netns) until `port` listens."""
@@ -166,6 +171,14 @@ class RemotePlacement:
         survey=True: only ask each node what it would use (and build it), then end."""
         from bench.tracing.remote import ROLE_SIDE, RemoteTracer
         return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts], spec,
+                            survey=survey,
+                            role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
+
+    def syscall_tracer(self, survey: bool = False):
+        """One syscall counter per node (`bench tracer` with spec "syscalls"), merged."""
+        from bench.tracing.remote import ROLE_SIDE, RemoteTracer
+        from bench.tracing.syscount import SPEC
+        return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts], SPEC,
                             survey=survey,
                             role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
 

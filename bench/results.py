@@ -9,6 +9,10 @@ Schema history (refuse newer, upgrade older when a reader knows how):
       point `quality`, `calls_exact`, `bytes_exact`, `lost`, `ns_probe_per_call`, per side
       `deferred` and `total_*`; metadata `method`, `copies_note`. Every addition is optional,
       so version 1 files read as they are (no warm-up, no quality: treated as not stated).
+  3 — 2026-12: per-case `syscalls` (the agents' system calls counted in the kernel: per side
+      calls, calls per GB, per message, top syscalls, quality; which sample counted them);
+      metadata `syscalls_note` and `method.syscalls`. Optional: version 1 and 2 files read as
+      they are, their syscall columns shown as not counted.
 The fields are described in DESIGN.md ("Result schema"); a unit test keeps the two in step.
 """
 
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "skipped", "failed", "interrupted", "not run")
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 
@@ -43,6 +47,7 @@ class CaseResult:
     reference: list[dict] = field(default_factory=list)
     network: dict = field(default_factory=dict)
     copies: dict = field(default_factory=dict)
+    syscalls: dict = field(default_factory=dict)
 
     def measured(self, which: str = "samples") -> list[dict]:
         """The samples that count: warm-up samples stay in the file, out of every statistic."""

@@ -22,6 +22,7 @@ from bench.plan import Case, Plan
 from bench.procs import stop
 from bench.results import CaseResult, RunResult
 from bench.topology import Endpoints
+from bench.tracing.base import Availability
 
 AGENT_READY_TIMEOUT = 20.0
 DRAIN_SECONDS = 0.05        # lets datagrams already on the veth reach the socket before "stop"
@@ -46,6 +47,7 @@ class Runner:
     cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER: pin agents and iperf3
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
     rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
+    syscalls_spec: str = "off"    # "auto" | "off": count the agents' syscalls (--syscalls)
 
     def __post_init__(self):
         if self.placement is None:
@@ -69,6 +71,8 @@ class Runner:
                              "sizes recorded per sample",
             "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1]} if self.cpus
                      else "not pinned"),
+            "syscalls": SYSCALLS_METHOD if self.syscalls_spec != "off" else
+                        "not counted (--syscalls off)",
         }
 
     # -- checks before anything is created ---------------------------------------------------
@@ -84,6 +88,29 @@ class Runner:
             self.result.metadata["copies_note"] = self._copies_unavailable
             self._copies_unavailable = {"status": "unavailable", "reason": "see the run's "
                                         "copies_note", "run_note": True}
+        self._syscalls_state = self._check_syscalls()
+
+    def _check_syscalls(self) -> dict | None:
+        """None when syscalls can be counted; else why not (once per run, as copies_note)."""
+        if self.syscalls_spec == "off":
+            return {"status": "off", "reason": "syscall counting not requested (--syscalls off)"}
+        if self.syscalls_spec != "auto":
+            raise UsageError(f"--syscalls {self.syscalls_spec!r}", "use --syscalls auto or off")
+        try:
+            av = self.placement.syscall_tracer(survey=True).available()
+        except UsageError as exc:
+            av = Availability(False, exc.message, exc.fix)
+        if av.ok:
+            return None
+        return self._syscalls_unavailable(av.reason, av.fix)
+
+    def _syscalls_unavailable(self, reason: str, fix: str) -> dict:
+        """One note per run with the reason and the fix; cases only point at it."""
+        self.result.metadata["syscalls_note"] = {"status": "unavailable", "reason": reason,
+                                                 "fix": fix}
+        self._syscalls_state = {"status": "unavailable", "reason": "see the run's syscalls_note",
+                                "run_note": True}
+        return self._syscalls_state
 
     def _check_copies(self) -> dict | None:
         """None when copies can be counted; else why not (explicit backends fail loudly)."""
@@ -214,6 +241,10 @@ class Runner:
                 self.reporter.sample_done(case, rep, sample, ref)
             self._save()
         cr.copies = self._copies_unavailable or self._counted(case, ep, cr)
+        if self._syscalls_state is not None:
+            cr.syscalls = dict(self._syscalls_state)
+        elif not cr.syscalls:       # not counted in the copy sample: a sample of its own
+            cr.syscalls = self._syscall_sample(case, ep, cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
         if bad:
             cr.status = "failed"
@@ -269,7 +300,10 @@ class Runner:
         what counting costs (its throughput against the untraced samples of the same run)."""
         from bench.copycount import add_costs, summarize
         tracer = self.placement.tracer(self.copies_spec)
-        sample = self._run_sample(case, ep, tracer=tracer)
+        syscalls = self._syscall_counter()
+        sample = self._run_sample(case, ep, tracer=tracer, syscalls=syscalls)
+        if syscalls is not None:
+            cr.syscalls = self._syscall_result(case, sample, cr, syscalls, "copies")
         counts = sample.pop("_copy_counts")
         untraced = cr.stat("gbps")
         sides = summarize(counts,
@@ -295,6 +329,60 @@ class Runner:
         self.reporter.copies_done(case, out)
         return out
 
+    # -- syscalls per agent (bench/tracing/syscount.py) ----------------------------------------
+    def _syscall_counter(self):
+        """A syscall counter for the next sample, or None (off, unavailable, or it cannot be
+        made here: then the run's note says why)."""
+        if self._syscalls_state is not None:
+            return None
+        try:
+            return self.placement.syscall_tracer()
+        except UsageError as exc:
+            self._syscalls_unavailable(exc.message, exc.fix)
+            return None
+
+    def _syscall_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
+        """A sample with only the syscall counter attached (copies off or not counted)."""
+        syscalls = self._syscall_counter()
+        if syscalls is None:
+            return dict(self._syscalls_state)
+        sample = self._run_sample(case, ep, syscalls=syscalls)
+        return self._syscall_result(case, sample, cr, syscalls, "dedicated")
+
+    def _syscall_result(self, case: Case, sample: dict, cr: CaseResult, syscalls,
+                        which: str) -> dict:
+        """The case's `syscalls`: per side calls, per GB, top syscalls; or why not."""
+        from bench.tracing import syscount
+        counts = sample.pop("_syscall_counts", None)
+        err = sample.pop("_syscall_error", None)
+        if counts is None:
+            reason, fix, attached = err or ("no counts", "", True)
+            if not attached:      # it cannot attach here: say so once, do not retry per case
+                self._syscalls_unavailable(f"the syscall counter could not attach: {reason}", fix)
+            return {"status": "failed", "reason": f"syscall counting failed: {reason}",
+                    "fix": fix}
+        sent = sample["messages_sent"]
+        sides = syscount.summarize(counts, {"sender": sent * case.size,
+                                            "receiver": sample["bytes"]},
+                                   {"sender": sent, "receiver": sample["messages"]})
+        untraced = cr.stat("gbps")
+        out = {
+            "status": "ok",
+            "sample": which,
+            "counted_by": (syscalls.describe() if hasattr(syscalls, "describe") else {}),
+            "quality": ("lossy" if any(d["quality"] == "lossy" for d in sides.values())
+                        else "exact"),
+            "sides": sides,
+            "traced_sample": {k: sample.get(k) for k in ("bytes", "messages", "messages_sent",
+                                                         "gbps", "window_s")},
+            "tracer_overhead_ratio": (round(sample["gbps"] / untraced["median"], 4)
+                                      if untraced and sample.get("gbps") else None),
+        }
+        check = _recv_calls_check(sample, cr)
+        if check:
+            out["recv_calls_check"] = check
+        return out
+
     def _rdma_summary(self, case: Case, cr: CaseResult) -> dict | None:
         """For RDMA rows: whether the device is soft-RoCE (its kernel copies the payload)."""
         if case.rdma is None:
@@ -315,7 +403,7 @@ class Runner:
                 cache[size].to_json()
         return cache[size]
 
-    def _run_sample(self, case: Case, ep: Endpoints, tracer=None) -> dict:
+    def _run_sample(self, case: Case, ep: Endpoints, tracer=None, syscalls=None) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
                   "rcvbuf": self.buffer, "sndbuf": self.buffer}
@@ -330,10 +418,18 @@ class Runner:
                                         "cpu": tx_cpu, **self._rdma_config(case, ep, "tx")})
             try:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
+                # The agents' own pids: over SSH, tx.pid is the local ssh client's.
+                pids = {"sender": tx_ready["pid"], "receiver": rx_ready["pid"]}
                 if tracer is not None:
-                    # The agents' own pids: over SSH, tx.pid is the local ssh client's.
-                    tracer.attach({"sender": tx_ready["pid"], "receiver": rx_ready["pid"]})
+                    tracer.attach(pids)
+                sys_counts = sys_error = None
                 try:
+                    if syscalls is not None:
+                        # Its failures cost the syscall counts, never the sample or the copies.
+                        sys_error = _try(syscalls.attach, pids, attached=False)
+                        if sys_error:
+                            _try(lambda: _uninterrupted(syscalls.detach))
+                            syscalls = None
                     cpu0 = metrics.read_cpu_times()
                     tx.send({"cmd": "go"})
                     tx_res = tx.expect("result", case.duration + 30)
@@ -341,10 +437,18 @@ class Runner:
                     rx.send({"cmd": "stop"}, required=False)
                     rx_res = rx.expect("result", 30)
                     cpu1 = metrics.read_cpu_times()
+                    if syscalls is not None:    # first: the copy tracer's read takes a while
+                        box: list = []
+                        sys_error = _try(lambda: box.append(syscalls.read()))
+                        sys_counts = box[0] if box else None
                     counts = tracer.read() if tracer is not None else None
                 finally:
-                    if tracer is not None:
-                        _uninterrupted(tracer.detach)
+                    try:
+                        if syscalls is not None:
+                            sys_error = _try(lambda: _uninterrupted(syscalls.detach)) or sys_error
+                    finally:
+                        if tracer is not None:
+                            _uninterrupted(tracer.detach)
             finally:
                 self._retire(tx)
         finally:
@@ -360,6 +464,10 @@ class Runner:
         sample["payload_errors"] = int(rx_res.get("bad", 0))
         if tracer is not None:
             sample["_copy_counts"] = counts
+        if sys_counts is not None:
+            sample["_syscall_counts"] = sys_counts
+        elif sys_error:
+            sample["_syscall_error"] = sys_error
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
         if "zerocopy_receive" in rx_res:
@@ -440,6 +548,41 @@ class Runner:
 
     def _save(self) -> None:
         results.save(self.result, self.out_path)
+
+
+SYSCALLS_METHOD = (
+    "system calls of each agent's pid tree, counted in the kernel (raw_syscalls:sys_enter, "
+    "BPF map per side and syscall id) from attach (both agents ready) to read (both results "
+    "in): in the copy-counting sample when copies are counted, else in a sample of its own; "
+    "per GB: sender per byte sent, receiver per byte received; exact unless the kernel reports "
+    "BPF recursion misses or a full pid map (lossy: a lower bound)")
+
+
+def _try(fn, *args, attached: bool = True) -> tuple[str, str, bool] | None:
+    """Run a syscall-counter step; its UsageError becomes (reason, fix, attached)."""
+    try:
+        fn(*args)
+    except UsageError as exc:
+        return exc.message, exc.fix, attached
+    return None
+
+
+def _recv_calls_check(sample: dict, cr: CaseResult) -> dict | None:
+    """The receiver's own recv call count per GB in the counted sample against the untraced
+    samples': a receiver that lags gets more bytes per call, so a tracer that slows one side
+    can change how many calls a stream takes (DESIGN.md, "Syscalls")."""
+    def per_gb(s: dict) -> float | None:
+        calls = (s.get("receiver") or {}).get("recv_calls")
+        return calls / (s["bytes"] / 1e9) if calls is not None and s.get("bytes") else None
+
+    traced = per_gb(sample)
+    untraced = [v for v in (per_gb(s) for s in cr.measured()) if v is not None]
+    if traced is None or not untraced:
+        return None
+    import statistics
+    med = statistics.median(untraced)
+    return {"traced_per_gb": round(traced, 3), "untraced_median_per_gb": round(med, 3),
+            "ratio": round(traced / med, 4) if med else None}
 
 
 def _uninterrupted(fn) -> None:

@@ -131,6 +131,52 @@ def copies_table(result: RunResult) -> str | None:
     return "\n".join(lines + notes)
 
 
+SYSCALL_COLUMNS = ["case", "side", "syscalls", "per GB", "per msg", "top syscalls (calls)",
+                   "kind", "sample"]
+
+
+def syscalls_table(result: RunResult) -> str | None:
+    """The agents' system calls per case and side, counted in the kernel (bench/tracing/
+    syscount.py): how many calls each side needed to move its bytes, and which."""
+    rows, notes = [], []
+    run_note = result.metadata.get("syscalls_note")
+    if run_note:
+        notes.append(f"- syscalls not counted in this run: {run_note.get('reason')}"
+                     + (f" (fix: {run_note['fix']})" if run_note.get("fix") else ""))
+    for c in result.cases:
+        sc = getattr(c, "syscalls", None) or {}
+        if sc.get("status") != "ok":
+            if sc.get("status") == "failed":
+                notes.append(f"- {c.id}: {sc['reason']}" + (f" (fix: {sc['fix']})"
+                                                            if sc.get("fix") else ""))
+            continue
+        for side in ("sender", "receiver"):
+            d = (sc.get("sides") or {}).get(side)
+            if not d:
+                continue
+            top = ", ".join(f"{t['name']} {t['calls']}" for t in d.get("top", []))
+            kind = d.get("quality", "exact")
+            if d.get("lost"):
+                kind += " (" + ", ".join(f"{k} {v}" for k, v in d["lost"].items()) + ")"
+            rows.append([c.id, side, d["calls"], d.get("per_gb"), d.get("per_message"), top,
+                         kind, sc.get("sample")])
+        chk = sc.get("recv_calls_check")
+        if chk and chk.get("ratio") is not None:
+            notes.append(f"- {c.id}: receiver's own recv calls per GB in the counted sample = "
+                         f"{chk['ratio']:.2f}× the untraced samples'")
+        ratio = sc.get("tracer_overhead_ratio")
+        if ratio and sc.get("sample") == "dedicated":
+            notes.append(f"- {c.id}: throughput while counting syscalls = {ratio:.2f}× untraced")
+    if not rows and not notes:
+        return None
+    lines = []
+    if rows:
+        lines = ["| " + " | ".join(SYSCALL_COLUMNS) + " |",
+                 "|" + "|".join("---" for _ in SYSCALL_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows] + [""]
+    return "\n".join(lines + notes)
+
+
 def render(result: RunResult) -> str:
     m = result.metadata
     lines = [
@@ -147,12 +193,16 @@ def render(result: RunResult) -> str:
         "",
         *(["## Copies (one traced sample per case)", "", copies_table(result), ""]
           if copies_table(result) else []),
+        *(["## System calls (counted in the kernel, per agent)", "", syscalls_table(result), ""]
+          if syscalls_table(result) else []),
         "Gbit/s: verified payload bytes at the receiver over its own clock, first to last "
         "verified byte (median of the repeats after one discarded warm-up; min–max and spread = "
         "(max − min) / median). ratio = ours / reference (iperf3 on the same path, size and "
         "socket buffers, alternated with ours: A B, B A, ...; UDP only at one datagram per "
         "call). CPU s/GB: CPU-seconds per 1e9 payload bytes: each agent's user+sys per byte it "
         "sent or received, iperf3's own from its JSON, and system-wide softirq (which on a "
-        "kernel without IRQ time accounting overlaps the sides' sys time: never add them).",
+        "kernel without IRQ time accounting overlaps the sides' sys time: never add them). "
+        "syscalls/GB: the agent's system calls (all of them, counted in the kernel in one "
+        "counted sample) per 1e9 payload bytes it sent or received; – where not counted.",
     ]
     return "\n".join(lines) + "\n"

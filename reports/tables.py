@@ -22,6 +22,8 @@ class Row:
     ratio: float | None = None
     tx_cpu_gb: float | None = None
     rx_cpu_gb: float | None = None
+    tx_sys_gb: float | str | None = None    # the sender's syscalls per GB sent (≥: lossy)
+    rx_sys_gb: float | str | None = None    # the receiver's per GB received
     ref_cpu_gb: str | None = None       # iperf3's sender / receiver CPU per GB
     softirq_gb: float | None = None
     loss_pct: float | None = None
@@ -77,10 +79,22 @@ def case_row(cr: CaseResult) -> Row:
         mmsgs=msgs / 1e6 if msgs is not None else None,
         ref_gbps=ref, ratio=(gbps / ref) if (gbps and ref) else None,
         tx_cpu_gb=_median(cr, "cpu_s_per_gb.sender"), rx_cpu_gb=_median(cr, "cpu_s_per_gb.receiver"),
+        tx_sys_gb=syscalls_per_gb(cr, "sender"), rx_sys_gb=syscalls_per_gb(cr, "receiver"),
         ref_cpu_gb=(f"{rtx:.3f} / {rrx:.3f}" if rtx is not None and rrx is not None else None),
         softirq_gb=_median(cr, "cpu_s_per_gb.softirq"), loss_pct=_median(cr, "loss_pct"),
         note=note,
     )
+
+
+def syscalls_per_gb(cr: CaseResult, side: str) -> float | str | None:
+    """Calls per GB of payload from the case's counted sample; "≥N" when the kernel reported
+    loss (a lower bound); None when not counted (older results, --syscalls off)."""
+    sc = getattr(cr, "syscalls", None) or {}
+    d = (sc.get("sides") or {}).get(side) if sc.get("status") == "ok" else None
+    if not d or d.get("per_gb") is None:
+        return None
+    value = float(d["per_gb"])
+    return f"≥{fmt(value)}" if d.get("quality") == "lossy" else value
 
 
 def rows(result: RunResult) -> list[Row]:
@@ -91,6 +105,7 @@ COLUMNS = [
     ("case", "case"), ("status", "status"), ("gbps", "Gbit/s"), ("gbps_range", "min–max"),
     ("spread_pct", "spread %"), ("mmsgs", "Mmsg/s"), ("ref_gbps", "ref Gbit/s"), ("ratio", "ratio"),
     ("tx_cpu_gb", "sender CPU s/GB"), ("rx_cpu_gb", "receiver CPU s/GB"),
+    ("tx_sys_gb", "sender syscalls/GB"), ("rx_sys_gb", "receiver syscalls/GB"),
     ("ref_cpu_gb", "ref CPU s/GB (tx / rx)"),
     ("softirq_gb", "softirq s/GB"), ("loss_pct", "loss %"), ("note", "note"),
 ]

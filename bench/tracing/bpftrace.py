@@ -332,6 +332,7 @@ def recursion_misses(pid: int, proc_root: Path = Path("/proc")) -> int:
 class BpftraceTracer(Tracer):
     name = "bpftrace"
     exact = True
+    attach_fix = "the symbol may be notrace here: use --backend kmod (auto does)"
 
     def __init__(self, probes: list[catalog.Probe] | None = None,
                  comm: dict[str, str] | None = None, nsamples: int = 64,
@@ -364,12 +365,16 @@ class BpftraceTracer(Tracer):
             return Availability(False, e.message, e.fix)
         return Availability(True, "bpftrace")
 
-    def attach(self, pids: dict[str, int]) -> None:
-        tracefs.ensure(self.roots)
-        text = script(self.probes, pids=None if self.comm else pids, comm=self.comm,
+    def _script(self, pids: dict[str, int]) -> str:
+        """The bpftrace program for these pids (subclasses count other things)."""
+        return script(self.probes, pids=None if self.comm else pids, comm=self.comm,
                       arch=catalog.machine_arch(), sockonly=not self.all_copies,
                       nsamples=self.nsamples, tag=f"copybench-{os.getpid()}",
                       io_uring=self.io_uring)
+
+    def attach(self, pids: dict[str, int]) -> None:
+        tracefs.ensure(self.roots)
+        text = self._script(pids)
         self.sides = list(self.comm or pids)
         fd, name = tempfile.mkstemp(prefix=f"copybench-{os.getpid()}-", suffix=".bt")
         with os.fdopen(fd, "w") as f:
@@ -395,8 +400,7 @@ class BpftraceTracer(Tracer):
         err = self._stderr() if self.proc.poll() is not None else "timed out attaching"
         err = err or self._stderr()
         self.detach()
-        raise UsageError(f"bpftrace could not attach: {err.strip()[-800:]}",
-                         fix="the symbol may be notrace here: use --backend kmod (auto does)")
+        raise UsageError(f"bpftrace could not attach: {err.strip()[-800:]}", fix=self.attach_fix)
 
     def _stderr(self) -> str:
         self.errfile.seek(0)
@@ -408,6 +412,19 @@ class BpftraceTracer(Tracer):
 
     def read(self) -> list[PointCounts]:
         """SIGINT makes bpftrace print its maps and exit."""
+        text, lost = self._stop_and_collect()
+        report = parse(text, self.probes)
+        counts = to_counts(report, self.probes, self.sides, backend=self.name, lost=lost)
+        dropped = _lost_samples(self._stderr())
+        if dropped:
+            for pc in counts:
+                pc.notes.append(f"{dropped} sample lines lost in the perf buffer (samples only; "
+                                "counts are kept in kernel maps)")
+        return counts
+
+    def _stop_and_collect(self) -> tuple[str, dict[str, int]]:
+        """Stop bpftrace with SIGINT (it prints its maps) and return its JSON output and the
+        kernel's loss figures for its BPF programs."""
         lost: dict[str, int] = {}
         if self.proc is None:
             raise UsageError("bpftrace is not attached", fix="attach() before read()")
@@ -427,14 +444,7 @@ class BpftraceTracer(Tracer):
                              fix="retry; report the bpftrace version if it persists") from None
         if self._reader:
             self._reader.join(timeout=10)
-        report = parse("".join(self.out), self.probes)
-        counts = to_counts(report, self.probes, self.sides, backend=self.name, lost=lost)
-        dropped = _lost_samples(self._stderr())
-        if dropped:
-            for pc in counts:
-                pc.notes.append(f"{dropped} sample lines lost in the perf buffer (samples only; "
-                                "counts are kept in kernel maps)")
-        return counts
+        return "".join(self.out), lost
 
     def detach(self) -> None:
         if self.proc and self.proc.poll() is None:

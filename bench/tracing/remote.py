@@ -9,6 +9,8 @@ run there.
 
 Protocol (JSON lines, like the agents'):
   runner -> node  {"spec": "auto", "node": "lab1", "survey": false, "lifetime_s": 3600}
+                  (spec "syscalls": the node counts the agents' system calls instead of
+                  copies, bench/tracing/syscount.py; "counts" are then SyscallCount lines)
   node -> runner  {"event": "ready", "node", "pid", "kernel", "choices": [...],
                    "available": {"ok", "reason", "fix"}, "bandwidth": {...} | null}
                   or {"event": "error", "message", "fix"} (then it exits 2)
@@ -66,6 +68,16 @@ def _prepare(tracer) -> None:
             kmod.build(t.release, t.modules_root, t.cache)
 
 
+def _make_tracer(spec: str, points):
+    """The node's tracer for `spec`: the syscall counter for "syscalls" (bench/tracing/
+    syscount.py), else the copy tracer `select_tracer` picks on this kernel."""
+    from bench.tracing import syscount
+    if spec == syscount.SPEC:
+        return syscount.SyscallTracer()
+    from bench.tracing.select import select_tracer
+    return select_tracer(spec, points)
+
+
 def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepare,
           kernel: str | None = None) -> int:
     """The node's tracer process: one config line, then commands until detach or EOF.
@@ -84,7 +96,7 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
     if cfg.get("lifetime_s"):
         signal.setitimer(signal.ITIMER_REAL, float(cfg["lifetime_s"]))
     if make_tracer is None:
-        from bench.tracing.select import select_tracer as make_tracer
+        make_tracer = _make_tracer
     tracer = live = None      # live: the tracer once attach was asked for (detach it then)
     try:
         try:
@@ -166,13 +178,15 @@ def split_pids(pids: dict[str, int], role_node: dict[str, int] = TWO_NODES
     return out
 
 
-def merge(per_node: dict[str, list[dict]], roles: dict[str, list[str]]) -> list[PointCounts]:
+def merge(per_node: dict[str, list[dict]], roles: dict[str, list[str]],
+          kind=PointCounts) -> list:
     """The nodes' counts as one list. Each node may only report the roles traced there and
-    "other" (copies outside its agent), which is relabelled "other@<node>"."""
-    out: list[PointCounts] = []
+    "other" (copies outside its agent), which is relabelled "other@<node>". `kind`: what the
+    node counted (PointCounts; syscount.SyscallCount for the syscall counter)."""
+    out: list = []
     for node, docs in per_node.items():
         for doc in docs:
-            pc = PointCounts.from_json(doc)
+            pc = kind.from_json(doc)
             if pc.side == "other":
                 pc.side = f"other@{node}"
             elif pc.side not in roles.get(node, []):
@@ -249,8 +263,11 @@ class RemoteTracer(Tracer):
             else:
                 node.roles.append(role)
         self.attached = False
-        config = {"spec": spec, "points": points, "survey": survey, "bandwidth": survey,
-                  "lifetime_s": lifetime_s}
+        from bench.tracing import syscount
+        self.kind = syscount.SyscallCount if spec == syscount.SPEC else PointCounts
+        # The cost model's memory bandwidth: measured in a copy tracer's survey only.
+        config = {"spec": spec, "points": points, "survey": survey,
+                  "bandwidth": survey and spec != syscount.SPEC, "lifetime_s": lifetime_s}
         try:
             for n in self.nodes:            # start all first: the nodes select in parallel
                 n.proc = NodeProcess(n.name, "copy tracer", "tracer", n.argv, config)
@@ -302,7 +319,7 @@ class RemoteTracer(Tracer):
             n.proc.send({"cmd": "read"})
         per_node = {n.name: n.proc.expect("counts", COMMAND_TIMEOUT_S)["counts"]
                     for n in self.nodes}
-        return merge(per_node, {n.name: n.roles for n in self.nodes})
+        return merge(per_node, {n.name: n.roles for n in self.nodes}, self.kind)
 
     def detach(self) -> None:
         """Every node detaches (and says so); then their processes end. Idempotent."""

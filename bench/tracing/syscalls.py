@@ -33,3 +33,37 @@ def send_flags_args(arch: str) -> dict[int, int]:
         return SEND_FLAGS_ARG[arch]
     except KeyError:
         raise ValueError(f"no send syscall table for {arch}") from None
+
+
+# Names for the syscall counter (bench/tracing/syscount.py): the socket, io_uring, poll/epoll
+# and wait calls a workload makes, and the usual interpreter and runtime ones. Others are
+# reported by number ("syscall 123"). From the kernel's unistd headers (x86_64: asm/unistd_64.h;
+# aarch64: asm-generic/unistd.h).
+_NAMED = ("read write close poll ppoll select pselect6 epoll_wait epoll_pwait epoll_pwait2 "
+          "epoll_ctl epoll_create1 sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg "
+          "io_uring_enter io_uring_setup io_uring_register getsockopt setsockopt socket connect "
+          "accept accept4 bind listen shutdown getsockname getpeername sendfile splice readv "
+          "writev ioctl fcntl getrusage clock_gettime clock_nanosleep nanosleep futex "
+          "sched_yield mmap munmap mprotect madvise brk rt_sigaction rt_sigprocmask "
+          "rt_sigreturn fstat newfstatat lseek openat pipe2 dup3 getpid gettid "
+          "sched_setaffinity sched_getaffinity wait4 clone clone3 execve exit exit_group "
+          "prlimit64 set_robust_list rseq getrandom statx").split()
+_X86_64 = (0, 1, 3, 7, 271, 23, 270, 232, 281, 441, 233, 291, 44, 45, 46, 47, 307, 299, 426, 425,
+           427, 55, 54, 41, 42, 43, 288, 49, 50, 48, 51, 52, 40, 275, 19, 20, 16, 72, 98, 228, 230,
+           35, 202, 24, 9, 11, 10, 28, 12, 13, 14, 15, 5, 262, 8, 257, 293, 292, 39, 186, 203,
+           204, 61, 56, 435, 59, 60, 231, 302, 273, 334, 318, 332)
+# asm-generic has no poll, select, epoll_wait (ppoll, pselect6, epoll_pwait instead): None.
+_AARCH64 = (63, 64, 57, None, 73, None, 72, None, 22, 441, 21, 20, 206, 207, 211, 212, 269, 243,
+            426, 425, 427, 209, 208, 198, 203, 202, 242, 200, 201, 210, 204, 205, 71, 76, 65, 66,
+            29, 25, 165, 113, 115, 101, 98, 124, 222, 215, 226, 233, 214, 134, 135, 139, 80, 79,
+            62, 56, 59, 24, 172, 178, 122, 123, 260, 220, 435, 221, 93, 94, 261, 99, 293, 278,
+            291)
+SYSCALL_NAMES = {
+    "x86_64": {nr: n for n, nr in zip(_NAMED, _X86_64, strict=True)},
+    "aarch64": {nr: n for n, nr in zip(_NAMED, _AARCH64, strict=True) if nr is not None},
+}
+
+
+def syscall_name(arch: str, nr: int) -> str:
+    """The syscall's name on `arch`, or "syscall NR" where the table has none."""
+    return SYSCALL_NAMES.get(arch, {}).get(nr) or f"syscall {nr}"
