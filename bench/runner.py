@@ -373,8 +373,10 @@ class Runner:
             "quality": ("lossy" if any(d["quality"] == "lossy" for d in sides.values())
                         else "exact"),
             "sides": sides,
-            "traced_sample": {k: sample.get(k) for k in ("bytes", "messages", "messages_sent",
-                                                         "gbps", "window_s")},
+            "traced_sample": {**{k: sample.get(k) for k in ("bytes", "messages",
+                                                            "messages_sent", "gbps", "window_s")},
+                              "send_errors": sample["sender"].get("send_errors"),
+                              "recv_calls": sample["receiver"].get("recv_calls")},
             "tracer_overhead_ratio": (round(sample["gbps"] / untraced["median"], 4)
                                       if untraced and sample.get("gbps") else None),
         }

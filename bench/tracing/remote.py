@@ -291,6 +291,13 @@ class RemoteTracer(Tracer):
         return NodeBandwidth(first["buffer_bytes"], first["repeats"], first["best_seconds"],
                              measured_on=self.nodes[0].name, per_node=tuple(per.items()))
 
+    def describe(self) -> dict:
+        """What counted on each node, for the result."""
+        return {"backend": "remote", "spec": self.spec,
+                "nodes": {n.name: {"roles": n.roles, "kernel": n.ready.get("kernel"),
+                                   "available": (n.ready.get("available") or {}).get("reason")}
+                          for n in self.nodes}}
+
     def available(self) -> Availability:
         for n in self.nodes:
             av = n.ready.get("available") or {}

@@ -43,3 +43,36 @@ def test_runner_counts_through_one_tracer_process_per_side(root_only, tmp_path):
         pts = [p for p in cp["points"] if p["side"] == side and p["point"] == d["point"]]
         assert pts and all(f"counted on {node}" in p["notes"] for p in pts)
         assert all(p["bytes_exact"] for p in pts) and all(not p["lost"] for p in pts)
+
+
+class SyscallsPerSide(LocalPlacement):
+    """The syscall counter as on two nodes: one `bench tracer` (spec syscalls) per side."""
+
+    def syscall_tracer(self, survey=False):
+        from bench.tracing.syscount import SPEC
+        return RemoteTracer(lambda side: [sys.executable, "-m", "bench.tracing.remote"],
+                            ["nodeA", "nodeB"], SPEC, survey=survey)
+
+
+def test_syscalls_counted_through_one_tracer_process_per_side(root_only, tmp_path):
+    import shutil
+    if not shutil.which("bpftrace"):
+        import pytest
+        pytest.skip("bpftrace is not installed")
+    n, size = 1000, 1472
+    ov = plan.Overrides(bytes=n * size, sizes=(size,), repeat=1, topology="veth",
+                        workloads=("udp",), reference=False, batch=1)
+    r = Runner(plan.expand(suite.load("smoke"), ov), Path(tmp_path / "r.json"),
+               placement=SyscallsPerSide(), copies_spec="off", syscalls_spec="auto")
+    r.check()
+    res = r.run()
+    assert res.status == "complete"
+    (case,) = [c for c in res.cases if c.status != "skipped"]
+    sc = case.syscalls
+    assert sc["status"] == "ok" and sc["sample"] == "dedicated", sc
+    tx, rx = sc["sides"]["sender"], sc["sides"]["receiver"]
+    assert tx["counted_on"] == ["nodeA"] and rx["counted_on"] == ["nodeB"]
+    assert tx["by_syscall"]["sendto"] == n + sc["traced_sample"]["send_errors"]
+    assert "sendto" not in rx["by_syscall"]
+    assert rx["by_syscall"]["recvfrom"] >= sc["traced_sample"]["messages"]
+    assert sc["counted_by"]["nodes"]["nodeA"]["kernel"]
