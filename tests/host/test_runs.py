@@ -48,7 +48,7 @@ def test_optmem_raised_inside_our_namespaces_only(run_bench, root_only, no_lefto
 def test_smoke_suite_has_reference_ratios_and_cpu(run_bench, root_only, no_leftovers):
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--duration", "0.5")
     assert rc == 0, err
-    assert doc["status"] == "complete" and doc["schema_version"] == 2
+    assert doc["status"] == "complete" and doc["schema_version"] == 3
     ids = [c["id"] for c in doc["cases"]]
     assert ids == ["udp-1472-veth-b32", "udp-1472-veth", "tcp-65536-veth"]
     for c in doc["cases"]:

@@ -39,3 +39,15 @@ def test_copy_fields_are_documented():
                       completions={"completed": 1, "copied": 1, "copied_bytes": 1,
                                    "all_completed": True})
     assert _missing(sides["sender"]) == []
+
+
+def test_syscall_fields_are_documented():
+    from bench.runner import _recv_calls_check
+    from bench.tracing import syscount
+    c = syscount.SyscallCount("sender", 44, "sendto", 3)
+    sides = syscount.summarize([c], {"sender": 1000, "receiver": 1000}, {"sender": 3})
+    assert _missing(sides["sender"]) == [] and _missing(sides["sender"]["top"][0]) == []
+    assert _missing(syscount.SyscallTracer().describe()) == []
+    cr = results.CaseResult("c", "tcp", 1, "veth",
+                            samples=[{"bytes": 10, "receiver": {"recv_calls": 2}}])
+    assert _missing(_recv_calls_check({"bytes": 10, "receiver": {"recv_calls": 1}}, cr)) == []
