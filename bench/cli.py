@@ -117,6 +117,10 @@ def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
     if syscalls:
         print("\n" + syscalls)
     print(f"\nresult: {out}", file=sys.stderr)
+    from reports import publish
+    for path in publish.beside(result, out):
+        print(f"report: {path}", file=sys.stderr)
+    args.result_path = out
     return 0 if result.status == "complete" else EXIT_FAILED
 
 
@@ -192,9 +196,74 @@ def cmd_report(args) -> int:
                              "export a result with at least one ok case")
         print(f"wrote {args.pyperf} (compare with: python -m pyperf compare_to OLD.json NEW.json)")
         return 0
+    if args.html or args.md:
+        from reports import publish
+        for path in publish.write(loaded, list(args.results), _out_path(args.html),
+                                  _out_path(args.md)):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
     for r in loaded:
         print(markdown.render(r))
     return 0
+
+
+def _out_path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _load_all(paths: list[str]):
+    from bench import results
+    return [results.load(Path(p)) for p in paths]
+
+
+def cmd_compare(args) -> int:
+    from reports import compare, publish
+    loaded = _load_all(args.results)
+    cmp = compare.run(loaded, list(args.results), args.threshold, args.force)
+    text = compare.markdown(cmp)
+    if args.md:
+        publish.write_atomic(Path(args.md), text)
+    if args.html:
+        publish.write_atomic(Path(args.html), compare.html(cmp))
+    print(text)
+    return EXIT_FAILED if cmp.regressions else 0
+
+
+def cmd_history(args) -> int:
+    from bench.history import History
+    if args.action == "add" and not args.results:
+        raise UsageError("history add: no result files given", "bench history add RESULT.json...")
+    loaded = _load_all(args.results) if args.action == "add" else []   # bad input before the db
+    with History(Path(args.db) if args.db else None) as hist:
+        if args.action == "add":
+            for path, r in zip(args.results, loaded, strict=True):
+                run_id, new = hist.add(r, str(path))
+                print(f"{'stored' if new else 'already stored'}: run {run_id} ({path})")
+        elif args.action == "list":
+            for run in hist.runs(args.suite):
+                print(f"{run.id:5} {run.started[:19]} {run.suite:16} {run.status:11} "
+                      f"{run.hostname} {run.kernel} {run.cases} cases {run.source or ''}")
+        elif args.action == "plot":
+            from reports import publish, trends
+            out = Path(args.out or "history.html")
+            publish.write_atomic(out, trends.page(hist.trend(args.suite),
+                                                  f"copybench history: {hist.path}"))
+            print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_nightly(args) -> int:
+    from bench import nightly
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file", "pass a directory for the night's results")
+    from bench.history import History
+    History(Path(args.db) if args.db else None).close()      # a bad --db fails before the run
+    rc = cmd_run(args)
+    path = getattr(args, "result_path", None)
+    if path is None:
+        return rc or EXIT_FAILED
+    return nightly.after_run(path, Path(args.db) if args.db else None, out, args.threshold) or rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -247,10 +316,45 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--target", default=None)
     doc.set_defaults(func=cmd_doctor)
 
-    rep = sub.add_parser("report", help="render result files as Markdown")
+    rep = sub.add_parser("report", help="render result files as Markdown (stdout), or as "
+                         "HTML with plots and diagrams and Markdown files")
     rep.add_argument("results", nargs="+")
+    rep.add_argument("--html", metavar="OUT.html", help="write a self-contained HTML report")
+    rep.add_argument("--md", metavar="OUT.md", help="write the Markdown report")
     rep.add_argument("--pyperf", metavar="OUT.json", help="export as pyperf JSON for compare_to")
     rep.set_defaults(func=cmd_report)
+
+    from reports.compare import DEFAULT_THRESHOLD_PCT
+    cmp = sub.add_parser("compare", help="per case deltas against the first result, with "
+                         "significance; exit 1 on a regression")
+    cmp.add_argument("results", nargs="+", metavar="RESULT.json")
+    cmp.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                     help=f"flag significant changes for the worse beyond PCT%% (default "
+                          f"{DEFAULT_THRESHOLD_PCT:g})")
+    cmp.add_argument("--force", action="store_true",
+                     help="compare runs of different machines or suites anyway")
+    cmp.add_argument("--md", metavar="OUT.md")
+    cmp.add_argument("--html", metavar="OUT.html")
+    cmp.set_defaults(func=cmd_compare)
+
+    hist = sub.add_parser("history", help="runs stored in SQLite: add, list, plot trends")
+    hist.add_argument("action", choices=("add", "list", "plot"))
+    hist.add_argument("results", nargs="*", metavar="RESULT.json", help="for add")
+    hist.add_argument("--db", help="SQLite file (default: $XDG_DATA_HOME/copybench/history.sqlite3)")
+    hist.add_argument("--suite", help="only this suite (list, plot)")
+    hist.add_argument("--out", metavar="OUT.html", help="plot: where (default history.html)")
+    hist.set_defaults(func=cmd_history)
+
+    night = sub.add_parser("nightly", conflict_handler="resolve",
+                           help="run + store in the history + report + compare with the "
+                           "previous comparable run; exit 1 on a regression")
+    night._add_container_actions(run)       # every `bench run` option, the same way
+    night.add_argument("--db", help="SQLite history (default: $XDG_DATA_HOME/copybench/"
+                       "history.sqlite3)")
+    night.add_argument("--out", default="nightly", help="directory for the night's results and "
+                       "reports (default: nightly)")
+    night.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT")
+    night.set_defaults(func=cmd_nightly)
 
     for optional in ("bench.lab.cli", "bench.trace_cmd"):
         try:

@@ -149,10 +149,25 @@ def from_json(doc: dict, source: str = "<dict>") -> RunResult:
 
 
 def load(path: Path) -> RunResult:
+    """One result file, or one clear UsageError naming the fix (never a traceback): missing,
+    a directory, empty, unreadable, truncated or corrupt JSON, unknown or newer schema."""
+    path = Path(path)
+    fix = "pass a result JSON written by `bench run`"
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not a result file", fix + " (e.g. results/*.json)")
     try:
-        doc = json.loads(Path(path).read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UsageError(f"result file {path} not found", "pass a path written by `bench run`") from None
+        raise UsageError(f"result file {path} not found", fix) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", fix) from None
+    if not text.strip():
+        raise UsageError(f"{path} is empty (a run killed before its first write?)", fix)
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON ({exc})", "pass a result written by `bench run`") from None
-    return from_json(doc, str(path))
+        raise UsageError(f"{path} is not valid JSON, truncated or corrupt ({exc})", fix) from None
+    try:
+        return from_json(doc, str(path))
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise UsageError(f"{path} is a corrupt copybench result ({exc})", fix) from None
