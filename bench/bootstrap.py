@@ -28,6 +28,8 @@ RUN_PACKAGES = [
 LAB_PACKAGES = [
     "qemu-system-x86", "qemu-utils", "mmdebstrap", "openssh-client", "e2fsprogs",
 ]
+# The test suite: the HTML report is opened in headless Chromium (tests/unit/test_report_screenshot.py).
+TEST_PACKAGES = ["chromium"]
 
 
 def kernel_needs_lab(proc: Path = Path("/proc")) -> bool:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if lab and not args.tests:
         say("this kernel loads no modules (no kprobe module, no soft-RoCE): installing the lab "
             "VM's tools, where `bench run --suite socket-vs-rdma` runs its exact counts and RDMA")
-    pkgs = RUN_PACKAGES + (LAB_PACKAGES if lab else [])
+    pkgs = RUN_PACKAGES + (LAB_PACKAGES if lab else []) + (TEST_PACKAGES if args.tests else [])
     headers = kernel_headers()
     if headers:
         pkgs.append(headers)     # exact counts with our kprobe module on a stock Debian kernel
