@@ -28,6 +28,7 @@ SIDES = {"tx": 0, "rx": 1}
 CPU_SIDES = ("tx", "rx")          # --cpus SENDER,RECEIVER
 TOPOLOGY_TIMEOUT_S = 120.0        # creating two netns and a veth pair on a TCG guest
 TOPOLOGY_IDLE_S = 4 * 3600.0      # a node's topology goes away after this long without a command
+REMOTE_LISTEN_S = 60.0     # a reference server on a node: ssh + Python + the tool, maybe under TCG
 NODE_FACTS = ("import json, os, shutil, sys; print(json.dumps({'uid': os.geteuid(), 'missing': "
               "[t for t in sys.argv[1:] if not shutil.which(t)], "
               "'cpus': sorted(os.sched_getaffinity(0))}))")   # argv: the tools it must have
@@ -185,13 +186,16 @@ class RemotePlacement:
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
                        netns: str | None = None) -> None:
         node = self.sides[side]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            res = self.target.run(node, [self.target.remote_bench, "nsexec", netns or "-", "--",
-                                         "ss", "-Hltn", f"sport = :{port}"], check=False, timeout=30)
-            if res.stdout.strip():
-                return
-            time.sleep(0.3)
+        # One SSH call that polls on the node: each call starts ssh and Python there, seconds
+        # under emulation (TCG), so polling from here would see one or two tries in `timeout`.
+        # The node's own start-up counts too: at least REMOTE_LISTEN_S.
+        wait = max(timeout, REMOTE_LISTEN_S)
+        poll = (f"end=$(( $(date +%s) + {int(wait)} )); while [ $(date +%s) -lt $end ]; do "
+                f"ss -Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.3; done; exit 1")
+        res = self.target.run(node, [self.target.remote_bench, "nsexec", netns or "-", "--",
+                                     "sh", "-c", poll], check=False, timeout=wait + 60)
+        if res.returncode == 0:
+            return
         raise UsageError(f"reference server on {self.target.host(node).name} did not listen "
                          f"on port {port}", "check iperf3 there, or use --no-reference")
 

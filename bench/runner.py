@@ -519,7 +519,10 @@ class Runner:
         server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
                                           + reference.server_cpu_argv(rx_cpu)))
         try:
-            pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns)
+            try:
+                pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns)
+            except UsageError as exc:        # the reference row says so; ours stand
+                return {"tool": "iperf3", "error": f"{exc.message} (fix: {exc.fix})"}
             client = self._spawn(pl.tool_argv("tx", ep.tx_netns, reference.client_argv(
                 case.workload, ep.rx_addr, port, case.size, case.duration, case.count,
                 buffer=self.buffer, cpu=tx_cpu)))
