@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.results import RunResult, from_json
+from bench.results import RunResult, dig, from_json
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -150,7 +150,7 @@ class History:
                          m.get("git_sha"), source, doc))
                     run_id = cur.lastrowid
                     for c in result.cases:
-                        vals = {k: [v for v in (_dig(s, k) for s in c.measured()) if v is not None]
+                        vals = {k: [v for v in (dig(s, k) for s in c.measured()) if v is not None]
                                 for k in ("gbps", "cpu_s_per_gb.sender", "cpu_s_per_gb.receiver")}
                         med = {k: statistics.median(v) if v else None for k, v in vals.items()}
                         cur.execute("INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -208,11 +208,3 @@ class History:
         for case_id, started, gbps in rows:
             out.setdefault(case_id, []).append((started, gbps))
         return out
-
-
-def _dig(d: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d

@@ -56,7 +56,7 @@ class CaseResult:
     def stat(self, key: str, which: str = "samples") -> dict | None:
         """median, spread (min-max, 95% interval), mean, stdev of a numeric per-sample field
         (dotted keys allowed), over the measured samples."""
-        values = [v for v in (_dig(s, key) for s in self.measured(which)) if v is not None]
+        values = [v for v in (dig(s, key) for s in self.measured(which)) if v is not None]
         return summarize(values)
 
 
@@ -108,7 +108,8 @@ def summarize(values: list[float]) -> dict | None:
     }
 
 
-def _dig(d: dict, dotted: str):
+def dig(d: dict, dotted: str):
+    """d['a']['b'] for 'a.b'; None where any part is missing."""
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
             return None

@@ -18,6 +18,7 @@ from html import escape
 
 from bench.errors import UsageError
 from bench.results import CaseResult, RunResult
+from reports.markdown import md_table
 
 # (per-sample key, label, +1: higher is better / -1: lower is better)
 METRICS = (
@@ -81,8 +82,8 @@ class Delta:
 
 
 def _values(cr: CaseResult, key: str) -> list[float]:
-    from bench.results import _dig
-    return [v for v in (_dig(s, key) for s in cr.measured()) if isinstance(v, (int, float))]
+    from bench.results import dig
+    return [v for v in (dig(s, key) for s in cr.measured()) if isinstance(v, (int, float))]
 
 
 def machine(result: RunResult) -> dict:
@@ -186,9 +187,7 @@ def markdown(cmp: Comparison) -> str:
              f"significant change for the worse beyond {cmp.threshold_pct:g}%.", ""]
     lines += [f"- {n}" for n in cmp.notes]
     for name, ds in zip(cmp.names[1:], cmp.deltas, strict=True):
-        lines += ["", f"## {name}", "", "| " + " | ".join(HEAD) + " |",
-                  "|" + "|".join("---" for _ in HEAD) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in _rows(ds)]
+        lines += ["", f"## {name}", "", *md_table(HEAD, _rows(ds))]
     regs = cmp.regressions
     lines += ["", f"**{len(regs)} regression(s)**" + (": " + ", ".join(
         f"{d.case} {d.metric} {d.change_pct:+.1f}%" for d in regs) if regs else "")]

@@ -6,12 +6,15 @@ from bench.results import RunResult
 from reports.tables import COLUMNS, fmt, rows
 
 
+def md_table(header: list[str], body: list) -> list[str]:
+    """A Markdown table's lines; cells formatted by `fmt`, a `|` inside a cell made `/`."""
+    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            + ["| " + " | ".join(fmt(v).replace("|", "/") for v in r) + " |" for r in body])
+
+
 def table(result: RunResult) -> str:
-    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt(getattr(r, key)).replace("|", "/") for key, _ in COLUMNS) + " |"
-            for r in rows(result)]
-    return "\n".join([head, sep, *body])
+    return "\n".join(md_table([title for _, title in COLUMNS],
+                              [[getattr(r, key) for key, _ in COLUMNS] for r in rows(result)]))
 
 
 COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
@@ -125,9 +128,7 @@ def copies_table(result: RunResult) -> str | None:
                      + "; share = model time / the agent's CPU time in the traced sample")
     lines = []
     if rows:
-        lines = ["| " + " | ".join(COPY_COLUMNS) + " |",
-                 "|" + "|".join("---" for _ in COPY_COLUMNS) + "|"]
-        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows] + [""]
+        lines = md_table(COPY_COLUMNS, rows) + [""]
     return "\n".join(lines + notes)
 
 
@@ -171,9 +172,7 @@ def syscalls_table(result: RunResult) -> str | None:
         return None
     lines = []
     if rows:
-        lines = ["| " + " | ".join(SYSCALL_COLUMNS) + " |",
-                 "|" + "|".join("---" for _ in SYSCALL_COLUMNS) + "|"]
-        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows] + [""]
+        lines = md_table(SYSCALL_COLUMNS, rows) + [""]
     return "\n".join(lines + notes)
 
 

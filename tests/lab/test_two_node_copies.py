@@ -162,3 +162,33 @@ def test_a_dead_runner_leaves_no_tracer_on_the_nodes(two_nodes):
             if n.proc is not None:
                 n.proc.close(grace=1)
                 n.proc = None
+
+
+def test_rdma_write_across_the_link_on_each_nodes_own_soft_roce(two_nodes, tmp_path):
+    """The main suite's RDMA row across two kernels: each side on its own node's rxe0 (on the
+    link's eth1, RoCE v2 GID of its link address), perftest beside it on the same devices,
+    zero socket copies on the data path and soft-RoCE's own copies counted on both nodes."""
+    n = 64
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--suite", "socket-vs-rdma",
+                        "--target", "lab", "--workload", "rdma_write", "--sizes", str(SIZE),
+                        "--bytes", str(n * SIZE), "--repeat", "1", "--no-warmup",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    doc = json.loads(next(Path(tmp_path).glob("socket-vs-rdma-*.json")).read_text())
+    (c,) = doc["cases"]
+    assert c["id"] == f"rdma_write-{SIZE}-link" and c["status"] == "ok", c
+    devs = c["network"]["rdma"]
+    for side, addr_hex in (("tx", "c612:0001"), ("rx", "c612:0002")):   # 198.18.0.1 / .2
+        d = devs[side]
+        assert d["soft"] and not d["created"] and d["netdev"] == "eth1", d
+        assert d["gid"].endswith(addr_hex), d
+    s = c["samples"][0]
+    assert (s["messages"], s["bytes"], s["payload_errors"]) == (n, n * SIZE, 0), s
+    ref = c["reference"][0]
+    assert ref["tool"] == "ib_write_bw" and "error" not in ref and ref["gbps"] > 0, ref
+    cp = c["copies"]
+    assert cp["status"] == "ok", cp
+    for side in ("sender", "receiver"):
+        assert (cp["sides"][side]["calls"], cp["sides"][side]["bytes"]) == (0, 0), cp["sides"]
+    sr = cp["sides"]["soft-RoCE"]
+    assert "rxe_mr_copy" in sr["symbols"] and sr["bytes"] >= 2 * n * SIZE, sr
