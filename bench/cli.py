@@ -72,7 +72,8 @@ def _overrides(args, topology: str | None = None):
     return plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
                           repeat=args.repeat, topology=topology,
                           workloads=tuple(args.workload) if args.workload else None,
-                          reference=False if args.no_reference else None, batch=args.batch)
+                          reference=False if args.no_reference else None, batch=args.batch,
+                          queue_depth=getattr(args, "queue_depth", None))
 
 
 def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, help="samples per case")
     run.add_argument("--workload", action="append", help="only these workloads (repeatable)")
     run.add_argument("--batch", type=int, help="UDP datagrams per system call (sendmmsg/recvmmsg)")
+    run.add_argument("--queue-depth", type=int, metavar="N",
+                     help="io_uring requests in flight per submission (1-32768, default: the "
+                          "suite's queue_depth, else 32)")
     run.add_argument("--copies", default="auto", metavar="BACKEND",
                      help="count the kernel's copies in one extra traced sample per case: auto "
                           "(default: the most exact backend per copy point), kmod, bpftrace, "

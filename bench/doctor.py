@@ -113,7 +113,19 @@ def check_copy_counting() -> Check:
                  "" if exact else "exact per-copy counts (kprobes): `--target lab`")
 
 
-def check_io_uring() -> Check:
+def io_uring_sysctl(roots: Roots = Roots()) -> int | None:
+    """kernel.io_uring_disabled (6.6+): 0 allowed, 1 only for io_uring_group/CAP_SYS_ADMIN,
+    2 off for everyone; None where the kernel has no such sysctl."""
+    try:
+        return int((roots.proc / "sys/kernel/io_uring_disabled").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+IO_URING_ENABLE_FIX = "sysctl -w kernel.io_uring_disabled=0 (as root), or use a kernel ≥6.0"
+
+
+def check_io_uring(roots: Roots = Roots()) -> Check:
     libc = ctypes.CDLL(None, use_errno=True)
     params = ctypes.create_string_buffer(120)  # struct io_uring_params
     fd = libc.syscall(425, 1, params)  # __NR_io_uring_setup on x86-64 and arm64
@@ -121,8 +133,111 @@ def check_io_uring() -> Check:
         os.close(fd)
         return Check("io_uring", True, "io_uring_setup works")
     err = ctypes.get_errno()
+    disabled = io_uring_sysctl(roots)
+    if disabled:
+        who = "for every process" if disabled >= 2 else "outside kernel.io_uring_group"
+        return Check("io_uring", False, f"io_uring is disabled by sysctl kernel.io_uring_disabled="
+                     f"{disabled} ({who}): io_uring_setup failed: {os.strerror(err)}",
+                     IO_URING_ENABLE_FIX)
     return Check("io_uring", False, f"io_uring_setup failed: {os.strerror(err)}",
-                 "enable io_uring (sysctl kernel.io_uring_disabled=0) or use a kernel ≥5.19")
+                 IO_URING_ENABLE_FIX)
+
+
+def _io_uring_ops(roots: Roots, name: str, ops: tuple[str, ...], why: str) -> Check:
+    """Opcodes this kernel's io_uring offers (io_uring_get_probe, through the binding)."""
+    base = check_io_uring(roots)
+    if not base.ok:
+        return Check(name, False, f"io_uring itself is unavailable ({base.detail})", base.fix)
+    try:
+        import liburing
+    except ImportError:
+        return Check(name, False, "the io_uring binding (Python liburing) is not installed",
+                     "python3 -m bench.bootstrap")
+    probe = liburing.io_uring_get_probe()
+    if probe.last_op is None:      # the probe could not be made: no pointer to ask
+        return Check(name, False, "io_uring_get_probe failed", base.fix)
+    try:
+        missing = [op for op in ops if not liburing.io_uring_opcode_supported(
+            probe, getattr(liburing.io_uring_op, op))]
+    finally:
+        liburing.io_uring_free_probe(probe)
+    if missing:
+        return Check(name, False, f"this kernel's io_uring lacks {', '.join(missing)} ({why})",
+                     "use a newer kernel (`bench lab up`, then `--target lab`)")
+    return Check(name, True, f"{', '.join(ops)} supported")
+
+
+def check_io_uring_fixed_rw(roots: Roots = Roots()) -> Check:
+    return _io_uring_ops(roots, "io_uring_fixed_rw",
+                         ("IORING_OP_READ_FIXED", "IORING_OP_WRITE_FIXED"),
+                         "registered-buffer reads and writes, Linux 5.1")
+
+
+def check_io_uring_send_zc(roots: Roots = Roots()) -> Check:
+    return _io_uring_ops(roots, "io_uring_send_zc", ("IORING_OP_SEND_ZC",),
+                         "zerocopy send, Linux 6.0")
+
+
+def check_io_uring_recv_multishot(roots: Roots = Roots()) -> Check:
+    """Multishot recv selecting provided buffers has no opcode of its own: try one (Linux 6.0)
+    on a socketpair — one byte in, one completion that names a buffer and says more follow."""
+    c = _io_uring_ops(roots, "io_uring_recv_multishot",
+                      ("IORING_OP_RECV", "IORING_OP_PROVIDE_BUFFERS"), "provided buffers")
+    if not c.ok:
+        return c
+    import errno as errno_mod
+
+    import liburing
+    from workloads.io_uring import BGID, constants
+    k = constants()
+    ring = liburing.io_uring()
+    a, b = socket.socketpair()
+    pool, dummy = bytearray(64), bytearray(1)
+    try:
+        liburing.io_uring_queue_init(4, ring, 0)
+    except OSError as exc:
+        a.close()
+        b.close()
+        return Check("io_uring_recv_multishot", False, f"io_uring_setup: {exc}", IO_URING_ENABLE_FIX)
+    try:
+        cqe = liburing.io_uring_cqe()
+        sqe = liburing.io_uring_get_sqe(ring)
+        liburing.io_uring_prep_provide_buffers(sqe, memoryview(pool), 32, 2, BGID, 0)
+        liburing.io_uring_sqe_set_data64(sqe, 1)
+        sqe = liburing.io_uring_get_sqe(ring)
+        liburing.io_uring_prep_recv_multishot(sqe, a.fileno(), dummy, 0, 0)
+        liburing.io_uring_sqe_set_flags(sqe, k["IOSQE_BUFFER_SELECT"])
+        liburing.io_uring_sqe_set_data64(sqe, 2)
+        b.send(b"x")
+        got = {}
+        for _ in range(4):
+            try:
+                liburing.io_uring_submit_and_wait_timeout(ring, cqe, 1, liburing.timespec(1.0))
+            except OSError:
+                break
+            while liburing.io_uring_peek_cqe(ring, cqe) == 0:
+                got[cqe.user_data] = (cqe.res, cqe.flags)
+                liburing.io_uring_cqe_seen(ring, cqe)
+            if 2 in got:
+                break
+        res, flags = got.get(2, (-errno_mod.ETIME, 0))
+        ok = res == 1 and flags & k["CQE_F_MORE"] and flags & k["CQE_F_BUFFER"]
+        b.close()          # ends the multishot before the ring goes
+        a.shutdown(socket.SHUT_RDWR)
+        try:
+            liburing.io_uring_submit_and_wait_timeout(ring, cqe, 1, liburing.timespec(0.5))
+        except OSError:
+            pass
+    finally:
+        liburing.io_uring_queue_exit(ring)
+        a.close()
+        b.close()
+    if ok:
+        return Check("io_uring_recv_multishot", True, "multishot recv with provided buffers works")
+    why = os.strerror(-res) if res < 0 else f"result {res}, flags {flags:#x}"
+    return Check("io_uring_recv_multishot", False,
+                 f"multishot recv with provided buffers does not work here ({why}; Linux 6.0+)",
+                 "use a newer kernel (`bench lab up`, then `--target lab`)")
 
 
 def check_so_zerocopy() -> Check:
@@ -189,7 +304,9 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         check_tracefs(roots),
         check_tool("bpftrace", "bpftrace", "bpftrace tracer backend"),
         *([check_copy_counting()] if roots == Roots() else []),   # needs the real kernel
-        check_io_uring(),
+        check_io_uring(roots),
+        *([check_io_uring_fixed_rw(roots), check_io_uring_send_zc(roots),
+           check_io_uring_recv_multishot(roots)] if _has_liburing() else []),
         check_so_zerocopy(),
         check_rdma(roots),
         check_pyverbs(),
@@ -202,8 +319,16 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
     ]
 
 
+def _has_liburing() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("liburing") is not None
+
+
 CAPABILITY_CHECKS = {
-    "io_uring": lambda roots: check_io_uring(),
+    "io_uring": check_io_uring,
+    "io_uring_fixed_rw": check_io_uring_fixed_rw,
+    "io_uring_send_zc": check_io_uring_send_zc,
+    "io_uring_recv_multishot": check_io_uring_recv_multishot,
     "so_zerocopy": lambda roots: check_so_zerocopy(),
     "rdma_device": check_rdma,
     "pyverbs": lambda roots: check_pyverbs(),

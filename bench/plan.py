@@ -24,6 +24,13 @@ class Overrides:
     workloads: tuple[str, ...] | None = None
     reference: bool | None = None
     batch: int | None = None
+    queue_depth: int | None = None
+
+
+# io_uring requests in flight per submission when the suite says nothing; the kernel refuses
+# rings above IORING_MAX_ENTRIES (io_uring/io_uring.h), so deeper queues are a usage error.
+DEFAULT_QUEUE_DEPTH = 32
+MAX_QUEUE_DEPTH = 32768
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,13 @@ class Case:
     skip_reason: str | None = None
     skip_fix: str | None = None
     rdma: RdmaParams | None = None   # RDMA cases: queue depth, inline threshold, signalling
+    queue_depth: int | None = None   # io_uring cases: requests in flight per submission
 
     @property
     def id(self) -> str:
         suffix = f"-b{self.batch}" if self.batch > 1 else ""
+        if self.queue_depth is not None and self.queue_depth != DEFAULT_QUEUE_DEPTH:
+            suffix += f"-q{self.queue_depth}"
         return f"{self.workload}-{self.size}-{self.topology}{suffix}"
 
 
@@ -77,6 +87,12 @@ class Plan:
     @property
     def topologies(self) -> set[str]:
         return {c.topology for c in self.cases if c.skip_reason is None}
+
+
+def _check_queue_depth(n) -> None:
+    if n is not None and not 1 <= n <= MAX_QUEUE_DEPTH:
+        raise UsageError(f"queue depth {n}: must be between 1 and {MAX_QUEUE_DEPTH} (the kernel's "
+                         "IORING_MAX_ENTRIES)", "pass e.g. --queue-depth 32")
 
 
 def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
@@ -109,7 +125,10 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     default_topology = ov.topology or d.get("topology", "veth")
     reference = ov.reference if ov.reference is not None else d.get("reference", True)
     batch = ov.batch if ov.batch is not None else d.get("batch", 1)
+    depth = ov.queue_depth if ov.queue_depth is not None else d.get("queue_depth",
+                                                                        DEFAULT_QUEUE_DEPTH)
     _check_common(duration, nbytes, repeat, default_topology, batch)
+    _check_queue_depth(depth)
     if duration is None:
         duration = MAX_DURATION_CAP if nbytes else DEFAULT_DURATION
     rdma = _rdma_params(d)
@@ -132,6 +151,9 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 eb = ov.batch if ov.batch is not None else (
                     entry.batch if entry.batch is not None else batch)
                 _check_common(None, None, None, None, eb)
+                eq = ov.queue_depth if ov.queue_depth is not None else (
+                    entry.queue_depth if entry.queue_depth is not None else depth)
+                _check_queue_depth(eq)
                 for topo in topologies:
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
@@ -145,6 +167,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         skip_fix=(wl.not_built_fix if not wl.built
                                   else missing[1] if missing else None),
                         rdma=rdma if wl.transport == "rdma" else None,
+                        queue_depth=int(eq) if wl.queue_depth else None,
                     )
                     if case.id not in seen:
                         seen.add(case.id)

@@ -209,7 +209,9 @@ class Runner:
                                 "batch": case.batch,
                                 "reference": _reference_tool(case) if case.reference else None,
                                 "reference_note": reference.peer_note(case.workload, case.batch),
-                                **({"rdma": case.rdma.to_json()} if case.rdma else {})})
+                                **({"rdma": case.rdma.to_json()} if case.rdma else {}),
+                                **({"queue_depth": case.queue_depth}
+                                   if case.queue_depth is not None else {})})
         self.result.cases.append(cr)
         return cr
 
@@ -408,7 +410,8 @@ class Runner:
     def _run_sample(self, case: Case, ep: Endpoints, tracer=None, syscalls=None) -> dict:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
-                  "rcvbuf": self.buffer, "sndbuf": self.buffer}
+                  "rcvbuf": self.buffer, "sndbuf": self.buffer,
+                  **({"queue_depth": case.queue_depth} if case.queue_depth is not None else {})}
         tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
                                       "cpu": rx_cpu, **self._rdma_config(case, ep, "rx")})
@@ -474,6 +477,10 @@ class Runner:
             sample["zerocopy"] = tx_res["zerocopy"]
         if "zerocopy_receive" in rx_res:
             sample["zerocopy_receive"] = rx_res["zerocopy_receive"]
+        if "io_uring" in tx_res or "io_uring" in rx_res:
+            # setup flags, queue depth, enter calls, short/cancelled requests, buffer group
+            sample["io_uring"] = {"sender": tx_res.get("io_uring"),
+                                  "receiver": rx_res.get("io_uring")}
         if "rdma" in tx_res or "rdma" in rx_res:
             sample["rdma"] = {"sender": tx_res.get("rdma"), "receiver": rx_res.get("rdma"),
                               "device": {"sender": tx_res.get("rdma_device"),

@@ -10,6 +10,7 @@
     sizes = [1472]
     topologies = ["veth"]     # optional, else defaults.topology
     batch = 1                 # optional, else defaults.batch (UDP datagrams per call)
+    queue_depth = 32          # optional, else defaults.queue_depth (io_uring requests per submission)
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 "reference": bool, "batch": int,
                 # RDMA cases (issue 9): send queue depth, inline threshold (B), a signalled
                 # completion every N WRs
-                "rdma_depth": int, "rdma_inline": int, "rdma_signal_every": int}
+                "rdma_depth": int, "rdma_inline": int, "rdma_signal_every": int,
+                # io_uring cases (issue 10): requests in flight per submission
+                "queue_depth": int}
 # What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
 # counts (kprobes) and an RDMA device with pyverbs.
 SUITE_NEEDS = ("exact-copies", "rdma")
-MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int}
+MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int,
+               "queue_depth": int}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class MatrixEntry:
     sizes: tuple[int, ...]
     topologies: tuple[str, ...] = ()
     batch: int | None = None        # overrides defaults.batch for this entry's UDP cases
+    queue_depth: int | None = None  # overrides defaults.queue_depth for its io_uring cases
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,8 @@ def parse(text: str, source: str = "<string>") -> Suite:
         for s in raw["sizes"]:
             _typed(where, "sizes", s, int)
         entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
-                                   tuple(raw.get("topologies", ())), raw.get("batch")))
+                                   tuple(raw.get("topologies", ())), raw.get("batch"),
+                                   raw.get("queue_depth")))
     if not entries:
         raise UsageError(f"suite {source} has no [[matrix]] entries",
                          "add at least one [[matrix]] with workloads and sizes")

@@ -21,6 +21,7 @@ class Workload:
     expected_copies: str = ""
     not_built_fix: str = ""        # what a user can do meanwhile, for workloads not built yet
     python_module: str | None = None   # an optional Python dependency the agents import
+    queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
 
     def missing(self) -> tuple[str, str] | None:
         """(reason, fix) when this machine cannot run the workload's agents, else None."""
@@ -53,11 +54,18 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              "stream", 1 << 20,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
-    Workload("io_uring", "TCP send/recv through io_uring (liburing)", "stream", 64 << 20,
-             needs=("io_uring",), python_module="liburing",
+    Workload("io_uring", "TCP send/recv through io_uring, N linked requests per submission",
+             "stream", 64 << 20, needs=("io_uring",), python_module="liburing", queue_depth=True,
              expected_copies="the same COPY#1 + COPY#4: io_uring saves syscalls, not copies"),
-    Workload("io_uring_zc", "TCP io_uring send_zc_fixed from a registered buffer, recv", "stream",
-             64 << 20, needs=("io_uring",), python_module="liburing",
+    Workload("io_uring_fixed", "TCP io_uring WRITE_FIXED/READ_FIXED, registered buffers both "
+             "sides", "stream", 1 << 20, needs=("io_uring", "io_uring_fixed_rw"),
+             python_module="liburing", queue_depth=True,
+             expected_copies="the same COPY#1 + COPY#4: registered buffers save page pinning, "
+             "not copies"),
+    Workload("io_uring_zc", "TCP io_uring send_zc_fixed from a registered buffer, multishot recv "
+             "into provided buffers", "stream", 64 << 20,
+             needs=("io_uring", "io_uring_send_zc", "io_uring_recv_multishot"),
+             python_module="liburing", queue_depth=True,
              expected_copies="send copy vanishes when the kernel reports real zerocopy; recv copies"),
     Workload("rdma_write", "RDMA WRITE on an RC QP, WRITE_WITH_IMM per window (pyverbs)", "rdma",
              64 << 20, needs=("rdma_device", "pyverbs"), reference="ib_write_bw",

@@ -118,7 +118,7 @@ def test_builtin_suites_load_and_expand():
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
     assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring",
-                         "io_uring_zc", "rdma_write", "rdma_send"}
+                         "io_uring_fixed", "io_uring_zc", "rdma_write", "rdma_send"}
 
 
 def test_batch_applies_to_datagrams_only_and_is_in_the_id():
@@ -191,3 +191,48 @@ def test_auto_chooses_one_place_and_says_why():
     doc = boot.to_json(booted=True)
     assert doc["requested"] == "auto" and doc["chosen"] == "lab" and doc["booted_by_this_run"]
     assert doc["unmet_here"] == unmet
+
+
+URING = """
+name = "u"
+[defaults]
+queue_depth = 8
+[[matrix]]
+workloads = ["io_uring", "io_uring_fixed", "tcp"]
+sizes = [4096]
+[[matrix]]
+workloads = ["io_uring_zc"]
+sizes = [4096]
+queue_depth = 32
+"""
+
+
+def test_queue_depth_is_carried_to_io_uring_cases_only_and_named_in_the_id():
+    p = plan.expand(suite.parse(URING))
+    got = {c.id: c for c in p.cases}
+    assert got["io_uring-4096-veth-q8"].queue_depth == 8
+    assert got["io_uring_fixed-4096-veth-q8"].queue_depth == 8
+    assert got["io_uring_zc-4096-veth"].queue_depth == 32       # the entry's own; the default
+    assert got["tcp-4096-veth"].queue_depth is None
+    over = plan.expand(suite.parse(URING), plan.Overrides(queue_depth=64))
+    assert {c.queue_depth for c in over.cases if c.workload != "tcp"} == {64}
+
+
+@pytest.mark.parametrize("depth", [0, -1, 32769])
+def test_queue_depth_outside_the_kernels_limit_is_a_usage_error(depth):
+    with pytest.raises(UsageError, match="queue depth"):
+        plan.expand(suite.parse(URING), plan.Overrides(queue_depth=depth))
+    with pytest.raises(UsageError, match="queue depth"):
+        plan.expand(suite.parse(URING.replace("queue_depth = 8", f"queue_depth = {depth}")))
+
+
+@pytest.mark.parametrize("depth", ["0", "40000"])
+def test_bad_queue_depth_on_the_command_line_exits_2_before_the_run(depth, tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--suite", "socket-vs-rdma",
+                        "--workload", "io_uring", "--queue-depth", depth, "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"queue depth {depth}" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())        # nothing ran, no result file
