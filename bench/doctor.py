@@ -188,6 +188,7 @@ def check_io_uring_recv_multishot(roots: Roots = Roots()) -> Check:
     import errno as errno_mod
 
     import liburing
+
     from workloads.io_uring import BGID, constants
     k = constants()
     ring = liburing.io_uring()

@@ -575,7 +575,7 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
         requests += n
         req_base += n
         broken = False
-        for (phase, length), res in zip(batch, results):
+        for (phase, length), res in zip(batch, results, strict=True):
             if broken or res == -errno.ECANCELED:
                 canceled += res == -errno.ECANCELED
                 carry.append((phase, length))       # sent nothing: again, in order

@@ -22,6 +22,10 @@ from tests.conftest import REPO, agent_pids, bench_cmd
     (["--suite", "smoke", "--repeat", "0"], "at least 1"),
     (["--suite", "smoke", "--copies", "nonsense"], "unknown tracer backend"),
     (["--suite", "smoke", "--batch", "0"], "between 1 and 1024"),
+    (["--suite", "socket-vs-rdma", "--workload", "io_uring", "--queue-depth", "0"],
+     "queue depth 0"),
+    (["--suite", "socket-vs-rdma", "--workload", "io_uring_zc", "--queue-depth", "32769"],
+     "IORING_MAX_ENTRIES"),
 ])
 def test_bad_input_exits_2_with_one_message(run_bench, no_leftovers, args, needle, tmp_path):
     rc, out, err, doc = run_bench("run", *args)

@@ -1,5 +1,7 @@
 """Real UDP/TCP runs through the CLI over veth (root) and loopback, payload verified."""
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.root
@@ -137,22 +139,29 @@ def test_tcp_zerocopy_receive_maps_pages_and_verifies_every_byte(run_bench, root
     assert "TCP_ZEROCOPY_RECEIVE:" in out
 
 
-@pytest.mark.parametrize("workload", ["io_uring", "io_uring_zc"])
+@pytest.mark.parametrize("workload", ["io_uring", "io_uring_fixed", "io_uring_zc"])
 def test_io_uring_paths_deliver_exact_verified_streams(run_bench, root_only, no_leftovers, workload):
     pytest.importorskip("liburing", reason="liburing not installed: python3 -m bench.bootstrap")
     n, size = 300, 65536
     rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
                                   "--workload", workload,
-                                  "--sizes", str(size), "--bytes", str(n * size), "--no-reference")
+                                  "--sizes", str(size), "--bytes", str(n * size), "--no-reference",
+                                  "--queue-depth", "16")
     assert rc == 0, err
-    s = case(doc, f"{workload}-{size}-veth")["samples"][0]
+    c = case(doc, f"{workload}-{size}-veth-q16")
+    assert c["params"]["queue_depth"] == 16
+    s = c["samples"][0]
     assert s["messages"] == n and s["bytes"] == n * size and s["payload_errors"] == 0
+    for side in ("sender", "receiver"):       # what the ring was: recorded per sample
+        ring = s["io_uring"][side]
+        assert ring["queue_depth"] == 16 and ring["setup"], ring
+    assert s["io_uring"]["sender"]["enter_calls"] < n      # batches, not one call per send
     if workload == "io_uring_zc":
         z = s["zerocopy"]
         assert z["all_completed"] and z["completed"] == z["send_calls"] >= n
         assert z["copied"] == z["completed"] and z["copied_bytes"] == n * size   # veth copies
         assert "io_uring send_zc_fixed:" in out
-        tx = case(doc, f"{workload}-{size}-veth")["copies"]["sides"]["sender"]
+        tx = c["copies"]["sides"]["sender"]
         # Not 0 (moved), not 2 (counted twice). On tracepoints a send_zc that io_uring retries
         # outside the submitting syscall cannot be told from a copy: then the figure is a
         # labelled estimate within a send or two of 1.0.
@@ -224,3 +233,27 @@ def test_copies_off_records_why(run_bench, root_only, no_leftovers):
                                   "--no-reference", "--copies", "off")
     assert rc == 0, err
     assert doc["cases"][0]["copies"]["status"] == "off"
+
+
+def test_io_uring_disabled_by_sysctl_is_a_skip_that_names_it(run_bench, root_only, no_leftovers):
+    """kernel.io_uring_disabled=2 (set for the few seconds of the plan, then restored): the
+    io_uring cases are skipped with a reason naming the sysctl, the rest of the suite runs."""
+    knob = Path("/proc/sys/kernel/io_uring_disabled")
+    if not knob.exists():
+        pytest.skip("this kernel has no kernel.io_uring_disabled (Linux < 6.6)")
+    before = knob.read_text().strip()
+    try:
+        knob.write_text("2")
+        rc, out, err, doc = run_bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                      "--workload", "io_uring",
+                                      "--workload", "io_uring_zc", "--sizes", "4096",
+                                      "--no-reference", "--copies", "off", "--duration", "0.2",
+                                      timeout=60)
+    finally:
+        knob.write_text(before)
+    assert rc == 0, err
+    for w in ("io_uring", "io_uring_zc"):
+        c = case(doc, f"{w}-4096-veth")
+        assert c["status"] == "skipped", c
+        assert "kernel.io_uring_disabled=2" in c["reason"], c["reason"]
+        assert "io_uring_disabled=0" in c["fix"]
