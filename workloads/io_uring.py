@@ -1,8 +1,9 @@
 """TCP through io_uring (liburing): which copies remain with each io_uring mode, with a batch
 of requests in flight as io_uring is meant to be used.
 
-  io_uring        send / recv through the ring: the same copies as send()/recv()
-                  (COPY#1 + COPY#4); io_uring saves system calls, not copies.
+  io_uring        send through the ring, recv with one multishot recv into provided buffers:
+                  the same copies as send()/recv() (COPY#1 + COPY#4); io_uring saves system
+                  calls, not copies.
   io_uring_fixed  registered buffers on both sides (io_uring_register_buffers): WRITE_FIXED
                   on the socket from registered pattern buffers, READ_FIXED into registered
                   receive buffers. Still COPY#1 + COPY#4: a registered buffer saves the page
@@ -36,13 +37,18 @@ Order on one TCP socket — why the requests are linked:
     fixed send goes out from the registered buffer whose pattern phase matches, so it stays a
     fixed-buffer write.
   * N recvs in flight on one socket into N buffers are not ordered either (each waits for
-    POLLIN on its own; which one gets the next bytes is a race), so the plain receiver links
-    its N recvs too (recv without MSG_WAITALL: a short recv is a success and the chain goes
-    on) and verifies the buffers in chain order.
-  * The io_uring_zc receiver uses one multishot recv with buffer selection: one request on the
+    POLLIN on its own; which one gets the next bytes is a race). The io_uring and io_uring_zc
+    receivers therefore use one multishot recv with buffer selection: one request on the
     socket, its completions posted in stream order, each naming the provided buffer (bid) that
-    holds its bytes. A group that runs dry ends the multishot with -ENOBUFS; the receiver gives
-    the consumed buffers back and re-arms, and counts it (`enobufs_rearms`).
+    holds its bytes, N buffers in the group. A group that runs dry ends the multishot with
+    -ENOBUFS; the receiver gives the consumed buffers back and re-arms, and counts it
+    (`enobufs_rearms`). The io_uring_fixed receiver links its N READ_FIXED (above); receiver
+    mode "linked" does the same with N plain recvs (recv without MSG_WAITALL: a short recv is
+    a success and the chain goes on), verified in chain order — it measured slower than
+    multishot here, so no workload uses it by default.
+  * Plain and fixed sends carry IOSQE_CQE_SKIP_SUCCESS (all but the last of a chain): a full
+    success posts no CQE. A failing one posts its CQE and the kernel then skips the CQEs of the
+    rest of the chain (REQ_F_SKIP_LINK_CQES) — they were cancelled. send_zc refuses the flag.
 
 The binding (PyPI liburing 2024.5.3) lacks two things this needed, so the closest supported
 path is taken: its io_uring_setup_buf_ring raises MemoryError even on success (and
@@ -284,7 +290,9 @@ def _deadline(cfg: dict) -> float:
 
 
 # == receiving ================================================================================
-def receiver(cfg: dict, io: AgentIO, mode: str = "plain") -> dict:
+def receiver(cfg: dict, io: AgentIO, mode: str = "multishot") -> dict:
+    """mode: multishot (recv multishot into provided buffers: io_uring, io_uring_zc), linked
+    (N linked recvs), fixed (N linked READ_FIXED into registered buffers: io_uring_fixed)."""
     size = int(cfg["size"])
     depth = queue_depth(cfg)
     lsock, bufs = listen_stream(cfg)
@@ -442,9 +450,18 @@ def _recv_multishot(ring: Ring, fd: int, pool: bytearray, bs: int, nbufs: int, v
                 armed = False
         if not armed:
             ring.inflight = 0
-        for bid in back:          # queued before a re-arm: the group has buffers again first
+        # Consumed buffers go back, queued before a re-arm so the group has buffers first; the
+        # kernel hands them out in the order given (FIFO), so they come back in runs of
+        # consecutive ids: one PROVIDE_BUFFERS per run.
+        i, nb = 0, len(back)
+        while i < nb:
+            start = j = back[i]
+            i += 1
+            while i < nb and back[i] == j + 1:
+                j = back[i]
+                i += 1
             s = ring.sqe()
-            provide(s, mv[bid * bs:(bid + 1) * bs], bs, 1, BGID, bid)
+            provide(s, mv[start * bs:(j + 1) * bs], bs, j - start + 1, BGID, start)
             set_flags(s, skip)
             set_data(s, TAG_PROVIDE)
         if not armed and not eof:
@@ -512,6 +529,10 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
     set_flags, set_data = L.io_uring_sqe_set_flags, L.io_uring_sqe_set_data64
     prep_send, prep_zc, prep_wf = (L.io_uring_prep_send, L.io_uring_prep_send_zc_fixed,
                                    L.io_uring_prep_write_fixed)
+    get_sqe, r = L.io_uring_get_sqe, ring.ring
+    zc = mode == "zc"
+    # send_zc refuses IOSQE_CQE_SKIP_SUCCESS (its CQE says whether a notification follows)
+    link_flags = link if zc else link | K["IOSQE_CQE_SKIP_SUCCESS"]
     views = getattr(src, "views", None)
     bufs = getattr(src, "bufs", None)
     sent = 0              # whole messages handed to the ring (the stream's next message)
@@ -539,22 +560,29 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
         if not batch:
             break
         n = len(batch)
+        last = n - 1
         for i, (phase, length) in enumerate(batch):
-            s = ring.sqe()
-            if mode == "plain":
-                prep_send(s, fd, views[phase][:length], length, MSG_WAITALL)
-            elif mode == "zc":
-                prep_zc(s, fd, views[phase][:length], length, 0, MSG_WAITALL, report)
+            sqe = get_sqe(r)             # never full: a batch is at most `depth` <= SQ entries
+            if mode == "fixed":
+                prep_wf(sqe, fd, bufs[phase], length, 0, phase)
             else:
-                prep_wf(s, fd, bufs[phase], length, 0, phase)
-            if i < n - 1:
-                set_flags(s, link)
-            set_data(s, req_base + i + 1)
+                view = views[phase] if length == size else views[phase][:length]
+                if zc:
+                    prep_zc(sqe, fd, view, length, 0, MSG_WAITALL, report)
+                else:
+                    prep_send(sqe, fd, view, length, MSG_WAITALL)
+            if i < last:
+                set_flags(sqe, link_flags)
+            set_data(sqe, req_base + i + 1)
         ring.inflight = n
-        results = [None] * n
+        # Plain and fixed sends skip the CQE of a full success: what comes back is the failures
+        # (short, error, cancelled) and the last request's CQE, which ends the chain.
+        results = [length for _, length in batch]
+        last_data = req_base + n
         got = 0
-        while got < n:
-            for data, res, flags in ring.submit_wait(n - got):
+        seen_last = False
+        while (got < n) if zc else not seen_last:
+            for data, res, flags in ring.submit_wait(n - got if zc else 1):
                 if flags & f_notif:
                     notifs += 1
                     nbytes = zc_bytes.pop(data, 0)
@@ -564,8 +592,20 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
                             notifs_copied += 1
                             copied_bytes += nbytes
                     continue
-                results[data - req_base - 1] = res
+                idx = data - req_base - 1
+                if idx < 0:
+                    continue           # a late CQE of an earlier batch's cancelled request
+                results[idx] = res
                 got += 1
+                if data == last_data:
+                    seen_last = True
+                elif not zc and res != batch[idx][1]:
+                    # A request with CQE_SKIP_SUCCESS that fails posts its CQE, and the kernel
+                    # then skips the CQEs of the rest of its chain (REQ_F_SKIP_LINK_CQES): they
+                    # were cancelled without running.
+                    for j in range(idx + 1, n):
+                        results[j] = -errno.ECANCELED
+                    seen_last = True
                 if flags & f_more:     # send_zc: a notification follows this CQE
                     notif_expected += 1
                     zc_bytes[data] = max(res, 0)

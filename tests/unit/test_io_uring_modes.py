@@ -33,7 +33,8 @@ class StubIO:
 def transfer(workload: str, size: int, count: int, depth: int = 8, **extra) -> tuple[dict, dict]:
     """The receiver in a forked process (as the agents are: the binding keeps the GIL while it
     waits in io_uring_enter), the sender here."""
-    mod = importlib.import_module(f"workloads.{workload}")
+    mod = importlib.import_module(f"workloads.{workload}") if isinstance(workload, str) \
+        else workload
     cfg = {"size": size, "bind": "127.0.0.1", "queue_depth": depth, "max_seconds": 30, **extra}
     ctx = multiprocessing.get_context("fork")
     parent, child = ctx.Pipe()
@@ -74,6 +75,15 @@ def test_exact_bytes_with_n_in_flight(workload, size):
     assert tx["io_uring"]["setup"] in ("SINGLE_ISSUER|DEFER_TASKRUN", "COOP_TASKRUN", "none")
     # N per submission: far fewer io_uring_enter calls than requests
     assert tx["io_uring"]["enter_calls"] <= tx["io_uring"]["requests"] / 4
+
+
+def test_linked_recv_receiver_mode_keeps_the_stream_exact():
+    import types
+    linked = types.SimpleNamespace(sender=io_uring.sender,
+                                   receiver=lambda cfg, io: io_uring.receiver(cfg, io, "linked"))
+    tx, rx = transfer(linked, 4096, 3000, depth=16)
+    assert rx["io_uring"]["op"] == "recv" and rx["io_uring"]["linked"]
+    assert rx["bad"] == 0 and rx["bytes"] == 3000 * 4096
 
 
 def test_fixed_buffers_round_trip_registered_on_both_sides():
@@ -128,7 +138,9 @@ class FakeRing:
 
         def prep_wf(s, fd, buf, length, off, phase):
             rec.append((phase, length))
+        self.ring = None
         self.L = types.SimpleNamespace(
+            io_uring_get_sqe=lambda ring: object(),
             io_uring_prep_write_fixed=prep_wf, io_uring_prep_send=None,
             io_uring_prep_send_zc_fixed=None, io_uring_sqe_set_flags=lambda s, f: None,
             io_uring_sqe_set_data64=lambda s, d: rec[-1:] and None)
@@ -142,8 +154,16 @@ class FakeRing:
         self._batch.clear()
         self.batches.append(batch)
         base = sum(len(x) for x in self.batches[:-1])
-        return [(base + i + 1, self.script(b, i, length), 0) for i, (_, length) in
-                enumerate(batch)]
+        # As the kernel does with IOSQE_CQE_SKIP_SUCCESS on all but the last: a CQE for each
+        # failure and for the last; after a failure the rest of the chain posts nothing.
+        out = []
+        for i, (_, length) in enumerate(batch):
+            res = self.script(b, i, length)
+            if res != length or i == len(batch) - 1:
+                out.append((base + i + 1, res, 0))
+            if res != length:
+                break
+        return out
 
 
 def test_resubmission_after_a_short_send_keeps_the_stream_exact():
