@@ -238,13 +238,14 @@ class Ring:
         L = self.L
         try:
             if self.inflight > 0:
-                if self.fd >= 0:
+                if self.fd >= 0:      # wakes every request waiting on the socket
                     try:
-                        socket.socket(fileno=os.dup(self.fd)).shutdown(socket.SHUT_RDWR)
+                        with socket.socket(fileno=os.dup(self.fd)) as dup:
+                            dup.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
                 s = L.io_uring_get_sqe(self.ring)
-                if s:
+                if s and self.fd >= 0:
                     L.io_uring_prep_cancel_fd(s, self.fd, self.K["ASYNC_CANCEL_ALL"])
                     L.io_uring_sqe_set_data64(s, 1 << 42)
                 end = now() + 2.0

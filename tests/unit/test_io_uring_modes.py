@@ -198,3 +198,30 @@ def test_resubmission_after_a_short_send_keeps_the_stream_exact():
     assert offset == 20 * 1000
     assert ring.batches[1][0] == ((2 * 1000 + 100) % PERIOD, 900)     # the remainder first
     assert [p for p, _ in ring.batches[1][1:6]] == [(k * 1000) % PERIOD for k in range(3, 8)]
+
+
+def test_close_with_requests_in_flight_cancels_reaps_and_releases(tmp_path):
+    """An error mid-transfer: the ring still has a multishot recv and its provided buffers.
+    close() must cancel and reap them (bounded) and leave no ring fd behind."""
+    import os
+    import socket
+    import time
+
+    from workloads.pattern import StreamVerifier
+    a, b = socket.socketpair()
+    fds0 = len(os.listdir("/proc/self/fd"))
+    ring = io_uring.Ring(8, deadline=time.monotonic() + 1.0)
+    ring.fd = a.fileno()
+    b.send(b"\x00\x01\x02")
+    with pytest.raises(TimeoutError):     # nothing more comes: the deadline ends the wait
+        io_uring._recv_multishot(ring, a.fileno(), bytearray(4 * 64), 64, 4,
+                                 StreamVerifier(64))
+    assert ring.inflight == 1 and ring.provided == (4, 64)
+    t = time.monotonic()
+    ring.close()
+    assert time.monotonic() - t < 3
+    assert not ring.active and ring.provided is None and ring.inflight == 0
+    assert len(os.listdir("/proc/self/fd")) == fds0
+    ring.close()          # twice is harmless
+    a.close()
+    b.close()
