@@ -54,7 +54,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              "stream", 1 << 20,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
-    Workload("io_uring", "TCP send/recv through io_uring, N linked requests per submission",
+    Workload("io_uring", "TCP io_uring send, N linked per submission; multishot recv",
              "stream", 64 << 20, needs=("io_uring",), python_module="liburing", queue_depth=True,
              expected_copies="the same COPY#1 + COPY#4: io_uring saves syscalls, not copies"),
     Workload("io_uring_fixed", "TCP io_uring WRITE_FIXED/READ_FIXED, registered buffers both "
