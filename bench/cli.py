@@ -111,12 +111,10 @@ def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
         if hasattr(reporter, "close"):
             reporter.close()
     print(markdown.table(result))
-    copies = markdown.copies_table(result)
-    if copies:
-        print("\n" + copies)
-    syscalls = markdown.syscalls_table(result)
-    if syscalls:
-        print("\n" + syscalls)
+    for section in (markdown.copies_table, markdown.syscalls_table, markdown.breakeven_table):
+        text = section(result)
+        if text:
+            print("\n" + text)
     print(f"\nresult: {out}", file=sys.stderr)
     from reports import publish
     for path in publish.beside(result, out):

@@ -11,8 +11,10 @@ Schema history (refuse newer, upgrade older when a reader knows how):
       so version 1 files read as they are (no warm-up, no quality: treated as not stated).
   3 — 2026-12: per-case `syscalls` (the agents' system calls counted in the kernel: per side
       calls, calls per GB, per message, top syscalls, quality; which sample counted them);
-      metadata `syscalls_note` and `method.syscalls`. Optional: version 1 and 2 files read as
-      they are, their syscall columns shown as not counted.
+      metadata `syscalls_note` and `method.syscalls`; run `analysis.breakeven` (the zerocopy
+      break-even size per path and topology, bench/crossover.py); cases' `params.queue_depth`
+      and samples' `io_uring`. Optional: version 1 and 2 files read as they are, their
+      syscall columns shown as not counted.
 The fields are described in DESIGN.md ("Result schema"); a unit test keeps the two in step.
 """
 
@@ -69,6 +71,7 @@ class RunResult:
     finished: str | None = None
     status: str = "running"
     reason: str | None = None          # why the run is failed/interrupted
+    analysis: dict = field(default_factory=dict)   # figures computed across cases (breakeven)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict:
@@ -144,8 +147,8 @@ def from_json(doc: dict, source: str = "<dict>") -> RunResult:
         raise UsageError(f"{source} has unknown schema_version {version}",
                          "re-run the benchmark with this copybench")
     cases = [CaseResult(**c) for c in doc.get("cases", [])]
-    fields = {k: doc[k] for k in ("suite", "metadata", "started", "finished", "status", "reason")
-              if k in doc}
+    fields = {k: doc[k] for k in ("suite", "metadata", "started", "finished", "status", "reason",
+                                  "analysis") if k in doc}
     return RunResult(cases=cases, schema_version=version, **fields)
 
 

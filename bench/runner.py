@@ -148,6 +148,10 @@ class Runner:
                 self.reporter.case_done(current)
                 self._save()
                 done = i + 1
+            from bench.crossover import breakeven
+            be = breakeven(self.result)
+            if be:
+                self.result.analysis["breakeven"] = be
             failed = [c.id for c in self.result.cases if c.status == "failed"]
             self.result.status = "failed" if failed else "complete"
             if failed:

@@ -198,6 +198,23 @@ def path_section(f: CaseFigures, result: RunResult) -> str:
             f"{diagrams.path_svg(f)}{_correlation(f)}{_cost(f, result)}{_wire(f)}</details>")
 
 
+def breakeven_section(result: RunResult) -> str:
+    """The zerocopy break-even per path and topology (bench/crossover.py), verdict first."""
+    from reports.markdown import BREAKEVEN_COLUMNS
+    entries = (result.analysis or {}).get("breakeven") or []
+    if not entries:
+        return ""
+    body = [[e["path"], e["topology"], p["size"], p["ratio"],
+             f"{p['ratio_min']:.2f}–{p['ratio_max']:.2f}",
+             None if p.get("zerocopy_fraction") is None else f"{100 * p['zerocopy_fraction']:.0f}%"]
+            for e in entries for p in e["points"]]
+    verdicts = "".join(f"<li><b>{escape(e['path'])}</b> ({escape(e['topology'])}): "
+                       f"{escape(e['verdict'])}</li>" for e in entries)
+    return ("<h3>Zerocopy break-even</h3><ul>" + verdicts + "</ul>"
+            + _table(BREAKEVEN_COLUMNS, body, left_cols=2)
+            + f"<p>{escape(entries[0]['metric'])}; range from the repeats' extremes.</p>")
+
+
 def run_section(result: RunResult, source: str | None) -> str:
     title = f"{result.suite}: {result.status}, started {result.started}"
     return "".join([
@@ -209,6 +226,7 @@ def run_section(result: RunResult, source: str | None) -> str:
         "user on receive; deferred/fallback: copies a zerocopy path moved rather than avoided "
         "(skb_copy_ubufs, completion reports, TCP_ZEROCOPY_RECEIVE copybuf); soft-RoCE: rxe's "
         "own copies. Quality per tracer: exact / estimate / lossy.</p>",
+        breakeven_section(result),
         "<h3>Paths: the seed's diagrams with the measured counts</h3>",
         "".join(path_section(f, result) for f in figures(result)),
         "<h3>Run metadata</h3>", metadata(result),

@@ -176,6 +176,28 @@ def syscalls_table(result: RunResult) -> str | None:
     return "\n".join(lines + notes)
 
 
+BREAKEVEN_COLUMNS = ["path", "topology", "size B", "CPU/GB vs tcp (median)", "range",
+                     "zerocopy sends"]
+
+
+def breakeven_table(result: RunResult) -> str | None:
+    """The zerocopy break-even per path (bench/crossover.py): every size's ratio, then the
+    verdict — "no zerocopy happened" where the kernel copied every send."""
+    entries = result.analysis.get("breakeven") if result.analysis else None
+    if not entries:
+        return None
+    rows, verdicts = [], []
+    for e in entries:
+        for p in e["points"]:
+            zc = p.get("zerocopy_fraction")
+            rows.append([e["path"], e["topology"], p["size"], p["ratio"],
+                         f"{p['ratio_min']:.2f}–{p['ratio_max']:.2f}",
+                         None if zc is None else f"{100 * zc:.0f}%"])
+        verdicts.append(f"- **{e['path']}** ({e['topology']}): {e['verdict']}")
+    return "\n".join(md_table(BREAKEVEN_COLUMNS, rows) + ["", *verdicts, "",
+                     "Metric: " + entries[0]["metric"] + "; range from the repeats' extremes."])
+
+
 def render(result: RunResult) -> str:
     m = result.metadata
     lines = [
@@ -194,6 +216,8 @@ def render(result: RunResult) -> str:
           if copies_table(result) else []),
         *(["## System calls (counted in the kernel, per agent)", "", syscalls_table(result), ""]
           if syscalls_table(result) else []),
+        *(["## Zerocopy break-even", "", breakeven_table(result), ""]
+          if breakeven_table(result) else []),
         "Gbit/s: verified payload bytes at the receiver over its own clock, first to last "
         "verified byte (median of the repeats after one discarded warm-up; min–max and spread = "
         "(max − min) / median). ratio = ours / reference (iperf3 on the same path, size and "
