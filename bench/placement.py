@@ -120,7 +120,8 @@ class LocalPlacement:
                         return
             time.sleep(0.05)
         raise UsageError(f"reference server did not listen on port {port} within {timeout:.0f} s",
-                         "check that iperf3 runs (`iperf3 -s -1`), or use --no-reference")
+                         "check that the reference tool runs (`iperf3 -s -1`, `ib_write_bw`), or "
+                         "use --no-reference")
 
     def teardown(self) -> None:
         for topo in self._topologies.values():
@@ -197,7 +198,8 @@ class RemotePlacement:
         if res.returncode == 0:
             return
         raise UsageError(f"reference server on {self.target.host(node).name} did not listen "
-                         f"on port {port}", "check iperf3 there, or use --no-reference")
+                         f"on port {port}", "check the reference tool there (iperf3, perftest), "
+                         "or use --no-reference")
 
     # -- what the nodes are and can do -----------------------------------------------------
     def sysinfo(self) -> dict:

@@ -35,7 +35,7 @@ def run_perftest(runner, case, ep) -> dict:
         case.workload, rx.device, rx.port, rx.gid_index, json_file=files["server"], **common)))
     try:
         try:
-            pl.wait_listening("rx", server.pid, port, timeout=20)
+            pl.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
         except Exception as exc:      # noqa: BLE001 - the row says why
             return {"tool": tool, "error": f"server did not listen: {exc}"}
         client = runner._spawn(pl.tool_argv("tx", ep.tx_netns, perftest.argv(
