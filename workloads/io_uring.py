@@ -83,6 +83,7 @@ MAX_QUEUE_DEPTH = 32768
 MAX_POOL_BYTES = 64 << 20
 IOVEC_MAX = 60       # the binding's iovec() refuses more buffers (its SC_IOV_MAX)
 WAIT_SLICE = 0.5     # seconds one io_uring_enter may block (see Ring.submit_wait)
+RECV_BATCH_WAIT = 0.001   # a receiver waits this long at most for a fuller batch of CQEs
 BGID = 0             # the provided-buffer group: prep helpers set sqe->buf_index (= buf_group) to 0
 TAG_RECV = 1 << 40   # user_data of the multishot recv (slots are 1..N, so never 0)
 TAG_PROVIDE = 1 << 41
@@ -196,9 +197,10 @@ class Ring:
                 raise RuntimeError("io_uring submission queue stays full")
         return s
 
-    def submit_wait(self, wait_nr: int) -> list[tuple[int, int, int]]:
+    def submit_wait(self, wait_nr: int, slice_s: float = WAIT_SLICE) -> list[tuple[int, int, int]]:
         """Submit what is queued, wait (bounded) for at least `wait_nr` CQEs, return every CQE
-        ready as (user_data, res, flags).
+        ready as (user_data, res, flags). A wait that times out with fewer returns what is
+        there (at least one): `slice_s` bounds how long fewer than `wait_nr` may be held back.
 
         The binding holds the GIL while io_uring_enter blocks, so one wait lasts at most
         WAIT_SLICE: the agent's other threads (runner commands, watchdog) get to run."""
@@ -211,7 +213,7 @@ class Ring:
             self.enters += 1
             try:
                 L.io_uring_submit_and_wait_timeout(self.ring, self.cqes, wait_nr,
-                                                   L.timespec(min(left, WAIT_SLICE)))
+                                                   L.timespec(min(left, slice_s)))
             except OSError as exc:
                 if exc.errno not in (errno.ETIME, errno.EINTR):
                     raise
@@ -421,8 +423,11 @@ def _recv_multishot(ring: Ring, fd: int, pool: bytearray, bs: int, nbufs: int, v
     first = 0
     check = verify.check
     eof = False
+    # Reap completions in batches (one io_uring_enter for several), but never hold one back
+    # longer than RECV_BATCH_WAIT: the window's clock reads the time of the reap.
+    batch = max(1, nbufs // 4)
     while not eof:
-        cqes = ring.submit_wait(1)
+        cqes = ring.submit_wait(batch, RECV_BATCH_WAIT)
         t = now()
         armed = True
         back: list[int] = []
