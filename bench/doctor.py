@@ -279,6 +279,22 @@ def check_pyverbs() -> Check:
                  "--system-site-packages), or `--target lab`")
 
 
+def check_python_module(module: str) -> Check:
+    """A Python module the agents import (Workload.python_module), on the machine they run."""
+    import importlib.util
+    name = f"python:{module}"
+    if importlib.util.find_spec(module) is not None:
+        return Check(name, True, f"Python module {module} importable")
+    return Check(name, False, f"Python module {module} is not installed (the agents import it)",
+                 f"python3 -m bench.bootstrap (installs {module}, pinned); on lab nodes "
+                 "`bench lab up` re-provisions")
+
+
+def agent_modules() -> list[str]:
+    from workloads.registry import WORKLOADS
+    return sorted({w.python_module for w in WORKLOADS.values() if w.python_module})
+
+
 def check_root() -> Check:
     if os.geteuid() == 0:
         return Check("root", True, "running as root")
@@ -311,6 +327,7 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         check_so_zerocopy(),
         check_rdma(roots),
         check_pyverbs(),
+        *[check_python_module(m) for m in agent_modules()],
         check_tool("iperf3", "iperf3", "reference for TCP/UDP"),
         check_tool("ib_write_bw", "perftest", "reference for RDMA"),
         check_tool("rdma", "iproute2", "soft-RoCE set-up (`rdma link`)"),
@@ -342,6 +359,9 @@ def capabilities(names, roots: Roots = Roots()) -> dict[str, tuple[bool, str, st
     for name in sorted(set(names)):
         if name in CAPABILITY_CHECKS:
             c = CAPABILITY_CHECKS[name](roots)
+            out[name] = (c.ok, c.detail, c.fix)
+        elif name.startswith("python:"):
+            c = check_python_module(name.split(":", 1)[1])
             out[name] = (c.ok, c.detail, c.fix)
     return out
 

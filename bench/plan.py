@@ -183,7 +183,8 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
 
 def needed_capabilities(p: Plan) -> set[str]:
     """Capability names (bench.doctor checks) the plan's runnable cases need."""
-    return {n for c in p.cases if c.skip_reason is None for n in registry.get(c.workload).needs}
+    return {n for c in p.cases if c.skip_reason is None
+            for n in registry.get(c.workload).capabilities}
 
 
 def require(p: Plan, capabilities: dict[str, tuple[bool, str, str]]) -> Plan:
@@ -192,7 +193,7 @@ def require(p: Plan, capabilities: dict[str, tuple[bool, str, str]]) -> Plan:
     from dataclasses import replace
     cases = []
     for c in p.cases:
-        unmet = [n for n in registry.get(c.workload).needs
+        unmet = [n for n in registry.get(c.workload).capabilities
                  if n in capabilities and not capabilities[n][0]]
         if c.skip_reason is None and unmet:
             c = replace(c, skip_reason="; ".join(f"needs {n}: {capabilities[n][1]}" for n in unmet),

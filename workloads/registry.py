@@ -23,6 +23,12 @@ class Workload:
     python_module: str | None = None   # an optional Python dependency the agents import
     queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
 
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """`needs` plus the Python module its agents import, as a capability the machine that
+        runs them (here or a node) is asked about: "python:liburing"."""
+        return self.needs + ((f"python:{self.python_module}",) if self.python_module else ())
+
     def missing(self) -> tuple[str, str] | None:
         """(reason, fix) when this machine cannot run the workload's agents, else None."""
         import importlib.util

@@ -51,8 +51,16 @@ def source_files(root: Path) -> list[Path]:
     return files
 
 
+# Optional dependencies the agents on a node import (the io_uring workloads' liburing): built
+# into wheels here, installed on the node with the project (install.py).
+NODE_EXTRAS = ("iouring",)
+
+
 def dependencies(pyproject: Path) -> list[str]:
-    return list(tomllib.loads(pyproject.read_text())["project"].get("dependencies", []))
+    project = tomllib.loads(pyproject.read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    return list(project.get("dependencies", [])) + [d for e in NODE_EXTRAS
+                                                     for d in extras.get(e, [])]
 
 
 def _hash(items: list[tuple[str, bytes]]) -> str:

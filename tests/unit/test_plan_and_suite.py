@@ -316,3 +316,19 @@ def test_the_crossover_suite_compares_every_path_at_every_size():
     sizes = [1024, 4096, 16384, 65536, 262144, 1048576]
     assert got == {(w, z) for w in ("tcp", "msg_zerocopy", "io_uring_zc", "io_uring_fixed")
                    for z in sizes}
+
+
+def test_a_node_without_the_agents_python_module_skips_with_the_fix():
+    """The agents' Python module is asked of the machine that runs them (a lab node's own
+    `bench doctor`), not of the runner: a node without liburing skips the io_uring rows."""
+    p = plan.expand(suite.load("socket-vs-rdma"), plan.Overrides(sizes=(4096,)))
+    assert "python:liburing" in plan.needed_capabilities(p)
+    caps = {"python:liburing": (False, "Python module liburing is not installed",
+                                "python3 -m bench.bootstrap"), "io_uring": (True, "ok", "")}
+    got = {c.id: c for c in plan.require(p, caps).cases}
+    assert "needs python:liburing" in got["io_uring-4096-veth"].skip_reason
+    assert got["io_uring_zc-4096-veth"].skip_fix == "python3 -m bench.bootstrap"
+    assert got["tcp-4096-veth"].skip_reason is None
+    from bench import doctor
+    assert doctor.capabilities(["python:json"])["python:json"][0] is True
+    assert doctor.capabilities(["python:no_such_mod_x"])["python:no_such_mod_x"][0] is False

@@ -7,6 +7,7 @@ The bundle holds wheels/ (the project and every dependency). The venv uses
 VENV/.bundle-<name> last, so an interrupted install is retried next run.
 """
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -35,7 +36,10 @@ def main() -> None:
         project = sorted(wheels.glob("copybench-*.whl"))
         if not project:
             sys.exit(f"{bundle}: no copybench wheel inside")
-        subprocess.run(pip + ["--find-links", str(wheels), str(project[-1])], check=True)
+        # The extras a node's agents import (bench/lab/bundle.py NODE_EXTRAS: liburing).
+        extras = os.environ.get("COPYBENCH_NODE_EXTRAS", "iouring")
+        subprocess.run(pip + ["--find-links", str(wheels), f"{project[-1]}[{extras}]"],
+                       check=True)
         # Same version, new code: reinstall the project itself, not its dependencies.
         subprocess.run(pip + ["--force-reinstall", "--no-deps", str(project[-1])], check=True)
     link = Path("/usr/local/bin/bench")
