@@ -83,14 +83,15 @@ MAX_QUEUE_DEPTH = 32768
 MAX_POOL_BYTES = 64 << 20
 # ... and about this many, when buffers are large: the kernel copies into whichever buffer it
 # picks next, so a pool far beyond the cache makes every copy and check a cache miss (32 x 64 KiB
-# = 2 MiB measured slower than tcp's one hot buffer). At least MIN_POOL_BUFFERS buffers.
+# = 2 MiB measured slower than tcp's one hot buffer).
 CACHE_POOL_BYTES = 512 << 10
 MIN_POOL_BUFFERS = 4
 
 
 def pool_buffers(depth: int, bs: int) -> int:
-    """How many provided buffers of `bs` bytes: the queue depth, capped near the cache."""
-    return max(MIN_POOL_BUFFERS, min(depth, CACHE_POOL_BYTES // bs))
+    """How many provided buffers of `bs` bytes: the queue depth, capped near the cache (never
+    below MIN_POOL_BUFFERS unless the queue depth itself is smaller)."""
+    return min(depth, max(MIN_POOL_BUFFERS, CACHE_POOL_BYTES // bs))
 IOVEC_MAX = 60       # the binding's iovec() refuses more buffers (its SC_IOV_MAX)
 WAIT_SLICE = 0.5     # seconds one io_uring_enter may block (see Ring.submit_wait)
 RECV_BATCH_WAIT = 0.001   # a receiver waits this long at most for a fuller batch of CQEs
