@@ -493,6 +493,25 @@ def _recv_multishot(ring: Ring, fd: int, pool: bytearray, bs: int, nbufs: int, v
                                          "enobufs_rearms": enobufs}}}
 
 
+class NotifTally:
+    """send_zc notifications mapped back to their request's bytes (IORING_NOTIF_USAGE_ZC_COPIED
+    per notification: copied after all, or really zerocopy)."""
+
+    def __init__(self, copied_bit: int):
+        self.copied_bit = copied_bit
+        self.pending: dict[int, int] = {}   # request user_data -> bytes it sent
+        self.count = self.done = self.copied = self.copied_bytes = 0
+
+    def add(self, data: int, res: int) -> None:
+        self.count += 1
+        nbytes = self.pending.pop(data, 0)
+        if nbytes > 0:
+            self.done += 1
+            if (res & 0xFFFFFFFF) & self.copied_bit:
+                self.copied += 1
+                self.copied_bytes += nbytes
+
+
 # == sending ==================================================================================
 class PhaseBuffers:
     """One bytearray per pattern phase: buffer k holds the stream's bytes from phase k, so any
@@ -556,8 +575,8 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
     sent = 0              # whole messages handed to the ring (the stream's next message)
     requests = short = canceled = 0
     # zerocopy accounting: request -> bytes it sent; notifications reaped
-    zc_bytes: dict[int, int] = {}
-    notifs = notifs_copied = notifs_done = copied_bytes = zc_sends = notif_expected = 0
+    tally = NotifTally(copied_bit)
+    zc_sends = notif_expected = 0
     carry: list[tuple[int, int]] = []   # (phase, length) to send before new messages
     batch: list[tuple[int, int]] = []
     req_base = 0
@@ -602,13 +621,7 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
         while (got < n) if zc else not seen_last:
             for data, res, flags in ring.submit_wait(n - got if zc else 1):
                 if flags & f_notif:
-                    notifs += 1
-                    nbytes = zc_bytes.pop(data, 0)
-                    if nbytes > 0:
-                        notifs_done += 1
-                        if (res & 0xFFFFFFFF) & copied_bit:
-                            notifs_copied += 1
-                            copied_bytes += nbytes
+                    tally.add(data, res)
                     continue
                 idx = data - req_base - 1
                 if idx < 0:
@@ -626,7 +639,7 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
                     seen_last = True
                 if flags & f_more:     # send_zc: a notification follows this CQE
                     notif_expected += 1
-                    zc_bytes[data] = max(res, 0)
+                    tally.pending[data] = max(res, 0)
                     if res > 0:
                         zc_sends += 1
         ring.inflight = 0
@@ -647,16 +660,10 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
         if done_sending and not carry:
             break
     # send_zc: every notification, bounded by the deadline (submit_wait raises past it)
-    while notifs < notif_expected:
+    while tally.count < notif_expected:
         for data, res, flags in ring.submit_wait(1):
             if flags & f_notif:
-                notifs += 1
-                nbytes = zc_bytes.pop(data, 0)
-                if nbytes > 0:
-                    notifs_done += 1
-                    if (res & 0xFFFFFFFF) & copied_bit:
-                        notifs_copied += 1
-                        copied_bytes += nbytes
+                tally.add(data, res)
     if carry:
         raise RuntimeError("io_uring send: stream left incomplete")
     out = {"messages": sent, "t_end": t_end, "requests": requests,
@@ -666,10 +673,10 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
                         "canceled": canceled,
                         "registered_buffers": {"plain": 0, "zc": 1, "fixed": PERIOD}[mode]}}
     if mode == "zc":
-        completed = notifs_done   # notifications of the sends that moved bytes
+        completed = tally.done    # notifications of the sends that moved bytes
         out["zerocopy"] = {"send_calls": zc_sends, "completed": completed,
-                           "copied": notifs_copied, "copied_bytes": copied_bytes,
-                           "zerocopy": completed - notifs_copied, "notifications": notifs,
+                           "copied": tally.copied, "copied_bytes": tally.copied_bytes,
+                           "zerocopy": completed - tally.copied, "notifications": tally.count,
                            "enobufs_retries": 0, "all_completed": completed >= zc_sends,
                            "api": "io_uring send_zc_fixed"}
     return out
