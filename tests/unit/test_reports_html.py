@@ -100,3 +100,19 @@ def test_wire_arithmetic_is_the_seeds():
     assert wire.udp(1473, 1500).frames == 2
     assert wire.tcp(65536, 1500).frames == 45
     assert wire.for_case("rdma", 4096, 1500) is None
+
+
+def test_the_two_node_crossover_golden_has_real_break_evens_in_both_reports():
+    """Across the lab link the kernel really sent from the user's pages: the run's own
+    analysis has a break-even per path (not "no zerocopy happened"), and both reports show it."""
+    from bench.results import load
+    from reports import html, markdown
+    r = load(Path(__file__).resolve().parents[1] / "data" / "lab-zerocopy-crossover-2node.json")
+    by = {e["path"]: e for e in r.analysis["breakeven"]}
+    assert set(by) == {"msg_zerocopy", "io_uring_zc", "io_uring_fixed"}
+    for e in by.values():
+        assert e["topology"] == "link" and e["breakeven"]["size"] == 65536, e["verdict"]
+    assert all(p["zerocopy_fraction"] > 0 for p in by["msg_zerocopy"]["points"])
+    md = markdown.breakeven_table(r)
+    assert "**msg_zerocopy** (link): cheaper than tcp from 65536 B up" in md
+    assert "cheaper than tcp from 65536 B up" in html.render([r])
