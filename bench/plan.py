@@ -147,7 +147,6 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 err = wl.size_error(size)
                 if err:
                     raise UsageError(err, f"choose sizes between 1 and {wl.max_size} for {name}")
-                missing = wl.missing() if wl.built else None
                 eb = ov.batch if ov.batch is not None else (
                     entry.batch if entry.batch is not None else batch)
                 _check_common(None, None, None, None, eb)
@@ -162,10 +161,11 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                                        reference_peer(name, int(eb) if wl.transport == "dgram"
                                                       else 1)),
                         batch=int(eb) if wl.transport == "dgram" else 1,
+                        # Capabilities (python:liburing included) are checked later, on the
+                        # machine that runs the agents, not here.
                         skip_reason=(f"workload {name} is not built yet" if not wl.built
-                                     else missing[0] if missing else None),
-                        skip_fix=(wl.not_built_fix if not wl.built
-                                  else missing[1] if missing else None),
+                                     else None),
+                        skip_fix=wl.not_built_fix if not wl.built else None,
                         rdma=rdma if wl.transport == "rdma" else None,
                         queue_depth=int(eq) if wl.queue_depth else None,
                     )

@@ -29,14 +29,6 @@ class Workload:
         runs them (here or a node) is asked about: "python:liburing"."""
         return self.needs + ((f"python:{self.python_module}",) if self.python_module else ())
 
-    def missing(self) -> tuple[str, str] | None:
-        """(reason, fix) when this machine cannot run the workload's agents, else None."""
-        import importlib.util
-        if self.python_module and importlib.util.find_spec(self.python_module) is None:
-            return (f"Python module {self.python_module} is not installed",
-                    f"python3 -m bench.bootstrap (installs {self.python_module}, pinned)")
-        return None
-
     def size_error(self, size: int) -> str | None:
         if size <= 0:
             return f"message size {size} for {self.name}: must be at least 1 byte"
