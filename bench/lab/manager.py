@@ -179,7 +179,7 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
     for old in image_mod.prune(paths.images, keep=key_id):
         progress.line(f"removed superseded image {old.name}")
     with progress.step("Choosing the accelerator"):
-        chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin)
+        chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin, paths.kvm_probe)
     progress.line(f"accelerator: {chosen} ({why})")
 
     specs = plan_nodes(paths, nodes, memory_mib)

@@ -34,6 +34,11 @@ class LabPaths:
         return self.cache / "bundles"
 
     @property
+    def kvm_probe(self) -> Path:
+        """Whether KVM guests run on this host, remembered for the host's current boot."""
+        return self.cache / "kvm-probe.json"
+
+    @property
     def state(self) -> Path:
         """The running lab: overlays, pid files, console logs, inventory, state.json."""
         return self.cache / "lab"

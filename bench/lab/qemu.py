@@ -8,6 +8,7 @@ and the two-node link is a socket netdev on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -128,11 +129,41 @@ def probe_kvm(kernel: Path, qemu: str = QEMU, timeout: float = 25.0) -> tuple[bo
     return False, f"KVM guest failed: {text.strip().splitlines()[-1:] or ['no output']}"
 
 
-def choose_accel(requested: str, kernel: Path, qemu: str = QEMU) -> tuple[str, str]:
-    """(accel, reason). `auto` probes KVM and falls back to TCG."""
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def cached_probe(kernel: Path, qemu: str, cache: Path | None) -> tuple[bool, str]:
+    """probe_kvm, remembered for this host boot: whether nested KVM works does not change until
+    the host reboots, and a hanging probe costs its whole timeout (25 s) on every `lab up`."""
+    key = {"boot_id": boot_id(), "qemu": shutil.which(qemu) or qemu, "kernel": str(kernel)}
+    if cache is not None and key["boot_id"]:
+        try:
+            seen = json.loads(cache.read_text())
+            if {k: seen.get(k) for k in key} == key:
+                return bool(seen["ok"]), f"{seen['why']} (probed earlier in this host boot)"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    ok, why = probe_kvm(kernel, qemu)
+    if cache is not None and key["boot_id"] and "cannot start" not in why:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({**key, "ok": ok, "why": why}) + "\n")
+        except OSError:
+            pass               # only a cache: the next `lab up` probes again
+    return ok, why
+
+
+def choose_accel(requested: str, kernel: Path, qemu: str = QEMU,
+                 cache: Path | None = None) -> tuple[str, str]:
+    """(accel, reason). `auto` probes KVM (once per host boot with a cache) and falls back to
+    TCG."""
     if requested == "tcg":
         return "tcg", "requested"
-    ok, why = probe_kvm(kernel, qemu)
+    ok, why = cached_probe(kernel, qemu, cache)
     if requested == "kvm":
         if not ok:
             raise UsageError(f"--accel kvm: {why}", "use --accel tcg (or auto)")

@@ -415,3 +415,26 @@ def test_missing_remote_bench_says_how_to_provision(tmp_path):
     with pytest.raises(UsageError) as e:
         t.doctor()
     assert "not installed" in e.value.message and "site.yml" in e.value.fix
+
+
+def test_kvm_probe_is_remembered_for_this_host_boot_only(monkeypatch, tmp_path):
+    calls = []
+
+    def probe(kernel, qemu_bin):
+        calls.append(kernel)
+        return False, "a KVM guest did not get through kernel boot in 25s (nested KVM hangs)"
+
+    monkeypatch.setattr(qemu, "probe_kvm", probe)
+    monkeypatch.setattr(qemu, "boot_id", lambda: "boot-1")
+    cache = tmp_path / "kvm-probe.json"
+    assert qemu.choose_accel("auto", Path("/k"), "qemu", cache)[0] == "tcg"
+    accel, why = qemu.choose_accel("auto", Path("/k"), "qemu", cache)
+    assert (accel, len(calls)) == ("tcg", 1) and "probed earlier in this host boot" in why
+    qemu.choose_accel("auto", Path("/other-kernel"), "qemu", cache)      # another kernel: probe
+    assert len(calls) == 2
+    monkeypatch.setattr(qemu, "boot_id", lambda: "boot-2")               # host rebooted: probe
+    qemu.choose_accel("auto", Path("/other-kernel"), "qemu", cache)
+    assert len(calls) == 3
+    cache.write_text("{not json")                                       # damaged: probe again
+    qemu.choose_accel("auto", Path("/other-kernel"), "qemu", cache)
+    assert len(calls) == 4
