@@ -46,8 +46,12 @@ def placement_for(spec: str | None):
         return LocalPlacement()
     from bench.targets import open_target
     target = open_target(spec)
-    target.check()
-    target.prepare()
+    try:
+        target.check()
+        target.prepare()
+    except BaseException:
+        target.close()
+        raise
     return for_target(target)
 
 
@@ -78,12 +82,19 @@ def _overrides(args, topology: str | None = None):
 
 def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
     """One run on one place (`spec`); `target_note` says where and why, in the result."""
+    placement = placement_for(spec)
+    try:
+        return _run_placed(args, the_suite, cpus, placement, target_note)
+    finally:
+        placement.close()
+
+
+def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
     from bench import plan
     from bench.progress import make_reporter
     from bench.runner import Runner
     from reports import markdown
 
-    placement = placement_for(spec)
     topology = args.topology
     if placement.forced_topology:
         if topology not in (None, placement.forced_topology):
@@ -154,6 +165,13 @@ def _doctor_remote(args) -> int:
     """`bench doctor [--cleanup]` on every node of a target."""
     from bench.targets import open_target
     target = open_target(args.target)
+    try:
+        return _doctor_on(target, args)
+    finally:
+        target.close()
+
+
+def _doctor_on(target, args) -> int:
     target.check()
     status = 0
     for i, h in enumerate(target.hosts):

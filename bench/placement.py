@@ -56,6 +56,9 @@ class LocalPlacement:
     def describe(self) -> dict:
         return {"kind": self.name}
 
+    def close(self) -> None:
+        """Nothing held between runs here (topologies are torn down by the runner)."""
+
     def capabilities(self, names) -> dict[str, tuple[bool, str, str]]:
         from bench import doctor
         return doctor.capabilities(names)
@@ -145,6 +148,10 @@ class RemotePlacement:
     @property
     def nodes(self) -> list[int]:
         return sorted(set(self.sides.values()))
+
+    def close(self) -> None:
+        """The target's shared SSH connections end with the run."""
+        self.target.close()
 
     def describe(self) -> dict:
         return {"kind": self.name, "target": self.target.kind,

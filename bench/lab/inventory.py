@@ -42,6 +42,8 @@ def render_lab_inventory(nodes: list[dict], key: Path) -> str:
         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'",
         # The lab VM has no route to any mirror: everything is baked into the image.
         "copybench_offline=true",
+        # bench shares one SSH connection per node for all of a run's sessions (SshTarget).
+        "copybench_ssh_max_sessions=64",
         "",
     ]
     return "\n".join(lines)

@@ -87,14 +87,28 @@ def host_key_error(stderr: str, where: str, host: str, port: int,
                       "recorded on first use); otherwise find out why it changed")
 
 
+# A shared connection's master outlives its last session by this long: the run closes it
+# (`close_shared`); the timeout only bounds a master left by a runner that was killed.
+CONTROL_PERSIST_S = 30
+
+
+def control_opts(control: Path) -> list[str]:
+    """Sessions share one SSH connection per host through a master socket in `control`."""
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C",
+            "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
+
+
 def ssh_argv(host: str, port: int = 22, user: str | None = None, key: Path | None = None,
-             tty: bool = False, *, known_hosts: Path | None) -> list[str]:
+             tty: bool = False, *, known_hosts: Path | None,
+             control: Path | None = None) -> list[str]:
     """`ssh ... host`; append the remote command (already shlex.join-ed) yourself.
     known_hosts: bench's file for real hosts (trust on first use, a changed key refused);
-    None only for the lab VM (no checking: bench built its host keys)."""
+    None only for the lab VM (no checking: bench built its host keys).
+    control: a directory for shared connections (control_opts), or None for one per call."""
     keys = LAB_VM_HOST_KEYS if known_hosts is None else [
         "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={known_hosts}"]
-    argv = ["ssh", *keys, *COMMON_OPTS, "-p", str(port)]
+    argv = ["ssh", *keys, *COMMON_OPTS, *(control_opts(control) if control else []),
+            "-p", str(port)]
     if key is not None:
         argv += ["-i", str(key), "-o", "IdentitiesOnly=yes"]
     argv.append("-t" if tty else "-T")
@@ -112,3 +126,13 @@ def ssh_ok(host: str, port: int, user: str | None, key: Path | None,
     except subprocess.TimeoutExpired:
         return False, f"ssh timed out after {timeout:.0f}s"
     return res.returncode == 0, res.stderr.strip()
+
+
+def close_shared(host: str, port: int, user: str | None, control: Path) -> None:
+    """Stop the master of a shared connection (`ssh -O exit`); quiet when there is none."""
+    argv = ["ssh", *control_opts(control), "-p", str(port), "-O", "exit",
+            f"{user}@{host}" if user else host]
+    try:
+        subprocess.run(argv, capture_output=True, timeout=15, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pass

@@ -32,6 +32,9 @@ class LabTarget(SshTarget):
     def __init__(self, hosts: list[Host], remote_bench: str = "bench"):
         super().__init__(hosts, remote_bench)
         self.known_hosts = None        # bench built the VM's host keys: no checking (sshkeys)
+        # Under TCG a new SSH connection costs about 2 s of key exchange, a shared one 0.2 s;
+        # the lab's sshd allows the sessions (copybench_ssh_max_sessions in its inventory).
+        self.share_connections()
 
     @classmethod
     def from_lab(cls, paths: LabPaths | None = None) -> LabTarget:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from bench.errors import UsageError
@@ -33,6 +35,8 @@ class SshTarget:
         self.hosts = hosts
         self.remote_bench = remote_bench
         self.known_hosts = known_hosts or sshkeys.default_known_hosts()
+        self._share = False                 # share_connections() was asked for
+        self._control: Path | None = None   # the masters' sockets, made on first use
 
     @classmethod
     def from_spec(cls, spec: str) -> SshTarget:
@@ -59,8 +63,27 @@ class SshTarget:
 
     def ssh_argv(self, node: int | str = 0, tty: bool = False) -> list[str]:
         h = self.host(node)
+        if self._share and self._control is None:
+            # Short: a unix socket path has at most 107 bytes (%C adds 40).
+            self._control = Path(tempfile.mkdtemp(prefix="cbssh-", dir="/tmp"))
         return sshkeys.ssh_argv(h.address, h.port, h.user, h.key, tty=tty,
-                                known_hosts=self.known_hosts)
+                                known_hosts=self.known_hosts, control=self._control)
+
+    def share_connections(self) -> None:
+        """From now on every call to a host rides one SSH connection (a master per host):
+        a run makes several calls per sample, and each new connection repeats the key
+        exchange. The host's sshd must allow that many sessions per connection (MaxSessions,
+        10 by default; the lab's is raised by its inventory). `close()` ends the masters."""
+        self._share = True
+
+    def close(self) -> None:
+        """End the shared connections, if any (a no-op otherwise)."""
+        control, self._control = self._control, None
+        if control is None:
+            return
+        for h in self.hosts:
+            sshkeys.close_shared(h.address, h.port, h.user, control)
+        shutil.rmtree(control, ignore_errors=True)
 
     # -- running things ----------------------------------------------------
     def exec(self, node: int | str, argv: list[str], stdin=None, stdout=subprocess.PIPE,

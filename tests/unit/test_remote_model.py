@@ -41,6 +41,7 @@ def test_only_the_lab_vm_goes_unchecked():
     from bench.targets.lab import LabTarget
     lab = LabTarget([Host("lab0", "127.0.0.1", 40000, "root")])
     assert lab.known_hosts is None and _opts(lab.ssh_argv(0))["StrictHostKeyChecking"] == "no"
+    lab.close()
     with pytest.raises(TypeError):          # every caller must say which policy it wants
         sshkeys.ssh_argv("h1")
 
@@ -252,3 +253,29 @@ def test_topology_helper_protocol_and_cleanup():
     assert code == 2 and events == [{"event": "error", "message": "the veth topology creates "
                                      "network namespaces and needs root",
                                      "fix": "run as root (sudo), or use --topology loopback"}]
+
+
+def test_the_lab_shares_one_connection_per_node_and_close_ends_it(monkeypatch):
+    from bench.targets.lab import LabTarget
+    calls = []
+    monkeypatch.setattr(sshkeys.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    lab = LabTarget([Host("lab0", "127.0.0.1", 40000, "root"),
+                     Host("lab1", "127.0.0.1", 40001, "root")])
+    o = _opts(lab.ssh_argv(1))
+    control = Path(o["ControlPath"]).parent
+    assert o["ControlMaster"] == "auto" and control.is_dir()
+    assert len(str(control / ("x" * 40))) < 108          # fits a unix socket path
+    assert _opts(lab.ssh_argv(0))["ControlPath"] == o["ControlPath"]   # one directory per run
+    lab.close()
+    assert not control.exists()
+    assert [a[a.index("-O") + 1] for a in calls] == ["exit", "exit"]
+    assert [a[-1] for a in calls] == ["root@127.0.0.1", "root@127.0.0.1"]
+    assert {a[a.index("-p") + 1] for a in calls} == {"40000", "40001"}
+    lab.close()                                           # twice is harmless
+    assert len(calls) == 2
+
+
+def test_real_hosts_get_one_connection_per_call(tmp_path):
+    t = SshTarget([Host("h1", "h1", 2222, "root")], known_hosts=tmp_path / "kh")
+    assert "ControlMaster" not in _opts(t.ssh_argv(0))
+    t.close()
