@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench.procs import stderr_tail, stop
+from bench.procs import readline_by, stderr_tail, stop
 
 
 class AgentError(RuntimeError):
@@ -48,23 +47,10 @@ class Agent:
                 return
             raise AgentError(f"{self.role} agent is gone{self._tail()}") from None
 
-    def _readline(self, deadline: float) -> str | None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                if sel.select(timeout=min(remaining, 0.5)):
-                    return self.proc.stdout.readline()
-        finally:
-            sel.close()
-
     def expect(self, event: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while True:
-            line = self._readline(deadline)
+            line = readline_by(self.proc.stdout, deadline)
             if line is None:
                 raise AgentError(f"{self.role} agent sent no {event!r} within {timeout:.0f} s"
                                  f"{self._tail()}")

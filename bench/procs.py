@@ -27,6 +27,22 @@ EXIT_WATCHDOG = 4
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
 
 
+def readline_by(stream, deadline: float) -> str | None:
+    """One line from a child's pipe by `deadline` (time.monotonic()): None when none came in
+    time, "" at end of file. Waits in slices so the caller's deadline is kept."""
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if sel.select(timeout=min(remaining, 0.5)):
+                return stream.readline()
+    finally:
+        sel.close()
+
+
 def stderr_tail(f, lines: int = 5) -> str:
     """': a | b | c' from the last lines a child wrote to its stderr file, for error messages."""
     try:
@@ -103,6 +119,23 @@ def emitter(wfile):
     return emit
 
 
+def config_line(rfile, emit, example: str) -> dict | int:
+    """A node helper's first line, its JSON config object; instead the exit code when the
+    runner is gone before sending it (EXIT_RUNNER_GONE) or the line is no JSON object (2, after
+    an error event naming `example`)."""
+    line = rfile.readline()
+    if not line:
+        return EXIT_RUNNER_GONE
+    try:
+        cfg = json.loads(line)
+    except ValueError:
+        cfg = None
+    if not isinstance(cfg, dict):
+        emit("error", message=f"bad config line {line[:80]!r}", fix=example)
+        return 2
+    return cfg
+
+
 # == runner end ===============================================================================
 PROVISION_FIX = ("install this copybench on the node(s): `--target lab` does it before every "
                  "run (or `bench lab up --nodes 2` re-provisions); real hosts: "
@@ -134,33 +167,25 @@ class NodeProcess:
 
     def expect(self, event: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UsageError(f"the {self.what} on {self.node} sent no {event!r} within "
-                                     f"{timeout:.0f} s{self._tail()}",
-                                     "check the node's load (`bench lab status`), then retry")
-                if not sel.select(timeout=min(remaining, 0.5)):
-                    continue
-                line = self.proc.stdout.readline()
-                if line == "":
-                    raise self._gone(f"it exited (code {self._wait(5)}) before {event!r}")
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if msg.get("event") == "error":
-                    fix = msg.get("fix")
-                    raise UsageError(f"on {self.node}: {msg.get('message')}"
-                                     + (f" (fix there: {fix})" if fix else ""),
-                                     fix or "see the message from the node")
-                if msg.get("event") == event:
-                    return msg
-        finally:
-            sel.close()
+        while True:
+            line = readline_by(self.proc.stdout, deadline)
+            if line is None:
+                raise UsageError(f"the {self.what} on {self.node} sent no {event!r} within "
+                                 f"{timeout:.0f} s{self._tail()}",
+                                 "check the node's load (`bench lab status`), then retry")
+            if line == "":
+                raise self._gone(f"it exited (code {self._wait(5)}) before {event!r}")
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("event") == "error":
+                fix = msg.get("fix")
+                raise UsageError(f"on {self.node}: {msg.get('message')}"
+                                 + (f" (fix there: {fix})" if fix else ""),
+                                 fix or "see the message from the node")
+            if msg.get("event") == event:
+                return msg
 
     def _wait(self, timeout: float) -> int | None:
         try:

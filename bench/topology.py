@@ -29,7 +29,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from bench.errors import UsageError
-from bench.procs import EXIT_RUNNER_GONE, Stop, emitter, held, install_handlers
+from bench.procs import EXIT_RUNNER_GONE, Stop, config_line, emitter, held, install_handlers
 
 STALE_RE = re.compile(r"^cb(\d+)(tx|rx)$")
 TX_ADDR, RX_ADDR, PREFIX = "198.18.0.1", "198.18.0.2", 30
@@ -155,14 +155,12 @@ def serve(rfile, wfile, make=Topology) -> int:
     """One config line, then the topology lives until "down", end of input, a signal or the
     watchdog; it is removed in every case. Returns the exit code."""
     emit = emitter(wfile)
-    line = rfile.readline()
-    if not line:
-        return EXIT_RUNNER_GONE
-    try:
-        cfg = json.loads(line)
-        kind = cfg["kind"]
-    except (ValueError, KeyError, TypeError):
-        emit("error", message=f"bad config line {line[:80]!r}", fix='{"kind": "veth"}')
+    cfg = config_line(rfile, emit, '{"kind": "veth"}')
+    if isinstance(cfg, int):
+        return cfg
+    kind = cfg.get("kind")
+    if kind is None:
+        emit("error", message=f"config without a kind: {cfg}", fix='{"kind": "veth"}')
         return 2
     idle = float(cfg.get("lifetime_s") or 0)      # re-armed by every command: an idle limit
     signal.setitimer(signal.ITIMER_REAL, idle)

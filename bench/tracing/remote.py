@@ -41,7 +41,16 @@ from dataclasses import dataclass, field
 
 from bench.costmodel import Bandwidth
 from bench.errors import UsageError
-from bench.procs import EXIT_RUNNER_GONE, EXIT_WATCHDOG, NodeProcess, Stop, emitter, held, install_handlers
+from bench.procs import (
+    EXIT_RUNNER_GONE,
+    EXIT_WATCHDOG,
+    NodeProcess,
+    Stop,
+    config_line,
+    emitter,
+    held,
+    install_handlers,
+)
 from bench.tracing.base import Availability, PointCounts, Tracer
 
 __all__ = ["EXIT_RUNNER_GONE", "EXIT_WATCHDOG", "RemoteTracer", "install_handlers", "serve"]
@@ -84,14 +93,9 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
     Returns the exit code; the caller installs signal handlers and the watchdog."""
 
     emit = emitter(wfile)
-    line = rfile.readline()
-    if not line:
-        return EXIT_RUNNER_GONE
-    try:
-        cfg = json.loads(line)
-    except ValueError:
-        emit("error", message=f"bad config line {line[:80]!r}", fix="a JSON object")
-        return 2
+    cfg = config_line(rfile, emit, "a JSON object")
+    if isinstance(cfg, int):
+        return cfg
     node = cfg.get("node") or os.uname().nodename
     if cfg.get("lifetime_s"):
         signal.setitimer(signal.ITIMER_REAL, float(cfg["lifetime_s"]))

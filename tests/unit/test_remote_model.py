@@ -255,6 +255,21 @@ def test_topology_helper_protocol_and_cleanup():
                                      "fix": "run as root (sudo), or use --topology loopback"}]
 
 
+@pytest.mark.parametrize("text, code", [
+    ("", 3),                          # runner gone before its config: nothing to set up
+    ("not json\n", 2), ("[1, 2]\n", 2), ('{"no": "kind"}\n', 2),
+])
+def test_node_helpers_refuse_a_bad_config_line_with_one_error(text, code):
+    out = io.StringIO()
+    made = len(FakeTopology.made)
+    assert topology.serve(io.StringIO(text), out, make=FakeTopology) == code
+    events = [json.loads(ln) for ln in out.getvalue().splitlines()]
+    assert len(FakeTopology.made) == made                # no topology was built
+    assert [e["event"] for e in events] == ([] if code == 3 else ["error"])
+    if events:
+        assert "veth" in events[0]["fix"]
+
+
 def test_the_lab_shares_one_connection_per_node_and_close_ends_it(monkeypatch):
     from bench.targets.lab import LabTarget
     calls = []
