@@ -10,11 +10,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from bench.entry import node_command
 from bench.errors import UsageError
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
-NODE_COMMANDS = {"agent": "workloads.agent", "tracer": "bench.tracing.remote",
-                 "topology": "bench.topology", "nsexec": "bench.nsexec", "sysinfo": "bench.sysinfo"}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -394,12 +393,9 @@ def _on_sigterm(main_pid: int):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in NODE_COMMANDS:
-        # Undocumented: what a runner starts on a remote node over SSH (JSON lines on
-        # stdin/stdout, or iperf3 in a netns): agents, the copy tracer, the topology, and
-        # the node's metadata for the result.
-        module = __import__(NODE_COMMANDS[argv[0]], fromlist=["main"])
-        return module.main(argv[1:]) if argv[0] == "nsexec" else module.main()
+    code = node_command(argv)          # `python -m bench.cli agent` too (bench/entry.py)
+    if code is not None:
+        return code
     signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
     parser = build_parser()
     args = parser.parse_args(argv)

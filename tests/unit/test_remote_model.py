@@ -294,3 +294,14 @@ def test_real_hosts_get_one_connection_per_call(tmp_path):
     t = SshTarget([Host("h1", "h1", 2222, "root")], known_hosts=tmp_path / "kh")
     assert "ControlMaster" not in _opts(t.ssh_argv(0))
     t.close()
+
+
+def test_node_commands_do_not_load_the_cli():
+    """What a runner starts on a node several times per sample loads only its own module:
+    under emulation the CLI's imports cost about a second per start."""
+    code = ("import sys; from bench.entry import node_command;"
+            "rc = node_command(['agent']);"      # no config line: one error event, exit 1
+            "print(rc, 'bench.cli' in sys.modules, 'argparse' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=REPO, stdin=subprocess.DEVNULL)
+    assert p.stdout.splitlines()[-1].split() == ["1", "False", "False"], p.stderr
