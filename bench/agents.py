@@ -21,7 +21,9 @@ class AgentError(RuntimeError):
 
 
 class Agent:
-    def __init__(self, role: str, config: dict, argv: list[str] | None = None):
+    def __init__(self, role: str, config: dict | None, argv: list[str] | None = None):
+        """Starts the agent; with config None it waits for `configure` (its interpreter and,
+        over SSH, its session start meanwhile: seconds under emulation)."""
         self.role = role
         self._stderr = tempfile.TemporaryFile(mode="w+")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -31,7 +33,12 @@ class Agent:
             text=True, bufsize=1, env=env,
         )
         self._buf = ""
-        self.send({**config, "role": role})
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: dict) -> None:
+        """The agent's one config line (the first it reads)."""
+        self.send({**config, "role": self.role})
 
     @property
     def pid(self) -> int:

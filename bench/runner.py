@@ -287,7 +287,7 @@ class Runner:
                 "rdma_signal_every": case.rdma.signal_every, **(c.agent_config() if c else {})}
 
     # -- one sample: two agents ------------------------------------------------------------
-    def _agent(self, role: str, config: dict) -> Agent:
+    def _agent(self, role: str, config: dict | None) -> Agent:
         agent = Agent(role, config, argv=self.placement.agent_argv("tx" if role == "sender" else "rx"))
         self._live_agents.append(agent)
         return agent
@@ -420,12 +420,15 @@ class Runner:
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
                                       "cpu": rx_cpu, **self._rdma_config(case, ep, "rx")})
         try:
-            rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
-            tx = self._agent("sender", {**common, "netns": ep.tx_netns,
-                                        "target": [ep.rx_addr, rx_ready["port"]],
-                                        "duration": case.duration, "count": case.count,
-                                        "cpu": tx_cpu, **self._rdma_config(case, ep, "tx")})
+            # Started now, configured once the receiver listens: its start-up (an interpreter,
+            # over SSH a session) overlaps the receiver's instead of following it.
+            tx = self._agent("sender", None)
             try:
+                rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
+                tx.configure({**common, "netns": ep.tx_netns,
+                              "target": [ep.rx_addr, rx_ready["port"]],
+                              "duration": case.duration, "count": case.count,
+                              "cpu": tx_cpu, **self._rdma_config(case, ep, "tx")})
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
                 # The agents' own pids: over SSH, tx.pid is the local ssh client's.
                 pids = {"sender": tx_ready["pid"], "receiver": rx_ready["pid"]}
