@@ -163,30 +163,33 @@ def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw",
     return out
 
 
+# What perftest's --cpu_util reports (perftest_resources.c get_cpu_stats, calc_cpu_util): the
+# first line of /proc/stat at the start and end of the run, user / (user + idle) of the whole
+# machine. Not the tool's own CPU, and system and softirq time are left out: it is recorded as
+# perftest states it and never turned into a per-side CPU per GB beside our agents' rusage.
+CPU_UTIL_MEANING = ("perftest --cpu_util: the whole machine's user time / (user + idle) from "
+                    "/proc/stat over the run; not perftest's own CPU, system and softirq time "
+                    "excluded")
+
+
 def combine(client: dict, server: dict | None, workload: str) -> dict:
     """The reference row: the receiver's figure where perftest reports one (ib_send_bw's
     server counts what arrived), else the client's; both kept."""
     main = client
     if workload == "rdma_send" and server and server.get("gbps"):
         main = server
-    cpu = {"sender": client.get("cpu_pct"), "receiver": (server or {}).get("cpu_pct")}
+    util = {"client": client.get("cpu_pct"), "server": (server or {}).get("cpu_pct")}
     return {
         "tool": client["tool"], "version": client.get("version") or (server or {}).get("version"),
         "bytes": main.get("bytes"), "window_s": main.get("window_s"), "gbps": main["gbps"],
         "sent_gbps": client.get("gbps"), "peak_gbps": main.get("peak_gbps"),
-        "mpps": main.get("mpps"), "cpu_pct": cpu,
-        "cpu_s_per_gb": {k: _per_gb(v, main.get("gbps")) for k, v in cpu.items()},
+        "mpps": main.get("mpps"),
+        "machine_user_pct": util, "machine_user_pct_meaning": CPU_UTIL_MEANING,
+        # perftest does not measure its own processes' CPU: no per-side figure to compare.
+        "cpu_s_per_gb": {"sender": None, "receiver": None},
         "source": {"client": client.get("source"), "server": (server or {}).get("source")},
         "measured_by": "server (receiver)" if main is server else "client (sender)",
     }
-
-
-def _per_gb(pct: float | None, gbps: float | None) -> float | None:
-    """CPU-seconds per GB from a CPU % over the run at `gbps`: (pct/100) s of CPU per second,
-    over gbps/8 GB per second."""
-    if pct is None or not gbps:
-        return None
-    return round(pct / 100 / (gbps / 8), 6)
 
 
 def _version(text: str) -> str | None:

@@ -67,6 +67,9 @@ def case_row(cr: CaseResult) -> Row:
                     + ("; " + note if note else ""))
     if errors:
         note = (note + "; " if note else "") + f"reference failed: {errors[0]}"
+    util = _machine_user(cr)
+    if util:
+        note = (note + "; " if note else "") + util
     peer = (cr.params or {}).get("reference_note")
     if peer and not cr.reference:
         note = (note + "; " if note else "") + peer
@@ -84,6 +87,22 @@ def case_row(cr: CaseResult) -> Row:
         softirq_gb=_median(cr, "cpu_s_per_gb.softirq"), loss_pct=_median(cr, "loss_pct"),
         note=note,
     )
+
+
+def _machine_user(cr: CaseResult) -> str | None:
+    """perftest's CPU_util as perftest means it (bench.perftest.CPU_UTIL_MEANING): the median
+    over the reference samples, per end, labelled as the whole machine's user share."""
+    vals: dict[str, list[float]] = {}
+    for r in cr.reference:
+        for end, v in (r.get("machine_user_pct") or {}).items():
+            if v is not None:
+                vals.setdefault(end, []).append(float(v))
+    if not vals:
+        return None
+    tool = next((r.get("tool") for r in cr.reference if r.get("tool")), "perftest")
+    parts = [f"{end} {sorted(v)[len(v) // 2]:.0f}%" for end, v in sorted(vals.items())]
+    return (f"{tool} CPU_util (whole machine, user time only, not its own CPU): "
+            + " / ".join(parts))
 
 
 def syscalls_per_gb(cr: CaseResult, side: str) -> float | str | None:
