@@ -68,9 +68,9 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
-    from pyroute2 import netns
+    from bench.setns import enter
     host_fd = os.open(OPTMEM_PATH, os.O_RDWR)   # the host's value, opened before setns
-    netns.setns(argv[0])
+    enter(argv[0])
     print(json.dumps(configure(argv[1], argv[2] if len(argv) == 3 else None, host_fd)))
     return 0
 

@@ -3,7 +3,7 @@
     python -m bench.nsexec NS [--until-eof] -- CMD ARGS...     (`bench nsexec` on a node)
 
 NS `-` stays in this one. Used for reference tools (iperf3) so they cross the same veth as our
-agents. The namespace switch is pyroute2's; then we exec, so the tool's pid is this process's
+agents. The namespace switch is setns(2) (bench/setns.py); then we exec, so the tool's pid is this process's
 pid. The tool dies with its parent (PR_SET_PDEATHSIG, kept across exec): here the runner, on a
 node the SSH session. `--until-eof` (remote tools) also ends it when its stdin ends: the runner
 here holds that pipe, so a runner that dies while its ssh client lives on leaves no iperf3
@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
     if os.getppid() == 1:       # the parent is already gone: do not start an orphan
         return 3
     if argv[0] != "-":
-        from pyroute2 import netns
-        netns.setns(argv[0])
+        from bench.setns import enter
+        enter(argv[0])
     if until_eof:
         _end_at_eof()
     os.execvp(argv[2], argv[2:])
