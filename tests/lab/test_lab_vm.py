@@ -35,7 +35,9 @@ def provisioned(lab):
 
 @pytest.fixture(scope="module")
 def vm(lab, provisioned):
-    return LabTarget.from_lab(lab.paths)
+    target = LabTarget.from_lab(lab.paths)
+    yield target
+    target.close()          # its shared SSH connection
 
 
 def sh(vm, *argv, node=0, timeout=300):
@@ -322,6 +324,7 @@ def test_two_nodes_joined_by_a_link(lab):
         assert c["reference"][0].get("gbps", 0) > 0, c["reference"]
         assert doc["metadata"]["placement"]["hosts"] == ["lab0", "lab1"]
         assert set(doc["metadata"]["nodes"]) == {"lab0", "lab1"}
+    vm.close()
     # `down` must leave nothing behind; then one provisioned node again for the
     # lab tests that run after this module (e.g. tests/tracing) in the same session.
     manager.down(paths)

@@ -47,7 +47,9 @@ def two_nodes():
     if before["running"] and len(before["nodes"]) != 2:
         manager.down(paths)
     manager.up(paths, nodes=2)      # boots if needed; provisions (this tree's bench) either way
-    yield LabTarget.from_lab(paths)
+    target = LabTarget.from_lab(paths)
+    yield target
+    target.close()          # its shared SSH connections
     manager.down(paths)
     if one_before:
         manager.up(paths, nodes=1)
