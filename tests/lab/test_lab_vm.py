@@ -91,25 +91,6 @@ def test_converged_rerun_changes_nothing(lab, vm):
     assert [(r.host, r.changed, r.failed) for r in recap] == [("lab0", 0, 0)]
 
 
-def test_lab_up_leaves_a_marker_and_skips_ansible_when_nothing_changed(lab, vm):
-    """`bench lab up` on a node provisioned from this tree runs no playbook (minutes under TCG
-    even when every task is ok); the marker names the roles, the bundle and the lab's shape."""
-    import io
-    first, second = io.StringIO(), io.StringIO()
-    sh(vm, "sh", "-c", f"rm -f {manager.PROVISIONED_DIR}/provisioned-*")
-    _timed(lab, "provision_marked_s", manager._provision, lab.paths, Progress(first))
-    assert "nothing to do" not in first.getvalue()          # no marker: the playbook ran
-    key = manager.provision_key(manager.load_state(lab.paths)["nodes"])
-    assert sh(vm, "ls", manager.PROVISIONED_DIR).split() == [f"provisioned-{key}"]
-    t0 = time.monotonic()
-    manager._provision(lab.paths, Progress(second))
-    lab.timings["provision_skipped_s"] = time.monotonic() - t0
-    assert "provisioning: nothing to do" in second.getvalue()
-    assert "TASK [" not in second.getvalue()
-    # the lab's sshd allows the sessions a run shares over one connection (SshTarget)
-    assert "maxsessions 64" in sh(vm, "sshd", "-T").lower()
-
-
 def test_check_mode_against_converged_vm(lab, vm):
     recap = _timed(lab, "provision_check_s", provision.run_playbook, lab.paths.inventory,
                    ["--check"], bundle=lab.bundle)
