@@ -7,7 +7,6 @@ interrupted `up` stops whatever it started.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -237,54 +236,10 @@ def _image(paths: LabPaths, pubkey: str, progress: Progress) -> image_mod.Image:
     return image_mod.build_image(paths.images, packages, pubkey, progress)
 
 
-PROVISIONED_DIR = "/var/lib/copybench"
-
-
-def provision_key(nodes: list[dict]) -> str:
-    """Names what a node was provisioned with: the roles, this tree's bundle and the lab's
-    shape (node names and link addresses, which the rxe role uses). The disk is kept while the
-    image is unchanged, so an unchanged key means the playbook has nothing to do."""
-    from bench.lab import bundle
-    root = bundle.project_root()
-    roles = [(str(p.relative_to(root)), p.read_bytes())
-             for p in sorted((root / "ansible").rglob("*")) if p.is_file()
-             and "__pycache__" not in p.parts]
-    h = hashlib.sha256()
-    for name, data in roles:
-        h.update(name.encode() + b"\0" + data + b"\0")
-    h.update(bundle.bundle_key(root, bundle.dependencies(root / "pyproject.toml")).encode())
-    h.update(json.dumps([(n["name"], n.get("link_addr")) for n in nodes]).encode())
-    return h.hexdigest()[:16]
-
-
-def _on_nodes(paths: LabPaths, command: str) -> list[bool]:
-    """`command` on every running node over SSH; whether it succeeded on each."""
-    out = []
-    for n in running_nodes(load_state(paths)):
-        argv = sshkeys.ssh_argv("127.0.0.1", n["ssh_port"], "root", paths.key,
-                                known_hosts=None) + [command]
-        try:
-            res = subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
-            out.append(res.returncode == 0)
-        except subprocess.TimeoutExpired:
-            out.append(False)
-    return out
-
-
 def _provision(paths: LabPaths, progress: Progress) -> None:
     from bench.lab import provision  # imports ansible lookups only when needed
 
-    key = provision_key((load_state(paths) or {}).get("nodes", []))
-    marker = f"{PROVISIONED_DIR}/provisioned-{key}"
-    found = _on_nodes(paths, f"test -e {marker}")
-    if found and all(found):
-        # Ansible under TCG takes minutes even when every task is "ok".
-        progress.line(f"provisioning: nothing to do (the nodes carry {marker}: same roles and "
-                      "bundle as this tree)")
-        return
     provision.run_playbook(paths.inventory, progress=progress)
-    _on_nodes(paths, f"rm -f {PROVISIONED_DIR}/provisioned-* && mkdir -p {PROVISIONED_DIR} && "
-                     f"touch {marker}")
 
 
 def _cleanup_stale(paths: LabPaths, state: dict | None) -> None:

@@ -438,11 +438,3 @@ def test_kvm_probe_is_remembered_for_this_host_boot_only(monkeypatch, tmp_path):
     cache.write_text("{not json")                                       # damaged: probe again
     qemu.choose_accel("auto", Path("/other-kernel"), "qemu", cache)
     assert len(calls) == 4
-
-
-def test_provision_key_names_roles_bundle_and_lab_shape():
-    one = [{"name": "lab0", "link_addr": None}]
-    two = [{"name": "lab0", "link_addr": "198.18.0.1"}, {"name": "lab1", "link_addr": "198.18.0.2"}]
-    k1 = manager.provision_key(one)
-    assert k1 == manager.provision_key([dict(one[0], ssh_port=2222)])   # ports do not matter
-    assert k1 != manager.provision_key(two)              # rxe moves to the link: re-provision
