@@ -32,9 +32,11 @@ PROTO = 1
 END = 1 << 31                   # immediate data: this window is the last one
 COUNT_MASK = 0xFFFF
 REGION_CAP = 64 << 20           # the receiver's slots: at most this many bytes
-SPIN_POLLS = 16                 # empty polls before sleeping in select() on the control socket
-SLEEP_S = 0.0001                # first sleep; doubles while idle, up to SLEEP_MAX_S
+SPIN_POLLS = 16                 # empty polls before sleeping (on the CQ's completion channel)
+SLEEP_S = 0.0001                # without a channel: first sleep, doubles up to SLEEP_MAX_S
 SLEEP_MAX_S = 0.004
+EVENT_WAIT_MAX_S = 0.25         # with a channel: wake at least this often to check the deadline
+CHANNEL_LINK = "anon_inode:[infinibandevent]"
 PEER_GRACE_S = 2.0
 FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
           "rkey": int, "addr": int, "length": int, "mtu": int}
@@ -113,12 +115,13 @@ def send_error(sock: socket.socket | None, message: str) -> None:
         pass
 
 
-def check_control(sock: socket.socket, timeout: float) -> None:
-    """Sleep up to `timeout` on the control socket; raise PeerGone if the peer closed it or
-    failed. No data moves in the normal case (select only)."""
-    r, _, _ = select.select([sock], [], [], timeout)
-    if not r:
-        return
+def check_control(sock: socket.socket, timeout: float, also: tuple = ()) -> list:
+    """Sleep up to `timeout` on the control socket (and the fds in `also`); raise PeerGone if
+    the peer closed it or failed, else return which of `also` are readable. No data moves on
+    the control socket in the normal case (select only)."""
+    r, _, _ = select.select([sock, *also], [], [], timeout)
+    if sock not in r:
+        return r
     try:
         data = sock.recv(4096)
     except OSError as exc:           # reset by a killed peer
@@ -164,7 +167,11 @@ class Params:
 
 
 class Verbs:
-    """Device context, PD, MRs, one CQ and one RC QP; `close()` releases all, newest first."""
+    """Device context, PD, MRs, one CQ (with its completion channel) and one RC QP; `close()`
+    releases all, newest first."""
+
+    channel = None
+    channel_fd = None           # None: no channel found, poll() naps instead
 
     def __init__(self, cfg: dict, params: Params):
         from pyverbs.device import Context, get_device_list
@@ -253,11 +260,20 @@ class Verbs:
                 from None
 
     def make_qp(self, recv_wrs: int) -> None:
-        from pyverbs.cq import CQ
+        from pyverbs.cq import CQ, CompChannel
         from pyverbs.qp import QP, QPCap, QPInitAttr
         e = _e()
         p = self.params
-        self.cq = self._keep(CQ(self.ctx, p.depth + recv_wrs + 16, None, None, 0))
+        # A completion channel lets an idle agent sleep until its CQ has work instead of
+        # polling: where the kernel does the transport (soft-RoCE) a polling peer takes CPU
+        # from it. pyverbs does not expose the channel's fd: it is the one new fd the channel
+        # opened (an "infinibandevent" anon inode). Not found: we poll and nap as before.
+        before = _event_fds()
+        self.channel = self._keep(CompChannel(self.ctx))
+        new = _event_fds() - before
+        self.channel_fd = new.pop() if len(new) == 1 else None
+        self.cq = self._keep(CQ(self.ctx, p.depth + recv_wrs + 16, None,
+                                self.channel if self.channel_fd is not None else None, 0))
         cap = QPCap(max_send_wr=p.depth, max_recv_wr=recv_wrs, max_send_sge=1, max_recv_sge=1,
                     max_inline_data=p.inline)
         try:
@@ -339,12 +355,15 @@ class Verbs:
         self.counters["signalled"] += int(signalled)
 
     def poll(self, ctrl: socket.socket, deadline: float, max_entries: int = 16) -> list:
-        """Completions, waiting for at least one: spin a little, then sleep in select() on the
-        control socket (a peer that is gone or failed ends the wait). Failed ones raise."""
+        """Completions, waiting for at least one: spin a little, then sleep until the CQ's
+        completion channel fires (or, without one, in growing naps), in select() together
+        with the control socket, so a peer that is gone or failed ends the wait. Failed
+        completions raise."""
         e = _e()
         spins = 0
         nap = SLEEP_S
         closed_at = None
+        armed = False
         while True:
             n, wcs = self.cq.poll(max_entries)
             if n:
@@ -356,25 +375,39 @@ class Verbs:
                                          f"wr {wc.wr_id}: the QP is in the error state")
                 return wcs
             spins += 1
-            if spins >= SPIN_POLLS:
-                t = time.monotonic()
-                if t > deadline:
-                    raise VerbsError("no completion before the agent's deadline")
-                if closed_at is not None:
-                    # The peer closed after its last WR completed: what it sent may still be
-                    # on its way into our CQ. A short grace, then it is gone.
-                    if t - closed_at > PEER_GRACE_S:
-                        raise PeerGone("peer agent is gone (control connection closed) and no "
-                                       f"completion came within {PEER_GRACE_S:.0f} s")
-                    time.sleep(SLEEP_S)
-                    continue
-                try:
+            if spins < SPIN_POLLS:
+                continue
+            t = time.monotonic()
+            if t > deadline:
+                raise VerbsError("no completion before the agent's deadline")
+            if closed_at is not None:
+                # The peer closed after its last WR completed: what it sent may still be
+                # on its way into our CQ. A short grace, then it is gone.
+                if t - closed_at > PEER_GRACE_S:
+                    raise PeerGone("peer agent is gone (control connection closed) and no "
+                                   f"completion came within {PEER_GRACE_S:.0f} s")
+                time.sleep(SLEEP_S)
+                continue
+            if self.channel_fd is not None and not armed:
+                # Arm, then poll once more: a completion that came before the arming
+                # raises no event.
+                self.cq.req_notify()
+                armed = True
+                continue
+            try:
+                if self.channel_fd is None:
                     check_control(ctrl, nap)
                     nap = min(nap * 2, SLEEP_MAX_S)
-                except PeerGone as exc:
-                    if "failed" in str(exc):
-                        raise
-                    closed_at = t
+                elif check_control(ctrl, min(EVENT_WAIT_MAX_S, max(deadline - t, 0.0)),
+                                   (self.channel_fd,)):
+                    self.channel.get_cq_event(self.cq)      # readable: does not block
+                    self.cq.ack_events(1)                   # every event acked: destroy waits
+                    self.counters["cq_events"] = self.counters.get("cq_events", 0) + 1
+                    armed = False
+            except PeerGone as exc:
+                if "failed" in str(exc):
+                    raise
+                closed_at = t
 
     def close(self) -> dict:
         """Every verbs object we created, newest first (QP, CQ, MRs, PD, context)."""
@@ -387,6 +420,18 @@ class Verbs:
             except Exception as exc:   # noqa: BLE001 - keep closing the rest
                 errors.append(f"{type(obj).__name__}: {exc}")
         return {"closed": closed, "errors": errors}
+
+
+def _event_fds() -> set[int]:
+    """This process's open completion-channel fds (anon inodes named CHANNEL_LINK)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == CHANNEL_LINK:
+                found.add(int(name))
+        except OSError:          # closed since listdir (the listing's own fd among them)
+            pass
+    return found
 
 
 def _no_sge():

@@ -4,6 +4,7 @@ from a sysfs tree, stale soft-RoCE links, and the copy summary of an rdma row.""
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -288,6 +289,59 @@ def test_poll_reports_the_peers_own_failure_at_once():
         rv.send_error(a, "sender: VerbsError: bringing the QP to RTS failed")
         with pytest.raises(rv.PeerGone, match="RTS failed"):
             v.poll(b, time.monotonic() + 30)
+
+
+class _ChannelCQ:
+    """Empty until its completion channel fires, then one good completion."""
+    class WC:
+        status, opcode, wr_id = 0, 0, 1
+
+    def __init__(self):
+        self.ready, self.armed, self.acked = False, 0, 0
+
+    def poll(self, n):
+        return (1, [self.WC()]) if self.ready else (0, [])
+
+    def req_notify(self):
+        self.armed += 1
+
+    def ack_events(self, n):
+        self.acked += n
+
+
+class _Channel:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def get_cq_event(self, cq):
+        os.read(self.fd, 1)
+        cq.ready = True
+
+
+def test_poll_sleeps_on_the_completion_channel_and_acks_its_event():
+    import threading
+    import time
+    cq = _ChannelCQ()
+    v = _verbs_with(cq)
+    rfd, wfd = os.pipe()
+    v.channel, v.channel_fd = _Channel(rfd), rfd
+    a, b = socket.socketpair()
+    timer = threading.Timer(0.2, os.write, (wfd, b"e"))
+    timer.start()
+    try:
+        with a, b:
+            wcs = v.poll(b, time.monotonic() + 30)
+    finally:
+        timer.cancel()
+        os.close(rfd)
+        os.close(wfd)
+    assert len(wcs) == 1
+    # armed once before sleeping, the one event acked (ibv_destroy_cq waits for every ack)
+    assert (cq.armed, cq.acked, v.counters["cq_events"]) == (1, 1, 1)
+
+
+def test_no_completion_channel_fds_in_a_plain_process():
+    assert rv._event_fds() == set()
 
 
 def test_a_failed_completion_names_the_error_state():
