@@ -6,7 +6,7 @@ import sys
 import time
 
 from bench.plan import Case
-from bench.results import CaseResult
+from bench.results import CaseResult, rdma_retransmits
 from bench.runner import Reporter
 
 
@@ -30,6 +30,9 @@ class LineReporter(Reporter):
         line = (f"  #{rep + 1}: {_fmt(sample.get('gbps'), ' Gbit/s')}, "
                 f"{sample.get('messages')} msgs, loss {_fmt(sample.get('loss_pct'), '%', 1)}, "
                 f"payload errors {sample.get('payload_errors')}")
+        rtx = rdma_retransmits(sample)
+        if rtx and any(rtx):
+            line += f", RDMA retransmits {rtx[0]} (duplicates {rtx[1]})"
         if ref:
             tool = ref.get("tool") or "iperf3"
             line += f" | {tool} {_fmt(ref.get('gbps'), ' Gbit/s')}" if "gbps" in ref else \

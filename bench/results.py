@@ -111,6 +111,17 @@ def summarize(values: list[float]) -> dict | None:
     }
 
 
+def rdma_retransmits(sample: dict) -> tuple[int, int] | None:
+    """(timeouts that resent a window, duplicates the responder saw) in one RDMA sample, from
+    the ports' hw_counters (the sender's port retransmits, the receiver's sees duplicates)."""
+    r = sample.get("rdma") or {}
+    tx = ((r.get("sender") or {}).get("device_counters")) or None
+    rx = ((r.get("receiver") or {}).get("device_counters")) or None
+    if tx is None and rx is None:
+        return None
+    return ((tx or rx).get("retransmits", 0), (rx or tx).get("duplicates", 0))
+
+
 def dig(d: dict, dotted: str):
     """d['a']['b'] for 'a.b'; None where any part is missing."""
     for part in dotted.split("."):

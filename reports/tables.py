@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.results import CaseResult, RunResult
+from bench.results import CaseResult, RunResult, rdma_retransmits
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ def case_row(cr: CaseResult) -> Row:
                     + ("; " + note if note else ""))
     if errors:
         note = (note + "; " if note else "") + f"reference failed: {errors[0]}"
+    rtx_note = _retransmits(cr)
+    if rtx_note:
+        note = (note + "; " if note else "") + rtx_note
     util = _machine_user(cr)
     if util:
         note = (note + "; " if note else "") + util
@@ -87,6 +90,17 @@ def case_row(cr: CaseResult) -> Row:
         softirq_gb=_median(cr, "cpu_s_per_gb.softirq"), loss_pct=_median(cr, "loss_pct"),
         note=note,
     )
+
+
+def _retransmits(cr: CaseResult) -> str | None:
+    """How many measured samples the RDMA transport retransmitted in: a stall of the QP's
+    timeout each, so such samples read slower for a reason outside the path itself."""
+    counts = [c for c in (rdma_retransmits(s) for s in cr.measured()) if c is not None]
+    hit = [c for c in counts if c[0] or c[1]]
+    if not hit:
+        return None
+    return (f"RDMA retransmitted in {len(hit)} of {len(counts)} samples "
+            f"({sum(c[0] for c in hit)} timeouts, {sum(c[1] for c in hit)} duplicate packets)")
 
 
 def _machine_user(cr: CaseResult) -> str | None:

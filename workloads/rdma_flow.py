@@ -84,6 +84,7 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
     e = _enums()
     mv = memoryview(buf)
     verify = StreamVerifier(size)
+    verbs.counters_start()
     cpu = CpuWindow().start()
     deadline = time.monotonic() + float(cfg.get("max_seconds", 600))
     received = 0                 # messages verified
@@ -133,11 +134,14 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
                 verbs.post_send(CREDIT_WR, e.IBV_WR_SEND_WITH_IMM, signalled=sig, imm=pending)
                 credits_sent += 1
                 pending = 0
+    cpu_used = cpu.stop()
+    hw = verbs.counters_stop()
     good = verify.offset if verify.bad_chunks == 0 else 0
     return {"messages": good // size, "bytes": good, "bytes_seen": verify.offset,
             "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "first_bytes": first,
-            "cpu": cpu.stop(), "buffer_addr": buffer_address(buf), "recv_calls": None,
+            "cpu": cpu_used, "buffer_addr": buffer_address(buf), "recv_calls": None,
             "rdma": {**verbs.counters, "credits_sent": credits_sent, "slots": slots,
+                     "device_counters": hw,
                      "mr_bytes": len(buf), "verified_in": "the registered receive region",
                      "control": CONTROL_NOTE}}
 
@@ -186,6 +190,7 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
     sges = [SGE(mr.buf + k, size, mr.lkey) for k in range(PERIOD)]
     bound = bound_from(cfg)
     deadline = time.monotonic() + float(cfg.get("max_seconds", 600))
+    verbs.counters_start()
     cpu = CpuWindow().start()
     posted = credited = 0        # messages posted / slots the receiver returned
     in_sq = 0                    # WRs in the send queue not yet known complete
@@ -229,9 +234,11 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
     while in_sq > 0:                   # every WR acknowledged: the data is in the peer's MR
         absorb(verbs.poll(ctrl, deadline))
     t_end = now()
+    cpu_used = cpu.stop()
     return {"messages": posted, "bytes": posted * size, "t_start": bound.t_start, "t_end": t_end,
-            "cpu": cpu.stop(), "buffer_addr": buffer_address(src),
+            "cpu": cpu_used, "buffer_addr": buffer_address(src),
             "rdma": {**verbs.counters, "credits_received": credits, "slots": slots,
+                     "device_counters": verbs.counters_stop(),
                      "window": window, "depth": verbs.params.depth,
                      "signal_every": verbs.params.signal_every, "inline": verbs.params.inline,
                      "inline_used": bool(verbs.params.inline and size <= verbs.params.inline),

@@ -37,6 +37,11 @@ SLEEP_S = 0.0001                # without a channel: first sleep, doubles up to 
 SLEEP_MAX_S = 0.004
 EVENT_WAIT_MAX_S = 0.25         # with a channel: wake at least this often to check the deadline
 CHANNEL_LINK = "anon_inode:[infinibandevent]"
+SYSFS_IB = "/sys/class/infiniband"
+# rxe's retransmission counters: timeouts that resent a window, and the duplicates the
+# responder then saw. Under emulation they explain most of the spread between samples.
+RETRY_COUNTERS = ("completer_retry_err", "duplicate_request", "retry_exceeded_err",
+                  "rcvd_rnr_err", "send_rnr_err", "rcvd_seq_err", "out_of_seq_request")
 PEER_GRACE_S = 2.0
 FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
           "rkey": int, "addr": int, "length": int, "mtu": int}
@@ -409,6 +414,13 @@ class Verbs:
                     raise
                 closed_at = t
 
+    def counters_start(self) -> None:
+        self._hw0 = device_counters(self.device, self.port)
+
+    def counters_stop(self) -> dict | None:
+        return counters_delta(getattr(self, "_hw0", None),
+                              device_counters(self.device, self.port), self.device, self.port)
+
     def close(self) -> dict:
         """Every verbs object we created, newest first (QP, CQ, MRs, PD, context)."""
         closed, errors = 0, []
@@ -420,6 +432,37 @@ class Verbs:
             except Exception as exc:   # noqa: BLE001 - keep closing the rest
                 errors.append(f"{type(obj).__name__}: {exc}")
         return {"closed": closed, "errors": errors}
+
+
+def device_counters(device: str, port: int, root: str = SYSFS_IB) -> dict[str, int] | None:
+    """The port's hw_counters (rxe and most NICs have them), or None where there are none."""
+    d = f"{root}/{device}/ports/{port}/hw_counters"
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return None
+    out = {}
+    for name in names:
+        try:
+            with open(f"{d}/{name}") as f:
+                out[name] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):     # unreadable or not one number
+            continue
+    return out
+
+
+def counters_delta(before: dict | None, after: dict | None, device: str, port: int) -> \
+        dict | None:
+    """What changed on the port over an agent's data path; device-wide, so on one node it
+    includes the peer agent's QP (and anything else using the device)."""
+    if before is None or after is None:
+        return None
+    delta = {k: after[k] - before[k] for k in sorted(after) if k in before
+             and after[k] != before[k]}
+    return {"scope": f"{device} port {port}, every QP on it, over this agent's data path",
+            "delta": delta,
+            "retransmits": delta.get("completer_retry_err", 0),
+            "duplicates": delta.get("duplicate_request", 0)}
 
 
 def _event_fds() -> set[int]:

@@ -372,3 +372,49 @@ def test_a_failed_soft_roce_setup_is_tried_once_and_cleaned_up(tmp_path, monkeyp
     assert len(adds) == 1                                  # tried once
     devs.release()
     assert calls[-1][:3] == ["ip", "link", "del"]          # the carrier is gone again
+
+
+def _hw(tmp_path, values: dict):
+    d = tmp_path / "rxe0" / "ports" / "1" / "hw_counters"
+    d.mkdir(parents=True, exist_ok=True)
+    for k, v in values.items():
+        (d / k).write_text(f"{v}\n")
+    return str(tmp_path)
+
+
+def test_device_counters_give_the_ports_retransmissions_over_the_data_path(tmp_path):
+    root = _hw(tmp_path, {"completer_retry_err": 10, "duplicate_request": 100, "rcvd_pkts": 5,
+                          "lifespan": "x"})
+    before = rv.device_counters("rxe0", 1, root)
+    assert before == {"completer_retry_err": 10, "duplicate_request": 100, "rcvd_pkts": 5}
+    _hw(tmp_path, {"completer_retry_err": 13, "duplicate_request": 170, "rcvd_pkts": 905})
+    d = rv.counters_delta(before, rv.device_counters("rxe0", 1, root), "rxe0", 1)
+    assert d["delta"] == {"completer_retry_err": 3, "duplicate_request": 70, "rcvd_pkts": 900}
+    assert (d["retransmits"], d["duplicates"]) == (3, 70)
+    assert "every QP" in d["scope"]
+    assert rv.device_counters("mlx5_0", 1, root) is None            # no counters: no claim
+    assert rv.counters_delta(None, before, "rxe0", 1) is None
+
+
+def test_retransmitting_samples_are_named_in_the_row_and_the_progress_line():
+    from bench.progress import LineReporter
+    from bench.results import CaseResult, rdma_retransmits
+    from reports.tables import case_row
+
+    def sample(rtx, dup):
+        hw = {"retransmits": rtx, "duplicates": dup}
+        return {"gbps": 0.1, "rdma": {"sender": {"device_counters": hw},
+                                      "receiver": {"device_counters": hw}}}
+    clean, bad = sample(0, 0), sample(4, 900)
+    assert rdma_retransmits(clean) == (0, 0) and rdma_retransmits({"gbps": 1}) is None
+    cr = CaseResult(id="rdma_write-65536-veth", workload="rdma_write", size=65536,
+                    topology="veth", status="ok", samples=[clean, bad, bad])
+    assert "RDMA retransmitted in 2 of 3 samples (8 timeouts, 1800 duplicate packets)" \
+        in case_row(cr).note
+    cr.samples = [clean]
+    assert "retransmit" not in case_row(cr).note
+    lines = []
+    rep = LineReporter()
+    rep._say = lines.append
+    rep.sample_done(None, 0, bad, None)
+    assert "RDMA retransmits 4 (duplicates 900)" in lines[0]
