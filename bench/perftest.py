@@ -172,6 +172,43 @@ CPU_UTIL_MEANING = ("perftest --cpu_util: the whole machine's user time / (user 
                     "excluded")
 
 
+# Around perftest, each end prints its port's hw_counters before and after (device-wide, like
+# our agents' `device_counters`), so its rows show retransmissions as ours do.
+HW_TAG = "copybench-hw"
+_HW_SCRIPT = ('d="$1"; shift; '
+              'dump() { for f in "$d"/*; do [ -r "$f" ] && '
+              'echo "copybench-hw $1 ${f##*/} $(cat "$f" 2>/dev/null)"; done; }; '
+              # perftest runs as sh's child: a TERM for sh (the runner stopping it, or
+              # PDEATHSIG) is passed on, so no perftest outlives its wrapper.
+              'dump before; "$@" & p=$!; '
+              'trap \'kill $p 2>/dev/null; wait $p 2>/dev/null; exit 143\' TERM INT HUP; '
+              'wait $p; rc=$?; dump after; exit $rc')
+
+
+def with_counters(argv: list[str], device: str, port: int,
+                  root: str = "/sys/class/infiniband") -> list[str]:
+    """perftest's argv wrapped in sh: the port's hw_counters before and after, on stdout."""
+    return ["sh", "-c", _HW_SCRIPT, "sh", f"{root}/{device}/ports/{port}/hw_counters", *argv]
+
+
+def counters_from(stdout: str, device: str, port: int) -> dict | None:
+    """The wrapper's before/after lines as a `device_counters` delta (None without them)."""
+    from workloads.rdma_verbs import counters_delta
+    seen: dict[str, dict[str, int]] = {"before": {}, "after": {}}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == HW_TAG and parts[1] in seen:
+            try:
+                seen[parts[1]][parts[2]] = int(parts[3])
+            except ValueError:
+                continue
+    if not seen["before"] or not seen["after"]:
+        return None
+    d = counters_delta(seen["before"], seen["after"], device, port)
+    d["scope"] = d["scope"].replace("this agent's data path", "the tool's whole run")
+    return d
+
+
 def combine(client: dict, server: dict | None, workload: str) -> dict:
     """The reference row: the receiver's figure where perftest reports one (ib_send_bw's
     server counts what arrived), else the client's; both kept."""

@@ -95,12 +95,19 @@ def case_row(cr: CaseResult) -> Row:
 def _retransmits(cr: CaseResult) -> str | None:
     """How many measured samples the RDMA transport retransmitted in: a stall of the QP's
     timeout each, so such samples read slower for a reason outside the path itself."""
-    counts = [c for c in (rdma_retransmits(s) for s in cr.measured()) if c is not None]
-    hit = [c for c in counts if c[0] or c[1]]
-    if not hit:
-        return None
-    return (f"RDMA retransmitted in {len(hit)} of {len(counts)} samples "
-            f"({sum(c[0] for c in hit)} timeouts, {sum(c[1] for c in hit)} duplicate packets)")
+    parts = []
+    for who, rows in (("ours", cr.measured()), (_tool(cr), cr.reference)):
+        counts = [c for c in (rdma_retransmits(s) for s in rows) if c is not None]
+        hit = [c for c in counts if c[0] or c[1]]
+        if hit:
+            parts.append(f"{who} in {len(hit)} of {len(counts)} samples "
+                         f"({sum(c[0] for c in hit)} timeouts, "
+                         f"{sum(c[1] for c in hit)} duplicate packets)")
+    return "RDMA retransmitted: " + "; ".join(parts) if parts else None
+
+
+def _tool(cr: CaseResult) -> str:
+    return next((r.get("tool") for r in cr.reference if r.get("tool")), "reference")
 
 
 def _machine_user(cr: CaseResult) -> str | None:

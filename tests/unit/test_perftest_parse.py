@@ -4,6 +4,7 @@ not JSON in 4.5-0.17, so parse() repairs it, and falls back to the text table.""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -110,3 +111,59 @@ def test_the_table_labels_perftest_cpu_as_the_whole_machines_user_share(cap):
     assert row.ref_cpu_gb is None            # no per-side CPU per GB for perftest
     assert "ib_write_bw CPU_util (whole machine, user time only, not its own CPU): client 100%" \
         in row.note
+
+
+def test_perftest_runs_wrapped_with_its_ports_counters_and_dies_with_the_wrapper(tmp_path, cap):
+    import signal
+    import subprocess
+    import time
+    d = tmp_path / "rxe0" / "ports" / "1" / "hw_counters"
+    d.mkdir(parents=True)
+    (d / "completer_retry_err").write_text("5\n")
+    (d / "duplicate_request").write_text("7\n")
+    table = tmp_path / "table.txt"
+    table.write_text(cap("write_n.client.txt"))
+    # a stand-in for ib_write_bw: retransmits twice, prints its table
+    fake = ["sh", "-c", f"echo 7 > {d}/completer_retry_err; cat {table}"]
+    out = subprocess.run(perftest.with_counters(fake, "rxe0", 1, str(tmp_path)),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    hw = perftest.counters_from(out.stdout, "rxe0", 1)
+    assert (hw["retransmits"], hw["duplicates"]) == (2, 0) and "whole run" in hw["scope"]
+    # the counter lines do not disturb the table parser
+    assert perftest.parse(out.stdout)["gbps"] == perftest.parse(cap("write_n.client.txt"))["gbps"]
+    assert perftest.counters_from(cap("write_n.client.txt"), "rxe0", 1) is None
+    # stopping the wrapper stops perftest (a server waiting for a client would otherwise stay)
+    p = subprocess.Popen(perftest.with_counters(["sleep", "30"], "rxe0", 1, str(tmp_path)),
+                         stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        kids: list[str] = []
+        while not kids and time.monotonic() < deadline:
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                                  text=True).stdout.split()
+            time.sleep(0.05)
+        assert kids
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 143
+        time.sleep(0.2)
+        for k in kids:
+            state = open(f"/proc/{k}/stat").read().split()[2] if os.path.exists(f"/proc/{k}") \
+                else "gone"
+            assert state in ("gone", "Z"), state
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_the_row_names_reference_runs_that_retransmitted():
+    from bench.results import CaseResult
+    from reports.tables import case_row
+    hw = {"sender": {"device_counters": {"retransmits": 3, "duplicates": 50}},
+          "receiver": {"device_counters": {"retransmits": 3, "duplicates": 50}}}
+    cr = CaseResult(id="rdma_write-65536-veth", workload="rdma_write", size=65536,
+                    topology="veth", status="ok", samples=[{"gbps": 0.1}],
+                    reference=[{"tool": "ib_write_bw", "gbps": 0.2, "rdma": hw},
+                               {"tool": "ib_write_bw", "gbps": 0.2}])
+    assert "RDMA retransmitted: ib_write_bw in 1 of 1 samples (3 timeouts, 50 duplicate " \
+        "packets)" in case_row(cr).note

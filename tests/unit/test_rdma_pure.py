@@ -409,7 +409,7 @@ def test_retransmitting_samples_are_named_in_the_row_and_the_progress_line():
     assert rdma_retransmits(clean) == (0, 0) and rdma_retransmits({"gbps": 1}) is None
     cr = CaseResult(id="rdma_write-65536-veth", workload="rdma_write", size=65536,
                     topology="veth", status="ok", samples=[clean, bad, bad])
-    assert "RDMA retransmitted in 2 of 3 samples (8 timeouts, 1800 duplicate packets)" \
+    assert "RDMA retransmitted: ours in 2 of 3 samples (8 timeouts, 1800 duplicate packets)" \
         in case_row(cr).note
     cr.samples = [clean]
     assert "retransmit" not in case_row(cr).note
