@@ -96,7 +96,7 @@ def _retransmits(cr: CaseResult) -> str | None:
     """How many measured samples the RDMA transport retransmitted in: a stall of the QP's
     timeout each, so such samples read slower for a reason outside the path itself."""
     parts = []
-    for who, rows in (("ours", cr.measured()), (_tool(cr), cr.reference)):
+    for who, rows in (("ours", cr.measured()), (_tool(cr), cr.measured("reference"))):
         counts = [c for c in (rdma_retransmits(s) for s in rows) if c is not None]
         hit = [c for c in counts if c[0] or c[1]]
         if hit:

@@ -164,6 +164,7 @@ def test_the_row_names_reference_runs_that_retransmitted():
     cr = CaseResult(id="rdma_write-65536-veth", workload="rdma_write", size=65536,
                     topology="veth", status="ok", samples=[{"gbps": 0.1}],
                     reference=[{"tool": "ib_write_bw", "gbps": 0.2, "rdma": hw},
-                               {"tool": "ib_write_bw", "gbps": 0.2}])
+                               {"tool": "ib_write_bw", "gbps": 0.2},
+                               {"tool": "ib_write_bw", "gbps": 0.2, "rdma": hw, "warmup": True}])
     assert "RDMA retransmitted: ib_write_bw in 1 of 1 samples (3 timeouts, 50 duplicate " \
         "packets)" in case_row(cr).note
