@@ -96,12 +96,13 @@ class LocalPlacement:
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "bench.nsexec", netns or "-", "--", *argv]
 
-    def tracer(self, spec: str, survey: bool = False):
-        """The copy tracer for both agents: here, one tracer on this kernel."""
+    def tracer(self, spec: str, survey: bool = False, reuse: bool = False):
+        """The copy tracer for both agents: here, one tracer on this kernel (choosing is fast
+        here: `reuse` is for node processes and means nothing locally)."""
         from bench.tracing.select import select_tracer
         return select_tracer(spec)
 
-    def syscall_tracer(self, survey: bool = False):
+    def syscall_tracer(self, survey: bool = False, reuse: bool = False):
         """The syscall counter for both agents (bench/tracing/syscount.py), on this kernel."""
         from bench.tracing.syscount import SyscallTracer
         return SyscallTracer()
@@ -175,20 +176,21 @@ class RemotePlacement:
         """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""
         return self._bench(side, "tracer")
 
-    def tracer(self, spec: str, survey: bool = False):
+    def tracer(self, spec: str, survey: bool = False, reuse: bool = False):
         """One tracer per node (each selects its backends on its own kernel), merged.
-        survey=True: only ask each node what it would use (and build it), then end."""
+        survey=True: only ask each node what it would use (and build it), then end.
+        reuse=True: the node processes serve one sample after another until close()."""
+        return self._node_tracer(spec, survey, reuse)
+
+    def syscall_tracer(self, survey: bool = False, reuse: bool = False):
+        """One syscall counter per node (`bench tracer` with spec "syscalls"), merged."""
+        from bench.tracing.syscount import SPEC
+        return self._node_tracer(SPEC, survey, reuse)
+
+    def _node_tracer(self, spec: str, survey: bool, reuse: bool):
         from bench.tracing.remote import ROLE_SIDE, RemoteTracer
         return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts], spec,
-                            survey=survey,
-                            role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
-
-    def syscall_tracer(self, survey: bool = False):
-        """One syscall counter per node (`bench tracer` with spec "syscalls"), merged."""
-        from bench.tracing.remote import ROLE_SIDE, RemoteTracer
-        from bench.tracing.syscount import SPEC
-        return RemoteTracer(self.tracer_argv, [h.name for h in self.target.hosts], SPEC,
-                            survey=survey,
+                            survey=survey, reuse=reuse,
                             role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
 
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,

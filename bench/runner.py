@@ -57,6 +57,8 @@ class Runner:
         self._live_agents: list[Agent] = []
         self._live_procs: list[tuple[subprocess.Popen, object]] = []   # (tool, its lifeline)
         self._rdma = None        # bench.rxe.Devices, made by the first RDMA case
+        # Node tracers kept from case to case ("copies", "syscalls"): see _reused.
+        self._tracers: dict[str, object] = {}
         self.buffer = reference.socket_buffer()
         self.result.metadata["method"] = {
             **self.result.metadata.get("method", {}),
@@ -305,9 +307,14 @@ class Runner:
         """One more sample with the tracer attached to both agents: the copy accounting, and
         what counting costs (its throughput against the untraced samples of the same run)."""
         from bench.copycount import add_costs, summarize
-        tracer = self.placement.tracer(self.copies_spec)
-        syscalls = self._syscall_counter()
-        sample = self._run_sample(case, ep, tracer=tracer, syscalls=syscalls)
+        tracer = self._reused("copies", case,
+                              lambda: self.placement.tracer(self.copies_spec, reuse=True))
+        syscalls = self._syscall_counter(case)
+        try:
+            sample = self._run_sample(case, ep, tracer=tracer, syscalls=syscalls)
+        except BaseException:
+            self._drop_tracers()        # in an unknown state: the next case starts fresh ones
+            raise
         if syscalls is not None:
             cr.syscalls = self._syscall_result(case, sample, cr, syscalls, "copies")
         counts = sample.pop("_copy_counts")
@@ -336,24 +343,50 @@ class Runner:
         return out
 
     # -- syscalls per agent (bench/tracing/syscount.py) ----------------------------------------
-    def _syscall_counter(self):
+    def _syscall_counter(self, case: Case):
         """A syscall counter for the next sample, or None (off, unavailable, or it cannot be
         made here: then the run's note says why)."""
         if self._syscalls_state is not None:
             return None
         try:
-            return self.placement.syscall_tracer()
+            return self._reused("syscalls", case,
+                                lambda: self.placement.syscall_tracer(reuse=True))
         except UsageError as exc:
             self._syscalls_unavailable(exc.message, exc.fix)
             return None
 
     def _syscall_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
         """A sample with only the syscall counter attached (copies off or not counted)."""
-        syscalls = self._syscall_counter()
+        syscalls = self._syscall_counter(case)
         if syscalls is None:
             return dict(self._syscalls_state)
-        sample = self._run_sample(case, ep, syscalls=syscalls)
+        try:
+            sample = self._run_sample(case, ep, syscalls=syscalls)
+        except BaseException:
+            self._drop_tracers()
+            raise
         return self._syscall_result(case, sample, cr, syscalls, "dedicated")
+
+    def _reused(self, kind: str, case: Case, make):
+        """The tracer of `kind` for this case's traced sample. On SSH nodes choosing the
+        backends costs seconds under TCG (kallsyms, ftrace's list, BTF), so a node tracer
+        serves one case after another (detached in between: nothing stays attached) until
+        the run ends, it fails, or its nodes' lifetime watchdog would fire within the case."""
+        t = self._tracers.get(kind)
+        if t is not None and not t.usable_for(case.duration + AGENT_READY_TIMEOUT * 2 + 120):
+            self._drop_tracers(kind)
+            t = None
+        if t is None:
+            t = make()
+            if getattr(t, "reuse", False):
+                self._tracers[kind] = t
+        return t
+
+    def _drop_tracers(self, *kinds: str) -> None:
+        for kind in kinds or list(self._tracers):
+            t = self._tracers.pop(kind, None)
+            if t is not None:
+                _try(t.close)
 
     def _syscall_result(self, case: Case, sample: dict, cr: CaseResult, syscalls,
                         which: str) -> dict:
@@ -560,6 +593,7 @@ class Runner:
     def _stop_everything(self) -> None:
         for agent in list(self._live_agents):
             self._retire(agent)
+        self._drop_tracers()
         self._stop_procs()
         if hasattr(self._rdma, "release"):   # our soft-RoCE links, before their netdevs
             self._rdma.release()

@@ -96,3 +96,6 @@ class Tracer:
 
     def detach(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what outlives detach (a reused node process); most tracers have none."""

@@ -8,7 +8,8 @@ bench.tracing.remote`); it selects the tracer for the given spec on ITS kernel
 run there.
 
 Protocol (JSON lines, like the agents'):
-  runner -> node  {"spec": "auto", "node": "lab1", "survey": false, "lifetime_s": 3600}
+  runner -> node  {"spec": "auto", "node": "lab1", "survey": false, "lifetime_s": 3600,
+                   "reuse": false}
                   (spec "syscalls": the node counts the agents' system calls instead of
                   copies, bench/tracing/syscount.py; "counts" are then SyscallCount lines)
   node -> runner  {"event": "ready", "node", "pid", "kernel", "choices": [...],
@@ -18,7 +19,10 @@ Protocol (JSON lines, like the agents'):
   memory bandwidth for the cost model, reports, and exits. Otherwise it then serves:
   runner -> node  {"cmd": "attach", "pids": {"receiver": 4242}}  -> {"event": "attached"}
                   {"cmd": "read"}    -> {"event": "counts", "counts": [PointCounts.to_json()]}
-                  {"cmd": "detach"}  -> {"event": "detached"}, then exits 0
+                  {"cmd": "detach"}  -> {"event": "detached"}, then exits 0; with
+                  "reuse": true it serves the next attach instead (choosing the backends
+                  reads kallsyms, ftrace's function list and the BTF: seconds under TCG,
+                  once per run instead of once per case) until {"cmd": "quit"} or EOF
 It detaches before exiting in every case: end of stdin (the runner or SSH died: exit 3),
 SIGTERM/SIGINT/SIGHUP (exit 128+N), or its own lifetime watchdog (SIGALRM after lifetime_s:
 exit 4), so no module, kprobe event or bpftrace stays attached on a node.
@@ -33,10 +37,12 @@ copies are never summed into one figure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 
 from bench.costmodel import Bandwidth
@@ -143,10 +149,13 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
                     if t is not None:
                         held(t.detach)
                     emit("detached")
+                    if not cfg.get("reuse"):
+                        return 0
+                elif cmd == "quit":          # a reused tracer, detached: end
                     return 0
                 else:
                     emit("error", message=f"unknown command {cmd!r}",
-                         fix="attach, read or detach")
+                         fix="attach, read, detach or quit")
             except UsageError as exc:
                 emit("error", message=exc.message, fix=exc.fix)
             except (KeyError, TypeError, ValueError) as exc:
@@ -255,8 +264,11 @@ class RemoteTracer(Tracer):
 
     def __init__(self, argv_for, names: list[str], spec: str = "auto",
                  points: list[str] | None = None, survey: bool = False,
-                 lifetime_s: float = DEFAULT_LIFETIME_S, role_node: dict[str, int] = TWO_NODES):
+                 lifetime_s: float = DEFAULT_LIFETIME_S, role_node: dict[str, int] = TWO_NODES,
+                 reuse: bool = False):
         self.spec = spec
+        self.reuse = reuse and not survey
+        self.started = time.monotonic()
         self.role_node = role_node
         self.nodes: list[_Node] = []
         for role, side in ROLE_SIDE.items():
@@ -267,11 +279,13 @@ class RemoteTracer(Tracer):
             else:
                 node.roles.append(role)
         self.attached = False
+        self.lifetime_s = lifetime_s
         from bench.tracing import syscount
         self.kind = syscount.SyscallCount if spec == syscount.SPEC else PointCounts
         # The cost model's memory bandwidth: measured in a copy tracer's survey only.
         config = {"spec": spec, "points": points, "survey": survey,
-                  "bandwidth": survey and spec != syscount.SPEC, "lifetime_s": lifetime_s}
+                  "bandwidth": survey and spec != syscount.SPEC, "lifetime_s": lifetime_s,
+                  "reuse": self.reuse}
         try:
             for n in self.nodes:            # start all first: the nodes select in parallel
                 n.proc = NodeProcess(n.name, "copy tracer", "tracer", n.argv, config)
@@ -332,8 +346,15 @@ class RemoteTracer(Tracer):
                     for n in self.nodes}
         return merge(per_node, {n.name: n.roles for n in self.nodes}, self.kind)
 
+    def usable_for(self, seconds: float) -> bool:
+        """Whether a reused tracer can serve `seconds` more: its processes still run and
+        its nodes' lifetime watchdog will not fire meanwhile."""
+        return (self.reuse and all(n.proc is not None for n in self.nodes)
+                and time.monotonic() - self.started + seconds < self.lifetime_s)
+
     def detach(self) -> None:
-        """Every node detaches (and says so); then their processes end. Idempotent."""
+        """Every node detaches (and says so); then their processes end, unless the tracer is
+        reused (close() ends them). Idempotent."""
         errors = []
         live = [n for n in self.nodes if n.proc is not None]
         for n in live:
@@ -347,10 +368,19 @@ class RemoteTracer(Tracer):
             except UsageError as e:
                 errors.append(e.message)
         self.attached = False
-        self._close()
+        if errors or not self.reuse:
+            self._close()
         if errors:
             raise UsageError("could not confirm every node detached its tracer: "
                              + "; ".join(errors), "bench doctor --cleanup on the node(s)")
+
+    def close(self) -> None:
+        """End the nodes' processes (a reused tracer, after its last detach). Idempotent."""
+        for n in self.nodes:
+            if n.proc is not None:
+                with contextlib.suppress(UsageError):
+                    n.proc.send({"cmd": "quit"})
+        self._close()
 
     def _close(self) -> None:
         for n in self.nodes:

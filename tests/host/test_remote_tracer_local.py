@@ -16,9 +16,9 @@ from tests.conftest import leaked, our_netns
 
 
 class TracerPerSide(LocalPlacement):
-    def tracer(self, spec, survey=False):
+    def tracer(self, spec, survey=False, reuse=False):
         return RemoteTracer(lambda side: [sys.executable, "-m", "bench.tracing.remote"],
-                            ["nodeA", "nodeB"], spec, survey=survey)
+                            ["nodeA", "nodeB"], spec, survey=survey, reuse=reuse)
 
 
 def test_runner_counts_through_one_tracer_process_per_side(root_only, tmp_path):
@@ -48,10 +48,10 @@ def test_runner_counts_through_one_tracer_process_per_side(root_only, tmp_path):
 class SyscallsPerSide(LocalPlacement):
     """The syscall counter as on two nodes: one `bench tracer` (spec syscalls) per side."""
 
-    def syscall_tracer(self, survey=False):
+    def syscall_tracer(self, survey=False, reuse=False):
         from bench.tracing.syscount import SPEC
         return RemoteTracer(lambda side: [sys.executable, "-m", "bench.tracing.remote"],
-                            ["nodeA", "nodeB"], SPEC, survey=survey)
+                            ["nodeA", "nodeB"], SPEC, survey=survey, reuse=reuse)
 
 
 def test_syscalls_counted_through_one_tracer_process_per_side(root_only, tmp_path):

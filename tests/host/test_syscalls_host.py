@@ -125,7 +125,7 @@ def test_tcp_receiver_calls_match_its_own_report_in_the_copy_sample(bpftrace, tm
 class NoAttach(LocalPlacement):
     """A syscall counter whose bpftrace exits at once (it cannot attach)."""
 
-    def syscall_tracer(self, survey=False):
+    def syscall_tracer(self, survey=False, reuse=False):
         return SyscallTracer(binary="false")
 
 

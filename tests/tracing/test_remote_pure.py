@@ -100,6 +100,20 @@ def test_serve_speaks_the_protocol_and_detaches_once():
     assert events[2]["counts"][0]["calls"] == 4 and events[2]["counts"][0]["quality"] == "exact"
 
 
+def test_a_reused_node_tracer_serves_sample_after_sample_until_quit():
+    code, events, t = _serve([{"spec": "kmod", "reuse": True},
+                              {"cmd": "attach", "pids": {"sender": 1}}, {"cmd": "read"},
+                              {"cmd": "detach"},
+                              {"cmd": "attach", "pids": {"sender": 2}}, {"cmd": "read"},
+                              {"cmd": "detach"}, {"cmd": "quit"}])
+    assert code == 0 and t.pids == {"sender": 2} and t.detached == 2
+    assert [e["event"] for e in events] == ["ready"] + ["attached", "counts", "detached"] * 2
+    # EOF on a reused tracer that is attached still detaches it
+    code, events, t = _serve([{"spec": "kmod", "reuse": True},
+                              {"cmd": "attach", "pids": {"sender": 1}}])
+    assert code == remote.EXIT_RUNNER_GONE and t.detached == 1
+
+
 def test_serve_detaches_when_the_runner_goes_away():
     code, events, t = _serve([{"spec": "auto"}, {"cmd": "attach", "pids": {"sender": 1}}])
     assert code == remote.EXIT_RUNNER_GONE and t.detached == 1
@@ -160,6 +174,44 @@ def test_remote_tracer_counts_each_agent_on_its_node_and_merges(tmp_path):
     for node in NAMES:
         assert (tmp_path / f"{node}.detach").read_text() == "detached\n"
     t.detach()                                              # idempotent
+
+
+def test_a_reused_remote_tracer_keeps_its_node_processes_between_samples(tmp_path):
+    t = remote.RemoteTracer(_argv_for(tmp_path), NAMES, "kmod", reuse=True)
+    procs = [n.proc.proc for n in t.nodes]
+    for pids in ({"sender": 1001, "receiver": 1002}, {"sender": 2001, "receiver": 2002}):
+        t.attach(pids)
+        assert {(p.side, p.calls) for p in t.read() if p.side in ("sender", "receiver")} == \
+            {("sender", pids["sender"] % 1000), ("receiver", pids["receiver"] % 1000)}
+        t.detach()
+        assert all(p.poll() is None for p in procs)          # still serving, detached
+    assert t.usable_for(10) and not t.usable_for(remote.DEFAULT_LIFETIME_S)
+    for node in NAMES:
+        assert (tmp_path / f"{node}.detach").read_text() == "detached\n" * 2
+    t.close()
+    assert all(p.wait(10) == 0 for p in procs)               # "quit": a clean exit
+    assert not t.usable_for(10)
+    t.close()                                                # idempotent
+
+
+def test_the_runner_keeps_node_tracers_for_the_run_and_ends_them(tmp_path):
+    placement = FakeLinkPlacement(_argv_for(tmp_path))
+    r = _runner(tmp_path, placement, "kmod")
+    made = []
+
+    def make():
+        made.append(placement.tracer("kmod", reuse=True))
+        return made[-1]
+    case = type("C", (), {"duration": 1.0})()
+    a = r._reused("copies", case, make)
+    assert r._reused("copies", case, make) is a and len(made) == 1
+    procs = [n.proc.proc for n in a.nodes]
+    r._drop_tracers()
+    assert all(p.wait(10) == 0 for p in procs) and r._tracers == {}
+    b = r._reused("copies", case, make)                      # after a drop: a fresh one
+    assert b is not a and len(made) == 2
+    r._drop_tracers()                                        # as _stop_everything does
+    assert all(n.proc is None for n in b.nodes)
 
 
 def test_an_explicit_backend_refused_on_one_node_fails_naming_node_and_fix(tmp_path):
@@ -231,8 +283,8 @@ class FakeLinkPlacement:
     def __init__(self, argv_for):
         self.argv_for = argv_for
 
-    def tracer(self, spec, survey=False):
-        return remote.RemoteTracer(self.argv_for, NAMES, spec, survey=survey)
+    def tracer(self, spec, survey=False, reuse=False):
+        return remote.RemoteTracer(self.argv_for, NAMES, spec, survey=survey, reuse=reuse)
 
     def sysinfo(self):
         return {}

@@ -156,7 +156,7 @@ def test_run_note_once_when_nothing_can_count(tmp_path):
         def sysinfo(self):
             return {}
 
-        def syscall_tracer(self, survey=False):
+        def syscall_tracer(self, survey=False, reuse=False):
             return type("T", (), {"available": lambda self: Availability(
                 False, "bpftrace is not installed", "apt-get install bpftrace")})()
 
