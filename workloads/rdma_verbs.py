@@ -183,6 +183,8 @@ class Verbs:
         from pyverbs.pd import PD
         e = _e()
         self._objs: list = []
+        self._wrs: dict[int, object] = {}      # SendWR per SGE (post_send), reused
+        self._keep_sges: list = []
         self.params = params
         self.counters = {"wrs_posted": 0, "recvs_posted": 0, "completions": 0,
                          "signalled": 0, "credits": 0}
@@ -344,15 +346,26 @@ class Verbs:
 
     def post_send(self, wr_id: int, opcode: int, sge=None, signalled: bool = False,
                   imm: int | None = None, rdma: tuple[int, int] | None = None) -> None:
-        from pyverbs.wr import SendWR
+        """One WR per ibv_post_send, as perftest posts by default. The SendWR for each SGE
+        is built once and its fields set per post (the provider copies the WR into the send
+        queue at post time): building one per message cost more than the post itself under
+        the lab's emulation at 4 KiB."""
         e = _e()
         flags = e.IBV_SEND_SIGNALED if signalled else 0
         if sge is not None and self.params.inline and sge.length <= self.params.inline:
             flags |= e.IBV_SEND_INLINE
-        wr = SendWR(wr_id=wr_id, opcode=opcode, num_sge=1, sg=[sge or _no_sge()],
-                    send_flags=flags, imm_data=socket.htonl(imm) if imm is not None else 0)
-        if sge is None:
-            wr.num_sge = 0
+        wr = self._wrs.get(id(sge))
+        if wr is None:
+            from pyverbs.wr import SendWR
+            wr = SendWR(wr_id=0, opcode=opcode, num_sge=1, sg=[sge or _no_sge()], send_flags=0)
+            if sge is None:
+                wr.num_sge = 0
+            self._wrs[id(sge)] = wr
+            self._keep_sges.append(sge)        # its id() stays this SGE's while we hold it
+        wr.wr_id = wr_id
+        wr.opcode = opcode
+        wr.send_flags = flags
+        wr.imm_data = socket.htonl(imm) if imm is not None else 0
         if rdma:
             wr.set_wr_rdma(rdma[0], rdma[1])
         self.qp.post_send(wr)
