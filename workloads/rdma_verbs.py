@@ -184,6 +184,7 @@ class Verbs:
         e = _e()
         self._objs: list = []
         self._wrs: dict[int, object] = {}      # SendWR per SGE (post_send), reused
+        self._recv_wrs: dict[tuple[int, int], object] = {}
         self._keep_sges: list = []
         self.params = params
         self.counters = {"wrs_posted": 0, "recvs_posted": 0, "completions": 0,
@@ -337,10 +338,16 @@ class Verbs:
 
     # -- data path helpers ---------------------------------------------------------------
     def post_recv(self, wr_id: int, sge=None) -> None:
-        from pyverbs.wr import RecvWR
-        wr = RecvWR(wr_id=wr_id, num_sge=1, sg=[sge or _no_sge()])
-        if sge is None:
-            wr.num_sge = 0      # pyverbs wants an SGE object; a zero-length WR has none
+        """Like post_send, one RecvWR per (wr_id, SGE) is built once and posted again."""
+        key = (wr_id, id(sge))
+        wr = self._recv_wrs.get(key)
+        if wr is None:
+            from pyverbs.wr import RecvWR
+            wr = RecvWR(wr_id=wr_id, num_sge=1, sg=[sge or _no_sge()])
+            if sge is None:
+                wr.num_sge = 0      # pyverbs wants an SGE object; a zero-length WR has none
+            self._recv_wrs[key] = wr
+            self._keep_sges.append(sge)
         self.qp.post_recv(wr)
         self.counters["recvs_posted"] += 1
 
