@@ -380,6 +380,7 @@ class BpftraceTracer(Tracer):
         with os.fdopen(fd, "w") as f:
             f.write(text)
         self.path = Path(name)
+        self.out, self._reader = [], None     # a reused tracer: only this run's output
         # Own session: a Ctrl-C at the terminal must not kill it before we read its maps.
         # stderr to a file: an unread pipe can fill up and stall bpftrace.
         self.errfile = tempfile.TemporaryFile(mode="w+")

@@ -176,6 +176,29 @@ def test_a_tracer_that_dies_mid_sample_is_reported_not_counted(tmp_path):
     assert not script.exists(), "generated script left behind"
 
 
+def test_a_reattached_bpftrace_tracer_reports_only_its_new_run(tmp_path):
+    """Node tracers are reused from case to case: the second sample's output must not carry
+    the first's maps."""
+    import json
+    from bench.tracing import catalog
+    from bench.tracing.bpftrace import BpftraceTracer
+    body = ("import os, signal\n"
+            "def done(*a):\n"
+            "    print(json.dumps({'type': 'run', 'data': os.getpid()}), flush=True)\n"
+            "    sys.exit(0)\n"
+            "signal.signal(signal.SIGINT, done)\n"
+            "time.sleep(60)\n")
+    t = BpftraceTracer(probes=[catalog.by_symbol("sock:sock_recv_length")],
+                       binary=_fake_bpftrace(tmp_path, body))
+    runs = []
+    for _ in range(2):
+        t.attach({"receiver": os.getpid()})
+        text, _ = t._stop_and_collect()
+        runs.append([json.loads(ln)["data"] for ln in text.splitlines() if '"run"' in ln])
+        t.detach()
+    assert len(runs[0]) == 1 and len(runs[1]) == 1 and runs[0] != runs[1]
+
+
 def test_a_failed_tracer_costs_the_case_its_counts_not_its_samples(tmp_path, monkeypatch):
     """In-process run over loopback (no root): the traced sample's tracer fails; the case is ok
     with its untraced samples, and its copies say why they are missing."""
