@@ -182,14 +182,18 @@ def test_a_reattached_bpftrace_tracer_reports_only_its_new_run(tmp_path):
     import json
     from bench.tracing import catalog
     from bench.tracing.bpftrace import BpftraceTracer
-    body = ("import os, signal\n"
-            "def done(*a):\n"
-            "    print(json.dumps({'type': 'run', 'data': os.getpid()}), flush=True)\n"
-            "    sys.exit(0)\n"
-            "signal.signal(signal.SIGINT, done)\n"
-            "time.sleep(60)\n")
-    t = BpftraceTracer(probes=[catalog.by_symbol("sock:sock_recv_length")],
-                       binary=_fake_bpftrace(tmp_path, body))
+    # Its SIGINT handler is in place before it says ready (bpftrace's maps print on SIGINT).
+    fake = tmp_path / "bpftrace"
+    fake.write_text("#!/usr/bin/env python3\nimport json, os, signal, sys, time\n"
+                    "def done(*a):\n"
+                    "    print(json.dumps({'type': 'run', 'data': os.getpid()}), flush=True)\n"
+                    "    sys.exit(0)\n"
+                    "signal.signal(signal.SIGINT, done)\n"
+                    "print(json.dumps({'type': 'printf', 'data': 'copybench-ready\\n'}), "
+                    "flush=True)\n"
+                    "time.sleep(60)\n")
+    fake.chmod(0o755)
+    t = BpftraceTracer(probes=[catalog.by_symbol("sock:sock_recv_length")], binary=str(fake))
     runs = []
     for _ in range(2):
         t.attach({"receiver": os.getpid()})
@@ -223,7 +227,8 @@ def test_a_failed_tracer_costs_the_case_its_counts_not_its_samples(tmp_path, mon
         def detach(self):
             pass
 
-    monkeypatch.setattr(LocalPlacement, "tracer", lambda self, spec, survey=False: Broken())
+    monkeypatch.setattr(LocalPlacement, "tracer",
+                        lambda self, spec, survey=False, reuse=False: Broken())
     p = plan.expand(suite.load("smoke"), plan.Overrides(bytes=64 * 65536, topology="loopback",
                                                         workloads=("tcp",), reference=False))
     out = tmp_path / "r.json"
