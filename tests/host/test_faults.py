@@ -180,6 +180,7 @@ def test_a_reattached_bpftrace_tracer_reports_only_its_new_run(tmp_path):
     """Node tracers are reused from case to case: the second sample's output must not carry
     the first's maps."""
     import json
+
     from bench.tracing import catalog
     from bench.tracing.bpftrace import BpftraceTracer
     # Its SIGINT handler is in place before it says ready (bpftrace's maps print on SIGINT).
