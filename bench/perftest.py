@@ -177,7 +177,7 @@ CPU_UTIL_MEANING = ("perftest --cpu_util: the whole machine's user time / (user 
 HW_TAG = "copybench-hw"
 _HW_SCRIPT = ('d="$1"; shift; '
               'dump() { for f in "$d"/*; do [ -r "$f" ] && '
-              'echo "copybench-hw $1 ${f##*/} $(cat "$f" 2>/dev/null)"; done; }; '
+              'echo "' + HW_TAG + ' $1 ${f##*/} $(cat "$f" 2>/dev/null)"; done; }; '
               # perftest runs as sh's child: a TERM for sh (the runner stopping it, or
               # PDEATHSIG) is passed on, so no perftest outlives its wrapper.
               'dump before; "$@" & p=$!; '
@@ -204,9 +204,7 @@ def counters_from(stdout: str, device: str, port: int) -> dict | None:
                 continue
     if not seen["before"] or not seen["after"]:
         return None
-    d = counters_delta(seen["before"], seen["after"], device, port)
-    d["scope"] = d["scope"].replace("this agent's data path", "the tool's whole run")
-    return d
+    return counters_delta(seen["before"], seen["after"], device, port, over="the tool's whole run")
 
 
 def combine(client: dict, server: dict | None, workload: str) -> dict:

@@ -38,10 +38,6 @@ SLEEP_MAX_S = 0.004
 EVENT_WAIT_MAX_S = 0.25         # with a channel: wake at least this often to check the deadline
 CHANNEL_LINK = "anon_inode:[infinibandevent]"
 SYSFS_IB = "/sys/class/infiniband"
-# rxe's retransmission counters: timeouts that resent a window, and the duplicates the
-# responder then saw. Under emulation they explain most of the spread between samples.
-RETRY_COUNTERS = ("completer_retry_err", "duplicate_request", "retry_exceeded_err",
-                  "rcvd_rnr_err", "send_rnr_err", "rcvd_seq_err", "out_of_seq_request")
 PEER_GRACE_S = 2.0
 FIELDS = {"proto": int, "qpn": int, "psn": int, "gid": (str, type(None)), "lid": int,
           "rkey": int, "addr": int, "length": int, "mtu": int}
@@ -471,15 +467,16 @@ def device_counters(device: str, port: int, root: str = SYSFS_IB) -> dict[str, i
     return out
 
 
-def counters_delta(before: dict | None, after: dict | None, device: str, port: int) -> \
-        dict | None:
-    """What changed on the port over an agent's data path; device-wide, so on one node it
-    includes the peer agent's QP (and anything else using the device)."""
+def counters_delta(before: dict | None, after: dict | None, device: str, port: int,
+                   over: str = "this agent's data path") -> dict | None:
+    """What changed on the port `over` a window; device-wide, so on one node it includes the
+    peer agent's QP (and anything else using the device). `retransmits`: timeouts that resent
+    a window (completer_retry_err); `duplicates`: what the responder then saw twice."""
     if before is None or after is None:
         return None
     delta = {k: after[k] - before[k] for k in sorted(after) if k in before
              and after[k] != before[k]}
-    return {"scope": f"{device} port {port}, every QP on it, over this agent's data path",
+    return {"scope": f"{device} port {port}, every QP on it, over {over}",
             "delta": delta,
             "retransmits": delta.get("completer_retry_err", 0),
             "duplicates": delta.get("duplicate_request", 0)}
