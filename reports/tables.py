@@ -106,8 +106,9 @@ def _retransmits(cr: CaseResult) -> str | None:
     return "RDMA retransmitted: " + "; ".join(parts) if parts else None
 
 
-def _tool(cr: CaseResult) -> str:
-    return next((r.get("tool") for r in cr.reference if r.get("tool")), "reference")
+def _tool(cr: CaseResult, default: str = "reference") -> str:
+    """The reference tool's name, from the first reference row that has one."""
+    return next((r.get("tool") for r in cr.reference if r.get("tool")), default)
 
 
 def _machine_user(cr: CaseResult) -> str | None:
@@ -120,7 +121,7 @@ def _machine_user(cr: CaseResult) -> str | None:
                 vals.setdefault(end, []).append(float(v))
     if not vals:
         return None
-    tool = next((r.get("tool") for r in cr.reference if r.get("tool")), "perftest")
+    tool = _tool(cr, "perftest")
     parts = [f"{end} {sorted(v)[len(v) // 2]:.0f}%" for end, v in sorted(vals.items())]
     return (f"{tool} CPU_util (whole machine, user time only, not its own CPU): "
             + " / ".join(parts))
