@@ -1,17 +1,16 @@
-"""Configure or inspect one end of a veth inside its namespace, in a short-lived child process.
+"""Configure or inspect one end of a veth inside its namespace.
 
-    python -m bench.nsconfig NETNS IFNAME [ADDR/PREFIX]   -> prints the link's state as JSON
-
-Why a child: pyroute2's NetNS helper forks, and a fork of the runner inherits its signal
-handlers and Python stack; entering the namespace in a process of our own keeps the runner's
-cleanup code running in exactly one process.
+The calling thread steps into the namespace for the moment it takes (bench.setns.inside) and
+opens its netlink socket and sysctl files there. Not pyroute2's NetNS, which forks a helper:
+a fork of the runner would inherit its signal handlers and cleanup code, and a child process
+per inspection cost seconds per case in the TCG lab (an interpreter and pyroute2's import).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
+
+from bench.setns import inside
 
 # MSG_ZEROCOPY and io_uring send_zc charge each outstanding notification to optmem: the 128 KiB
 # default caps how many sends can be in flight (ENOBUFS). Raised only inside our namespaces.
@@ -39,22 +38,35 @@ def raise_optmem(host_fd: int, value: int = OPTMEM_MAX) -> dict:
     return {"optmem_max": int(open(OPTMEM_PATH).read())}
 
 
-def configure(ifname: str, cidr: str | None, host_fd: int | None = None) -> dict:
+def configure(ns: str, ifname: str, cidr: str) -> dict:
+    """Address `ifname` in `ns`, bring it and lo up, raise optmem_max there; its state after."""
     from pyroute2 import IPRoute
-    with IPRoute() as ipr:
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        idx = ipr.link_lookup(ifname=ifname)[0]
-        if cidr:
+    host_fd = os.open(OPTMEM_PATH, os.O_RDWR | os.O_CLOEXEC)   # the host's, opened outside
+    try:
+        with inside(ns), IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            idx = ipr.link_lookup(ifname=ifname)[0]
             addr, prefix = cidr.split("/")
             ipr.addr("add", index=idx, address=addr, prefixlen=int(prefix))
             ipr.link("set", index=idx, state="up")
-        link = ipr.get_links(idx)[0]
-        sysctls = raise_optmem(host_fd) if cidr and host_fd is not None else {
-            "optmem_max": _read_int(OPTMEM_PATH)}
-        return {**sysctls, "mtu": link.get("IFLA_MTU"), "gso_max_size": link.get("IFLA_GSO_MAX_SIZE"),
-                "gro_max_size": link.get("IFLA_GRO_MAX_SIZE"), "qdisc": link.get("IFLA_QDISC"),
-                "txqlen": link.get("IFLA_TXQLEN"), "state": link.get("state")}
+            return {**raise_optmem(host_fd), **_link(ipr, idx)}
+    finally:
+        os.close(host_fd)
+
+
+def state(ns: str, ifname: str) -> dict:
+    """What `ifname` in `ns` looks like now (read only): MTU, offload limits, qdisc, optmem."""
+    from pyroute2 import IPRoute
+    with inside(ns), IPRoute() as ipr:
+        return {"optmem_max": _read_int(OPTMEM_PATH),
+                **_link(ipr, ipr.link_lookup(ifname=ifname)[0])}
+
+
+def _link(ipr, idx: int) -> dict:
+    link = ipr.get_links(idx)[0]
+    return {"mtu": link.get("IFLA_MTU"), "gso_max_size": link.get("IFLA_GSO_MAX_SIZE"),
+            "gro_max_size": link.get("IFLA_GRO_MAX_SIZE"), "qdisc": link.get("IFLA_QDISC"),
+            "txqlen": link.get("IFLA_TXQLEN"), "state": link.get("state")}
 
 
 def _read_int(path: str) -> int | None:
@@ -62,18 +74,3 @@ def _read_int(path: str) -> int | None:
         return int(open(path).read())
     except (OSError, ValueError):
         return None
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print(__doc__, file=sys.stderr)
-        return 2
-    from bench.setns import enter
-    host_fd = os.open(OPTMEM_PATH, os.O_RDWR)   # the host's value, opened before setns
-    enter(argv[0])
-    print(json.dumps(configure(argv[1], argv[2] if len(argv) == 3 else None, host_fd)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -24,10 +24,10 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from bench import nsconfig
 from bench.errors import UsageError
 from bench.procs import EXIT_RUNNER_GONE, Stop, config_line, emitter, held, install_handlers
 
@@ -89,7 +89,7 @@ class Topology:
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], net_ns_fd=ns)
         self._state = {"kind": "veth"}
         for side, ns, ifname, addr in (("tx", tx_ns, tx_if, TX_ADDR), ("rx", rx_ns, rx_if, RX_ADDR)):
-            for key, value in _ns_config(ns, ifname, f"{addr}/{PREFIX}").items():
+            for key, value in nsconfig.configure(ns, ifname, f"{addr}/{PREFIX}").items():
                 self._state[f"{side}_{key}"] = value
         return Endpoints("veth", tx_ns, rx_ns, TX_ADDR, RX_ADDR, tx_if, rx_if)
 
@@ -112,17 +112,9 @@ class Topology:
             return {"kind": self.kind, "mtu": _loopback_mtu()}
         out = {"kind": "veth"}
         for side, ns, ifname in (("tx", ep.tx_netns, ep.tx_ifname), ("rx", ep.rx_netns, ep.rx_ifname)):
-            for key, value in _ns_config(ns, ifname, None).items():
+            for key, value in nsconfig.state(ns, ifname).items():
                 out[f"{side}_{key}"] = value
         return out
-
-
-def _ns_config(ns: str, ifname: str, cidr: str | None) -> dict:
-    argv = [sys.executable, "-m", "bench.nsconfig", ns, ifname] + ([cidr] if cidr else [])
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    if p.returncode != 0:
-        raise RuntimeError(f"configuring {ifname} in {ns} failed: {p.stderr.strip()[-300:]}")
-    return json.loads(p.stdout)
 
 
 def _loopback_mtu() -> int | None:

@@ -44,3 +44,45 @@ def test_bad_names_are_refused(bad):
     from bench.setns import enter
     with pytest.raises(ValueError):
         enter(bad)
+
+
+INSIDE = """
+import os, socket, sys, threading
+from bench.setns import inside
+home = os.stat('/proc/thread-self/ns/net').st_ino
+target = os.stat('/var/run/netns/' + sys.argv[1]).st_ino
+seen = {}
+go = threading.Event()
+def other():            # a thread started before stays where it was meanwhile
+    go.wait(10)
+    seen['other'] = os.stat('/proc/thread-self/ns/net').st_ino
+t = threading.Thread(target=other); t.start()
+with inside(sys.argv[1]):
+    seen['in'] = os.stat('/proc/thread-self/ns/net').st_ino
+    go.set(); t.join()
+    s = socket.socket()          # a socket opened inside belongs there: no 198.18.9.9 here
+    with open('/proc/sys/net/core/somaxconn', 'w') as f:
+        f.write('77')            # a per-namespace sysctl, written inside only
+try:
+    with inside(sys.argv[1]):
+        raise KeyError('boom')
+except KeyError:
+    pass
+after = os.stat('/proc/thread-self/ns/net').st_ino
+print(seen['in'] == target, seen['other'] == home, after == home,
+      open('/proc/sys/net/core/somaxconn').read().strip() != '77')
+"""
+
+
+def test_inside_moves_only_this_thread_for_the_block_and_always_comes_back(root_only):
+    name = f"cbinside{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        p = subprocess.run([sys.executable, "-c", INSIDE, name], capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+        assert p.stdout.split() == ["True"] * 4, p.stderr
+        inner = subprocess.run(["ip", "netns", "exec", name, "cat",
+                                "/proc/sys/net/core/somaxconn"], capture_output=True, text=True)
+        assert inner.stdout.strip() == "77"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
