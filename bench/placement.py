@@ -179,7 +179,8 @@ class RemotePlacement:
     def tracer(self, spec: str, survey: bool = False, reuse: bool = False):
         """One tracer per node (each selects its backends on its own kernel), merged.
         survey=True: only ask each node what it would use (and build it), then end.
-        reuse=True: the node processes serve one sample after another until close()."""
+        reuse=True: the node processes serve one sample after another until close() (after
+        a survey too: the run's check is then its first tracer)."""
         return self._node_tracer(spec, survey, reuse)
 
     def syscall_tracer(self, survey: bool = False, reuse: bool = False):

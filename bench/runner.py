@@ -84,6 +84,13 @@ class Runner:
         refs = [c for c in self.plan.cases if c.reference and c.skip_reason is None]
         tools = {_reference_tool(c) for c in refs}
         self.placement.check(tools, self.plan.topologies, self.cpus)
+        try:
+            self._check_tracers()
+        except BaseException:
+            self._drop_tracers()        # a node tracer the survey kept for the run
+            raise
+
+    def _check_tracers(self) -> None:
         self._copies_unavailable = self._check_copies()
         if self._copies_unavailable and self._copies_unavailable["status"] == "unavailable":
             # One note per run names the reason and the fix; cases only point at it.
@@ -99,7 +106,8 @@ class Runner:
         if self.syscalls_spec != "auto":
             raise UsageError(f"--syscalls {self.syscalls_spec!r}", "use --syscalls auto or off")
         try:
-            av = self.placement.syscall_tracer(survey=True).available()
+            av = self._surveyed("syscalls", self.placement.syscall_tracer(survey=True,
+                                                                          reuse=True))
         except UsageError as exc:
             av = Availability(False, exc.message, exc.fix)
         if av.ok:
@@ -121,12 +129,12 @@ class Runner:
         try:
             # An explicit backend that cannot work raises. Remote: each node's tracer says
             # what it would use there (bench/tracing/remote.py).
-            tracer = self.placement.tracer(self.copies_spec, survey=True)
+            tracer = self.placement.tracer(self.copies_spec, survey=True, reuse=True)
         except UsageError as exc:
             raise UsageError(f"--copies {self.copies_spec}: {exc.message}",
                              "use --copies auto (picks what works here), --copies off, or "
                              "--target lab for kprobes") from None
-        av = tracer.available()
+        av = self._surveyed("copies", tracer)
         if not av.ok:
             return {"status": "unavailable", "reason": av.reason, "fix": av.fix}
         self.result.metadata["copy_backends"] = [c.to_json() for c in tracer.choices]
@@ -135,6 +143,16 @@ class Runner:
         self._bandwidth = getattr(tracer, "bandwidth", None) or measure_bandwidth()
         self.result.metadata["memory_bandwidth"] = self._bandwidth.to_json()
         return None
+
+    def _surveyed(self, kind: str, tracer) -> Availability:
+        """A node tracer that surveyed its node (seconds under TCG) and can count is kept as
+        the run's first tracer of its kind (`_reused`); one that cannot is ended now."""
+        av = tracer.available()
+        if av.ok and getattr(tracer, "reuse", False):
+            self._tracers[kind] = tracer
+        elif hasattr(tracer, "close"):
+            _try(tracer.close)
+        return av
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:

@@ -16,7 +16,8 @@ Protocol (JSON lines, like the agents'):
                    "available": {"ok", "reason", "fix"}, "bandwidth": {...} | null}
                   or {"event": "error", "message", "fix"} (then it exits 2)
   survey=true: the node also builds what attaching needs (the kprobe module), measures its
-  memory bandwidth for the cost model, reports, and exits. Otherwise it then serves:
+  memory bandwidth for the cost model, reports, and exits, unless "reuse" is true too: then
+  the runner's check before the run is also the run's first tracer. Otherwise it then serves:
   runner -> node  {"cmd": "attach", "pids": {"receiver": 4242}}  -> {"event": "attached"}
                   {"cmd": "read"}    -> {"event": "counts", "counts": [PointCounts.to_json()]}
                   {"cmd": "detach"}  -> {"event": "detached"}, then exits 0; with
@@ -126,7 +127,7 @@ def serve(rfile, wfile, make_tracer=None, measure_bandwidth=None, prepare=_prepa
             kernel = os.uname().release
         emit("ready", node=node, pid=os.getpid(), kernel=kernel, choices=_choices_json(tracer),
              available={"ok": av.ok, "reason": av.reason, "fix": av.fix}, bandwidth=bandwidth)
-        if cfg.get("survey"):
+        if cfg.get("survey") and not cfg.get("reuse"):
             return 0
         while True:
             line = rfile.readline()
@@ -267,7 +268,7 @@ class RemoteTracer(Tracer):
                  lifetime_s: float = DEFAULT_LIFETIME_S, role_node: dict[str, int] = TWO_NODES,
                  reuse: bool = False):
         self.spec = spec
-        self.reuse = reuse and not survey
+        self.reuse = reuse
         self.started = time.monotonic()
         self.role_node = role_node
         self.nodes: list[_Node] = []
@@ -294,7 +295,7 @@ class RemoteTracer(Tracer):
         except BaseException:
             self._close()
             raise
-        if survey:
+        if survey and not reuse:
             self._close()
         self.choices = [NodeChoice(n.name, "+".join(n.roles), c) for n in self.nodes
                         for c in n.ready.get("choices", [])]

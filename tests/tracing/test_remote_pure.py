@@ -114,6 +114,15 @@ def test_a_reused_node_tracer_serves_sample_after_sample_until_quit():
     assert code == remote.EXIT_RUNNER_GONE and t.detached == 1
 
 
+def test_a_survey_that_is_reused_goes_on_serving_the_run():
+    code, events, t = _serve([{"spec": "kmod", "survey": True, "bandwidth": False,
+                               "reuse": True},
+                              {"cmd": "attach", "pids": {"sender": 3}}, {"cmd": "read"},
+                              {"cmd": "detach"}, {"cmd": "quit"}])
+    assert code == 0 and t.pids == {"sender": 3} and t.detached == 1
+    assert [e["event"] for e in events] == ["ready", "attached", "counts", "detached"]
+
+
 def test_serve_detaches_when_the_runner_goes_away():
     code, events, t = _serve([{"spec": "auto"}, {"cmd": "attach", "pids": {"sender": 1}}])
     assert code == remote.EXIT_RUNNER_GONE and t.detached == 1
@@ -302,6 +311,21 @@ def test_runner_check_records_each_nodes_choices(tmp_path):
     nodes = {(c["node"], c["role"]) for c in r.result.metadata["copy_backends"]}
     assert nodes == {("lab0", "sender"), ("lab1", "receiver")}
     assert r.result.metadata["memory_bandwidth"]["measured_on"] == "lab0"
+    r._drop_tracers()          # kept for the run (see the next test): a run ends them
+
+
+def test_the_runners_survey_is_its_first_tracer_and_ends_with_the_run(tmp_path):
+    r = _runner(tmp_path, FakeLinkPlacement(_argv_for(tmp_path)), "kmod")
+    assert r._check_copies() is None
+    kept = r._tracers["copies"]
+    assert kept.reuse and all(n.proc is not None for n in kept.nodes)
+    from bench.plan import Case
+    case = Case("tcp", 4096, "link", 1.0, None, 1, False)
+    assert r._reused("copies", case, lambda: pytest.fail("a second survey")) is kept
+    procs = [n.proc.proc for n in kept.nodes]
+    r._drop_tracers()
+    assert all(p.wait(timeout=20) == 0 for p in procs)     # asked to quit, and ended
+    assert not r._tracers
 
 
 def test_runner_check_fails_with_one_message_for_an_explicit_backend(tmp_path):
