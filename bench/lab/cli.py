@@ -30,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     up.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                     help="auto boots a KVM probe guest and falls back to TCG")
     up.add_argument("--no-provision", action="store_true", help="skip Ansible")
+    up.add_argument("--reprovision", action="store_true",
+                    help="run Ansible even where the nodes hold this provisioning's key")
     sub.add_parser("down", help="power off the VMs (disks are kept)")
     st = sub.add_parser("status", help="is the lab running, on which ports")
     st.add_argument("--json", action="store_true")
@@ -63,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     cmd = args.lab_command
     if cmd == "up":
         st = manager.up(paths, nodes=args.nodes, memory_mib=args.memory, accel=args.accel,
-                        provision=not args.no_provision, progress=progress)
+                        provision=not args.no_provision, progress=progress,
+                        reprovision=args.reprovision)
         _print_status(st)
         return 0
     if cmd == "down":

@@ -146,15 +146,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "auto",
-       provision: bool = True, progress: Progress | None = None) -> dict:
+       provision: bool = True, progress: Progress | None = None,
+       reprovision: bool = False) -> dict:
     """Build/reuse the image, boot `nodes` VMs, wait for SSH, write the inventory,
-    provision. Ctrl-C or SIGTERM at any point leaves no QEMU and no pid file."""
+    provision (skipped where the nodes hold this provisioning's key, unless `reprovision`).
+    Ctrl-C or SIGTERM at any point leaves no QEMU and no pid file."""
     with _sigterm_as_interrupt():
-        return _up(paths, nodes, memory_mib, accel, provision, progress or Progress())
+        return _up(paths, nodes, memory_mib, accel, provision, progress or Progress(),
+                   reprovision)
 
 
 def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: bool,
-        progress: Progress) -> dict:
+        progress: Progress, reprovision: bool = False) -> dict:
     if accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {accel}: unknown accelerator", "use auto, kvm or tcg")
     validate_request(nodes, memory_mib)  # before touching anything
@@ -165,7 +168,7 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
         if len(alive) == nodes == len(state["nodes"]):
             progress.line(f"lab already running ({nodes} node(s), {state['accel']})")
             if provision:
-                _provision(paths, progress)
+                _provision(paths, progress, reprovision)
             return status(paths)
         raise UsageError(f"a lab with {len(state['nodes'])} node(s) is already running",
                          "run `bench lab down` first")
@@ -215,7 +218,7 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
         new_state["nodes"], key))
     if provision:
         try:
-            _provision(paths, progress)
+            _provision(paths, progress, reprovision)
         except KeyboardInterrupt:
             down(paths, progress)
             raise
@@ -236,10 +239,34 @@ def _image(paths: LabPaths, pubkey: str, progress: Progress) -> image_mod.Image:
     return image_mod.build_image(paths.images, packages, pubkey, progress)
 
 
-def _provision(paths: LabPaths, progress: Progress) -> None:
+def _provision(paths: LabPaths, progress: Progress, again: bool = False) -> None:
     from bench.lab import provision  # imports ansible lookups only when needed
+    from bench.lab.bundle import build_bundle
 
-    provision.run_playbook(paths.inventory, progress=progress)
+    bundle = build_bundle(progress)
+    key = provision.provision_key(paths.inventory, bundle)
+    if not again and _provisioned_with(paths, key):
+        progress.line(f"every node is provisioned with these roles, inventory and bundle "
+                      f"(key {key[:12]}): Ansible skipped (`bench lab up --reprovision` runs it)")
+        return
+    provision.run_playbook(paths.inventory, progress=progress, bundle=bundle)
+
+
+def _provisioned_with(paths: LabPaths, key: str) -> bool:
+    """Whether every node's marker (site.yml's last task) holds `key`."""
+    from bench.lab.provision import MARKER
+    from bench.targets.lab import LabTarget
+    target = LabTarget.from_lab(paths)
+    try:
+        for node in range(len(target.hosts)):
+            res = target.run(node, ["cat", MARKER], timeout=120, check=False)
+            if res.returncode != 0 or res.stdout.strip() != key:
+                return False
+        return True
+    except UsageError:
+        return False          # a node that cannot answer is provisioned (and reports why)
+    finally:
+        target.close()
 
 
 def _cleanup_stale(paths: LabPaths, state: dict | None) -> None:

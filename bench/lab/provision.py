@@ -2,10 +2,17 @@
 
 The lab builds the bundle itself and passes it in, so the controller-side task
 in the `bench` role is skipped and the playbook's output stays about the hosts.
+
+Provisioning an already provisioned lab node under TCG takes minutes (every task is a Python
+run in the guest), so `bench lab up` skips it when each node carries this provisioning's key
+(`provision_key`: the roles, the inventory without its SSH ports, the bundle). site.yml itself
+removes the key as its first task and writes it as its last: a run that fails, a different
+inventory (one node or two), or any other way of running the playbook leaves no stale key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -18,6 +25,7 @@ from bench.errors import UsageError
 from bench.lab.bundle import build_bundle, project_root
 from bench.lab.progress import Progress
 
+MARKER = "/var/lib/copybench/provisioned"      # written by site.yml's last task
 ANSIBLE_FIX = "pip install -e '.[lab]' (ansible-core 2.19 in the project's venv)"
 _RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
@@ -64,8 +72,23 @@ def playbook_argv(inventory: Path, extra: list[str], bundle: Path | None,
                   playbook_bin: str = "ansible-playbook") -> list[str]:
     argv = [playbook_bin, "-i", str(inventory), str(ansible_dir() / "site.yml")]
     if bundle is not None:
-        argv += ["-e", f"copybench_bundle={bundle}"]
+        argv += ["-e", f"copybench_bundle={bundle}",
+                 "-e", f"copybench_provision_key={provision_key(inventory, bundle)}"]
     return argv + extra
+
+
+def provision_key(inventory: Path, bundle: Path) -> str:
+    """What a node's provisioning depends on: every file of the playbook and its roles, the
+    inventory (hosts, their vars: one node or two) less the SSH ports a boot picks, and the
+    bundle (its name carries its content hash)."""
+    h = hashlib.sha256()
+    root = ansible_dir()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()
+                       and "__pycache__" not in p.parts and p.suffix != ".retry"):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(re.sub(r"\bansible_port=\S+", "", inventory.read_text()).encode() + b"\0")
+    h.update(bundle.name.encode())
+    return h.hexdigest()[:32]
 
 
 def run_playbook(inventory: Path, extra: list[str] | None = None,

@@ -438,3 +438,73 @@ def test_kvm_probe_is_remembered_for_this_host_boot_only(monkeypatch, tmp_path):
     cache.write_text("{not json")                                       # damaged: probe again
     qemu.choose_accel("auto", Path("/other-kernel"), "qemu", cache)
     assert len(calls) == 4
+
+
+# -- skipping Ansible on nodes that hold this provisioning's key -------------------------------
+
+def _inv(tmp_path, name, nodes):
+    text = inventory.render_lab_inventory(nodes, Path("/k/id"))
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_provision_key_follows_roles_inventory_and_bundle_but_not_ssh_ports(tmp_path, monkeypatch):
+    roles = tmp_path / "ansible"
+    shutil.copytree(provision.ansible_dir(), roles)
+    monkeypatch.setattr(provision, "ansible_dir", lambda: roles)
+    one = [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth0"}]
+    two = [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth1", "link_addr": "198.18.0.1/30"},
+           {"name": "lab1", "ssh_port": 40002, "rdma_netdev": "eth1", "link_addr": "198.18.0.2/30"}]
+    b = Path("/cache/copybench-aaaa.tar")
+    k1 = provision.provision_key(_inv(tmp_path, "a.ini", one), b)
+    assert provision.provision_key(_inv(tmp_path, "b.ini", [dict(one[0], ssh_port=45555)]), b) == k1
+    assert provision.provision_key(_inv(tmp_path, "c.ini", two), b) != k1     # one node vs two
+    assert provision.provision_key(_inv(tmp_path, "a.ini", one), Path("/x/copybench-bbbb.tar")) != k1
+    task = roles / "roles" / "rdma" / "tasks" / "main.yml"
+    task.write_text(task.read_text() + "\n# changed\n")
+    assert provision.provision_key(_inv(tmp_path, "a.ini", one), b) != k1
+
+
+def test_playbook_gets_the_key_and_site_yml_forgets_it_first_and_writes_it_last(tmp_path):
+    import yaml
+    inv = _inv(tmp_path, "a.ini", [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth0"}])
+    b = Path("/cache/copybench-aaaa.tar")
+    argv = provision.playbook_argv(inv, [], b)
+    assert f"copybench_provision_key={provision.provision_key(inv, b)}" in argv
+    (play,) = yaml.safe_load((provision.ansible_dir() / "site.yml").read_text())
+    first = play["pre_tasks"][0]["ansible.builtin.file"]
+    assert first == {"path": provision.MARKER, "state": "absent"}
+    last = play["post_tasks"][-1]
+    assert last["ansible.builtin.copy"]["dest"] == provision.MARKER
+    assert "copybench_provision_key" in last["ansible.builtin.copy"]["content"]
+    assert not play.get("tasks")            # nothing runs after the record but the roles' handlers
+
+
+class _Node:
+    def __init__(self, out, rc=0):
+        self.out, self.rc = out, rc
+
+
+def test_lab_up_skips_ansible_only_when_every_node_holds_the_key(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeTarget:
+        def __init__(self, outs):
+            self.hosts, self.outs = outs, outs
+
+        def run(self, node, argv, timeout=None, check=True):
+            assert argv == ["cat", provision.MARKER]
+            return subprocess.CompletedProcess(argv, self.outs[node].rc, self.outs[node].out, "")
+
+        def close(self):
+            calls.append("closed")
+
+    from bench.targets import lab as lab_target
+    for outs, expect in (([_Node("K\n"), _Node("K\n")], True),
+                         ([_Node("K\n"), _Node("OLD\n")], False),
+                         ([_Node("", 1)], False)):
+        monkeypatch.setattr(lab_target.LabTarget, "from_lab", classmethod(
+            lambda cls, paths, outs=outs: FakeTarget(outs)))
+        assert manager._provisioned_with(LabPaths(tmp_path), "K") is expect
+    assert calls == ["closed"] * 3
