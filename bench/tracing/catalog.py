@@ -10,7 +10,9 @@ expect): "present" = symbol in /proc/kallsyms, "counted" = exact count of a know
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,16 +175,27 @@ def machine_arch() -> str:
 
 def kallsyms(proc_root: Path = Path("/proc")) -> set[str]:
     """Function names the running kernel has (text symbols, modules included)."""
-    names: set[str] = set()
+    path = proc_root / "kallsyms"
     try:
-        text = (proc_root / "kallsyms").read_text()
+        st = path.stat()
     except OSError:
-        return names
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] in "tTwW":
-            names.add(parts[2])
-    return names
+        return set()
+    return set(_text_symbols(str(path), st.st_mtime_ns, st.st_size))
+
+
+_TEXT_SYMBOL = re.compile(r"^\S+ [tTwW] (\S+)", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=8)
+def _text_symbols(path: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """Read once per process: choosing the backends asks twice, and reading and splitting
+    the kernel's ~100k symbols takes ~3 s in the TCG lab VM. (procfs files keep their mtime
+    and report size 0: the key only tells test fixtures apart.)"""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(_TEXT_SYMBOL.findall(text))
 
 
 def tracepoint_exists(symbol: str, tracefs: Path) -> bool:
