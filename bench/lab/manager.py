@@ -241,19 +241,16 @@ def _image(paths: LabPaths, pubkey: str, progress: Progress) -> image_mod.Image:
 
 def _provision(paths: LabPaths, progress: Progress, again: bool = False) -> None:
     from bench.lab import provision  # imports ansible lookups only when needed
-    from bench.lab.bundle import build_bundle
 
-    bundle = build_bundle(progress)
-    key = provision.provision_key(paths.inventory, bundle)
-    if not again and _provisioned_with(paths, key):
-        progress.line(f"every node is provisioned with these roles, inventory and bundle "
-                      f"(key {key[:12]}): Ansible skipped (`bench lab up --reprovision` runs it)")
+    key = provision.provision_key(paths.inventory)
+    if not again and _provisioned_with(paths, key, progress):
         return
-    provision.run_playbook(paths.inventory, progress=progress, bundle=bundle)
+    provision.run_playbook(paths.inventory, progress=progress)
 
 
-def _provisioned_with(paths: LabPaths, key: str) -> bool:
-    """Whether every node's marker (site.yml's last task) holds `key`."""
+def _provisioned_with(paths: LabPaths, key: str, progress: Progress) -> bool:
+    """Whether every node's marker (site.yml's last task) holds `key`; if so, this tree's
+    copybench is installed where a node has another, and Ansible is not needed."""
     from bench.lab.provision import MARKER
     from bench.targets.lab import LabTarget
     target = LabTarget.from_lab(paths)
@@ -262,9 +259,13 @@ def _provisioned_with(paths: LabPaths, key: str) -> bool:
             res = target.run(node, ["cat", MARKER], timeout=120, check=False)
             if res.returncode != 0 or res.stdout.strip() != key:
                 return False
+        progress.line(f"every node is provisioned with these roles for this inventory (key "
+                      f"{key[:12]}): Ansible skipped (`bench lab up --reprovision` runs it)")
+        target.prepare(progress)
         return True
-    except UsageError:
-        return False          # a node that cannot answer is provisioned (and reports why)
+    except UsageError as exc:     # Ansible then runs, and reports what is wrong
+        progress.line(f"  not skipping Ansible: {exc.message}")
+        return False
     finally:
         target.close()
 

@@ -5,9 +5,11 @@ in the `bench` role is skipped and the playbook's output stays about the hosts.
 
 Provisioning an already provisioned lab node under TCG takes minutes (every task is a Python
 run in the guest), so `bench lab up` skips it when each node carries this provisioning's key
-(`provision_key`: the roles, the inventory without its SSH ports, the bundle). site.yml itself
-removes the key as its first task and writes it as its last: a run that fails, a different
-inventory (one node or two), or any other way of running the playbook leaves no stale key.
+(`provision_key`: the roles and the inventory without its SSH ports), and then only installs
+this tree's bundle where a node has another (as every `--target lab` run does). site.yml
+itself removes the key as its first task and writes it as its last: a run that fails, a
+different inventory (one node or two), or any other way of running the playbook leaves no
+stale key.
 """
 
 from __future__ import annotations
@@ -72,22 +74,22 @@ def playbook_argv(inventory: Path, extra: list[str], bundle: Path | None,
                   playbook_bin: str = "ansible-playbook") -> list[str]:
     argv = [playbook_bin, "-i", str(inventory), str(ansible_dir() / "site.yml")]
     if bundle is not None:
-        argv += ["-e", f"copybench_bundle={bundle}",
-                 "-e", f"copybench_provision_key={provision_key(inventory, bundle)}"]
+        argv += ["-e", f"copybench_bundle={bundle}"]
+    argv += ["-e", f"copybench_provision_key={provision_key(inventory)}"]
     return argv + extra
 
 
-def provision_key(inventory: Path, bundle: Path) -> str:
-    """What a node's provisioning depends on: every file of the playbook and its roles, the
-    inventory (hosts, their vars: one node or two) less the SSH ports a boot picks, and the
-    bundle (its name carries its content hash)."""
+def provision_key(inventory: Path) -> str:
+    """What a node's provisioning depends on: every file of the playbook and its roles, and
+    the inventory (hosts, their vars: one node or two) less the SSH ports a boot picks. Not
+    the bundle: a newer tree is installed on its own (LabTarget.prepare), in a minute instead
+    of a whole playbook run."""
     h = hashlib.sha256()
     root = ansible_dir()
     for path in sorted(p for p in root.rglob("*") if p.is_file()
                        and "__pycache__" not in p.parts and p.suffix != ".retry"):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    h.update(re.sub(r"\bansible_port=\S+", "", inventory.read_text()).encode() + b"\0")
-    h.update(bundle.name.encode())
+    h.update(re.sub(r"\bansible_port=\S+", "", inventory.read_text()).encode())
     return h.hexdigest()[:32]
 
 

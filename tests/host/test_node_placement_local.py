@@ -173,3 +173,28 @@ def test_loopback_on_a_node_needs_no_namespace(node):
         placement.teardown()
     assert placement._helpers == {}
 
+
+
+def test_waiting_for_a_reference_server_looks_into_its_namespace(root_only, node, monkeypatch):
+    """The poll runs on the node with `ss -N`: it sees a port that listens only inside the
+    namespace, and gives up with the fix when nothing listens there."""
+    import socket
+
+    from bench import placement as placement_mod
+    from bench.errors import UsageError
+    from bench.setns import inside
+    monkeypatch.setattr(placement_mod, "REMOTE_LISTEN_S", 1.0)
+    name = f"cbwait{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        with inside(name):
+            srv = socket.create_server(("127.0.0.1", 0))
+        port = srv.getsockname()[1]
+        p = NodePlacement(node)
+        p.wait_listening("rx", 0, port, timeout=5, netns=name)
+        with pytest.raises(UsageError, match="did not listen") as e:
+            p.wait_listening("rx", 0, port, timeout=1, netns=None)   # not in the host's
+        assert "--no-reference" in e.value.fix
+        srv.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)

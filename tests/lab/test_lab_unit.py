@@ -449,29 +449,27 @@ def _inv(tmp_path, name, nodes):
     return p
 
 
-def test_provision_key_follows_roles_inventory_and_bundle_but_not_ssh_ports(tmp_path, monkeypatch):
+def test_provision_key_follows_roles_and_inventory_but_not_ssh_ports(tmp_path, monkeypatch):
     roles = tmp_path / "ansible"
     shutil.copytree(provision.ansible_dir(), roles)
     monkeypatch.setattr(provision, "ansible_dir", lambda: roles)
     one = [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth0"}]
     two = [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth1", "link_addr": "198.18.0.1/30"},
            {"name": "lab1", "ssh_port": 40002, "rdma_netdev": "eth1", "link_addr": "198.18.0.2/30"}]
-    b = Path("/cache/copybench-aaaa.tar")
-    k1 = provision.provision_key(_inv(tmp_path, "a.ini", one), b)
-    assert provision.provision_key(_inv(tmp_path, "b.ini", [dict(one[0], ssh_port=45555)]), b) == k1
-    assert provision.provision_key(_inv(tmp_path, "c.ini", two), b) != k1     # one node vs two
-    assert provision.provision_key(_inv(tmp_path, "a.ini", one), Path("/x/copybench-bbbb.tar")) != k1
+    k1 = provision.provision_key(_inv(tmp_path, "a.ini", one))
+    assert provision.provision_key(_inv(tmp_path, "b.ini", [dict(one[0], ssh_port=45555)])) == k1
+    assert provision.provision_key(_inv(tmp_path, "c.ini", two)) != k1     # one node vs two
     task = roles / "roles" / "rdma" / "tasks" / "main.yml"
     task.write_text(task.read_text() + "\n# changed\n")
-    assert provision.provision_key(_inv(tmp_path, "a.ini", one), b) != k1
+    assert provision.provision_key(_inv(tmp_path, "a.ini", one)) != k1
 
 
 def test_playbook_gets_the_key_and_site_yml_forgets_it_first_and_writes_it_last(tmp_path):
     import yaml
     inv = _inv(tmp_path, "a.ini", [{"name": "lab0", "ssh_port": 40001, "rdma_netdev": "eth0"}])
-    b = Path("/cache/copybench-aaaa.tar")
-    argv = provision.playbook_argv(inv, [], b)
-    assert f"copybench_provision_key={provision.provision_key(inv, b)}" in argv
+    for bundle_path in (Path("/cache/copybench-aaaa.tar"), None):
+        argv = provision.playbook_argv(inv, [], bundle_path)
+        assert f"copybench_provision_key={provision.provision_key(inv)}" in argv
     (play,) = yaml.safe_load((provision.ansible_dir() / "site.yml").read_text())
     first = play["pre_tasks"][0]["ansible.builtin.file"]
     assert first == {"path": provision.MARKER, "state": "absent"}
@@ -497,6 +495,9 @@ def test_lab_up_skips_ansible_only_when_every_node_holds_the_key(tmp_path, monke
             assert argv == ["cat", provision.MARKER]
             return subprocess.CompletedProcess(argv, self.outs[node].rc, self.outs[node].out, "")
 
+        def prepare(self, progress=None):
+            calls.append("this tree installed")
+
         def close(self):
             calls.append("closed")
 
@@ -506,5 +507,5 @@ def test_lab_up_skips_ansible_only_when_every_node_holds_the_key(tmp_path, monke
                          ([_Node("", 1)], False)):
         monkeypatch.setattr(lab_target.LabTarget, "from_lab", classmethod(
             lambda cls, paths, outs=outs: FakeTarget(outs)))
-        assert manager._provisioned_with(LabPaths(tmp_path), "K") is expect
-    assert calls == ["closed"] * 3
+        assert manager._provisioned_with(LabPaths(tmp_path), "K", Quiet()) is expect
+    assert calls == ["this tree installed", "closed", "closed", "closed"]
