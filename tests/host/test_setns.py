@@ -24,19 +24,27 @@ print(before != os.stat('/proc/self/ns/net').st_ino,
 """
 
 
-def test_enter_joins_the_named_namespace_without_pyroute2(root_only):
+@pytest.fixture
+def scratch_netns(root_only):
     name = f"cbsetns{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        p = subprocess.run([sys.executable, "-c", CODE, name], capture_output=True, text=True,
-                           cwd=REPO, timeout=60)
-        assert p.stdout.split() == ["True", "True", "False"], p.stderr
-    finally:
+    yield name
+    if os.path.exists(f"/var/run/netns/{name}"):
         subprocess.run(["ip", "netns", "del", name], check=True)
-    p = subprocess.run([sys.executable, "-c", CODE, name], capture_output=True, text=True,
+
+
+def _child(code: str, name: str) -> list[str]:
+    p = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
                        cwd=REPO, timeout=60)
-    assert p.stdout.split() == ["error", "2"], p.stderr     # gone: ENOENT, nothing created
-    assert not os.path.exists(f"/var/run/netns/{name}")
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
+def test_enter_joins_the_named_namespace_without_pyroute2(scratch_netns):
+    assert _child(CODE, scratch_netns) == ["True", "True", "False"]
+    subprocess.run(["ip", "netns", "del", scratch_netns], check=True)
+    assert _child(CODE, scratch_netns) == ["error", "2"]     # gone: ENOENT, nothing created
+    assert not os.path.exists(f"/var/run/netns/{scratch_netns}")
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", ".."])
@@ -74,15 +82,8 @@ print(seen['in'] == target, seen['other'] == home, after == home,
 """
 
 
-def test_inside_moves_only_this_thread_for_the_block_and_always_comes_back(root_only):
-    name = f"cbinside{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        p = subprocess.run([sys.executable, "-c", INSIDE, name], capture_output=True, text=True,
-                           cwd=REPO, timeout=60)
-        assert p.stdout.split() == ["True"] * 4, p.stderr
-        inner = subprocess.run(["ip", "netns", "exec", name, "cat",
-                                "/proc/sys/net/core/somaxconn"], capture_output=True, text=True)
-        assert inner.stdout.strip() == "77"
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
+def test_inside_moves_only_this_thread_for_the_block_and_always_comes_back(scratch_netns):
+    assert _child(INSIDE, scratch_netns) == ["True"] * 4
+    inner = subprocess.run(["ip", "netns", "exec", scratch_netns, "cat",
+                            "/proc/sys/net/core/somaxconn"], capture_output=True, text=True)
+    assert inner.stdout.strip() == "77"
