@@ -63,7 +63,8 @@ def dependencies(pyproject: Path) -> list[str]:
                                                      for d in extras.get(e, [])]
 
 
-def _hash(items: list[tuple[str, bytes]]) -> str:
+def content_key(items: list[tuple[str, bytes]]) -> str:
+    """16 hex digits for named contents (the bundle's, the lab's provisioning)."""
     h = hashlib.sha256()
     for name, data in items:
         h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -71,12 +72,12 @@ def _hash(items: list[tuple[str, bytes]]) -> str:
 
 
 def deps_key(deps: list[str]) -> str:
-    return _hash([(d, b"") for d in sorted(deps)] + [("py", b"cp311-x86_64")])
+    return content_key([(d, b"") for d in sorted(deps)] + [("py", b"cp311-x86_64")])
 
 
 def bundle_key(root: Path, deps: list[str]) -> str:
     items = [(str(p.relative_to(root)), p.read_bytes()) for p in source_files(root)]
-    return _hash(items + [("deps", deps_key(deps).encode())])
+    return content_key(items + [("deps", deps_key(deps).encode())])
 
 
 def _pip(args: list[str], log_to: Path) -> None:

@@ -14,7 +14,6 @@ stale key.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UsageError
-from bench.lab.bundle import build_bundle, project_root
+from bench.lab.bundle import build_bundle, content_key, project_root
 from bench.lab.progress import Progress
 
 MARKER = "/var/lib/copybench/provisioned"      # written by site.yml's last task
@@ -84,13 +83,11 @@ def provision_key(inventory: Path) -> str:
     the inventory (hosts, their vars: one node or two) less the SSH ports a boot picks. Not
     the bundle: a newer tree is installed on its own (LabTarget.prepare), in a minute instead
     of a whole playbook run."""
-    h = hashlib.sha256()
     root = ansible_dir()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()
-                       and "__pycache__" not in p.parts and p.suffix != ".retry"):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    h.update(re.sub(r"\bansible_port=\S+", "", inventory.read_text()).encode())
-    return h.hexdigest()[:32]
+    items = [(str(p.relative_to(root)), p.read_bytes()) for p in sorted(root.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".retry"]
+    inventory_text = re.sub(r"\bansible_port=\S+", "", inventory.read_text())
+    return content_key(items + [("inventory", inventory_text.encode())])
 
 
 def run_playbook(inventory: Path, extra: list[str] | None = None,
