@@ -23,7 +23,12 @@ def enter(name: str) -> None:
     namespace that does not exist is not created)."""
     if not name or "/" in name or name in (".", ".."):
         raise ValueError(f"network namespace name {name!r}")
-    _join(os.path.join(NETNS_RUN_DIR, name))
+    path = os.path.join(NETNS_RUN_DIR, name)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd, path)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -32,9 +37,8 @@ def inside(name: str):
 
     setns(2) with CLONE_NEWNET moves only the calling thread (threads it starts meanwhile begin
     there too), and sockets (netlink included) and /proc/sys/net files opened meanwhile belong
-    to the namespace they were opened in. Not
-    getting back is not survivable for a runner that goes on in the wrong namespace, so that
-    failure is a RuntimeError, never swallowed."""
+    to the namespace they were opened in. Not getting back is not survivable for a runner that
+    goes on in the wrong namespace, so that failure is a RuntimeError, never swallowed."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         enter(name)
@@ -48,14 +52,6 @@ def inside(name: str):
                     from None
     finally:
         os.close(home)
-
-
-def _join(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd, path)
-    finally:
-        os.close(fd)
 
 
 def _setns(fd: int, what: str) -> None:
