@@ -310,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the most exact backend per copy point), kmod, bpftrace, "
                           "kprobe_events, tracepoints, or off")
     run.add_argument("--syscalls", choices=("auto", "off"), default="auto",
-                     help="count each agent's system calls in the kernel (bpftrace on "
-                          "raw_syscalls:sys_enter): auto (default: in the copy-counting sample, "
+                     help="count each agent's system calls in the kernel on "
+                          "raw_syscalls:sys_enter (a tracefs hist trigger, else bpftrace): auto "
+                          "(default: in the copy-counting sample, "
                           "or in one extra sample per case when copies are not counted) or off")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
     run.add_argument("--cpus", metavar="SENDER,RECEIVER",

@@ -104,8 +104,8 @@ class LocalPlacement:
 
     def syscall_tracer(self, survey: bool = False, reuse: bool = False):
         """The syscall counter for both agents (bench/tracing/syscount.py), on this kernel."""
-        from bench.tracing.syscount import SyscallTracer
-        return SyscallTracer()
+        from bench.tracing.syscount import counter
+        return counter()
 
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
                        netns: str | None = None) -> None:

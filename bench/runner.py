@@ -622,11 +622,13 @@ class Runner:
 
 
 SYSCALLS_METHOD = (
-    "system calls of each agent's pid tree, counted in the kernel (raw_syscalls:sys_enter, "
-    "BPF map per side and syscall id) from attach (both agents ready) to read (both results "
-    "in): in the copy-counting sample when copies are counted, else in a sample of its own; "
-    "per GB: sender per byte sent, receiver per byte received; exact unless the kernel reports "
-    "BPF recursion misses or a full pid map (lossy: a lower bound)")
+    "system calls of each agent, counted in the kernel on raw_syscalls:sys_enter (a tracefs "
+    "hist trigger on the agents' threads where the kernel has them, else a bpftrace BPF map "
+    "over their pid trees; per side and syscall id) from attach (both agents ready) to read "
+    "(both results in): in the copy-counting sample when copies are counted, else in a sample "
+    "of its own; per GB: sender per byte sent, receiver per byte received; exact unless the "
+    "kernel reports a loss (BPF recursion misses, a full map or hist table, a task started "
+    "while counting: lossy, a lower bound)")
 
 
 def _try(fn, *args, attached: bool = True) -> tuple[str, str, bool] | None:

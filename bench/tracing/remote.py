@@ -89,7 +89,7 @@ def _make_tracer(spec: str, points):
     syscount.py), else the copy tracer `select_tracer` picks on this kernel."""
     from bench.tracing import syscount
     if spec == syscount.SPEC:
-        return syscount.SyscallTracer()
+        return syscount.counter()
     from bench.tracing.select import select_tracer
     return select_tracer(spec, points)
 

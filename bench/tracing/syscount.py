@@ -16,6 +16,14 @@ attached (a receiver waiting in recv) is not counted: it entered before.
 byte sent; receiver: per byte received), per message, and the top syscalls by count. Names come
 from `bench.tracing.syscalls.SYSCALL_NAMES` for the node's architecture; others by number.
 
+Two ways to count, the same figures (`counter()` picks): where the kernel has hist triggers
+(CONFIG_HIST_TRIGGERS: Debian's 6.1 has them), a `hist` trigger on the same tracepoint in a
+private tracefs instance, keyed by (thread, syscall id) and filtered to the agents' threads. It
+attaches with one write (bpftrace needs 3-8 s to compile and load under emulation, once per
+traced sample), and removing the instance removes it. It does not follow a task started during
+the count: such starts are themselves counted (clone, clone3, fork, vfork by the agents' threads)
+and make the count "lossy". Elsewhere bpftrace, as above.
+
 Remote runs: the node's `bench tracer` process builds this tracer for spec "syscalls"
 (bench/tracing/remote.py) and returns `SyscallCount.to_json()` lines instead of copy points.
 """
@@ -24,19 +32,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
 from bench.tracing import catalog, tracefs
-from bench.tracing.base import Availability
+from bench.tracing.base import Availability, Tracer
 from bench.tracing.bpftrace import MAP_KEYS_MAX, READY, BpftraceTracer, _key
-from bench.tracing.syscalls import syscall_name
+from bench.tracing.syscalls import SYSCALL_NAMES, syscall_name
 
 SPEC = "syscalls"                  # the node tracer's spec for this counter (bench tracer)
 TRACEPOINT = "raw_syscalls:sys_enter"
 SIDES = ("sender", "receiver")
 TOP = 6                            # syscalls listed per side, by count
+HIST_SIZE = 2048                   # (thread, syscall) entries; a fuller table counts "Dropped"
+TASK_STARTS = ("clone", "clone3", "fork", "vfork")   # a task the hist trigger would not follow
 
 
 @dataclass
@@ -157,6 +168,126 @@ class SyscallTracer(BpftraceTracer):
     def read(self) -> list[SyscallCount]:
         text, lost = self._stop_and_collect()
         return parse(text, self.sides, self.arch, backend=self.name, lost=lost)
+
+
+_HIST_LINE = re.compile(r"\{\s*common_pid:\s*(\d+),\s*id:\s*(\d+)\s*\}\s*hitcount:\s*(\d+)")
+_HIST_DROPPED = re.compile(r"^\s*Dropped:\s*(\d+)", re.M)
+
+
+def hist_trigger(tids: list[int]) -> str:
+    """The hist trigger counting these threads' system calls by (thread, syscall id)."""
+    if not tids:
+        raise UsageError("the syscall counter needs the agents' pids", "pass pids to attach()")
+    only = " || ".join(f"common_pid == {int(t)}" for t in sorted(set(tids)))
+    return (f"hist:keys=common_pid,id:vals=hitcount:sort=common_pid,id:size={HIST_SIZE}"
+            f" if {only}")
+
+
+def parse_hist(text: str, tid_side: dict[int, str], arch: str) -> list[SyscallCount]:
+    """The trigger's `hist` file -> one SyscallCount per side and syscall. Loss, per the
+    kernel: entries the table had no room for ("Dropped"), and tasks a side started while
+    counting (its clone/fork calls: the trigger does not follow them, so their calls are
+    missing; io_uring's workers are the kernel's and make no system calls)."""
+    calls: dict[tuple[str, int], int] = {}
+    for tid, nr, n in _HIST_LINE.findall(text):
+        side = tid_side.get(int(tid), f"thread {tid}")
+        calls[(side, int(nr))] = calls.get((side, int(nr)), 0) + int(n)
+    starts_nr = {nr for nr, name in SYSCALL_NAMES.get(arch, {}).items() if name in TASK_STARTS}
+    dropped = sum(int(d) for d in _HIST_DROPPED.findall(text))
+    out = []
+    for (side, nr), n in sorted(calls.items()):
+        lost = {"hist_dropped": dropped} if dropped else {}
+        started = sum(v for (s, k), v in calls.items() if s == side and k in starts_nr)
+        if started:
+            lost["tasks_not_followed"] = started
+        c = SyscallCount(side, nr, syscall_name(arch, nr), n, backend="hist", lost=lost)
+        if lost:
+            c.notes.append("the kernel reported " + ", ".join(
+                f"{v} {k.replace('_', ' ')}" for k, v in lost.items()) + ": counts are a lower bound")
+        out.append(c)
+    return out
+
+
+def hist_exists(root: Path | None) -> bool:
+    return bool(root and (root / "events" / "raw_syscalls" / "sys_enter" / "hist").exists())
+
+
+class HistSyscallTracer(Tracer):
+    """The counter as a tracefs hist trigger (see the module's docstring): attach writes the
+    trigger into a private instance `copybench-<pid>-syscalls`, read reads its table, detach
+    removes the instance (and the trigger with it); `bench doctor --cleanup` removes one a
+    crash left behind, like every instance of ours."""
+
+    name = "hist"
+    exact = True
+    attach_fix = "see the kernel's message (tracefs error_log); --syscalls off runs without " \
+                 "counting syscalls, bench doctor --cleanup removes leftovers"
+
+    def __init__(self, roots: tuple[Path, ...] = tracefs.CANDIDATES, arch: str | None = None,
+                 proc_root: Path = Path("/proc")):
+        self.roots = roots
+        self.arch = arch or catalog.machine_arch()
+        self.proc_root = proc_root
+        self.choices: list = []
+        self.sides: list[str] = []
+        self._threads: dict[str, set[int]] = {}
+        self._inst: tracefs.Instance | None = None
+
+    def available(self) -> Availability:
+        if os.geteuid() != 0:
+            return Availability(False, "tracefs hist triggers need root", "run as root")
+        try:
+            root = tracefs.ensure(self.roots)
+        except UsageError as e:
+            return Availability(False, e.message, e.fix)
+        if not tracepoint_exists(root):
+            return Availability(False, f"no {TRACEPOINT} tracepoint on this kernel",
+                                "a kernel with CONFIG_FTRACE_SYSCALLS (Debian's has it)")
+        if not hist_exists(root):
+            return Availability(False, "this kernel has no hist triggers (CONFIG_HIST_TRIGGERS)",
+                                "bpftrace counts instead (apt-get install bpftrace)")
+        return Availability(True, f"tracefs hist trigger on {TRACEPOINT}")
+
+    def describe(self) -> dict:
+        return {"backend": "hist", "probe": f"tracepoint:{TRACEPOINT}",
+                "aggregation": "tracefs hist trigger keyed by (thread, syscall id) in a private "
+                               "instance, read once after the sample",
+                "filter": "the agents' threads at attach (a task they start while counting is "
+                          "not followed: counted as a loss)", "arch": self.arch}
+
+    def attach(self, pids: dict[str, int]) -> None:
+        root = tracefs.ensure(self.roots)
+        self.detach()                          # a reused tracer: a fresh table per sample
+        self.sides = list(pids)
+        self._threads = {s: set(tracefs.tids(p, self.proc_root)) for s, p in pids.items()}
+        inst = tracefs.Instance(root, SPEC, buffer_kb=4)   # triggers only: no ring buffer use
+        self._inst = inst
+        try:
+            inst.create()
+            tracefs.write(inst.path / "events" / "raw_syscalls" / "sys_enter" / "trigger",
+                          hist_trigger([t for ts in self._threads.values() for t in ts]))
+        except OSError as e:
+            self.detach()
+            raise UsageError(f"the hist trigger could not attach: {e}", self.attach_fix) from None
+
+    def read(self) -> list[SyscallCount]:
+        if self._inst is None:
+            raise UsageError("the syscall counter is not attached", fix="attach() before read()")
+        text = (self._inst.path / "events" / "raw_syscalls" / "sys_enter" / "hist").read_text()
+        tid_side = {t: s for s, ts in self._threads.items() for t in ts}
+        return parse_hist(text, tid_side, self.arch)
+
+    def detach(self) -> None:
+        if self._inst is not None:
+            inst, self._inst = self._inst, None
+            inst.remove()
+
+
+def counter(roots: tuple[Path, ...] = tracefs.CANDIDATES) -> Tracer:
+    """The syscall counter for this kernel: the hist trigger where it has them (no compile),
+    else bpftrace (which says what is missing when it cannot count either)."""
+    hist = HistSyscallTracer(roots=roots)
+    return hist if hist.available().ok else SyscallTracer(roots=roots)
 
 
 # == the figures per side ======================================================================

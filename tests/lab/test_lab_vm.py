@@ -136,9 +136,11 @@ def _bench_cli(*args, timeout=1200, env=None):
 
 
 def _left_on_node(vm, node=0) -> str:
-    """Anything of a run still on a node: namespaces, our processes, the kprobe module."""
+    """Anything of a run still on a node: namespaces, our processes, the kprobe module, our
+    tracefs instances (the syscall counter's hist trigger lives in one)."""
     return sh(vm, "sh", "-c", "ip netns list; pgrep -af 'bench (agent|tracer|topology|nsexec)"
-              "|iperf3|workloads.agent' | grep -v pgrep; lsmod | grep -w copytrace; true",
+              "|iperf3|workloads.agent' | grep -v pgrep; lsmod | grep -w copytrace; "
+              "ls /sys/kernel/tracing/instances | grep copybench; true",
               node=node).strip()
 
 
@@ -224,6 +226,15 @@ def test_seed_counts_through_bench_run_in_the_lab(vm, tmp_path):
         assert d["ns_per_copy"] and d["ns_per_copy"] > 0
         assert d["cost"]["model_seconds"] > 0
     assert "| udp-1000-veth | sender | 1000 | 1.000 | 1000000 | 1.000 |" in p.stdout
+    # The same sample counted the agents' system calls with the kernel's hist trigger (6.1 has
+    # them; no bpftrace compile per sample): one sendto per datagram, exactly.
+    sc = c["syscalls"]
+    assert sc["status"] == "ok" and sc["sample"] == "copies", sc
+    assert "hist trigger" in sc["counted_by"]["nodes"]["lab0"]["available"]
+    tx, rx = sc["sides"]["sender"], sc["sides"]["receiver"]
+    assert tx["by_syscall"]["sendto"] == 1000 + sc["traced_sample"]["send_errors"], tx
+    assert 1000 <= rx["by_syscall"]["recvfrom"] <= 1002, rx
+    assert tx["quality"] == rx["quality"] == "exact"
 
 
 def test_tcp_bytes_copied_equal_bytes_sent_through_bench_run(vm, tmp_path):

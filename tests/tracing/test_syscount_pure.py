@@ -173,3 +173,62 @@ def test_run_note_once_when_nothing_can_count(tmp_path):
     with pytest.raises(UsageError):
         Runner(Plan("t", ()), tmp_path / "r.json", placement=NoBpf(),
                syscalls_spec="bogus")._check_syscalls()
+
+
+# == the hist trigger backend (kernels with CONFIG_HIST_TRIGGERS: the lab's 6.1) ==============
+# Captured in the lab VM (Debian 12, 6.1): a receiver (tid 1389) got 500 datagrams with
+# recvfrom, a sender (tid 1390) sent them with sendto, then started one thread (clone3).
+HIST = (DATA / "syscount_hist_6.1.txt").read_text()
+HIST_TIDS = {1389: "receiver", 1390: "sender"}
+
+
+def test_hist_trigger_counts_by_thread_and_syscall_for_the_agents_threads_only():
+    text = syscount.hist_trigger([7, 5, 7, 6])
+    assert text.startswith("hist:keys=common_pid,id:vals=hitcount:")
+    assert f"size={syscount.HIST_SIZE}" in text
+    assert text.endswith(" if common_pid == 5 || common_pid == 6 || common_pid == 7")
+    with pytest.raises(UsageError):
+        syscount.hist_trigger([])
+
+
+def test_parse_the_captured_hist_table():
+    counts = syscount.parse_hist(HIST, HIST_TIDS, "x86_64")
+    by = {(c.side, c.name): c for c in counts}
+    assert by[("receiver", "recvfrom")].calls == 500
+    assert by[("sender", "sendto")].calls == 500
+    assert {c.backend for c in counts} == {"hist"}
+    # The sender started a thread while counted: its calls were not followed, so that side is a
+    # lower bound; the receiver started nothing and stays exact.
+    assert by[("sender", "clone3")].calls == 1
+    assert all(c.lost == {"tasks_not_followed": 1} and c.quality == "lossy"
+               for c in counts if c.side == "sender")
+    assert all(c.quality == "exact" and not c.notes for c in counts if c.side == "receiver")
+    sides = syscount.summarize(counts, {"sender": 500_000, "receiver": 500_000})
+    assert sides["sender"]["quality"] == "lossy" and sides["receiver"]["quality"] == "exact"
+    assert sides["receiver"]["by_syscall"]["recvfrom"] == 500
+
+
+def test_a_full_hist_table_makes_every_count_a_lower_bound():
+    text = HIST.replace("Dropped: 0", "Dropped: 3")
+    counts = syscount.parse_hist(text, HIST_TIDS, "x86_64")
+    assert all(c.lost.get("hist_dropped") == 3 and c.quality == "lossy" for c in counts)
+    assert "lower bound" in counts[0].notes[0]
+
+
+def test_a_thread_nobody_named_is_reported_not_dropped():
+    counts = syscount.parse_hist(HIST, {1390: "sender"}, "x86_64")
+    assert {c.side for c in counts} == {"sender", "thread 1389"}
+
+
+def test_counter_is_the_hist_trigger_where_the_kernel_has_one_else_bpftrace(tmp_path, monkeypatch):
+    monkeypatch.setattr(syscount.os, "geteuid", lambda: 0)
+    event = tmp_path / "events" / "raw_syscalls" / "sys_enter"
+    event.mkdir(parents=True)
+    (event / "trigger").write_text("")
+    roots = (tmp_path,)
+    none = syscount.HistSyscallTracer(roots=roots).available()
+    assert not none.ok and "CONFIG_HIST_TRIGGERS" in none.reason and "bpftrace" in none.fix
+    assert isinstance(syscount.counter(roots), syscount.SyscallTracer)
+    (event / "hist").write_text("")
+    assert syscount.HistSyscallTracer(roots=roots).available().ok
+    assert isinstance(syscount.counter(roots), syscount.HistSyscallTracer)
