@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import sys
 
-# Undocumented: JSON lines on stdin/stdout (agent, tracer, topology), a tool in a netns
-# (nsexec), or the node's metadata for the result (sysinfo).
+# Undocumented: JSON lines on stdin/stdout (agent, tracer, topology, the agents' launcher), a
+# tool in a netns (nsexec), or the node's metadata for the result (sysinfo).
 NODE_COMMANDS = {"agent": "workloads.agent", "tracer": "bench.tracing.remote",
-                 "topology": "bench.topology", "nsexec": "bench.nsexec", "sysinfo": "bench.sysinfo"}
+                 "topology": "bench.topology", "nsexec": "bench.nsexec", "sysinfo": "bench.sysinfo",
+                 "launcher": "bench.launcher"}
 
 
 def node_command(argv: list[str]) -> int | None:

@@ -93,6 +93,11 @@ class LocalPlacement:
     def agent_argv(self, side: str) -> list[str]:
         return [sys.executable, "-m", "workloads.agent"]
 
+    def start_agent(self, role: str, side: str, config: dict | None):
+        """An agent process here (config None: configured later, bench/agents.py)."""
+        from bench.agents import Agent
+        return Agent(role, config, argv=self.agent_argv(side))
+
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "bench.nsexec", netns or "-", "--", *argv]
 
@@ -151,8 +156,11 @@ class RemotePlacement:
         return sorted(set(self.sides.values()))
 
     def close(self) -> None:
-        """The target's shared SSH connections end with the run."""
-        self.target.close()
+        """The launchers, then the target's shared SSH connections, end with the run."""
+        try:
+            self._stop_launchers()
+        finally:
+            self.target.close()
 
     def describe(self) -> dict:
         return {"kind": self.name, "target": self.target.kind,
@@ -167,6 +175,44 @@ class RemotePlacement:
 
     def agent_argv(self, side: str) -> list[str]:
         return self._bench(side, "agent")
+
+    def start_agent(self, role: str, side: str, config: dict | None):
+        """Forked by the node's launcher where the target shares one SSH connection per node
+        (the lab): a connection through it instead of a session and an interpreter per agent
+        (bench/launcher.py). Elsewhere `bench agent` over SSH."""
+        from bench.agents import Agent, LaunchedAgent
+        path = self._launcher(self.sides[side])
+        if path is None:
+            return Agent(role, config, argv=self.agent_argv(side))
+        return LaunchedAgent(role, config, connect=lambda: _connect_unix(path))
+
+    def _launcher(self, node: int) -> str | None:
+        """The local end of node's launcher socket: started on first use, for the run."""
+        launchers = self.__dict__.setdefault("_launchers", {})
+        if node not in launchers:
+            if not self.target.can_forward():
+                launchers[node] = None
+            else:
+                from bench.procs import NodeProcess
+                side = next(s for s, n in self.sides.items() if n == node)
+                helper = NodeProcess(self.target.host(node).name, "agent launcher", "launcher",
+                                     self._bench(side, "launcher"),
+                                     {"lifetime_s": TOPOLOGY_IDLE_S})
+                try:
+                    ready = helper.expect("ready", TOPOLOGY_TIMEOUT_S)
+                    local = self.target.forward_unix(node, ready["socket"])
+                except BaseException:
+                    helper.close(grace=5.0)
+                    raise
+                launchers[node] = (helper, str(local))
+        entry = launchers[node]
+        return entry[1] if entry else None
+
+    def _stop_launchers(self) -> None:
+        """End of input ends each launcher (and any agent it still has)."""
+        for entry in self.__dict__.pop("_launchers", {}).values():
+            if entry:
+                entry[0].close(grace=10.0)
 
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         """Ends with its SSH session, or when the runner's end of its stdin closes."""
@@ -375,6 +421,17 @@ class LinkPlacement(RemotePlacement):
 
     def teardown(self) -> None:
         pass
+
+
+def _connect_unix(path: str):
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def for_target(target) -> NodePlacement | LinkPlacement:

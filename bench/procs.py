@@ -24,7 +24,7 @@ from bench.errors import UsageError
 
 EXIT_RUNNER_GONE = 3
 EXIT_WATCHDOG = 4
-_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
 
 
 def readline_by(stream, deadline: float) -> str | None:
@@ -89,18 +89,18 @@ class Stop(BaseException):
 def install_handlers() -> None:
     def handler(signum, frame):
         # The first signal wins; later ones must not cut the clean-up short.
-        for s in _SIGNALS:
+        for s in SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         if signum == signal.SIGALRM:
             raise Stop(EXIT_WATCHDOG, "lifetime watchdog expired")
         raise Stop(128 + signum, f"signal {signal.Signals(signum).name}")
-    for s in _SIGNALS:
+    for s in SIGNALS:
         signal.signal(s, handler)
 
 
 def held(fn) -> None:
     """Run fn with SIGINT/SIGTERM/SIGHUP/SIGALRM held back; a held signal arrives right after."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_SIGNALS))
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
     try:
         fn()
     finally:

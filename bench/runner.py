@@ -308,7 +308,7 @@ class Runner:
 
     # -- one sample: two agents ------------------------------------------------------------
     def _agent(self, role: str, config: dict | None) -> Agent:
-        agent = Agent(role, config, argv=self.placement.agent_argv("tx" if role == "sender" else "rx"))
+        agent = self.placement.start_agent(role, "tx" if role == "sender" else "rx", config)
         self._live_agents.append(agent)
         return agent
 

@@ -76,6 +76,28 @@ class SshTarget:
         10 by default; the lab's is raised by its inventory). `close()` ends the masters."""
         self._share = True
 
+    def can_forward(self) -> bool:
+        """Whether forward_unix() works: only over a shared connection (share_connections)."""
+        return self._share
+
+    def forward_unix(self, node: int | str, remote: str) -> Path:
+        """A local unix socket whose connections reach `remote` (a unix socket on the node)
+        through the node's shared connection: one channel per connection, no session, no
+        process started there (the agents' launcher, bench/launcher.py). It ends with the
+        shared connection (close())."""
+        argv = self.ssh_argv(node)                # makes the control directory if need be
+        self._forwards = getattr(self, "_forwards", 0) + 1
+        local = self._control / f"fwd{self._forwards}.sock"
+        argv[-1:-1] = ["-O", "forward", "-L", f"{local}:{remote}"]
+        res = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                             timeout=60)
+        if res.returncode != 0:
+            raise UsageError(f"{self._where(node)}: could not forward {remote} over the shared "
+                             f"SSH connection: {res.stderr.strip()[-300:]}",
+                             "the node's sshd must allow stream-local forwarding "
+                             "(AllowStreamLocalForwarding, yes by default)")
+        return local
+
     def close(self) -> None:
         """End the shared connections, if any (a no-op otherwise)."""
         control, self._control = self._control, None

@@ -305,3 +305,31 @@ def test_node_commands_do_not_load_the_cli():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=REPO, stdin=subprocess.DEVNULL)
     assert p.stdout.splitlines()[-1].split() == ["1", "False", "False"], p.stderr
+
+
+def test_forwarding_a_node_socket_rides_the_shared_connection_only(tmp_path, monkeypatch):
+    """The agents' launcher is reached through the node's shared SSH connection (`ssh -O
+    forward -L local:remote`, no session); real hosts without one keep `bench agent` per agent."""
+    t = SshTarget([Host("h1", "h1", 2222, "root")], known_hosts=tmp_path / "kh")
+    assert not t.can_forward()
+    t.share_connections()
+    assert t.can_forward()
+    calls = []
+
+    def run(argv, **kw):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0 if len(calls) == 1 else 255, "",
+                                           "forwarding refused")
+    monkeypatch.setattr(subprocess, "run", run)
+    try:
+        local = t.forward_unix(0, "/tmp/copybench-9-launch-x/agents.sock")
+        argv = calls[0]
+        assert argv[-5:] == ["-O", "forward", "-L",
+                             f"{local}:/tmp/copybench-9-launch-x/agents.sock", "root@h1"]
+        assert local.parent == t._control and len(str(local)) < 100   # sun_path's limit
+        with pytest.raises(UsageError, match="forwarding refused") as exc:
+            t.forward_unix(0, "/tmp/other.sock")
+        assert "AllowStreamLocalForwarding" in exc.value.fix
+    finally:
+        monkeypatch.undo()
+        t.close()
