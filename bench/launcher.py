@@ -1,25 +1,32 @@
-"""A node's agent launcher: the run's agents forked from one interpreter that has imported them.
+"""A node's launcher: the run's agents and reference tools forked from one interpreter.
 
 Starting an agent over SSH costs a session, an interpreter and its imports: under emulation
-(the TCG lab) about 0.9 s of the node's one CPU per agent, two agents per sample, measured. The
-runner starts one launcher per node and run (`bench launcher`, like the topology helper). It
-imports the agent and every workload once. Each agent is then one connection to the launcher's
+(the TCG lab) about 0.9 s of the node's one CPU per agent, two agents per sample, measured; a
+reference tool in a namespace costs a session and `bench nsexec`'s interpreter. The runner
+starts one launcher per node and run (`bench launcher`, like the topology helper). It imports
+the agent and every workload once. Each agent or tool is then one connection to the launcher's
 unix socket (through the runner's shared SSH connection: a forwarded socket, no new session)
-and one fork. The child runs `workloads.agent.main()` with that connection as its stdin,
-stdout and stderr: the same agent, protocol and checks as `bench agent` over SSH.
+and one fork, with the connection as the child's stdin and stdout:
 
-  runner -> node  {"lifetime_s": 14400}     idle limit, re-armed by every agent started
+  agent  `workloads.agent.main()`, stderr into the same stream: the same agent, protocol and
+         checks as `bench agent` over SSH;
+  tool   `bench nsexec NETNS --until-eof -- ARGV` in-process (it enters the namespace and
+         execs the tool, which ends when our side of the stream ends); stderr to a file that
+         the launcher returns in its record.
+
+  runner -> node  {"lifetime_s": 14400}     idle limit, re-armed by every child started
   node -> runner  {"event": "ready", "pid": P, "socket": "/tmp/copybench-P-launch-…/agents.sock"}
-  per connection  the agent's own JSON lines (workloads/agent.py); stderr lines in between
-                  are not JSON. After the agent has exited, the launcher adds one line
-                  {"event": "exited", "code": N} (negative: killed by that signal) and closes.
+  per connection  first a request line from the runner (bench/launched.py `request`), then the
+                  child's. After the child has exited the launcher writes "\n\0" and a record
+                  {"event": "exited", "code": N (negative: killed by that signal), "stderr": …}
+                  and closes.
 
-An agent whose runner hung up (end of its stream) and that has not exited HANGUP_GRACE_S later
-gets SIGTERM, and SIGKILL as long again after that: what the runner does to an agent it started
-itself. The launcher ends at end of its input, on SIGTERM/SIGINT/SIGHUP or when idle for
-`lifetime_s`. Its agents then die with it (they ask for PR_SET_PDEATHSIG), and its socket's
-directory is removed. It never starts a thread: a fork copies only the calling thread, and the
-agent must be the only thread when it enters its namespace.
+A child whose runner hung up (end of its stream) and that has not exited HANGUP_GRACE_S later
+gets SIGTERM, and SIGKILL as long again after that: what the runner does to a process it
+started itself. The launcher ends at end of its input, on SIGTERM/SIGINT/SIGHUP or when idle
+for `lifetime_s`. Its children then die with it (PR_SET_PDEATHSIG), and its socket's directory
+is removed. It never starts a thread: a fork copies only the calling thread, and an agent must
+be the only thread when it enters its namespace.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from bench.procs import EXIT_RUNNER_GONE, SIGNALS, Stop, config_line, emitter, i
 
 HANGUP_GRACE_S = 2.0
 POLL_MS = 100
+MAX_STDERR = 16384            # a tool's last stderr bytes returned in its record
 
 
 def preload() -> list[str]:
@@ -68,8 +76,27 @@ class Launched:
         self.signalled = 0
 
 
-def run_child(conn: socket.socket, close: list) -> None:
-    """In the forked child: become the agent on `conn`. Never returns."""
+def read_request(fd: int) -> dict:
+    """The connection's first line, byte by byte: what follows is the child's to read."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 65536:
+        b = os.read(fd, 1)
+        if not b:
+            break
+        line += b
+    req = json.loads(line or b"{}")
+    if not isinstance(req, dict) or req.get("launch") not in ("agent", "tool"):
+        raise ValueError(f"bad request {line[:80]!r}")
+    return req
+
+
+def err_path(workdir: str, pid: int) -> str:
+    return os.path.join(workdir, f"{pid}.stderr")
+
+
+def run_child(conn: socket.socket, close: list, workdir: str) -> None:
+    """In the forked child: become the agent or the tool the runner asked for. Never
+    returns."""
     code = 1
     try:
         for s in SIGNALS:
@@ -77,9 +104,22 @@ def run_child(conn: socket.socket, close: list) -> None:
         for f in close:
             with contextlib.suppress(OSError):
                 f.close()
+        req = read_request(conn.fileno())
         for fd in (0, 1, 2):
             os.dup2(conn.fileno(), fd)
         conn.close()
+        if req["launch"] == "tool":
+            err = os.open(err_path(workdir, os.getpid()), os.O_WRONLY | os.O_CREAT, 0o600)
+            os.dup2(err, 2)
+            os.close(err)
+            from bench import nsexec
+            argv = [str(a) for a in req.get("argv") or []]
+            try:
+                code = nsexec.main([req.get("netns") or "-", "--until-eof", "--", *argv])
+            except OSError as e:       # entering the namespace or the exec: say which tool
+                print(f"{argv[0] if argv else '(no command)'}: {e}", file=sys.stderr)
+                code = 127
+            return
         sys.stdin = open(0, encoding="utf-8", closefd=False)               # noqa: SIM115
         sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
@@ -129,7 +169,7 @@ def serve(rfile, wfile, workdir: str | None = None) -> int:
                     conn, _ = listener.accept()
                     pid = os.fork()
                     if pid == 0:
-                        run_child(conn, [listener, *(c.conn for c in children.values())])
+                        run_child(conn, [listener, *(c.conn for c in children.values())], d)
                     launched = Launched(conn)
                     children[pid] = by_fd[conn.fileno()] = launched
                     # RDHUP only: the data on it is the agent's to read, not ours.
@@ -138,7 +178,7 @@ def serve(rfile, wfile, workdir: str | None = None) -> int:
                 elif fd in by_fd:
                     by_fd.pop(fd).hangup = time.monotonic()
                     poller.unregister(fd)
-            _reap(children, by_fd, poller)
+            _reap(children, by_fd, poller, d)
             _escalate(children)
     except Stop as stop:
         return stop.code
@@ -151,7 +191,8 @@ def serve(rfile, wfile, workdir: str | None = None) -> int:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _reap(children: dict[int, Launched], by_fd: dict[int, Launched], poller) -> None:
+def _reap(children: dict[int, Launched], by_fd: dict[int, Launched], poller,
+          workdir: str) -> None:
     """Every agent that exited: its code to its runner, then its connection closed."""
     while children:
         try:
@@ -166,9 +207,16 @@ def _reap(children: dict[int, Launched], by_fd: dict[int, Launched], poller) -> 
         fd = launched.conn.fileno()
         if by_fd.pop(fd, None) is not None:
             poller.unregister(fd)
+        stderr = ""
         with contextlib.suppress(OSError):
-            launched.conn.sendall(json.dumps({"event": "exited",
-                                              "code": exit_code(status)}).encode() + b"\n")
+            with open(err_path(workdir, pid), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - MAX_STDERR))
+                stderr = f.read().decode(errors="replace")
+            os.unlink(err_path(workdir, pid))
+        record = {"event": "exited", "code": exit_code(status), "stderr": stderr}
+        with contextlib.suppress(OSError):
+            launched.conn.sendall(b"\n\0" + json.dumps(record).encode() + b"\n")
         launched.conn.close()
 
 

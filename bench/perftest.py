@@ -175,9 +175,11 @@ CPU_UTIL_MEANING = ("perftest --cpu_util: the whole machine's user time / (user 
 # Around perftest, each end prints its port's hw_counters before and after (device-wide, like
 # our agents' `device_counters`), so its rows show retransmissions as ours do.
 HW_TAG = "copybench-hw"
+# `read`, a shell builtin, not $(cat): under TCG each fork and exec costs 0.05-0.1 s, and a
+# port has 16 counters, read twice per side and sample.
 _HW_SCRIPT = ('d="$1"; shift; '
-              'dump() { for f in "$d"/*; do [ -r "$f" ] && '
-              'echo "' + HW_TAG + ' $1 ${f##*/} $(cat "$f" 2>/dev/null)"; done; }; '
+              'dump() { for f in "$d"/*; do [ -r "$f" ] && read -r v < "$f" 2>/dev/null && '
+              'echo "' + HW_TAG + ' $1 ${f##*/} $v"; done; }; '
               # perftest runs as sh's child: a TERM for sh (the runner stopping it, or
               # PDEATHSIG) is passed on, so no perftest outlives its wrapper.
               'dump before; "$@" & p=$!; '

@@ -101,6 +101,11 @@ class LocalPlacement:
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         return [sys.executable, "-m", "bench.nsexec", netns or "-", "--", *argv]
 
+    def start_tool(self, side: str, netns: str | None, argv: list[str]):
+        """A reference tool here in `netns`: (process, lifeline) (bench.procs)."""
+        from bench.procs import spawn_with_lifeline
+        return spawn_with_lifeline(self.tool_argv(side, netns, argv))
+
     def tracer(self, spec: str, survey: bool = False, reuse: bool = False):
         """The copy tracer for both agents: here, one tracer on this kernel (choosing is fast
         here: `reuse` is for node processes and means nothing locally)."""
@@ -180,11 +185,12 @@ class RemotePlacement:
         """Forked by the node's launcher where the target shares one SSH connection per node
         (the lab): a connection through it instead of a session and an interpreter per agent
         (bench/launcher.py). Elsewhere `bench agent` over SSH."""
-        from bench.agents import Agent, LaunchedAgent
+        from bench.agents import Agent
+        from bench.launched import LaunchedAgent, connect_unix
         path = self._launcher(self.sides[side])
         if path is None:
             return Agent(role, config, argv=self.agent_argv(side))
-        return LaunchedAgent(role, config, connect=lambda: _connect_unix(path))
+        return LaunchedAgent(role, config, connect=lambda: connect_unix(path))
 
     def _launcher(self, node: int) -> str | None:
         """The local end of node's launcher socket: started on first use, for the run."""
@@ -195,7 +201,7 @@ class RemotePlacement:
             else:
                 from bench.procs import NodeProcess
                 side = next(s for s, n in self.sides.items() if n == node)
-                helper = NodeProcess(self.target.host(node).name, "agent launcher", "launcher",
+                helper = NodeProcess(self.target.host(node).name, "launcher", "launcher",
                                      self._bench(side, "launcher"),
                                      {"lifetime_s": TOPOLOGY_IDLE_S})
                 try:
@@ -217,6 +223,22 @@ class RemotePlacement:
     def tool_argv(self, side: str, netns: str | None, argv: list[str]) -> list[str]:
         """Ends with its SSH session, or when the runner's end of its stdin closes."""
         return self._bench(side, "nsexec", netns or "-", "--until-eof", "--", *argv)
+
+    def start_tool(self, side: str, netns: str | None, argv: list[str]):
+        """A reference tool on the side's node in `netns`: forked by the node's launcher where
+        there is one (no session, no interpreter), else `bench nsexec --until-eof` over SSH.
+        (process, lifeline): the launcher's stream is its own lifeline."""
+        path = self._launcher(self.sides[side])
+        if path is None:
+            from bench.procs import spawn_with_lifeline
+            return spawn_with_lifeline(self.tool_argv(side, netns, argv))
+        from bench.launched import LaunchedProcess, connect_unix
+        try:
+            return LaunchedProcess(lambda: connect_unix(path), argv, netns), None
+        except OSError as exc:
+            raise UsageError(f"no connection to the agent launcher on "
+                             f"{self.target.host(self.sides[side]).name}: {exc}",
+                             "check the node (`bench lab status`), then retry") from None
 
     def tracer_argv(self, side: str) -> list[str]:
         """The node's copy tracer process (bench/tracing/remote.py), JSON lines over SSH."""
@@ -421,17 +443,6 @@ class LinkPlacement(RemotePlacement):
 
     def teardown(self) -> None:
         pass
-
-
-def _connect_unix(path: str):
-    import socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def for_target(target) -> NodePlacement | LinkPlacement:

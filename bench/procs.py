@@ -77,6 +77,22 @@ def stop(proc: subprocess.Popen, eof_grace: float = 0.0, term_grace: float = 2.0
     return proc.returncode
 
 
+def spawn_with_lifeline(argv: list[str]) -> tuple[subprocess.Popen, object]:
+    """A tool whose stdin is a pipe only we hold (not Popen.stdin, which communicate() closes):
+    a remote tool (`bench nsexec --until-eof`) ends when it closes, also when we die. Returns
+    the process and that pipe's write end, to close when stopping it."""
+    r, w = os.pipe()
+    try:
+        p = subprocess.Popen(argv, stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        os.close(r)
+    return p, os.fdopen(w, "wb", buffering=0)
+
+
 # == node end =================================================================================
 class Stop(BaseException):
     """Raised by the signal handlers: leave the command loop, clean up, exit with `code`."""

@@ -31,17 +31,17 @@ def run_perftest(runner, case, ep) -> dict:
     common = dict(size=case.size, depth=case.rdma.depth, inline=case.rdma.inline,
                   signal_every=case.rdma.signal_every, duration=case.duration, count=case.count,
                   tcp_port=port)
-    server = runner._spawn(pl.tool_argv("rx", ep.rx_netns, perftest.with_counters(perftest.argv(
+    server = runner._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.argv(
         case.workload, rx.device, rx.port, rx.gid_index, json_file=files["server"], **common),
-        rx.device, rx.port)))
+        rx.device, rx.port))
     try:
         try:
             pl.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
         except Exception as exc:      # noqa: BLE001 - the row says why
             return {"tool": tool, "error": f"server did not listen: {exc}"}
-        client = runner._spawn(pl.tool_argv("tx", ep.tx_netns, perftest.with_counters(
+        client = runner._spawn("tx", ep.tx_netns, perftest.with_counters(
             perftest.argv(case.workload, tx.device, tx.port, tx.gid_index, server=ep.rx_addr,
-                          json_file=files["client"], **common), tx.device, tx.port)))
+                          json_file=files["client"], **common), tx.device, tx.port))
         limit = case.duration + 120
         try:
             c_out, c_err = client.communicate(timeout=limit)

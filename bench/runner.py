@@ -6,7 +6,6 @@ every sample, so Ctrl-C, a killed agent or a crash keeps every finished case.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -559,19 +558,10 @@ class Runner:
             self._live_agents.remove(agent)
 
     # -- reference tool --------------------------------------------------------------------
-    def _spawn(self, argv: list[str]) -> subprocess.Popen:
-        # stdin: a pipe whose other end only we hold (not Popen.stdin, which communicate()
-        # closes): a remote tool ends when it closes, also when we die (bench/nsexec.py).
-        r, w = os.pipe()
-        try:
-            p = subprocess.Popen(argv, stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-        except BaseException:
-            os.close(w)
-            raise
-        finally:
-            os.close(r)
-        self._live_procs.append((p, os.fdopen(w, "wb", buffering=0)))
+    def _spawn(self, side: str, netns: str | None, argv: list[str]):
+        """A reference tool on `side` in `netns`, stopped with the sample (_stop_procs)."""
+        p, lifeline = self.placement.start_tool(side, netns, argv)
+        self._live_procs.append((p, lifeline))
         return p
 
     def _run_reference(self, case: Case, ep: Endpoints) -> dict:
@@ -581,16 +571,16 @@ class Runner:
         pl = self.placement
         port = _free_port(ep.rx_addr) if ep.kind == "loopback" and not pl.remote else 5201
         tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
-        server = self._spawn(pl.tool_argv("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
-                                          + reference.server_cpu_argv(rx_cpu)))
+        server = self._spawn("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
+                             + reference.server_cpu_argv(rx_cpu))
         try:
             try:
                 pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns)
             except UsageError as exc:        # the reference row says so; ours stand
                 return {"tool": "iperf3", "error": f"{exc.message} (fix: {exc.fix})"}
-            client = self._spawn(pl.tool_argv("tx", ep.tx_netns, reference.client_argv(
+            client = self._spawn("tx", ep.tx_netns, reference.client_argv(
                 case.workload, ep.rx_addr, port, case.size, case.duration, case.count,
-                buffer=self.buffer, cpu=tx_cpu)))
+                buffer=self.buffer, cpu=tx_cpu))
             try:
                 out, err = client.communicate(timeout=case.duration + 30)
             except subprocess.TimeoutExpired:

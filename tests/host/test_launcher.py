@@ -1,9 +1,10 @@
-"""The agents' launcher (bench/launcher.py) on this machine: the same agents, forked.
+"""The node launcher (bench/launcher.py) on this machine: the same agents and tools, forked.
 
 On a lab node the runner reaches the launcher's socket through its shared SSH connection; here
 the test connects to it directly. What must hold: a forked agent pair moves and verifies exactly
 what `bench agent` would; an agent's error and its exit reach the runner; an agent whose runner
-hung up is stopped; the launcher leaves nothing behind when its input ends.
+hung up is stopped; a tool's stdout, stderr and exit code come back apart, and it ends when the
+runner's side does; the launcher leaves nothing behind when its input ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from bench import launcher
-from bench.agents import AgentError, LaunchedAgent
+from bench.agents import AgentError
+from bench.launched import LaunchedAgent, LaunchedProcess
 
 
 @pytest.fixture
@@ -162,3 +164,32 @@ def test_a_launcher_that_is_not_there_is_an_agent_error(tmp_path):
         return s
     with pytest.raises(AgentError, match="launcher"):
         LaunchedAgent("sender", None, connect)
+
+
+def test_a_tools_output_error_and_code_come_back_apart(node_launcher):
+    _, _, connect = node_launcher
+    t = LaunchedProcess(connect, ["sh", "-c", "echo out; echo err >&2; printf tail; exit 3"], None)
+    out, err = t.communicate(timeout=30)
+    assert (out, err, t.returncode) == ("out\ntail", "err\n", 3)
+    assert t.poll() == 3
+
+
+def test_a_tool_ends_when_the_runners_side_does(node_launcher):
+    from bench.procs import stop
+    p, _, connect = node_launcher
+    t = LaunchedProcess(connect, ["sleep", "30"], None)
+    deadline = time.monotonic() + 20
+    while not children_of(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert t.poll() is None
+    t0 = time.monotonic()
+    assert stop(t, term_grace=10) == -signal.SIGTERM    # bench.procs.stop, as for a Popen
+    assert time.monotonic() - t0 < 5
+    assert children_of(p.pid) == []
+
+
+def test_a_tool_that_is_not_installed_says_so(node_launcher):
+    _, _, connect = node_launcher
+    t = LaunchedProcess(connect, ["no-such-tool-here", "-x"], None)
+    out, err = t.communicate(timeout=30)
+    assert t.returncode != 0 and "no-such-tool-here" in err and out == ""
