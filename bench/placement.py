@@ -168,8 +168,12 @@ class RemotePlacement:
             self.target.close()
 
     def describe(self) -> dict:
+        """`launch`: how agents and reference tools start on the nodes (start_agent)."""
         return {"kind": self.name, "target": self.target.kind,
-                "hosts": [self.target.host(i).name for i in self.nodes]}
+                "hosts": [self.target.host(i).name for i in self.nodes],
+                "launch": ("forked by the node's launcher (bench launcher), reached through the "
+                           "shared SSH connection" if self.target.can_forward() else
+                           "one SSH session each (bench agent, bench nsexec)")}
 
     # -- commands on a side's node ---------------------------------------------------------
     def _ssh(self, side: str, argv: list[str]) -> list[str]:

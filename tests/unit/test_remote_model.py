@@ -144,6 +144,9 @@ class FakeTarget:
     def ssh_argv(self, node=0, tty=False):
         return ["ssh", self.hosts[node].name]
 
+    def can_forward(self):
+        return False           # one SSH session per agent, as on real hosts
+
     def run(self, node, argv, timeout=None, check=True):
         self.calls.append((node, argv))
         facts = {"uid": 0, "missing": [], "cpus": [0, 1], **self._facts.get(node, {})}
@@ -157,9 +160,11 @@ def test_for_target_picks_node_or_link():
     assert isinstance(for_target(FakeTarget(1)), NodePlacement)
     link = for_target(FakeTarget(2))
     assert isinstance(link, LinkPlacement) and link.forced_topology == "link"
-    assert link.describe() == {"kind": "link", "target": "fake", "hosts": ["n0", "n1"]}
+    assert link.describe() == {"kind": "link", "target": "fake", "hosts": ["n0", "n1"],
+                               "launch": "one SSH session each (bench agent, bench nsexec)"}
     node = NodePlacement(FakeTarget(1))
-    assert node.describe() == {"kind": "node", "target": "fake", "hosts": ["n0"]}
+    assert node.describe() == {"kind": "node", "target": "fake", "hosts": ["n0"],
+                               "launch": "one SSH session each (bench agent, bench nsexec)"}
     assert node.agent_argv("tx") == ["ssh", "n0", "bench agent"]
     assert node.tool_argv("rx", "cb1rx", ["iperf3", "-s"]) == \
         ["ssh", "n0", "bench nsexec cb1rx --until-eof -- iperf3 -s"]
