@@ -1,4 +1,5 @@
-"""Remove what a killed run may have left: our network namespaces and tracer state."""
+"""Remove what a killed run may have left: our network namespaces, soft-RoCE links, a node
+launcher's socket directory and tracer state."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def cleanup_all() -> list[str]:
         done += [f"removed stale soft-RoCE link {n}" for n in remove_stale_rxe()]
     except (ImportError, OSError, ValueError) as exc:
         done.append(f"soft-RoCE cleanup skipped: {exc}")
+    from bench.launcher import remove_stale as remove_stale_launchers
+    done += [f"removed a dead launcher's socket directory {d}" for d in remove_stale_launchers()]
     try:
         from bench.tracing.select import cleanup_stale
     except ImportError:

@@ -233,6 +233,20 @@ def _escalate(children: dict[int, Launched]) -> None:
             launched.signalled += 1
 
 
+def remove_stale(tmp: str | None = None) -> list[str]:
+    """Socket directories of launchers that are gone (a SIGKILL leaves one behind): their
+    names carry the launcher's pid (`bench doctor --cleanup`)."""
+    from pathlib import Path
+    root = Path(tmp or tempfile.gettempdir())
+    removed = []
+    for d in sorted(root.glob("copybench-*-launch-*")):
+        pid = d.name.split("-")[1]
+        if d.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    return removed
+
+
 def main() -> int:
     install_handlers()
     try:

@@ -193,3 +193,15 @@ def test_a_tool_that_is_not_installed_says_so(node_launcher):
     t = LaunchedProcess(connect, ["no-such-tool-here", "-x"], None)
     out, err = t.communicate(timeout=30)
     assert t.returncode != 0 and "no-such-tool-here" in err and out == ""
+
+
+def test_doctor_cleanup_removes_a_dead_launchers_directory_only(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = tmp_path / f"copybench-{dead.pid}-launch-abc"
+    alive = tmp_path / f"copybench-{os.getpid()}-launch-def"
+    for d in (gone, alive):
+        d.mkdir()
+        (d / "agents.sock").write_text("")
+    assert launcher.remove_stale(str(tmp_path)) == [str(gone)]
+    assert not gone.exists() and alive.exists()
