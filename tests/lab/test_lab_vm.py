@@ -138,8 +138,8 @@ def _bench_cli(*args, timeout=1200, env=None):
 def _left_on_node(vm, node=0) -> str:
     """Anything of a run still on a node: namespaces, our processes, the kprobe module, our
     tracefs instances (the syscall counter's hist trigger lives in one)."""
-    return sh(vm, "sh", "-c", "ip netns list; pgrep -af 'bench (agent|tracer|topology|nsexec)"
-              "|iperf3|workloads.agent' | grep -v pgrep; lsmod | grep -w copytrace; "
+    return sh(vm, "sh", "-c", "ip netns list; pgrep -af 'bench (agent|tracer|topology|nsexec"
+              "|launcher)|iperf3|workloads.agent' | grep -v pgrep; lsmod | grep -w copytrace; "
               "ls /sys/kernel/tracing/instances | grep copybench; true",
               node=node).strip()
 
