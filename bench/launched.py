@@ -1,5 +1,5 @@
 """The runner's end of a node's launcher (bench/launcher.py): agents and reference tools it
-forks, each over one connection to its socket.
+starts, each over one connection to its socket.
 
 A connection starts with one request line (`request()`); what follows is the child's: an
 agent's JSON lines (its stderr lines in between), or a tool's stdout. After the child has
@@ -25,7 +25,7 @@ RECORD = b"\n\x00"
 
 
 def request(kind: str, argv: list[str] | None = None, netns: str | None = None) -> bytes:
-    """The first line on a connection: what the launcher should fork."""
+    """The first line on a connection: what the launcher should start."""
     return (json.dumps({"launch": kind, "argv": argv or [], "netns": netns}) + "\n").encode()
 
 
@@ -53,7 +53,7 @@ def split_record(data: bytes) -> tuple[bytes, dict | None]:
 
 
 class LaunchedAgent(Agent):
-    """An agent that a node's launcher forked: `connect()` opens the connection to the
+    """An agent that a node's launcher started: `connect()` opens the connection to the
     launcher (a unix socket forwarded by the shared SSH connection), which becomes the agent's
     stdin, stdout and stderr. Its stderr lines are the non-JSON ones."""
 
@@ -133,8 +133,8 @@ class LaunchedAgent(Agent):
 
 
 class LaunchedProcess:
-    """A reference tool that a node's launcher forked into a namespace (`bench nsexec` there,
-    in-process): what the runner uses of a subprocess.Popen (communicate, poll, wait,
+    """A reference tool that a node's launcher started in a namespace (`bench nsexec` there,
+    in its child): what the runner uses of a subprocess.Popen (communicate, poll, wait,
     terminate, kill, returncode), so it stops like one (bench.procs.stop). End of our side of
     the stream stops the tool, as the lifeline pipe does for `bench nsexec --until-eof`."""
 

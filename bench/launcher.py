@@ -1,18 +1,21 @@
-"""A node's launcher: the run's agents and reference tools forked from one interpreter.
+"""A node's launcher: the run's agents and reference tools started without an SSH session each.
 
-Starting an agent over SSH costs a session, an interpreter and its imports: under emulation
-(the TCG lab) about 0.9 s of the node's one CPU per agent, two agents per sample, measured; a
-reference tool in a namespace costs a session and `bench nsexec`'s interpreter. The runner
-starts one launcher per node and run (`bench launcher`, like the topology helper). It imports
-the agent and every workload once. Each agent or tool is then one connection to the launcher's
-unix socket (through the runner's shared SSH connection: a forwarded socket, no new session)
-and one fork, with the connection as the child's stdin and stdout:
+Over SSH every agent and every reference tool was a session of its own: on the TCG lab node a
+session, `bench agent`'s interpreter and its imports cost about 0.9 s of the VM's one CPU per
+process, two agents and two tools per sample. The runner starts one launcher per node and run
+(`bench launcher`, like the topology helper). Each agent or tool is then one connection to the
+launcher's unix socket, reached through the runner's shared SSH connection (a forwarded socket:
+no session), and one fork and exec, with the connection as the child's stdin and stdout:
 
-  agent  `workloads.agent.main()`, stderr into the same stream: the same agent, protocol and
-         checks as `bench agent` over SSH;
-  tool   `bench nsexec NETNS --until-eof -- ARGV` in-process (it enters the namespace and
+  agent  `python -m workloads.agent`, stderr into the same stream: the same agent, protocol
+         and checks as `bench agent` over SSH;
+  tool   `bench nsexec NETNS --until-eof -- ARGV` in the child (it enters the namespace and
          execs the tool, which ends when our side of the stream ends); stderr to a file that
          the launcher returns in its record.
+
+Both are exec'd afresh, never forked from a warm interpreter: ours and the references start
+the same way. (Forked from a launcher that had imported the agent, ours ran ≈25% faster than
+exec'd ones under TCG, an emulator effect a reference tool would not get: measured and rejected.)
 
   runner -> node  {"lifetime_s": 14400}     idle limit, re-armed by every child started
   node -> runner  {"event": "ready", "pid": P, "socket": "/tmp/copybench-P-launch-…/agents.sock"}
@@ -25,17 +28,14 @@ A child whose runner hung up (end of its stream) and that has not exited HANGUP_
 gets SIGTERM, and SIGKILL as long again after that: what the runner does to a process it
 started itself. The launcher ends at end of its input, on SIGTERM/SIGINT/SIGHUP or when idle
 for `lifetime_s`. Its children then die with it (PR_SET_PDEATHSIG), and its socket's directory
-is removed. It never starts a thread: a fork copies only the calling thread, and an agent must
-be the only thread when it enters its namespace.
+is removed. It never starts a thread: a fork copies only the calling thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
-import pkgutil
 import select
 import shutil
 import signal
@@ -50,21 +50,6 @@ from bench.procs import EXIT_RUNNER_GONE, SIGNALS, Stop, config_line, emitter, i
 HANGUP_GRACE_S = 2.0
 POLL_MS = 100
 MAX_STDERR = 16384            # a tool's last stderr bytes returned in its record
-
-
-def preload() -> list[str]:
-    """Import the agent and every workload module now, once, instead of in every agent.
-    Returns the ones that cannot be imported here (liburing, pyverbs missing): their agents
-    import them again and report the error the usual way."""
-    import workloads
-    import workloads.agent  # noqa: F401
-    missing = []
-    for mod in pkgutil.iter_modules(workloads.__path__):
-        try:
-            importlib.import_module(f"workloads.{mod.name}")
-        except Exception:             # noqa: BLE001 - reported by the agent that needs it
-            missing.append(mod.name)
-    return missing
 
 
 class Launched:
@@ -95,8 +80,7 @@ def err_path(workdir: str, pid: int) -> str:
 
 
 def run_child(conn: socket.socket, close: list, workdir: str) -> None:
-    """In the forked child: become the agent or the tool the runner asked for. Never
-    returns."""
+    """In the forked child: exec the agent or the tool the runner asked for. Never returns."""
     code = 1
     try:
         for s in SIGNALS:
@@ -120,11 +104,8 @@ def run_child(conn: socket.socket, close: list, workdir: str) -> None:
                 print(f"{argv[0] if argv else '(no command)'}: {e}", file=sys.stderr)
                 code = 127
             return
-        sys.stdin = open(0, encoding="utf-8", closefd=False)               # noqa: SIM115
-        sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
-        from workloads import agent
-        code = agent.main()
+        os.environ["PYTHONUNBUFFERED"] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "workloads.agent"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:             # noqa: BLE001 - the runner reads it as the agent's stderr
@@ -146,7 +127,6 @@ def serve(rfile, wfile, workdir: str | None = None) -> int:
     if isinstance(cfg, int):
         return cfg
     idle = float(cfg.get("lifetime_s") or 0)
-    preload()
     d = tempfile.mkdtemp(prefix=f"copybench-{os.getpid()}-launch-", dir=workdir)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     children: dict[int, Launched] = {}

@@ -171,8 +171,9 @@ class RemotePlacement:
         """`launch`: how agents and reference tools start on the nodes (start_agent)."""
         return {"kind": self.name, "target": self.target.kind,
                 "hosts": [self.target.host(i).name for i in self.nodes],
-                "launch": ("forked by the node's launcher (bench launcher), reached through the "
-                           "shared SSH connection" if self.target.can_forward() else
+                "launch": ("started by the node's launcher (bench launcher: fork and exec), "
+                           "reached through the shared SSH connection"
+                           if self.target.can_forward() else
                            "one SSH session each (bench agent, bench nsexec)")}
 
     # -- commands on a side's node ---------------------------------------------------------
@@ -186,8 +187,8 @@ class RemotePlacement:
         return self._bench(side, "agent")
 
     def start_agent(self, role: str, side: str, config: dict | None):
-        """Forked by the node's launcher where the target shares one SSH connection per node
-        (the lab): a connection through it instead of a session and an interpreter per agent
+        """Started by the node's launcher where the target shares one SSH connection per node
+        (the lab): a connection through it instead of an SSH session per agent
         (bench/launcher.py). Elsewhere `bench agent` over SSH."""
         from bench.agents import Agent
         from bench.launched import LaunchedAgent, connect_unix
@@ -229,7 +230,7 @@ class RemotePlacement:
         return self._bench(side, "nsexec", netns or "-", "--until-eof", "--", *argv)
 
     def start_tool(self, side: str, netns: str | None, argv: list[str]):
-        """A reference tool on the side's node in `netns`: forked by the node's launcher where
+        """A reference tool on the side's node in `netns`: started by the node's launcher where
         there is one (no session, no interpreter), else `bench nsexec --until-eof` over SSH.
         (process, lifeline): the launcher's stream is its own lifeline."""
         path = self._launcher(self.sides[side])

@@ -1,7 +1,7 @@
-"""The node launcher (bench/launcher.py) on this machine: the same agents and tools, forked.
+"""The node launcher (bench/launcher.py) on this machine: the same agents and tools, started by it.
 
 On a lab node the runner reaches the launcher's socket through its shared SSH connection; here
-the test connects to it directly. What must hold: a forked agent pair moves and verifies exactly
+the test connects to it directly. What must hold: an agent pair it started moves and verifies exactly
 what `bench agent` would; an agent's error and its exit reach the runner; an agent whose runner
 hung up is stopped; a tool's stdout, stderr and exit code come back apart, and it ends when the
 runner's side does; the launcher leaves nothing behind when its input ends.
@@ -56,7 +56,7 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def test_a_forked_pair_moves_and_verifies_exactly_the_count_asked(node_launcher):
+def test_a_launched_pair_moves_and_verifies_exactly_the_count_asked(node_launcher):
     p, _, connect = node_launcher
     n, size = 2000, 4096
     common = {"workload": "tcp", "size": size, "batch": 1, "max_seconds": 60,
@@ -69,7 +69,7 @@ def test_a_forked_pair_moves_and_verifies_exactly_the_count_asked(node_launcher)
         tx.configure({**common, "netns": None, "target": ["127.0.0.1", ready["port"]],
                       "duration": 30.0, "count": n, "cpu": None})
         tx_ready = tx.expect("ready", 30)
-        # forked by the launcher, named by the agent itself
+        # the launcher's children, named by the agents themselves
         assert {ready["pid"], tx_ready["pid"]} <= set(children_of(p.pid))
         assert Path(f"/proc/{tx_ready['pid']}/comm").read_text().strip() == "sender"
         tx.send({"cmd": "go"})

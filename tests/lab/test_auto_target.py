@@ -54,7 +54,7 @@ def test_the_main_job_boots_the_lab_runs_there_and_shuts_it_down(tmp_path):
     assert (t["requested"], t["chosen"], t["booted_by_this_run"]) == ("auto", "lab", True)
     assert set(t["unmet_here"]) == set(unmet)
     assert doc["metadata"]["placement"]["kind"] == "node"       # every row from the lab VM
-    assert "launcher" in doc["metadata"]["placement"]["launch"]   # forked there, no sessions
+    assert "launcher" in doc["metadata"]["placement"]["launch"]   # no session per process
     cases = {c["id"]: c for c in doc["cases"]}
     tcp, rdma = cases[f"tcp-{SIZE}-veth"], cases[f"rdma_write-{SIZE}-veth"]
     for c in (tcp, rdma):
