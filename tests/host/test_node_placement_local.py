@@ -64,7 +64,9 @@ def test_one_node_run_goes_through_ssh_and_leaves_nothing(root_only, node, tmp_p
     r.check()
     res = r.run()
     assert res.status == "complete", res.reason
-    assert res.metadata["placement"] == {"kind": "node", "target": "fake-ssh", "hosts": ["node0"]}
+    assert res.metadata["placement"] == {
+        "kind": "node", "target": "fake-ssh", "hosts": ["node0"],
+        "launch": "one SSH session each (bench agent, bench nsexec)"}   # no shared connection
     c = res.cases[0]
     assert c.status == "ok", (c.reason, c.fix)
     s = c.samples[0]

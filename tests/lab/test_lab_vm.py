@@ -155,7 +155,9 @@ def test_one_node_run_through_the_remote_model(vm, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads(next(tmp_path.glob("smoke-*.json")).read_text())
     meta = doc["metadata"]
-    assert meta["placement"] == {"kind": "node", "target": "lab", "hosts": ["lab0"]}
+    assert {k: meta["placement"][k] for k in ("kind", "target", "hosts")} == \
+        {"kind": "node", "target": "lab", "hosts": ["lab0"]}
+    assert meta["placement"]["launch"].startswith("started by the node's launcher")
     assert meta["kernel"].startswith("6.1.") and meta["hostname"] != meta["runner_host"]
     assert meta["method"]["cpus"] == {"sender": 0, "receiver": 0}
     c = doc["cases"][0]
