@@ -35,6 +35,8 @@ from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.syscalls import send_flags_args, socket_syscalls
 
 ATTACH_TIMEOUT = 120.0   # bpftrace compiles and attaches slowly under TCG
+STOP_TIMEOUT = 60.0      # SIGINT to exit, maps printed
+SIGINT_RETRY_S = 2.0     # a SIGINT bpftrace has not acted on by then is sent again
 ANY_SLOT = kmod.ANY_SLOT
 READY = "copybench-ready"
 MSG_ZEROCOPY = 0x4000000
@@ -306,6 +308,13 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
     return out
 
 
+def _is_ready(line: str) -> bool:
+    try:
+        return json.loads(line).get("data") == READY + "\n"
+    except (ValueError, AttributeError):
+        return False
+
+
 def recursion_misses(pid: int, proc_root: Path = Path("/proc")) -> int:
     """Sum of `recursion_misses` over the BPF programs process `pid` holds (fdinfo, 5.12+):
     runs the kernel skipped because another BPF program was active on that CPU."""
@@ -350,6 +359,7 @@ class BpftraceTracer(Tracer):
         self.out: list[str] = []
         self.errfile = None
         self._reader: threading.Thread | None = None
+        self._ready = threading.Event()
         self._misses = 0
         self.io_uring = False      # set by the tracepoints backend when the kernel has it
 
@@ -388,16 +398,18 @@ class BpftraceTracer(Tracer):
         self.proc = subprocess.Popen([self.binary, "-f", "json", name], stdout=subprocess.PIPE,
                                      stderr=self.errfile, text=True, start_new_session=True,
                                      env=env)
+        # Read in a thread from the start: a bpftrace that hangs before READY must still time
+        # out, which a blocking readline() here would never do.
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_rest, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + ATTACH_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("{") and json.loads(line).get("data") == READY + "\n":
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self._ready.wait(timeout=0.2):
                 self._misses = recursion_misses(self.proc.pid)
-                self._reader = threading.Thread(target=self._read_rest, daemon=True)
-                self._reader.start()
                 return
+        if self._ready.is_set():
+            return
         err = self._stderr() if self.proc.poll() is not None else "timed out attaching"
         err = err or self._stderr()
         self.detach()
@@ -408,8 +420,12 @@ class BpftraceTracer(Tracer):
         return self.errfile.read()
 
     def _read_rest(self) -> None:
+        """Lines up to READY announce the attach; only what follows is the run's output."""
         for line in self.proc.stdout:
-            self.out.append(line)
+            if self._ready.is_set():
+                self.out.append(line)
+            elif _is_ready(line):
+                self._ready.set()
 
     def read(self) -> list[PointCounts]:
         """SIGINT makes bpftrace print its maps and exit."""
@@ -435,17 +451,37 @@ class BpftraceTracer(Tracer):
             raise UsageError(f"bpftrace exited during the sample (status {self.proc.returncode})"
                              f": {err}", fix="see the message; bench doctor --cleanup")
         lost["bpf_recursion_misses"] = max(0, recursion_misses(self.proc.pid) - self._misses)
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            err = self._stderr()[-800:]
-            self.detach()
-            raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
-                             fix="retry; report the bpftrace version if it persists") from None
+        self._interrupt()
         if self._reader:
             self._reader.join(timeout=10)
         return "".join(self.out), lost
+
+    def _interrupt(self) -> None:
+        """SIGINT and wait for the exit. bpftrace 0.17 can lose a SIGINT that lands just before
+        it blocks in epoll_wait: it then sleeps with its maps unprinted (seen here about once
+        in 40 stops). Another SIGINT wakes it; one is sent only while nothing has been printed,
+        so a slow map print is never cut short."""
+        printed = len(self.out)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=SIGINT_RETRY_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+            while len(self.out) > printed and time.monotonic() < deadline:
+                printed = len(self.out)          # printing: let it finish
+                try:
+                    self.proc.wait(timeout=SIGINT_RETRY_S)
+                    return
+                except subprocess.TimeoutExpired:
+                    pass
+            if time.monotonic() >= deadline:
+                err = self._stderr()[-800:]
+                self.detach()
+                raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
+                                 fix="retry; report the bpftrace version if it persists")
 
     def detach(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -52,3 +52,62 @@ def test_parse_captured_output():
     assert send.ns_hist["[16384, 32768)"] == 18 and "[65536, 131072)" not in send.ns_hist
     zc = next(c for c in counts if c.symbol == "tcp_zerocopy_receive")
     assert zc.calls == 0
+
+
+# A stand-in for bpftrace -f json: announces the READY printf, then acts on the Nth SIGINT
+# (prints the @sc map and exits) -- bpftrace 0.17 can sleep through the first one.
+FAKE_BPFTRACE = """#!{python}
+import json, signal, sys, time
+need = {need}
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+if {ready}:
+    print(json.dumps({{"type": "printf", "data": "copybench-ready\\n"}}), flush=True)
+while len(got) < need:
+    time.sleep(0.05)
+print(json.dumps({{"type": "map", "data": {{"@sc": {{"0,44": 7}}}}}}), flush=True)
+print(len(got), file=sys.stderr)
+"""
+
+
+def _fake_bpftrace(tmp_path, need: int, ready: bool = True) -> str:
+    import sys
+    path = tmp_path / "bpftrace"
+    path.write_text(FAKE_BPFTRACE.format(python=sys.executable, need=need, ready=ready))
+    path.chmod(0o755)
+    (tmp_path / "tracefs" / "events").mkdir(parents=True)
+    return str(path)
+
+
+def test_a_sigint_bpftrace_slept_through_is_sent_again(tmp_path, monkeypatch):
+    from bench.tracing import syscount
+    monkeypatch.setattr(bpftrace, "SIGINT_RETRY_S", 0.3)
+    tr = syscount.SyscallTracer(binary=_fake_bpftrace(tmp_path, need=2),
+                                roots=(tmp_path / "tracefs",), arch="x86_64")
+    tr.attach({"sender": 1})
+    (count,) = tr.read()
+    assert (count.side, count.name, count.calls) == ("sender", "sendto", 7)
+    assert tr._stderr().strip() == "2"          # exactly one more SIGINT than bpftrace needed
+    tr.detach()
+
+
+def test_a_bpftrace_that_never_stops_is_an_error_and_is_killed(tmp_path, monkeypatch):
+    from bench.tracing import syscount
+    monkeypatch.setattr(bpftrace, "SIGINT_RETRY_S", 0.2)
+    monkeypatch.setattr(bpftrace, "STOP_TIMEOUT", 1.0)
+    tr = syscount.SyscallTracer(binary=_fake_bpftrace(tmp_path, need=10**6),
+                                roots=(tmp_path / "tracefs",), arch="x86_64")
+    tr.attach({"sender": 1})
+    with pytest.raises(UsageError, match="did not exit after SIGINT"):
+        tr.read()
+    assert tr.proc.poll() is not None
+
+
+def test_a_bpftrace_silent_while_attaching_times_out(tmp_path, monkeypatch):
+    from bench.tracing import syscount
+    monkeypatch.setattr(bpftrace, "ATTACH_TIMEOUT", 0.5)
+    tr = syscount.SyscallTracer(binary=_fake_bpftrace(tmp_path, need=1, ready=False),
+                                roots=(tmp_path / "tracefs",), arch="x86_64")
+    with pytest.raises(UsageError, match="timed out attaching"):
+        tr.attach({"sender": 1})
+    assert tr.proc.poll() is not None
