@@ -21,7 +21,10 @@ from collections.abc import Callable
 
 from bench.agents import Agent, AgentError
 
+# The protocol, shared with the launcher: the end-of-stream mark, and how long the launcher
+# waits after a hang-up before SIGTERM (and as long again before SIGKILL).
 RECORD = b"\n\x00"
+HANGUP_GRACE_S = 2.0
 
 
 def request(kind: str, argv: list[str] | None = None, netns: str | None = None) -> bytes:
@@ -120,7 +123,6 @@ class LaunchedAgent(Agent):
             return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        from bench.launcher import HANGUP_GRACE_S
         deadline = time.monotonic() + 0.2 + 2 * HANGUP_GRACE_S + grace
         with contextlib.suppress(OSError):
             while True:

@@ -45,9 +45,9 @@ import tempfile
 import time
 import traceback
 
+from bench.launched import HANGUP_GRACE_S, RECORD
 from bench.procs import EXIT_RUNNER_GONE, SIGNALS, Stop, config_line, emitter, install_handlers
 
-HANGUP_GRACE_S = 2.0
 POLL_MS = 100
 MAX_STDERR = 16384            # a tool's last stderr bytes returned in its record
 
@@ -196,7 +196,7 @@ def _reap(children: dict[int, Launched], by_fd: dict[int, Launched], poller,
             os.unlink(err_path(workdir, pid))
         record = {"event": "exited", "code": exit_code(status), "stderr": stderr}
         with contextlib.suppress(OSError):
-            launched.conn.sendall(b"\n\0" + json.dumps(record).encode() + b"\n")
+            launched.conn.sendall(RECORD + json.dumps(record).encode() + b"\n")
         launched.conn.close()
 
 

@@ -155,6 +155,8 @@ class RemotePlacement:
         self.target = target
         self.sides = sides
         self._facts: dict[int, dict] = {}
+        self._launchers: dict[int, tuple | None] = {}   # node -> (launcher process, local socket)
+        self._sysinfo: dict[int, dict] = {}             # node -> `bench sysinfo`, once per run
 
     @property
     def nodes(self) -> list[int]:
@@ -199,7 +201,7 @@ class RemotePlacement:
 
     def _launcher(self, node: int) -> str | None:
         """The local end of node's launcher socket: started on first use, for the run."""
-        launchers = self.__dict__.setdefault("_launchers", {})
+        launchers = self._launchers
         if node not in launchers:
             if not self.target.can_forward():
                 launchers[node] = None
@@ -221,7 +223,8 @@ class RemotePlacement:
 
     def _stop_launchers(self) -> None:
         """End of input ends each launcher (and any agent it still has)."""
-        for entry in self.__dict__.pop("_launchers", {}).values():
+        launchers, self._launchers = self._launchers, {}
+        for entry in launchers.values():
             if entry:
                 entry[0].close(grace=10.0)
 
@@ -304,7 +307,7 @@ class RemotePlacement:
     def _node_sysinfo(self, node: int) -> dict:
         """`bench sysinfo` on a node, once per run."""
         from bench.procs import PROVISION_FIX
-        cache = self.__dict__.setdefault("_sysinfo", {})
+        cache = self._sysinfo
         if node not in cache:
             name = self.target.host(node).name
             try:

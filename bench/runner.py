@@ -58,6 +58,7 @@ class Runner:
         self._rdma = None        # bench.rxe.Devices, made by the first RDMA case
         # Node tracers kept from case to case ("copies", "syscalls"): see _reused.
         self._tracers: dict[str, object] = {}
+        self._ws_bandwidth: dict[int, object] = {}   # working-set bytes -> memcpy bandwidth
         self.buffer = reference.socket_buffer()
         self.result.metadata["method"] = {
             **self.result.metadata.get("method", {}),
@@ -454,7 +455,7 @@ class Runner:
         if self.placement.remote:
             return None      # it would measure this machine, not the nodes that copied
         size = working_set_bytes(size, batch or 1)
-        cache = self.__dict__.setdefault("_ws_bandwidth", {})
+        cache = self._ws_bandwidth
         if size not in cache:
             cache[size] = measure_working_set(size)
             self.result.metadata.setdefault("working_set_bandwidth", {})[str(size)] = \
