@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -273,17 +274,28 @@ class RemotePlacement:
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
                        netns: str | None = None) -> None:
         node = self.sides[side]
-        # One SSH call that polls on the node: each call starts ssh there, so polling from here
-        # would see one or two tries in `timeout` under emulation (TCG). `ss -N` looks into the
-        # namespace itself: no interpreter starts (`bench nsexec` cost ≈0.8 s per reference
-        # sample under TCG). The node's own start-up counts too: at least REMOTE_LISTEN_S.
+        # One process that polls on the node: each call from here would start ssh there, and
+        # see one or two tries in `timeout` under emulation (TCG). `ss` rather than `bench
+        # nsexec`: no interpreter starts (≈0.8 s per reference sample under TCG). Through the
+        # node's launcher where there is one (no SSH session either). The node's own start-up
+        # counts too: at least REMOTE_LISTEN_S.
         wait = max(timeout, REMOTE_LISTEN_S)
-        where = f"-N {shlex.quote(netns)} " if netns else ""
+        path = self._launcher(node)
+        where = f"-N {shlex.quote(netns)} " if netns and path is None else ""
         poll = (f"end=$(( $(date +%s) + {int(wait)} )); while [ $(date +%s) -lt $end ]; do "
                 f"ss {where}-Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.3; done; "
                 "exit 1")
-        res = self.target.run(node, ["sh", "-c", poll], check=False, timeout=wait + 60)
-        if res.returncode == 0:
+        if path is None:
+            code = self.target.run(node, ["sh", "-c", poll], check=False,
+                                   timeout=wait + 60).returncode
+        else:
+            proc, _ = self.start_tool(side, netns, ["sh", "-c", poll])
+            try:
+                code = proc.wait(timeout=wait + 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = None
+        if code == 0:
             return
         raise UsageError(f"reference server on {self.target.host(node).name} did not listen "
                          f"on port {port}", "check the reference tool there (iperf3, perftest), "

@@ -34,13 +34,28 @@ class LocalShellTarget(SshTarget):
         return ["sh", "-c"]
 
 
-@pytest.fixture
-def node(tmp_path):
+class LaunchingShellTarget(LocalShellTarget):
+    """As LocalShellTarget, with a shared connection: the node's launcher socket is reached
+    as it is (the same machine), so processes start through `bench launcher`."""
+
+    def can_forward(self):
+        return True
+
+    def forward_unix(self, node, remote):
+        return Path(remote)
+
+
+def _target(cls, tmp_path):
     bench = tmp_path / "bench"
     bench.write_text(f"#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -m bench.cli \"$@\"\n")
     bench.chmod(0o755)
-    return LocalShellTarget([Host("node0", "127.0.0.1")], remote_bench=str(bench),
-                            known_hosts=tmp_path / "known_hosts")
+    return cls([Host("node0", "127.0.0.1")], remote_bench=str(bench),
+               known_hosts=tmp_path / "known_hosts")
+
+
+@pytest.fixture
+def node(tmp_path):
+    return _target(LocalShellTarget, tmp_path)
 
 
 def _wait_for(cond, timeout=20.0) -> bool:
@@ -177,9 +192,12 @@ def test_loopback_on_a_node_needs_no_namespace(node):
 
 
 
-def test_waiting_for_a_reference_server_looks_into_its_namespace(root_only, node, monkeypatch):
-    """The poll runs on the node with `ss -N`: it sees a port that listens only inside the
-    namespace, and gives up with the fix when nothing listens there."""
+@pytest.mark.parametrize("launch", ["ssh", "launcher"])
+def test_waiting_for_a_reference_server_looks_into_its_namespace(root_only, tmp_path, launch,
+                                                                 monkeypatch):
+    """The poll runs on the node (`ss -N` in an SSH call, or `ss` started in the namespace by
+    the node's launcher): it sees a port that listens only inside the namespace, and gives up
+    with the fix when nothing listens there."""
     import socket
 
     from bench import placement as placement_mod
@@ -187,16 +205,19 @@ def test_waiting_for_a_reference_server_looks_into_its_namespace(root_only, node
     from bench.setns import inside
     monkeypatch.setattr(placement_mod, "REMOTE_LISTEN_S", 1.0)
     name = f"cbwait{os.getpid()}"
+    p = NodePlacement(_target(LocalShellTarget if launch == "ssh" else LaunchingShellTarget,
+                              tmp_path))
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         with inside(name):
             srv = socket.create_server(("127.0.0.1", 0))
         port = srv.getsockname()[1]
-        p = NodePlacement(node)
         p.wait_listening("rx", 0, port, timeout=5, netns=name)
         with pytest.raises(UsageError, match="did not listen") as e:
             p.wait_listening("rx", 0, port, timeout=1, netns=None)   # not in the host's
         assert "--no-reference" in e.value.fix
         srv.close()
+        assert any(p._launchers.values()) == (launch == "launcher")
     finally:
+        p.close()
         subprocess.run(["ip", "netns", "del", name], check=True)
