@@ -463,25 +463,20 @@ class BpftraceTracer(Tracer):
         so a slow map print is never cut short."""
         printed = len(self.out)
         deadline = time.monotonic() + STOP_TIMEOUT
+        self.proc.send_signal(signal.SIGINT)
         while True:
-            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=SIGINT_RETRY_S)
                 return
             except subprocess.TimeoutExpired:
                 pass
-            while len(self.out) > printed and time.monotonic() < deadline:
-                printed = len(self.out)          # printing: let it finish
-                try:
-                    self.proc.wait(timeout=SIGINT_RETRY_S)
-                    return
-                except subprocess.TimeoutExpired:
-                    pass
             if time.monotonic() >= deadline:
                 err = self._stderr()[-800:]
                 self.detach()
                 raise UsageError(f"bpftrace did not exit after SIGINT: {err}",
                                  fix="retry; report the bpftrace version if it persists")
+            if len(self.out) == printed:
+                self.proc.send_signal(signal.SIGINT)
 
     def detach(self) -> None:
         if self.proc and self.proc.poll() is None:

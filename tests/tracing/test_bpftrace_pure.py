@@ -65,15 +65,19 @@ if {ready}:
     print(json.dumps({{"type": "printf", "data": "copybench-ready\\n"}}), flush=True)
 while len(got) < need:
     time.sleep(0.05)
+if {stall}:      # starts printing, then takes its time, as a large map under TCG would
+    print(json.dumps({{"type": "printf", "data": "printing"}}), flush=True)
+    time.sleep({stall})
 print(json.dumps({{"type": "map", "data": {{"@sc": {{"0,44": 7}}}}}}), flush=True)
 print(len(got), file=sys.stderr)
 """
 
 
-def _fake_bpftrace(tmp_path, need: int, ready: bool = True) -> str:
+def _fake_bpftrace(tmp_path, need: int, ready: bool = True, stall: float = 0) -> str:
     import sys
     path = tmp_path / "bpftrace"
-    path.write_text(FAKE_BPFTRACE.format(python=sys.executable, need=need, ready=ready))
+    path.write_text(FAKE_BPFTRACE.format(python=sys.executable, need=need, ready=ready,
+                                         stall=stall))
     path.chmod(0o755)
     (tmp_path / "tracefs" / "events").mkdir(parents=True)
     return str(path)
@@ -88,6 +92,18 @@ def test_a_sigint_bpftrace_slept_through_is_sent_again(tmp_path, monkeypatch):
     (count,) = tr.read()
     assert (count.side, count.name, count.calls) == ("sender", "sendto", 7)
     assert tr._stderr().strip() == "2"          # exactly one more SIGINT than bpftrace needed
+    tr.detach()
+
+
+def test_no_second_sigint_once_bpftrace_has_started_printing(tmp_path, monkeypatch):
+    from bench.tracing import syscount
+    monkeypatch.setattr(bpftrace, "SIGINT_RETRY_S", 0.2)
+    tr = syscount.SyscallTracer(binary=_fake_bpftrace(tmp_path, need=1, stall=1.0),
+                                roots=(tmp_path / "tracefs",), arch="x86_64")
+    tr.attach({"sender": 1})
+    (count,) = tr.read()
+    assert count.calls == 7
+    assert tr._stderr().strip() == "1"          # a slow print is never interrupted again
     tr.detach()
 
 
