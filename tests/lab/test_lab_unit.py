@@ -386,6 +386,36 @@ def test_ansible_syntax_check():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def _apt_tasks():
+    yaml = pytest.importorskip("yaml", reason="PyYAML comes with ansible-core (`bench.bootstrap`)")
+    for tasks in sorted((provision.ansible_dir() / "roles").glob("*/tasks/main.yml")):
+        for task in yaml.safe_load(tasks.read_text()) or []:
+            if "ansible.builtin.apt" in task:
+                yield tasks.parent.parent.name, task["ansible.builtin.apt"]
+
+
+def _render(value, offline: bool):
+    templating = pytest.importorskip("ansible.template", reason="ansible-core (`bench.bootstrap`)")
+    from ansible.parsing.dataloader import DataLoader
+    templar = templating.Templar(loader=DataLoader(),
+                                 variables={"copybench_offline": str(offline).lower()})
+    return templar.template(templating.trust_as_template(value) if isinstance(value, str)
+                            else value)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_offline_hosts_never_refresh_the_apt_cache(offline):
+    # Ansible's apt module refreshes when `update_cache or cache_valid_time` and the lists
+    # are older than cache_valid_time. The lab VM has no route to a mirror and its image's
+    # lists age with the cache, so a refresh there fails provisioning (5 retries, then fatal).
+    tasks = list(_apt_tasks())
+    assert {role for role, _ in tasks} >= {"tracing", "rdma"}
+    for role, apt in tasks:
+        refresh = bool(_render(apt.get("update_cache", False), offline)) or \
+            bool(int(_render(apt.get("cache_valid_time", 0), offline)))
+        assert refresh is (not offline), (role, apt)
+
+
 def test_prune_keeps_only_the_current_image(tmp_path):
     for name in ("aaaa", "bbbb", ".tmp-cccc-1"):
         (tmp_path / name).mkdir()
