@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="build the image if needed, boot, provision")
     up.add_argument("--nodes", type=int, default=1, help="1, or 2 joined by a link on eth1")
     up.add_argument("--memory", type=int, default=1536, metavar="MiB", help="per node")
+    up.add_argument("--cpus", type=int, default=None, metavar="N",
+                    help="vCPUs per node (default: this machine's CPUs shared out among the "
+                         "nodes, 1 to 4)")
     up.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                     help="auto boots a KVM probe guest and falls back to TCG")
     up.add_argument("--no-provision", action="store_true", help="skip Ansible")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "up":
         st = manager.up(paths, nodes=args.nodes, memory_mib=args.memory, accel=args.accel,
                         provision=not args.no_provision, progress=progress,
-                        reprovision=args.reprovision)
+                        reprovision=args.reprovision, cpus=args.cpus)
         _print_status(st)
         return 0
     if cmd == "down":
@@ -104,7 +107,7 @@ def _print_status(st: dict) -> None:
           + (f" ({st['accel']})" if st.get("accel") else ""))
     for n in st["nodes"]:
         link = f", eth1 {n['link_addr']}" if n.get("link_addr") else ""
-        print(f"  {n['name']}: {'up' if n['running'] else 'down'}, "
+        print(f"  {n['name']}: {'up' if n['running'] else 'down'}, {n.get('cpus', 1)} vCPU(s), "
               f"ssh root@127.0.0.1 -p {n['ssh_port']}{link}")
     if st["running"]:
         print(f"  inventory: {st['inventory']}  key: {st['key']}")

@@ -25,6 +25,7 @@ from bench.lab.progress import Progress
 
 MAX_NODES = 2
 MIN_MEMORY_MIB = 768
+MAX_CPUS = 64
 SSH_TIMEOUT = {"kvm": 180.0, "tcg": 420.0}
 
 
@@ -46,31 +47,37 @@ def node_from_state(n: dict) -> qemu.NodeSpec:
     link = qemu.Link(**n["link"]) if n.get("link") else None
     return qemu.NodeSpec(index=n["index"], ssh_port=n["ssh_port"], overlay=Path(n["overlay"]),
                          console=Path(n["console"]), pidfile=Path(n["pidfile"]),
-                         memory_mib=n["memory_mib"], link=link)
+                         memory_mib=n["memory_mib"], cpus=n.get("cpus", 1), link=link)
 
 
 def node_to_state(node: qemu.NodeSpec) -> dict:
     return {"index": node.index, "name": node.name, "ssh_port": node.ssh_port,
             "overlay": str(node.overlay), "console": str(node.console),
-            "pidfile": str(node.pidfile), "memory_mib": node.memory_mib,
+            "pidfile": str(node.pidfile), "memory_mib": node.memory_mib, "cpus": node.cpus,
             "link": {"mode": node.link.mode, "port": node.link.port} if node.link else None,
             "link_addr": node.eth1_addr,
             "rdma_netdev": "eth1" if node.link else "eth0"}
 
 
-def validate_request(count: int, memory_mib: int) -> None:
+def validate_request(count: int, memory_mib: int, cpus: int | None = None) -> None:
     if not 1 <= count <= MAX_NODES:
         raise UsageError(f"--nodes {count}: the lab has 1 or {MAX_NODES} nodes",
                          "use --nodes 1 or --nodes 2")
     if memory_mib < MIN_MEMORY_MIB:
         raise UsageError(f"--memory {memory_mib}: too little for the lab VM",
                          f"use at least {MIN_MEMORY_MIB} MiB (1536 is the default)")
+    if cpus is not None and not 1 <= cpus <= MAX_CPUS:
+        raise UsageError(f"--cpus {cpus}: vCPUs per node must be between 1 and {MAX_CPUS}",
+                         "leave --cpus out for the default (this machine's CPUs shared out "
+                         "among the nodes)")
 
 
-def plan_nodes(paths: LabPaths, count: int, memory_mib: int,
+def plan_nodes(paths: LabPaths, count: int, memory_mib: int, cpus: int | None = None,
                pick_port=ports.free_port) -> list[qemu.NodeSpec]:
-    """Node specs with fresh free ports; node 0 listens on the link, node 1 connects."""
-    validate_request(count, memory_mib)
+    """Node specs with fresh free ports; node 0 listens on the link, node 1 connects.
+    `cpus`: vCPUs per node, None for qemu.default_cpus."""
+    validate_request(count, memory_mib, cpus)
+    vcpus = cpus or qemu.default_cpus(count)
     link_port = pick_port() if count > 1 else None
     nodes = []
     for i in range(count):
@@ -83,7 +90,7 @@ def plan_nodes(paths: LabPaths, count: int, memory_mib: int,
         d = paths.state
         nodes.append(qemu.NodeSpec(index=i, ssh_port=ssh_port, overlay=d / f"lab{i}.qcow2",
                                    console=d / f"lab{i}.console.log", pidfile=d / f"lab{i}.pid",
-                                   memory_mib=memory_mib, link=link))
+                                   memory_mib=memory_mib, cpus=vcpus, link=link))
     return nodes
 
 
@@ -100,6 +107,7 @@ def status(paths: LabPaths) -> dict:
         return {"running": False, "nodes": [], "state": str(paths.state)}
     alive = {n["name"] for n in running_nodes(state)}
     nodes = [{"name": n["name"], "running": n["name"] in alive, "ssh_port": n["ssh_port"],
+              "cpus": n.get("cpus", 1), "memory_mib": n.get("memory_mib"),
               "link_addr": n.get("link_addr"), "console": n["console"]}
              for n in state["nodes"]]
     return {"running": bool(alive) and len(alive) == len(nodes), "nodes": nodes,
@@ -147,24 +155,30 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def up(paths: LabPaths, nodes: int = 1, memory_mib: int = 1536, accel: str = "auto",
        provision: bool = True, progress: Progress | None = None,
-       reprovision: bool = False) -> dict:
-    """Build/reuse the image, boot `nodes` VMs, wait for SSH, write the inventory,
-    provision (skipped where the nodes hold this provisioning's key, unless `reprovision`).
+       reprovision: bool = False, cpus: int | None = None) -> dict:
+    """Build/reuse the image, boot `nodes` VMs (`cpus` vCPUs each, None: the default),
+    wait for SSH, write the inventory, provision (skipped where the nodes hold this
+    provisioning's key, unless `reprovision`).
     Ctrl-C or SIGTERM at any point leaves no QEMU and no pid file."""
     with _sigterm_as_interrupt():
         return _up(paths, nodes, memory_mib, accel, provision, progress or Progress(),
-                   reprovision)
+                   reprovision, cpus)
 
 
 def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: bool,
-        progress: Progress, reprovision: bool = False) -> dict:
+        progress: Progress, reprovision: bool = False, cpus: int | None = None) -> dict:
     if accel not in ("auto", "kvm", "tcg"):
         raise UsageError(f"--accel {accel}: unknown accelerator", "use auto, kvm or tcg")
-    validate_request(nodes, memory_mib)  # before touching anything
+    validate_request(nodes, memory_mib, cpus)  # before touching anything
     qemu_bin = qemu.find_qemu()
     state = load_state(paths)
     alive = running_nodes(state)
     if alive:
+        running_cpus = {n.get("cpus", 1) for n in state["nodes"]}
+        if cpus is not None and running_cpus != {cpus}:
+            raise UsageError(f"the lab is running with {'/'.join(map(str, running_cpus))} "
+                             f"vCPU(s) per node, not {cpus}",
+                             "run `bench lab down` first, or leave --cpus out")
         if len(alive) == nodes == len(state["nodes"]):
             progress.line(f"lab already running ({nodes} node(s), {state['accel']})")
             if provision:
@@ -185,7 +199,7 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
         chosen, why = qemu.choose_accel(accel, img.kernel, qemu_bin, paths.kvm_probe)
     progress.line(f"accelerator: {chosen} ({why})")
 
-    specs = plan_nodes(paths, nodes, memory_mib)
+    specs = plan_nodes(paths, nodes, memory_mib, cpus)
     paths.state.mkdir(parents=True, exist_ok=True)
     old = {n["name"]: n for n in (state or {}).get("nodes", [])}
     for extra in range(nodes, MAX_NODES):  # disks of nodes this lab no longer has
@@ -204,8 +218,8 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
         with progress.step(f"Booting {nodes} node(s) under {chosen.upper()} to SSH"):
             for n in specs:
                 pid = qemu.start(n, qemu.qemu_argv(n, img.kernel, img.initrd, chosen, qemu_bin))
-                progress.line(f"  {n.name}: pid {pid}, ssh 127.0.0.1:{n.ssh_port}, "
-                              f"console {n.console}")
+                progress.line(f"  {n.name}: pid {pid}, {n.cpus} vCPU(s), "
+                              f"ssh 127.0.0.1:{n.ssh_port}, console {n.console}")
             for n in specs:
                 secs = wait_for_ssh(n, key, SSH_TIMEOUT[chosen], progress)
                 progress.line(f"  {n.name}: SSH up after {secs:.0f}s")

@@ -33,6 +33,9 @@ class Link:
     port: int
 
 
+MAX_DEFAULT_CPUS = 4   # the default never asks for more (bench lab up --cpus can)
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     index: int
@@ -58,6 +61,17 @@ class NodeSpec:
         return f"copybench-{self.name}"
 
 
+def default_cpus(nodes: int, host_cpus: int | None = None) -> int:
+    """vCPUs per node when none are asked for: the host's CPUs shared out among the nodes
+    (at least 1, at most MAX_DEFAULT_CPUS). Soft-RoCE's transport, the network stack and both
+    agents are kernel and user work on the guest's CPUs: on one vCPU they all take turns, and a
+    receiver that verifies its payload (ours) loses to one that does not (perftest). Under TCG
+    each vCPU is a host thread (multi-threaded TCG), so more vCPUs than host CPUs only
+    time-share."""
+    host = host_cpus or os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_CPUS, host // max(1, nodes)))
+
+
 def find_qemu() -> str:
     path = shutil.which(QEMU)
     if path is None:
@@ -67,9 +81,16 @@ def find_qemu() -> str:
     return path
 
 
-def kernel_cmdline(node: NodeSpec) -> str:
+def kernel_cmdline(node: NodeSpec, accel: str = "tcg") -> str:
     args = ["root=/dev/vda", "rw", "console=ttyS0", "net.ifnames=0",
             f"systemd.hostname={node.name}"]
+    if accel == "tcg" and node.cpus > 1:
+        # With several TCG vCPUs the guest's boot-time TSC sync check fails ("TSCs
+        # unsynchronized") and it falls back to HPET: every clock read then is a system call
+        # and an emulated MMIO access (measured: one clock_gettime syscall per message in the
+        # agents' and the references' hot loops). TCG's TSC is the host's TSC on every vCPU
+        # thread, so it is synchronized; tsc=reliable keeps it and the vDSO.
+        args.append("tsc=reliable")
     if node.eth1_addr:
         args.append(f"copybench.eth1={node.eth1_addr}")
     return " ".join(args)
@@ -83,7 +104,7 @@ def qemu_argv(node: NodeSpec, kernel: Path, initrd: Path, accel: str,
             "-cpu", "host" if accel == "kvm" else "max",
             "-m", str(node.memory_mib), "-smp", str(node.cpus),
             "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", kernel_cmdline(node),
+            "-append", kernel_cmdline(node, accel),
             "-drive", f"file={node.overlay},if=virtio,format=qcow2",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{node.ssh_port}-:22",
             "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:00:00:{node.index + 1:02x}"]

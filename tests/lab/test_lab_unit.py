@@ -141,10 +141,42 @@ def test_two_nodes_joined_by_a_loopback_socket_netdev(tmp_path):
             assert "127.0.0.1" in net
 
 
-@pytest.mark.parametrize("nodes,mem", [(0, 1536), (3, 1536), (1, 100)])
-def test_bad_lab_sizes_are_usage_errors(tmp_path, nodes, mem):
+@pytest.mark.parametrize("nodes,mem,cpus", [(0, 1536, None), (3, 1536, None), (1, 100, None),
+                                            (1, 1536, 0), (1, 1536, 65)])
+def test_bad_lab_sizes_are_usage_errors(tmp_path, nodes, mem, cpus):
     with pytest.raises(UsageError):
-        manager.plan_nodes(LabPaths(tmp_path), nodes, mem)
+        manager.plan_nodes(LabPaths(tmp_path), nodes, mem, cpus)
+
+
+@pytest.mark.parametrize("host,nodes,want", [(2, 1, 2), (2, 2, 1), (1, 1, 1), (1, 2, 1),
+                                             (16, 1, 4), (16, 2, 4), (6, 2, 3)])
+def test_default_vcpus_share_the_host_cpus_among_the_nodes(host, nodes, want):
+    assert qemu.default_cpus(nodes, host_cpus=host) == want
+
+
+def test_several_tcg_vcpus_keep_the_tsc_clocksource(tmp_path):
+    # With >1 TCG vCPU the guest marks its TSC unsynchronized and reads the clock from HPET:
+    # a system call per clock read in every hot loop. tsc=reliable, only there.
+    one, = manager.plan_nodes(LabPaths(tmp_path), 1, 1536, cpus=1)
+    two, = manager.plan_nodes(LabPaths(tmp_path), 1, 1536, cpus=2)
+    def append(node, accel):
+        return _opt(qemu.qemu_argv(node, Path("/k"), Path("/i"), accel), "-append")[0].split()
+    assert "tsc=reliable" in append(two, "tcg")
+    assert "tsc=reliable" not in append(one, "tcg")
+    assert "tsc=reliable" not in append(two, "kvm")     # kvm-clock has its own vDSO path
+
+
+def test_vcpus_reach_qemu_and_the_state_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(qemu.os, "cpu_count", lambda: 2)
+    one = manager.plan_nodes(LabPaths(tmp_path), 1, 1536)
+    two = manager.plan_nodes(LabPaths(tmp_path), 2, 1536)
+    asked = manager.plan_nodes(LabPaths(tmp_path), 1, 1536, cpus=3)
+    assert [n.cpus for n in one + two + asked] == [2, 1, 1, 3]
+    assert _opt(qemu.qemu_argv(asked[0], Path("/k"), Path("/i"), "tcg"), "-smp") == ["3"]
+    state = manager.node_to_state(asked[0])
+    assert state["cpus"] == 3 and manager.node_from_state(state).cpus == 3
+    del state["cpus"]            # a state file written before vCPUs were recorded
+    assert manager.node_from_state(state).cpus == 1
 
 
 def test_missing_qemu_names_the_apt_fix(monkeypatch):

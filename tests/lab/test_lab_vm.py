@@ -80,6 +80,16 @@ def test_base_role_settings(vm):
     assert sh(vm, "sh", "-c", "ulimit -l").strip() == "unlimited"
 
 
+def test_guest_reads_its_clock_without_a_system_call(lab, vm):
+    # The agents and the reference tools read the clock per message: the guest's clocksource
+    # must be one the vDSO reads in user space (tsc, kvm-clock), not HPET or acpi_pm (a system
+    # call and, under TCG, an emulated MMIO access per read) — also with several vCPUs.
+    cpus = manager.load_state(lab.paths)["nodes"][0].get("cpus", 1)
+    assert int(sh(vm, "nproc")) == cpus
+    source = sh(vm, "cat", "/sys/devices/system/clocksource/clocksource0/current_clocksource")
+    assert source.strip() in ("tsc", "kvm-clock"), f"{cpus} vCPU(s): clocksource {source}"
+
+
 def test_bench_installed(vm):
     assert sh(vm, "readlink", "/usr/local/bin/bench") == "/opt/copybench/venv/bin/bench\n"
     assert "usage" in sh(vm, "bench", "--help").lower()
