@@ -23,17 +23,19 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
-def parse_cpus(text: str | None) -> tuple[int, int] | None:
-    """--cpus SENDER,RECEIVER -> (s, r); the placement checks them against the CPUs of the
-    machine(s) the sides run on."""
+def parse_cpus(text: str | None) -> tuple[int, ...] | None:
+    """--cpus SENDER,RECEIVER[,SOFTIRQ] -> (s, r[, q]); the placement checks them against the
+    CPUs of the machine(s) the sides run on."""
     if not text:
         return None
     try:
         cpus = tuple(int(x) for x in text.split(","))
     except ValueError:
         cpus = ()
-    if len(cpus) != 2:
-        raise UsageError(f"--cpus {text!r}: expected two CPU numbers", "e.g. --cpus 0,1")
+    if len(cpus) not in (2, 3) or min(cpus) < 0:
+        raise UsageError(f"--cpus {text!r}: expected two or three CPU numbers",
+                         "e.g. --cpus 0,1 (sender, receiver) or --cpus 0,1,1 (and the "
+                         "receive softirq)")
     return cpus
 
 
@@ -315,9 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: in the copy-counting sample, "
                           "or in one extra sample per case when copies are not counted) or off")
     run.add_argument("--no-reference", action="store_true", help="skip the iperf3 reference rows")
-    run.add_argument("--cpus", metavar="SENDER,RECEIVER",
+    run.add_argument("--cpus", metavar="SENDER,RECEIVER[,SOFTIRQ]",
                      help="pin the sender and receiver (our agents and iperf3 alike) to these "
-                          "CPUs, e.g. --cpus 0,1; recorded in the result")
+                          "CPUs, e.g. --cpus 0,1; a third CPU takes the receive softirq of the "
+                          "veth topology (RPS on the receiving end, as on two machines; by "
+                          "default it runs on the sending CPU), e.g. --cpus 0,1,1; recorded "
+                          "in the result")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the discarded warm-up sample of each case")
     run.add_argument("--rdma-device", metavar="NAME[:PORT]",

@@ -54,6 +54,38 @@ def configure(ns: str, ifname: str, cidr: str) -> dict:
         os.close(host_fd)
 
 
+def cpu_mask(cpu: int) -> str:
+    """The hex CPU mask sysfs takes for one CPU: 32-bit words, comma separated."""
+    text = format(1 << cpu, "x")
+    words = [text[max(0, i - 8):i] for i in range(len(text), 0, -8)]
+    return ",".join(reversed(words))
+
+
+def steer_receive(ns: str, ifname: str, cpu: int) -> dict:
+    """Receive Packet Steering: the receive softirq of `ifname` in `ns` runs on `cpu`.
+
+    A veth hands each packet to netif_rx on the sending CPU; with an RPS map on the receiving
+    end's queues the protocol work (IP, TCP/UDP receive) is queued to `cpu`'s backlog instead,
+    as on two machines. sysfs shows the net devices of the namespace that mounted it, so the
+    write goes through `ip netns exec` (a mount namespace with that namespace's sysfs). Only
+    our own veth end is touched, never a host device."""
+    import subprocess
+    mask = cpu_mask(cpu)
+    script = 'for q in "$1"/rx-*; do echo "$2" > "$q/rps_cpus" || exit 1; done; ' \
+             'cat "$1"/rx-0/rps_cpus'
+    try:
+        res = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", script, "rps",
+                              f"/sys/class/net/{ifname}/queues", mask],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"steering {ifname}'s receive softirq to CPU {cpu}: {exc}") from None
+    got = res.stdout.strip()
+    if res.returncode != 0 or int(got.replace(",", "") or "0", 16) != 1 << cpu:
+        raise RuntimeError(f"steering {ifname}'s receive softirq to CPU {cpu} (rps_cpus {mask}) "
+                           f"failed: {(res.stderr or got).strip()[-300:]}")
+    return {"rps_cpu": cpu, "rps_cpus": got}
+
+
 def state(ns: str, ifname: str) -> dict:
     """What `ifname` in `ns` looks like now (read only): MTU, offload limits, qdisc, optmem."""
     from pyroute2 import IPRoute

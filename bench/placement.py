@@ -26,7 +26,8 @@ from bench.errors import UsageError
 from bench.topology import Endpoints, Topology
 
 SIDES = {"tx": 0, "rx": 1}
-CPU_SIDES = ("tx", "rx")          # --cpus SENDER,RECEIVER
+CPU_SIDES = ("tx", "rx", "rx")    # --cpus SENDER,RECEIVER[,SOFTIRQ]: the softirq CPU is on
+                                  # the receiver's machine (RPS on its veth end)
 TOPOLOGY_TIMEOUT_S = 120.0        # creating two netns and a veth pair on a TCG guest
 TOPOLOGY_IDLE_S = 4 * 3600.0      # a node's topology goes away after this long without a command
 REMOTE_LISTEN_S = 60.0     # a reference server on a node: ssh + Python + the tool, maybe under TCG
@@ -36,7 +37,7 @@ NODE_FACTS = ("import json, os, shutil, sys; print(json.dumps({'uid': os.geteuid
 
 
 def check_cpus(cpus: tuple[int, ...] | None, allowed_on, where=lambda side: "here") -> None:
-    """--cpus: each side's CPU must be one its machine lets us use (`allowed_on(side)`)."""
+    """--cpus: each CPU must be one its side's machine lets us use (`allowed_on(side)`)."""
     for side, cpu in zip(CPU_SIDES, cpus or (), strict=False):
         allowed = allowed_on(side)
         if cpu not in allowed:
@@ -44,9 +45,15 @@ def check_cpus(cpus: tuple[int, ...] | None, allowed_on, where=lambda side: "her
                              f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
 
 
+def softirq_cpu(cpus: tuple[int, ...] | None) -> int | None:
+    """The third --cpus number: where the receiving veth end's softirq runs (RPS), if given."""
+    return cpus[2] if cpus and len(cpus) > 2 else None
+
+
 class LocalPlacement:
     name = "local"
     remote = False
+    rps_cpu: int | None = None      # set by check(): --cpus' third number
     machines = 1
     forced_topology: str | None = None
 
@@ -77,13 +84,14 @@ class LocalPlacement:
         if "veth" in topologies:
             Topology("veth").check_privileges()
         check_cpus(cpus, lambda side: os.sched_getaffinity(0))
+        self.rps_cpu = softirq_cpu(cpus)
 
     def endpoints(self, kind: str) -> Endpoints:
         if kind == "link":
             raise UsageError("the link topology joins two machines",
                              "use --target lab with `bench lab up --nodes 2`, or two SSH hosts")
         if kind not in self._endpoints:
-            topo = Topology(kind)
+            topo = Topology(kind, rps_cpu=self.rps_cpu)
             self._topologies[kind] = topo
             self._endpoints[kind] = topo.__enter__()
         return self._endpoints[kind]
@@ -150,6 +158,7 @@ class RemotePlacement:
     a node index. Subclasses say what the topology is."""
 
     remote = True
+    rps_cpu: int | None = None      # set by check(): --cpus' third number (veth topologies)
     forced_topology: str | None = None
 
     def __init__(self, target, sides: dict[str, int]):
@@ -370,6 +379,7 @@ class RemotePlacement:
                                  "--topology loopback")
         check_cpus(cpus, lambda side: set(self.facts(self.sides[side])["cpus"]),
                    lambda side: f"on {self.target.host(self.sides[side]).name}")
+        self.rps_cpu = softirq_cpu(cpus)
 
     def capabilities(self, names) -> dict[str, tuple[bool, str, str]]:
         """What the plan's workloads need, as every node's `bench doctor --json` says."""
@@ -409,7 +419,8 @@ class NodePlacement(RemotePlacement):
             from bench.procs import NodeProcess
             helper = NodeProcess(self.target.host(self.sides["rx"]).name, "topology helper",
                                  "topology", self._bench("rx", "topology"),
-                                 {"kind": kind, "lifetime_s": TOPOLOGY_IDLE_S})
+                                 {"kind": kind, "lifetime_s": TOPOLOGY_IDLE_S,
+                                  "rps_cpu": self.rps_cpu})
             self._helpers[kind] = helper
             ready = helper.expect("ready", TOPOLOGY_TIMEOUT_S)
             self._endpoints[kind] = Endpoints(**ready["endpoints"])
@@ -458,8 +469,12 @@ class LinkPlacement(RemotePlacement):
         return Endpoints("link", None, None, self.tx_addr, self.rx_addr)
 
     def snapshot(self, kind: str) -> dict:
-        return {"kind": "link", **{f"{side}_host": self.target.host(node).name
-                                   for side, node in self.sides.items()}}
+        out = {"kind": "link", **{f"{side}_host": self.target.host(node).name
+                                  for side, node in self.sides.items()}}
+        if self.rps_cpu is not None:
+            out["rps_note"] = ("receive softirq not steered: across a link it runs on the "
+                               "receiving machine already, and a NIC is left as it is")
+        return out
 
     def teardown(self) -> None:
         pass

@@ -43,7 +43,7 @@ class Runner:
     reporter: Reporter = field(default_factory=Reporter)
     placement: object = None      # LocalPlacement (default), NodePlacement or LinkPlacement
     copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
-    cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER: pin agents and iperf3
+    cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER[,SOFTIRQ]: pin agents, iperf3
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
     rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
     syscalls_spec: str = "off"    # "auto" | "off": count the agents' syscalls (--syscalls)
@@ -71,8 +71,10 @@ class Runner:
             "socket_buffer": f"{self.buffer} B requested by both ours and iperf3 (SO_SNDBUF/"
                              "SO_RCVBUF, capped by net.core.{r,w}mem_max, never forced); actual "
                              "sizes recorded per sample",
-            "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1]} if self.cpus
-                     else "not pinned"),
+            "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1],
+                      "softirq": self.cpus[2] if len(self.cpus) > 2 else
+                      "not steered (RPS unchanged: on veth the receive softirq runs on the "
+                      "sending CPU)"} if self.cpus else "not pinned"),
             "syscalls": SYSCALLS_METHOD if self.syscalls_spec != "off" else
                         "not counted (--syscalls off)",
         }
@@ -467,7 +469,7 @@ class Runner:
                   "max_seconds": case.duration + AGENT_READY_TIMEOUT * 2 + 60,
                   "rcvbuf": self.buffer, "sndbuf": self.buffer,
                   **({"queue_depth": case.queue_depth} if case.queue_depth is not None else {})}
-        tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
+        tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
                                       "cpu": rx_cpu, **self._rdma_config(case, ep, "rx")})
         try:
@@ -571,7 +573,7 @@ class Runner:
             return run_perftest(self, case, ep)
         pl = self.placement
         port = _free_port(ep.rx_addr) if ep.kind == "loopback" and not pl.remote else 5201
-        tx_cpu, rx_cpu = self.cpus if self.cpus else (None, None)
+        tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
         server = self._spawn("rx", ep.rx_netns, reference.server_argv(ep.rx_addr, port)
                              + reference.server_cpu_argv(rx_cpu))
         try:

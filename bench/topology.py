@@ -49,9 +49,13 @@ class Endpoints:
 class Topology:
     """Context manager: created on enter, always removed on exit."""
 
-    def __init__(self, kind: str, tag: int | None = None):
+    def __init__(self, kind: str, tag: int | None = None, rps_cpu: int | None = None):
         self.kind = kind
         self.tag = os.getpid() if tag is None else tag
+        # --cpus S,R,Q: the receiving veth end's softirq on CPU Q (RPS); None leaves it where
+        # the kernel puts it (on veth: the sending CPU). Never applied to the host's loopback.
+        self.rps_cpu = rps_cpu
+        self._steered: dict = {}
         self.endpoints: Endpoints | None = None
         self._created_ns: list[str] = []
 
@@ -91,6 +95,9 @@ class Topology:
         for side, ns, ifname, addr in (("tx", tx_ns, tx_if, TX_ADDR), ("rx", rx_ns, rx_if, RX_ADDR)):
             for key, value in nsconfig.configure(ns, ifname, f"{addr}/{PREFIX}").items():
                 self._state[f"{side}_{key}"] = value
+        if self.rps_cpu is not None:
+            self._steered = {f"rx_{k}": v for k, v in
+                             nsconfig.steer_receive(rx_ns, rx_if, self.rps_cpu).items()}
         return Endpoints("veth", tx_ns, rx_ns, TX_ADDR, RX_ADDR, tx_if, rx_if)
 
     def teardown(self) -> None:
@@ -109,8 +116,11 @@ class Topology:
         """Network state worth keeping next to the numbers: MTU and offloads per interface."""
         ep = self.endpoints
         if ep is None or ep.kind != "veth":
-            return {"kind": self.kind, "mtu": _loopback_mtu()}
-        out = {"kind": "veth"}
+            out = {"kind": self.kind, "mtu": _loopback_mtu()}
+            if self.rps_cpu is not None:
+                out["rps_note"] = "receive softirq not steered: loopback is the host's device"
+            return out
+        out = {"kind": "veth", **self._steered}
         for side, ns, ifname in (("tx", ep.tx_netns, ep.tx_ifname), ("rx", ep.rx_netns, ep.rx_ifname)):
             for key, value in nsconfig.state(ns, ifname).items():
                 out[f"{side}_{key}"] = value
@@ -156,7 +166,8 @@ def serve(rfile, wfile, make=Topology) -> int:
         return 2
     idle = float(cfg.get("lifetime_s") or 0)      # re-armed by every command: an idle limit
     signal.setitimer(signal.ITIMER_REAL, idle)
-    topo = make(kind)
+    rps = cfg.get("rps_cpu")
+    topo = make(kind, rps_cpu=None if rps is None else int(rps))
 
     def snapshot() -> dict:
         try:

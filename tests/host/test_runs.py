@@ -257,3 +257,28 @@ def test_io_uring_disabled_by_sysctl_is_a_skip_that_names_it(run_bench, root_onl
         assert c["status"] == "skipped", c
         assert "kernel.io_uring_disabled=2" in c["reason"], c["reason"]
         assert "io_uring_disabled=0" in c["fix"]
+
+
+def _softnet() -> list[list[int]]:
+    """/proc/net/softnet_stat: one row per CPU of hex counters; column 9 is received_rps
+    (backlogs this CPU was sent by RPS from another CPU)."""
+    return [[int(x, 16) for x in line.split()] for line in open("/proc/net/softnet_stat")]
+
+
+def test_a_third_cpu_steers_the_receive_softirq_there(run_bench, root_only, no_leftovers):
+    """--cpus 0,1,1: RPS on the receiving veth end puts the receive softirq on CPU 1, which
+    the kernel counts as backlog work sent to CPU 1 by another CPU (received_rps)."""
+    import os
+    if not {0, 1} <= os.sched_getaffinity(0):
+        pytest.skip("needs CPUs 0 and 1 (this process may not use both)")
+    before = _softnet()
+    rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", "tcp", "--sizes",
+                                  "65536", "--bytes", str(64 << 20), "--no-reference",
+                                  "--repeat", "1", "--no-warmup", "--copies", "off",
+                                  "--syscalls", "off", "--cpus", "0,1,1")
+    after = _softnet()
+    assert rc == 0, err
+    net = doc["cases"][0]["network"]
+    assert net["rx_rps_cpu"] == 1 and int(net["rx_rps_cpus"].replace(",", ""), 16) == 0b10, net
+    assert doc["metadata"]["method"]["cpus"] == {"sender": 0, "receiver": 1, "softirq": 1}
+    assert after[1][9] > before[1][9], "no receive work was steered to CPU 1"

@@ -188,6 +188,36 @@ def test_node_checks_name_the_node_and_the_fix():
     LinkPlacement(FakeTarget(2, {0: {"uid": 1000}})).check(set(), {"link"}, None)
     with pytest.raises(UsageError, match="CPU 7 is not available on n1"):
         LinkPlacement(FakeTarget(2, {1: {"cpus": [0]}})).check(set(), {"link"}, (1, 7))
+    # the third CPU (receive softirq) is on the receiver's machine
+    with pytest.raises(UsageError, match="CPU 5 is not available on n1"):
+        LinkPlacement(FakeTarget(2, {0: {"cpus": [5]}, 1: {"cpus": [0]}})).check(
+            set(), {"link"}, (5, 0, 5))
+    node = NodePlacement(FakeTarget(1))
+    node.check(set(), {"veth"}, (0, 1, 1))
+    assert node.rps_cpu == 1
+    node.check(set(), {"veth"}, (0, 1))
+    assert node.rps_cpu is None
+
+
+@pytest.mark.parametrize("text,want", [("0,1", (0, 1)), ("0,1,1", (0, 1, 1)), (None, None)])
+def test_cpus_take_a_sender_a_receiver_and_an_optional_softirq_cpu(text, want):
+    from bench.cli import parse_cpus
+    assert parse_cpus(text) == want
+
+
+@pytest.mark.parametrize("text", ["0", "0,1,2,3", "a,b", "0,-1"])
+def test_bad_cpus_are_usage_errors_naming_the_forms(text):
+    from bench.cli import parse_cpus
+    with pytest.raises(UsageError) as e:
+        parse_cpus(text)
+    assert "--cpus 0,1,1" in e.value.fix
+
+
+@pytest.mark.parametrize("cpu,mask", [(0, "1"), (1, "2"), (31, "80000000"), (35, "8,00000000"),
+                                      (64, "1,00000000,00000000")])
+def test_rps_masks_are_sysfs_hex_words(cpu, mask):
+    from bench.nsconfig import cpu_mask
+    assert cpu_mask(cpu) == mask
 
 
 def test_capabilities_come_from_every_node_and_fail_on_any():
@@ -224,8 +254,8 @@ def test_one_node_tracer_is_one_process_for_both_agents(tmp_path):
 class FakeTopology:
     made: list = []
 
-    def __init__(self, kind):
-        self.kind, self.removed = kind, 0
+    def __init__(self, kind, rps_cpu=None):
+        self.kind, self.removed, self.rps_cpu = kind, 0, rps_cpu
         FakeTopology.made.append(self)
 
     def __enter__(self):
@@ -252,8 +282,10 @@ def test_topology_helper_protocol_and_cleanup():
     code, events, topo = _serve({"kind": "loopback"}, {"cmd": "snapshot"}, {"cmd": "down"})
     assert code == 0 and [e["event"] for e in events] == ["ready", "snapshot", "down"]
     assert events[0]["endpoints"]["rx_addr"] == "127.0.0.1" and topo.removed >= 1
-    code, events, topo = _serve({"kind": "loopback"})
+    assert topo.rps_cpu is None
+    code, events, topo = _serve({"kind": "loopback", "rps_cpu": 1})
     assert code == 3 and topo.removed >= 1            # end of input: removed all the same
+    assert topo.rps_cpu == 1                          # --cpus S,R,Q reaches the node's topology
     code, events, topo = _serve({"kind": "veth"})
     assert code == 2 and events == [{"event": "error", "message": "the veth topology creates "
                                      "network namespaces and needs root",
