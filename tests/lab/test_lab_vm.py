@@ -164,7 +164,7 @@ def test_one_node_run_through_the_remote_model(vm, tmp_path):
     was measured; nothing left on the node."""
     n, size = 100, 65536
     p = _bench_cli("run", "--suite", "smoke", "--target", "lab", "--workload", "tcp",
-                   "--bytes", str(n * size), "--repeat", "1", "--no-warmup", "--cpus", "0,0",
+                   "--bytes", str(n * size), "--repeat", "1", "--no-warmup", "--cpus", "0,0,0",
                    "--topology", "veth", "--out", str(tmp_path))
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads(next(tmp_path.glob("smoke-*.json")).read_text())
@@ -173,13 +173,16 @@ def test_one_node_run_through_the_remote_model(vm, tmp_path):
         {"kind": "node", "target": "lab", "hosts": ["lab0"]}
     assert meta["placement"]["launch"].startswith("started by the node's launcher")
     assert meta["kernel"].startswith("6.1.") and meta["hostname"] != meta["runner_host"]
-    assert meta["method"]["cpus"] == {"sender": 0, "receiver": 0}
+    assert meta["method"]["cpus"] == {"sender": 0, "receiver": 0, "softirq": 0}
     c = doc["cases"][0]
     assert c["id"] == f"tcp-{size}-veth" and c["status"] == "ok", c
     assert len(c["samples"]) == 1 and not c["samples"][0].get("warmup")
     s0 = c["samples"][0]
     assert (s0["messages"], s0["bytes"], s0["payload_errors"]) == (n, n * size, 0)
     assert c["network"]["kind"] == "veth" and c["network"]["tx_mtu"]
+    # the node's topology helper steered the receiving end's softirq (RPS, read back there)
+    assert c["network"]["rx_rps_cpu"] == 0, c["network"]
+    assert int(c["network"]["rx_rps_cpus"].replace(",", ""), 16) == 1, c["network"]
     assert c["reference"] and c["reference"][0]["tool"] == "iperf3"
     assert "error" not in c["reference"][0], c["reference"]
     assert c["copies"]["status"] == "ok" and \
