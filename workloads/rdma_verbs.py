@@ -32,7 +32,8 @@ PROTO = 1
 END = 1 << 31                   # immediate data: this window is the last one
 COUNT_MASK = 0xFFFF
 REGION_CAP = 64 << 20           # the receiver's slots: at most this many bytes
-SPIN_POLLS = 16                 # empty polls before sleeping (on the CQ's completion channel)
+SPIN_POLLS = 16                 # empty polls between clock reads while spinning
+SPIN_MAX_S = 0.002              # how long an agent spins on an empty CQ (see spin_seconds)
 SLEEP_S = 0.0001                # without a channel: first sleep, doubles up to SLEEP_MAX_S
 SLEEP_MAX_S = 0.004
 EVENT_WAIT_MAX_S = 0.25         # with a channel: wake at least this often to check the deadline
@@ -148,6 +149,18 @@ def plan_slots(size: int, depth: int, signal_every: int) -> tuple[int, int]:
 def _e():
     import pyverbs.enums as e
     return e
+
+
+def spin_seconds(cpus: int | None) -> float:
+    """How long to spin on an empty CQ before sleeping on its channel. perftest busy-polls
+    without end; a sleep per message costs a wake-up and three system calls (select,
+    get_cq_event, req_notify), and under the lab's TCG a 64 KiB soft-RoCE message takes
+    ~1.7 ms. On a one-CPU machine the spin would take that CPU from soft-RoCE's own transport
+    work, so there the agent only polls a few times and sleeps."""
+    return SPIN_MAX_S if (cpus or 1) > 1 else 0.0
+
+
+SPIN_S = spin_seconds(os.cpu_count())
 
 
 @dataclass
@@ -376,12 +389,13 @@ class Verbs:
         self.counters["signalled"] += int(signalled)
 
     def poll(self, ctrl: socket.socket, deadline: float, max_entries: int = 16) -> list:
-        """Completions, waiting for at least one: spin a little, then sleep until the CQ's
+        """Completions, waiting for at least one: spin SPIN_S, then sleep until the CQ's
         completion channel fires (or, without one, in growing naps), in select() together
         with the control socket, so a peer that is gone or failed ends the wait. Failed
         completions raise."""
         e = _e()
         spins = 0
+        spin_until = None
         nap = SLEEP_S
         closed_at = None
         armed = False
@@ -396,9 +410,13 @@ class Verbs:
                                          f"wr {wc.wr_id}: the QP is in the error state")
                 return wcs
             spins += 1
-            if spins < SPIN_POLLS:
+            if spins % SPIN_POLLS:
                 continue
             t = time.monotonic()
+            if spin_until is None:
+                spin_until = t + SPIN_S
+            if t < spin_until:
+                continue
             if t > deadline:
                 raise VerbsError("no completion before the agent's deadline")
             if closed_at is not None:
