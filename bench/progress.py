@@ -37,6 +37,9 @@ class LineReporter(Reporter):
             tool = ref.get("tool") or "iperf3"
             line += f" | {tool} {_fmt(ref.get('gbps'), ' Gbit/s')}" if "gbps" in ref else \
                 f" | {tool} failed: {ref.get('error')}"
+            rtx = rdma_retransmits(ref)
+            if rtx and any(rtx):
+                line += f", RDMA retransmits {rtx[0]} (duplicates {rtx[1]})"
         self._say(line)
 
     def copies_done(self, case: Case, copies: dict) -> None:

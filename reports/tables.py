@@ -93,8 +93,9 @@ def case_row(cr: CaseResult) -> Row:
 
 
 def _retransmits(cr: CaseResult) -> str | None:
-    """How many measured samples the RDMA transport retransmitted in: a stall of the QP's
-    timeout each, so such samples read slower for a reason outside the path itself."""
+    """How many measured samples the RDMA transport retransmitted in, ours and the
+    reference's side by side: soft-RoCE's retransmit timer also fires while ACKs keep coming
+    (once per QP timeout, DESIGN.md "RDMA"), so a count alone is no fault of either."""
     parts = []
     for who, rows in (("ours", cr.measured()), (_tool(cr), cr.measured("reference"))):
         counts = [c for c in (rdma_retransmits(s) for s in rows) if c is not None]
