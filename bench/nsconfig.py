@@ -80,10 +80,18 @@ def steer_receive(ns: str, ifname: str, cpu: int) -> dict:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RuntimeError(f"steering {ifname}'s receive softirq to CPU {cpu}: {exc}") from None
     got = res.stdout.strip()
-    if res.returncode != 0 or int(got.replace(",", "") or "0", 16) != 1 << cpu:
+    if res.returncode != 0 or _mask_value(got) != 1 << cpu:
         raise RuntimeError(f"steering {ifname}'s receive softirq to CPU {cpu} (rps_cpus {mask}) "
                            f"failed: {(res.stderr or got).strip()[-300:]}")
     return {"rps_cpu": cpu, "rps_cpus": got}
+
+
+def _mask_value(text: str) -> int | None:
+    """A sysfs CPU mask ("00000000,00000004") as a number; None if it is not one."""
+    try:
+        return int(text.replace(",", ""), 16)
+    except ValueError:
+        return None
 
 
 def state(ns: str, ifname: str) -> dict:

@@ -220,6 +220,24 @@ def test_rps_masks_are_sysfs_hex_words(cpu, mask):
     assert cpu_mask(cpu) == mask
 
 
+@pytest.mark.parametrize("stdout,ok", [("00000000,00000002\n", True), ("2", True),
+                                       ("00000001", False), ("sh: 1: permission denied", False),
+                                       ("", False)])
+def test_rps_read_back_must_name_the_cpu(monkeypatch, stdout, ok):
+    """What sysfs reads back after the write decides; text that is no mask is a failure with
+    its words, never a ValueError."""
+    import subprocess
+
+    from bench import nsconfig
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a[0], 0, stdout, ""))
+    if ok:
+        assert nsconfig.steer_receive("cbns", "cbv1", 1)["rps_cpu"] == 1
+    else:
+        with pytest.raises(RuntimeError, match="failed"):
+            nsconfig.steer_receive("cbns", "cbv1", 1)
+
+
 def test_capabilities_come_from_every_node_and_fail_on_any():
     def checks(ok):
         return [{"name": "io_uring", "ok": ok, "detail": "works" if ok else "disabled",
