@@ -394,8 +394,7 @@ class Verbs:
         with the control socket, so a peer that is gone or failed ends the wait. Failed
         completions raise."""
         e = _e()
-        spins = 0
-        spin_until = None
+        spinning, spins, spin_until = True, 0, 0.0
         nap = SLEEP_S
         closed_at = None
         armed = False
@@ -409,14 +408,17 @@ class Verbs:
                                          f"({_wc_status(wc.status)}), opcode {wc.opcode}, "
                                          f"wr {wc.wr_id}: the QP is in the error state")
                 return wcs
-            spins += 1
-            if spins % SPIN_POLLS:
-                continue
+            if spinning:        # the clock every SPIN_POLLS empty polls, for SPIN_S
+                spins += 1
+                if spins % SPIN_POLLS:
+                    continue
+                t = time.monotonic()
+                if spins == SPIN_POLLS:
+                    spin_until = t + SPIN_S
+                if t < spin_until:
+                    continue
+                spinning = False
             t = time.monotonic()
-            if spin_until is None:
-                spin_until = t + SPIN_S
-            if t < spin_until:
-                continue
             if t > deadline:
                 raise VerbsError("no completion before the agent's deadline")
             if closed_at is not None:

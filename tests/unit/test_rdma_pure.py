@@ -409,6 +409,28 @@ def test_poll_arms_the_channel_once_the_spin_is_over(monkeypatch):
     assert cq.armed == 1 and time.monotonic() - t0 >= rv.SPIN_S
 
 
+class _CountingCQ(_EmptyCQ):
+    polls = 0
+
+    def poll(self, n):
+        self.polls += 1
+        return super().poll(n)
+
+
+def test_after_the_spin_every_empty_poll_sleeps(monkeypatch):
+    """Once SPIN_S is over the agent naps between polls (no channel here), never busy-polls
+    on: about one poll per nap, the naps growing from 0.1 to 4 ms until the deadline."""
+    import time
+    monkeypatch.setattr(rv, "SPIN_S", 0.0)
+    cq = _CountingCQ()
+    v = _verbs_with(cq)
+    v.channel_fd = None
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(rv.VerbsError, match="deadline"):
+        v.poll(b, time.monotonic() + 0.3)
+    assert rv.SPIN_POLLS < cq.polls < rv.SPIN_POLLS + 150
+
+
 def test_no_completion_channel_fds_in_a_plain_process():
     assert rv._event_fds() == set()
 
