@@ -142,7 +142,7 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
             "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "first_bytes": first,
             "cpu": cpu_used, "buffer_addr": buffer_address(buf), "recv_calls": None,
             "rdma": {**verbs.counters, "credits_sent": credits_sent, "slots": slots,
-                     "spin_s": SPIN_S,
+                     "spin_limit_s": SPIN_S, "spin_s": round(verbs.counters["spin_s"], 6),
                      "device_counters": hw,
                      "mr_bytes": len(buf), "verified_in": "the registered receive region",
                      "control": CONTROL_NOTE}}
@@ -240,7 +240,7 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
     return {"messages": posted, "bytes": posted * size, "t_start": bound.t_start, "t_end": t_end,
             "cpu": cpu_used, "buffer_addr": buffer_address(src),
             "rdma": {**verbs.counters, "credits_received": credits, "slots": slots,
-                     "spin_s": SPIN_S,
+                     "spin_limit_s": SPIN_S, "spin_s": round(verbs.counters["spin_s"], 6),
                      "device_counters": verbs.counters_stop(),
                      "window": window, "depth": verbs.params.depth,
                      "signal_every": verbs.params.signal_every, "inline": verbs.params.inline,

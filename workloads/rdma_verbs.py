@@ -163,6 +163,13 @@ def spin_seconds(cpus: int | None) -> float:
 SPIN_S = spin_seconds(os.cpu_count())
 
 
+def new_counters() -> dict:
+    """An agent's verbs counters. `spin_s` and `sleeps` are measured in poll(): seconds spent
+    polling an empty CQ (every spin, up to SPIN_S each) and waits in select() or a nap."""
+    return {"wrs_posted": 0, "recvs_posted": 0, "completions": 0, "signalled": 0,
+            "credits": 0, "spin_s": 0.0, "sleeps": 0}
+
+
 @dataclass
 class Params:
     size: int
@@ -196,8 +203,7 @@ class Verbs:
         self._recv_wrs: dict[tuple[int, int], object] = {}
         self._keep_sges: list = []
         self.params = params
-        self.counters = {"wrs_posted": 0, "recvs_posted": 0, "completions": 0,
-                         "signalled": 0, "credits": 0}
+        self.counters = new_counters()
         names = [d.name.decode() for d in get_device_list()]
         if not names:
             raise VerbsError("no RDMA device (ibv_get_device_list is empty)")
@@ -394,14 +400,17 @@ class Verbs:
         with the control socket, so a peer that is gone or failed ends the wait. Failed
         completions raise."""
         e = _e()
-        spinning, spins, spin_until = True, 0, 0.0
+        spinning, spins, spin_from, spin_until = True, 0, 0.0, 0.0
+        counters = self.counters
         nap = SLEEP_S
         closed_at = None
         armed = False
         while True:
             n, wcs = self.cq.poll(max_entries)
             if n:
-                self.counters["completions"] += n
+                counters["completions"] += n
+                if spinning and spins:   # the spin that ended here, measured
+                    counters["spin_s"] += time.monotonic() - spin_from
                 for wc in wcs:
                     if wc.status != e.IBV_WC_SUCCESS:
                         raise VerbsError(f"completion error: status {wc.status} "
@@ -410,14 +419,16 @@ class Verbs:
                 return wcs
             if spinning:        # the clock every SPIN_POLLS empty polls, for SPIN_S
                 spins += 1
+                if spins == 1:  # the spin's start: its measured length goes in spin_s
+                    spin_from = time.monotonic()
+                    spin_until = spin_from + SPIN_S
                 if spins % SPIN_POLLS:
                     continue
                 t = time.monotonic()
-                if spins == SPIN_POLLS:
-                    spin_until = t + SPIN_S
                 if t < spin_until:
                     continue
                 spinning = False
+                counters["spin_s"] += t - spin_from
             t = time.monotonic()
             if t > deadline:
                 raise VerbsError("no completion before the agent's deadline")
@@ -427,6 +438,7 @@ class Verbs:
                 if t - closed_at > PEER_GRACE_S:
                     raise PeerGone("peer agent is gone (control connection closed) and no "
                                    f"completion came within {PEER_GRACE_S:.0f} s")
+                counters["sleeps"] += 1
                 time.sleep(SLEEP_S)
                 continue
             if self.channel_fd is not None and not armed:
@@ -435,6 +447,7 @@ class Verbs:
                 self.cq.req_notify()
                 armed = True
                 continue
+            counters["sleeps"] += 1     # one wait in select(), however it ends
             try:
                 if self.channel_fd is None:
                     check_control(ctrl, nap)

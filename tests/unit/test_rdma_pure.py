@@ -275,7 +275,7 @@ def _wc_enums(monkeypatch):
 
 def _verbs_with(cq):
     v = object.__new__(rv.Verbs)
-    v.cq, v.counters = cq, {"completions": 0}
+    v.cq, v.counters = cq, rv.new_counters()
     return v
 
 
@@ -380,11 +380,16 @@ def test_poll_spins_through_a_short_gap_without_sleeping_on_the_channel(monkeypa
     a, b = socket.socketpair()
     try:
         with a, b:
+            t0 = time.monotonic()
             assert len(v.poll(b, time.monotonic() + 30)) == 1
+            took = time.monotonic() - t0
     finally:
         os.close(rfd)
         os.close(wfd)
     assert (cq.armed, cq.acked, v.counters.get("cq_events", 0)) == (0, 0, 0)
+    # the spin measured, not the limit: within the call's own time, short of SPIN_S; no sleep
+    assert 0 < v.counters["spin_s"] <= took < rv.SPIN_S
+    assert v.counters["sleeps"] == 0
 
 
 def test_poll_arms_the_channel_once_the_spin_is_over(monkeypatch):
@@ -407,6 +412,9 @@ def test_poll_arms_the_channel_once_the_spin_is_over(monkeypatch):
         os.close(rfd)
         os.close(wfd)
     assert cq.armed == 1 and time.monotonic() - t0 >= rv.SPIN_S
+    # one whole spin (it ends at the first clock read past SPIN_S), then at least one sleep
+    assert rv.SPIN_S <= v.counters["spin_s"] < rv.SPIN_S * 4
+    assert v.counters["sleeps"] >= 1
 
 
 class _CountingCQ(_EmptyCQ):
@@ -429,6 +437,9 @@ def test_after_the_spin_every_empty_poll_sleeps(monkeypatch):
     with a, b, pytest.raises(rv.VerbsError, match="deadline"):
         v.poll(b, time.monotonic() + 0.3)
     assert rv.SPIN_POLLS < cq.polls < rv.SPIN_POLLS + 150
+    # every poll after the spin was a nap: the measured sleeps are the polls less the spin's
+    assert v.counters["sleeps"] == cq.polls - rv.SPIN_POLLS
+    assert 0.0 <= v.counters["spin_s"] < 0.05
 
 
 def test_no_completion_channel_fds_in_a_plain_process():
