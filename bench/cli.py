@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from bench.entry import node_command
@@ -59,6 +58,7 @@ def placement_for(spec: str | None):
 def cmd_run(args) -> int:
     from bench import plan, suite
 
+    check_out_dir(args.out)
     the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)   # bad input before SSH
     if args.target not in (None, "auto"):
         return _run_on(args, the_suite, cpus, args.target, {"requested": args.target,
@@ -70,6 +70,16 @@ def cmd_run(args) -> int:
         return _run_on(args, the_suite, cpus, choice.target, choice.to_json())
     with autotarget.BootedLab():
         return _run_on(args, the_suite, cpus, "lab", choice.to_json(booted=True))
+
+
+def check_out_dir(out: str) -> None:
+    """--out must be a directory we can create files in, checked before anything starts (and
+    without creating it: a refused run leaves nothing behind)."""
+    from bench.results import out_dir_error
+    err = out_dir_error(Path(out))
+    if err:
+        raise UsageError(f"--out {out}: {err}",
+                         "pass a writable directory for the result files, e.g. --out results")
 
 
 def _overrides(args, topology: str | None = None):
@@ -105,8 +115,8 @@ def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
     the_plan = plan.expand(the_suite, _overrides(args, topology))
     # What the target's kernel lacks is a skip with doctor's reason, not an agent error.
     the_plan = plan.require(the_plan, placement.capabilities(plan.needed_capabilities(the_plan)))
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) / f"{the_plan.suite}-{stamp}.json"
+    from bench.results import new_path
+    out = new_path(Path(args.out), the_plan.suite)
     total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
                     cpus=cpus, warmup=not args.no_warmup,

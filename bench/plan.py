@@ -12,6 +12,11 @@ from workloads import registry
 TOPOLOGIES = ("loopback", "veth", "link")   # link: two machines (--target with two nodes)
 DEFAULT_DURATION = 2.0
 MAX_DURATION_CAP = 120.0    # a --bytes run still stops by this many seconds
+# Upper bounds on what one case may ask for: beyond them a value is a typo, not a plan (an hour
+# per sample, a thousand samples per case, a TiB per sample).
+MAX_DURATION = 3600.0
+MAX_REPEAT = 1000
+MAX_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -96,15 +101,18 @@ def _check_queue_depth(n) -> None:
 
 
 def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
-    if duration is not None and not duration > 0:
-        raise UsageError(f"duration {duration}: must be more than 0 seconds",
-                         "pass --duration with a positive number, e.g. --duration 2")
-    if nbytes is not None and nbytes <= 0:
-        raise UsageError(f"--bytes {nbytes}: must be at least 1", "pass e.g. --bytes 1000000")
+    if duration is not None and not 0 < duration <= MAX_DURATION:
+        raise UsageError(f"duration {duration}: must be more than 0 and at most "
+                         f"{MAX_DURATION:.0f} seconds",
+                         "pass --duration (or the suite's duration) as e.g. 2")
+    if nbytes is not None and not 1 <= nbytes <= MAX_BYTES:
+        raise UsageError(f"bytes {nbytes}: must be between 1 and {MAX_BYTES} (1 TiB)",
+                         "pass --bytes (or the suite's bytes) as e.g. 1000000")
     if batch is not None and not 1 <= batch <= 1024:
         raise UsageError(f"batch {batch}: must be between 1 and 1024", "pass e.g. --batch 32")
-    if repeat is not None and repeat < 1:
-        raise UsageError(f"repeat {repeat}: must be at least 1", "pass e.g. --repeat 3")
+    if repeat is not None and not 1 <= repeat <= MAX_REPEAT:
+        raise UsageError(f"repeat {repeat}: must be between 1 and {MAX_REPEAT}",
+                         "pass --repeat (or the suite's repeat) as e.g. 3")
     if topology is not None and topology not in TOPOLOGIES:
         raise UsageError(f"unknown topology {topology!r}", f"use one of: {', '.join(TOPOLOGIES)}")
 

@@ -131,6 +131,39 @@ def dig(d: dict, dotted: str):
     return d
 
 
+# Pseudo filesystems: a "directory" there takes no result files (or takes them into the kernel).
+PSEUDO_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def out_dir_error(out: Path) -> str | None:
+    """Why `out` cannot hold result files, or None. Creates nothing: the run makes it later."""
+    resolved = out.resolve()
+    for root in PSEUDO_ROOTS:
+        if resolved == root or root in resolved.parents:
+            return f"is under {root}, a kernel pseudo filesystem"
+    if resolved.exists() and not resolved.is_dir():
+        return "exists and is not a directory"
+    existing = resolved
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
+
+
+def new_path(out: Path, suite: str, now: datetime | None = None) -> Path:
+    """A result file name no other run uses: suite, local time to the second, then this
+    process's pid and two random bytes (two runs started in the same second differ by pid on
+    one host, by the random part across hosts sharing a directory). Skips names that exist."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = out / f"{suite}-{stamp}-{os.getpid():x}{os.urandom(2).hex()}.json"
+        if not path.exists():
+            return path
+
+
 def save(result: RunResult, path: Path) -> Path:
     """Write to a temporary file in the same directory, then rename: never a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)

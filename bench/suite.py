@@ -68,7 +68,15 @@ def load(name_or_path: str) -> Suite:
             raise UsageError(f"suite file {name_or_path} not found",
                              "give an existing .toml path or a built-in name: "
                              + ", ".join(builtin_names()))
-        return parse(path.read_text(), source=str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"suite file {name_or_path} is not UTF-8 text (byte {exc.start}: "
+                             f"{exc.reason})", "give a TOML suite file saved as UTF-8") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read suite file {name_or_path}: {exc.strerror}",
+                             "give a readable .toml path") from None
+        return parse(text, source=str(path))
     if name_or_path not in builtin_names():
         raise UsageError(f"unknown suite {name_or_path!r}",
                          "use one of: " + ", ".join(builtin_names()) + " (or a path to a .toml)")

@@ -70,10 +70,34 @@ def _command(args) -> list[str]:
     return cmd
 
 
+def _check_json_path(name: str) -> None:
+    """--json FILE must be a file we can write, checked without creating it."""
+    from pathlib import Path
+
+    from bench.results import PSEUDO_ROOTS
+    path = Path(name).resolve()
+    why = None
+    if any(path == r or r in path.parents for r in PSEUDO_ROOTS):
+        why = "is under a kernel pseudo filesystem"
+    elif path.is_dir():
+        why = "is a directory"
+    elif path.exists():
+        why = None if os.access(path, os.W_OK) else "exists and is not writable by this user"
+    elif not path.parent.is_dir():
+        why = f"its directory {path.parent} does not exist"
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        why = f"its directory {path.parent} is not writable by this user"
+    if why:
+        raise UsageError(f"--json {name}: {why}", fix="pass a writable file path, e.g. "
+                         "--json trace.json")
+
+
 def run(args) -> int:
     from bench.tracing.select import select_tracer
 
     cmd = _command(args)
+    if args.json:
+        _check_json_path(args.json)     # before CMD runs: its counts must have somewhere to go
     comm = {name: name for name in args.comm} if args.comm else None
     tracer = select_tracer(args.backend, comm=comm, all_copies=args.all_copies)
     av = tracer.available()
