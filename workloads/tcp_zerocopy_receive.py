@@ -2,7 +2,8 @@
 
 Receiver: mmap() a window on the TCP socket, then getsockopt(TCP_ZEROCOPY_RECEIVE) maps as many
 whole, aligned payload pages into it as the receive queue holds; the rest (recv_skip_hint) must
-be read — copied — with recv(). We verify mapped and copied bytes alike and report both.
+be read — copied — with recv(). We verify mapped and copied bytes alike and report both,
+counted from the kernel's answers, and TCP_INFO's byte count to check their sum against.
 Sender: MSG_ZEROCOPY from page-aligned buffers (msg_zerocopy.sender), the condition under which
 the skb fragments are whole pages at all; with a plain send() nothing maps (DESIGN.md).
 """
@@ -15,6 +16,7 @@ import mmap
 import os
 import select
 import socket
+import struct
 
 from workloads import msg_zerocopy
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
@@ -43,6 +45,14 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.getsockopt.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                              ctypes.POINTER(ctypes.c_uint32)]
+
+
+def kernel_bytes_received(sock: socket.socket) -> int:
+    """Payload bytes the kernel's TCP took in on `sock` after its FIN: TCP_INFO's
+    tcpi_bytes_received (offset 128 since Linux 4.1) counts sequence space, the FIN's one
+    included. A count that does not pass through our loop, to check mapped + copied against."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("=Q", info, 128)[0] - 1
 
 
 def _check(ret: int, what: str) -> int:
@@ -93,8 +103,9 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
             calls += 1
             if rc == -1:
                 err = ctypes.get_errno()
-                if err == errno.EIO:
-                    break                      # queue empty and FIN received: end of stream
+                if err == errno.EIO:           # queue empty and FIN received: end of stream
+                    kernel_bytes = kernel_bytes_received(conn)
+                    break
                 raise OSError(err, f"TCP_ZEROCOPY_RECEIVE: {os.strerror(err)}")
             if zc.err:
                 raise OSError(-zc.err, f"TCP_ZEROCOPY_RECEIVE: {os.strerror(-zc.err)}")
@@ -136,6 +147,8 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
         buffer_addr=buffer_address(copybuf),
         zerocopy_receive={"calls": calls, "mapped_bytes": mapped, "copied_bytes": copied,
                           "copybuf_bytes": copybuf_bytes, "waits": waits,
+                          # mapped + copied must equal it: neither counted twice nor missed
+                          "kernel_bytes_received": kernel_bytes,
                           "mapped_pct": round(100 * mapped / verify.offset, 2)
                           if verify.offset else None, "window": WINDOW,
                           "end_of_stream": "EIO"})
