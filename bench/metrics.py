@@ -132,3 +132,31 @@ def derive(tx: dict, rx: dict, system: dict, size: int, same_clock: bool = True)
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 6)
+
+
+# An agent whose process was on a CPU this share of its measured wall time was itself the
+# limit: one Python thread cannot go faster, whatever the path could carry.
+AGENT_LIMIT = 0.90
+
+
+def agent_busy(samples: list[dict], side: str) -> float | None:
+    """CPU-seconds (user + sys) over wall seconds of one agent (`sender` or `receiver`) summed
+    over `samples`, from each agent's own CpuWindow: the share of one CPU it used. None when no
+    sample recorded its wall time (results from before wall_s)."""
+    cpu = wall = 0.0
+    for s in samples:
+        c = ((s.get("cpu") or {}).get(side)) or {}
+        if c.get("wall_s"):
+            cpu += float(c.get("user_s") or 0) + float(c.get("sys_s") or 0)
+            wall += float(c["wall_s"])
+    return cpu / wall if wall > 0 else None
+
+
+def agent_limit_note(samples: list[dict]) -> str | None:
+    """The row note naming each agent that used >= AGENT_LIMIT of one CPU in `samples`."""
+    parts = []
+    for side in ("sender", "receiver"):
+        busy = agent_busy(samples, side)
+        if busy is not None and busy >= AGENT_LIMIT:
+            parts.append(f"limited by the {side} agent ({100 * busy:.0f}% of one CPU)")
+    return "; ".join(parts) or None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.metrics import agent_limit_note
 from bench.results import CaseResult, RunResult, rdma_retransmits
 
 
@@ -70,6 +71,9 @@ def case_row(cr: CaseResult) -> Row:
     rtx_note = _retransmits(cr)
     if rtx_note:
         note = (note + "; " if note else "") + rtx_note
+    busy = agent_limit_note(cr.measured())
+    if busy:
+        note = (note + "; " if note else "") + busy
     util = _machine_user(cr)
     if util:
         note = (note + "; " if note else "") + util

@@ -115,16 +115,21 @@ class CpuWindow:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self._u0, self._s0 = ru.ru_utime, ru.ru_stime
         self._m0 = _machine_cpu()
+        self._t0 = time.monotonic()
         return self
 
     def stop(self) -> dict:
         ru = resource.getrusage(resource.RUSAGE_SELF)
+        wall = time.monotonic() - self._t0
         self.user, self.sys = ru.ru_utime - self._u0, ru.ru_stime - self._s0
         m1 = _machine_cpu()
         # This machine's softirq/busy seconds over our window: on two-node runs each side's
         # kernel work happens on its own machine, where only the agent can see it.
         machine = {k: round(m1[k] - self._m0[k], 6) for k in m1} if m1 and self._m0 else None
-        return {"user_s": round(self.user, 6), "sys_s": round(self.sys, 6), "machine": machine}
+        # wall_s: how busy the agent itself was (bench.metrics.agent_busy), so a row can say
+        # when our loop, not the path, was the limit.
+        return {"user_s": round(self.user, 6), "sys_s": round(self.sys, 6),
+                "wall_s": round(wall, 6), "machine": machine}
 
 
 def _machine_cpu() -> dict | None:
