@@ -14,7 +14,8 @@ Schema history (refuse newer, upgrade older when a reader knows how):
       metadata `syscalls_note` and `method.syscalls`; run `analysis.breakeven` (the zerocopy
       break-even size per path and topology, bench/crossover.py); cases' `params.queue_depth`
       and samples' `io_uring`. Optional: version 1 and 2 files read as they are, their
-      syscall columns shown as not counted.
+      syscall columns shown as not counted. 2026-12-02: optional case `traceback` (an
+      unforeseen error that failed the case) and copies `traceback` (a tracer that broke).
 The fields are described in DESIGN.md ("Result schema"); a unit test keeps the two in step.
 """
 
@@ -50,6 +51,7 @@ class CaseResult:
     network: dict = field(default_factory=dict)
     copies: dict = field(default_factory=dict)
     syscalls: dict = field(default_factory=dict)
+    traceback: str | None = None       # an unforeseen error that failed the case: where
 
     def measured(self, which: str = "samples") -> list[dict]:
         """The samples that count: warm-up samples stay in the file, out of every statistic."""

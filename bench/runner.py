@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -210,9 +211,9 @@ class Runner:
             cr.fix = "see the agent's message; re-run the case alone with --workload"
         except UsageError as exc:
             cr.status, cr.reason, cr.fix = "failed", exc.message, exc.fix
-        except (OSError, RuntimeError, ValueError, KeyError, TimeoutError,
-                subprocess.SubprocessError) as exc:
+        except Exception as exc:    # anything else (a bug, a NetlinkError): this case only
             cr.status, cr.reason = "failed", f"{type(exc).__name__}: {exc}"
+            cr.traceback = traceback.format_exc()
             cr.fix = "re-run the case alone with --workload; report it if it persists"
         if cr.status == "failed":
             for agent in list(self._live_agents):   # the next case starts from a clean slate
@@ -274,9 +275,12 @@ class Runner:
         elif not cr.syscalls:       # not counted in the copy sample: a sample of its own
             cr.syscalls = self._syscall_sample(case, ep, cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
-        if bad:
+        traced = (cr.copies.get("traced_sample") or {}).get("payload_errors")
+        if bad or traced:
+            # the traced sample delivers bytes too: wrong ones fail the case like any sample
             cr.status = "failed"
-            cr.reason = f"payload verification failed in {len(bad)} of {len(cr.samples)} samples"
+            cr.reason = (f"payload verification failed in {len(bad)} of {len(cr.samples)} samples"
+                         + (f" and in the traced sample ({traced} bad)" if traced else ""))
             cr.fix = "this path delivered wrong bytes: its throughput is not valid"
         else:
             cr.status = "ok"
@@ -322,6 +326,13 @@ class Runner:
         except UsageError as exc:
             return {"status": "failed", "reason": f"copy counting failed: {exc.message}",
                     "fix": exc.fix}
+        except AgentError:
+            raise       # an agent failed: a sample failure like any other, not the tracer's
+        except Exception as exc:    # the tracer (or its parsing) broke: only the counts go
+            return {"status": "failed",
+                    "reason": f"copy counting failed: {type(exc).__name__}: {exc}",
+                    "fix": "re-run with --copies off to measure without counts; report it",
+                    "traceback": traceback.format_exc()}
 
     def _copy_sample(self, case: Case, ep: Endpoints, cr: CaseResult) -> dict:
         """One more sample with the tracer attached to both agents: the copy accounting, and
