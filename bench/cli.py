@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 from pathlib import Path
 
+from bench import interrupts
 from bench.entry import node_command
 from bench.errors import UsageError
 
-EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_FAILED = 2, 1
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -399,20 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _on_sigterm(main_pid: int):
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            os._exit(128 + signum)  # a forked child (a library's helper) must not run our cleanup
-        raise KeyboardInterrupt  # same clean path as Ctrl-C
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     code = node_command(argv)          # `python -m bench.cli agent` too (bench/entry.py)
     if code is not None:
         return code
-    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    interrupts.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -422,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.fix:
             print(f"bench: fix: {exc.fix}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished cases are kept in the result file", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        print(f"bench: interrupted ({interrupts.reason(exc)}); finished cases are kept in the "
+              "result file", file=sys.stderr)
+        return interrupts.exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 
-from bench import metrics, reference, results
+from bench import interrupts, metrics, reference, results
 from bench.agents import Agent, AgentError
 from bench.errors import UsageError
 from bench.placement import LocalPlacement
@@ -180,11 +180,11 @@ class Runner:
             if failed:
                 self.result.reason = f"{len(failed)} of {len(self.result.cases)} cases failed: " \
                     + ", ".join(failed)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             self.result.status = "interrupted"
-            self.result.reason = "stopped by Ctrl-C / SIGTERM"
+            self.result.reason = interrupts.reason(exc)
             if current is not None and current.status == "running":
-                current.status, current.reason = "interrupted", "stopped by Ctrl-C / SIGTERM"
+                current.status, current.reason = "interrupted", self.result.reason
                 done += 1
             self._not_run(done)
             raise
@@ -663,9 +663,9 @@ def _recv_calls_check(sample: dict, cr: CaseResult) -> dict | None:
 
 
 def _uninterrupted(fn) -> None:
-    """Run a cleanup with SIGINT/SIGTERM held back: a second Ctrl-C must not leave a loaded
-    module or a kprobe_event behind. A held signal is delivered right after."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    """Run a cleanup with SIGINT/SIGTERM/SIGHUP held back: a second Ctrl-C must not leave a
+    loaded module or a kprobe_event behind. A held signal is delivered right after."""
+    held = set(interrupts.SIGNALS)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         fn()

@@ -125,15 +125,6 @@ def test_killed_agent_fails_its_case_and_the_suite_goes_on(tmp_path, root_only, 
     assert all(s["payload_errors"] == 0 for c in rest for s in c["samples"])
 
 
-def test_sigterm_is_handled_like_ctrl_c(tmp_path, root_only, no_leftovers):
-    p = _start(tmp_path, "--duration", "5", "--no-reference", "--workload", "udp")
-    _wait_for_agent(p.pid, "sender")
-    p.send_signal(signal.SIGTERM)
-    p.communicate(timeout=30)
-    assert p.returncode == 130
-    assert _result(tmp_path)["cases"][0]["status"] == "interrupted"
-
-
 def test_every_agent_thread_lives_in_the_agents_namespace(tmp_path, root_only, no_leftovers):
     """setns() moves one thread: a helper thread left in the host namespace would send its
     packets (e.g. UDP end markers) out of the machine. All threads must share the netns."""
