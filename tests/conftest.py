@@ -106,12 +106,39 @@ def leaked(ns0: set[str], agents0: set[int]) -> tuple[set[str], set[int]]:
 # -- required tiers ------------------------------------------------------------------------------
 # COPYBENCH_REQUIRE=host,lab (set by .ci/run): a skipped test of a required tier is a failure,
 # so CI can never pass without exercising the root tests on this machine and the lab VM.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "host: needs this machine's kernel facilities (io_uring, "
+                            "liburing) but not root; in the host tier")
+
+
 def tier(item) -> str:
     if item.get_closest_marker("lab"):
         return "lab"
-    if item.get_closest_marker("root") or "/tests/host/" in str(item.path):
+    if (item.get_closest_marker("root") or item.get_closest_marker("host")
+            or "/tests/host/" in str(item.path)):
         return "host"
     return "unit"
+
+
+def path_tier(path: str) -> str:
+    """A module's tier from its path alone (a collection report has no markers)."""
+    if "/tests/lab/" in path or "/lab/" in path.split("/tests/", 1)[-1]:
+        return "lab"
+    return "host" if "/tests/host/" in path else "unit"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A module of a required tier that skips at collection (module-level skip/importorskip)
+    fails like a skipped test does: otherwise its tests vanish without a word."""
+    outcome = yield
+    report = outcome.get_result()
+    t = path_tier(str(getattr(collector, "path", "")))
+    if report.skipped and t in required_tiers():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"required tier {t!r} skipped at collection (COPYBENCH_REQUIRE="
+                           f"{os.environ.get('COPYBENCH_REQUIRE')}): {reason}")
 
 
 def required_tiers() -> set[str]:
