@@ -186,6 +186,11 @@ def _up(paths: LabPaths, nodes: int, memory_mib: int, accel: str, provision: boo
             return status(paths)
         raise UsageError(f"a lab with {len(state['nodes'])} node(s) is already running",
                          "run `bench lab down` first")
+    unlisted = qemu.ours_running(paths.state)
+    if unlisted:
+        raise UsageError("a copybench QEMU that the lab's state does not list holds this lab's "
+                         "disks: " + "; ".join(r.describe() for r in unlisted),
+                         "run `bench lab down` (it stops every QEMU of this lab, listed or not)")
     _cleanup_stale(paths, state)
 
     key = sshkeys.ensure_key(paths.key)
@@ -314,16 +319,27 @@ def down(paths: LabPaths, progress: Progress | None = None) -> int:
     deadline = time.monotonic() + 60
     while accepted and time.monotonic() < deadline and running_nodes({"nodes": accepted}):
         time.sleep(0.5)
-    stopped = 0
     for n in (state or {}).get("nodes", []):
-        if qemu.stop(Path(n["pidfile"]), f"copybench-{n['name']}", grace=5):
-            stopped += 1
+        qemu.stop(Path(n["pidfile"]), f"copybench-{n['name']}", grace=5)
+    unlisted = stop_unlisted(paths, progress)
     _cleanup_stale(paths, state)
     if alive:
         progress.line(f"stopped {len(alive)} node(s)")
-    else:
+    elif not unlisted:
         progress.line("no lab node was running")
-    return len(alive)
+    return len(alive) + len(unlisted)
+
+
+def stop_unlisted(paths: LabPaths, progress: Progress) -> list[qemu.Running]:
+    """Stop this lab's QEMUs that its state file does not (or no longer) list, saying which:
+    left running, one holds a disk and a port and the next `up` boots beside it."""
+    listed = {qemu.read_pid(Path(n["pidfile"])) for n in running_nodes(load_state(paths))}
+    stopped = []
+    for r in qemu.ours_running(paths.state):
+        if r.pid not in listed and qemu.stop_pid(r.pid, r.name):
+            progress.line(f"stopped a QEMU the lab's state did not list: {r.describe()}")
+            stopped.append(r)
+    return stopped
 
 
 def destroy(paths: LabPaths, images: bool = False, progress: Progress | None = None) -> None:

@@ -211,6 +211,72 @@ def running_pid(pidfile: Path, proc_name: str) -> int | None:
     return pid if proc_name.encode() in cmdline else None
 
 
+@dataclass(frozen=True)
+class Running:
+    """A copybench QEMU found by its command line, listed in the lab's state or not."""
+
+    pid: int
+    name: str          # its -name, copybench-labN
+    files: tuple[str, ...]   # the overlay / pid file / console under the state directory
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({self.name}, {', '.join(self.files)})"
+
+
+_NAME = re.compile(r"copybench-lab\d+")
+
+
+def ours_running(state_dir: Path, proc_root: Path = Path("/proc")) -> list[Running]:
+    """Every QEMU on this machine that this lab started: `-name copybench-labN` and an overlay,
+    pid file or console under `state_dir`. Found from /proc, not from the state file, so a node
+    the state no longer lists (an interrupted `up`, a state rewritten by another `up`) is found
+    too. Another lab directory's VMs (a test's temporary lab) are left alone."""
+    found = []
+    prefixes = tuple({str(Path(state_dir)) + "/", str(Path(state_dir).resolve()) + "/"})
+    for d in proc_root.iterdir() if proc_root.exists() else []:
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (d / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if not argv or not os.path.basename(argv[0]).startswith("qemu-system"):
+            continue
+        try:
+            name = argv[argv.index("-name") + 1]
+        except (ValueError, IndexError):
+            continue
+        if not _NAME.fullmatch(name):
+            continue
+        files = tuple(sorted({m for a in argv for m in re.findall(r"(?:file[:=])?(/[^,\s]+)", a)
+                              if m.startswith(prefixes)}))
+        if files:
+            found.append(Running(int(d.name), name, files))
+    return sorted(found, key=lambda r: r.pid)
+
+
+def stop_pid(pid: int, name: str, grace: float = 5.0, proc_root: Path = Path("/proc")) -> bool:
+    """SIGTERM, then SIGKILL, a QEMU known by pid and -name (a reused pid is left alone)."""
+    def alive() -> bool:
+        try:
+            return name.encode() in (proc_root / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+    if not alive():
+        return False
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        if not alive():
+            return True
+    return not alive()
+
+
 def start(node: NodeSpec, argv: list[str]) -> int:
     """Start a daemonized QEMU; returns its pid once QEMU has set up its devices."""
     node.pidfile.unlink(missing_ok=True)
