@@ -246,7 +246,7 @@ def _load_all(paths: list[str]):
 def cmd_compare(args) -> int:
     from reports import compare, publish
     loaded = _load_all(args.results)
-    cmp = compare.run(loaded, list(args.results), args.threshold, args.force)
+    cmp = compare.run(loaded, list(args.results), args.threshold, args.force, args.adjust)
     text = compare.markdown(cmp)
     if args.md:
         publish.write_atomic(Path(args.md), text)
@@ -366,7 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"flag significant changes for the worse beyond PCT%% (default "
                           f"{DEFAULT_THRESHOLD_PCT:g})")
     cmp.add_argument("--force", action="store_true",
-                     help="compare runs of different machines or suites anyway")
+                     help="compare runs of different machines, suites or run parameters anyway")
+    cmp.add_argument("--adjust", choices=("bh", "holm"), default="bh",
+                     help="multiple-comparison adjustment across cases x metrics: "
+                          "Benjamini-Hochberg (default) or Holm")
     cmp.add_argument("--md", metavar="OUT.md")
     cmp.add_argument("--html", metavar="OUT.html")
     cmp.set_defaults(func=cmd_compare)

@@ -44,7 +44,8 @@ def test_one_repeat_cannot_be_tested():
 
 
 def test_threshold_spares_small_significant_changes():
-    [d] = compare.compare(_run([10.0, 10.0, 10.01]), _run([9.8, 9.8, 9.81]), threshold_pct=5)
+    [d] = compare.compare(_run([10.0, 10.0, 10.01, 10.02, 10.03]),
+                          _run([9.8, 9.8, 9.81, 9.82, 9.83]), threshold_pct=5)
     assert d.significant and not d.better and not d.regression
 
 
@@ -69,8 +70,8 @@ def _bench(*args):
 
 
 def test_compare_cli_exit_codes_and_outputs(tmp_path):
-    a = _write(tmp_path, "a.json", _run([10.0, 10.1, 9.9]))
-    b = _write(tmp_path, "b.json", _run([7.0, 7.1, 6.9]))
+    a = _write(tmp_path, "a.json", _run([10.0, 10.1, 9.9, 10.2, 9.8]))
+    b = _write(tmp_path, "b.json", _run([7.0, 7.1, 6.9, 7.2, 6.8]))
     p = _bench("compare", a, b, "--md", tmp_path / "c.md", "--html", tmp_path / "c.html")
     assert p.returncode == 1 and "REGRESSION" in p.stdout
     assert "REGRESSION" in (tmp_path / "c.md").read_text()
@@ -166,11 +167,11 @@ def test_locked_history_is_a_clear_message_and_loses_nothing(tmp_path, data_dir)
 def test_nightly_compares_with_the_previous_comparable_run(tmp_path):
     db, out = tmp_path / "h.sqlite3", tmp_path / "night"
     out.mkdir()
-    first = _write(tmp_path, "first.json", _run([10.0, 10.1, 9.9]))
+    first = _write(tmp_path, "first.json", _run([10.0, 10.1, 9.9, 10.2, 9.8]))
     assert nightly.after_run(first, db, out, 5.0, say=lambda s: None) == 0
     same = _write(tmp_path, "same.json", _run([10.05, 10.0, 9.95]))
     assert nightly.after_run(same, db, out, 5.0, say=lambda s: None) == 0
-    worse = _write(tmp_path, "worse.json", _run([7.0, 7.1, 6.9]))
+    worse = _write(tmp_path, "worse.json", _run([7.0, 7.1, 6.9, 7.2, 6.8]))
     assert nightly.after_run(worse, db, out, 5.0, say=lambda s: None) == 1
     assert "REGRESSION" in (out / "worse-compare.md").read_text()
     elsewhere = _write(tmp_path, "elsewhere.json", _run([1.0, 1.1], host="other"))
