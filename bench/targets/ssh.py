@@ -166,9 +166,16 @@ class SshTarget:
                        "authorized (ssh-copy-id; ansible_ssh_private_key_file in the inventory)")
 
     # -- the harness remotely ------------------------------------------------
-    def _bench(self, node: int | str, argv: list[str]) -> subprocess.CompletedProcess:
+    def _bench(self, node: int | str, argv: list[str],
+               timeout: float | None = None) -> subprocess.CompletedProcess:
         cmd = self.ssh_argv(node) + [shlex.join([self.remote_bench, *argv])]
-        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True)
+        try:
+            res = subprocess.run(cmd, stdin=subprocess.DEVNULL, text=True, capture_output=True,
+                                 timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"{self._where(node)}: `bench {shlex.join(argv)}` did not finish in "
+                             f"{timeout:.0f} s (a hung SSH session or node)",
+                             "check the node's load and that ssh to it answers, then retry") from None
         if res.returncode == 255:
             raise self._unreachable(node, res.stderr or "")
         if res.returncode == 127:
@@ -176,9 +183,11 @@ class SshTarget:
                              PROVISION_FIX)
         return res
 
-    def doctor(self, argv: list[str] | None = None, node: int | str = 0) -> list[dict]:
-        """`bench doctor --json` on a node, parsed."""
-        res = self._bench(node, ["doctor", "--json", *(argv or [])])
+    def doctor(self, argv: list[str] | None = None, node: int | str = 0,
+               timeout: float = 300.0) -> list[dict]:
+        """`bench doctor --json` on a node, parsed; a node that does not answer within `timeout`
+        (minutes under TCG are normal, more is a hang) is a UsageError, not a wait."""
+        res = self._bench(node, ["doctor", "--json", *(argv or [])], timeout=timeout)
         if res.returncode != 0:
             raise UsageError(f"bench doctor on {self._where(node)} exited {res.returncode}: "
                              f"{res.stderr.strip()[-500:]}", PROVISION_FIX)

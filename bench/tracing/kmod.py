@@ -12,6 +12,7 @@ import atexit
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -199,6 +200,37 @@ def load_error(stderr: str, release: str) -> UsageError:
     return UsageError(f"insmod copytrace failed: {stderr.strip()}", fix="see dmesg")
 
 
+# -- bounded commands ---------------------------------------------------------------------------
+# How long each may take before it counts as hung: a kernel build under TCG takes minutes; insmod
+# runs the module's init (kprobe registration, calibration); rmmod waits for the probes to go.
+MAKE_TIMEOUT = 900.0
+INSMOD_TIMEOUT = 120.0
+RMMOD_TIMEOUT = 30.0
+
+
+def run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run(capture_output, text) that cannot hang: on timeout the child and its
+    process group (make's compilers hold the pipes too) are killed, waited for 5 s at most (one
+    stuck in the kernel cannot die), then TimeoutExpired."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException as exc:     # the timeout, or a Ctrl-C: the child must not outlive it
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            p.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(argv, timeout) from None
+        raise
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 # -- building -----------------------------------------------------------------------------------
 def source_hash() -> str:
     h = hashlib.sha256()
@@ -228,8 +260,13 @@ def build(release: str, modules_root: Path = Path("/lib/modules"), cache: Path =
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         for name in ("copytrace.c", "Makefile"):
             shutil.copy(SRC / name, tmp)
-        proc = subprocess.run(["make", "-C", str(kdir), f"M={tmp}", "modules"],
-                              capture_output=True, text=True)
+        try:
+            proc = run_bounded(["make", "-C", str(kdir), f"M={tmp}", "modules"], MAKE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"building copytrace against {kdir} did not finish in "
+                             f"{MAKE_TIMEOUT:.0f} s (killed)",
+                             fix="check the machine's load and the headers' Makefile; fallback: "
+                                 "--backend bpftrace or tracepoints") from None
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
             raise UsageError(f"building copytrace against {kdir} failed:\n{tail}",
@@ -249,7 +286,10 @@ def unload(sys_root: Path = Path("/sys")) -> bool:
     if not module_loaded(sys_root):
         return False
     for _ in range(50):   # a module still initialising (insmod interrupted) is busy briefly
-        subprocess.run(["rmmod", MODULE], capture_output=True, text=True)
+        try:
+            run_bounded(["rmmod", MODULE], RMMOD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return False      # hung in the kernel: retrying will not help (callers say so)
         if not module_loaded(sys_root):
             return True
         time.sleep(0.2)
@@ -331,7 +371,12 @@ class KmodTracer(Tracer):
         atexit.register(self.detach)   # a crash between attach and finally still unloads
         # Ours from before insmod starts: a Ctrl-C during the (slow) load still unloads it.
         self._loaded = True
-        proc = subprocess.run(["insmod", str(ko), *params], capture_output=True, text=True)
+        try:
+            proc = run_bounded(["insmod", str(ko), *params], INSMOD_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"insmod copytrace did not return within {INSMOD_TIMEOUT:.0f} s "
+                             "(killed)", fix="see dmesg; `bench doctor --cleanup` unloads a "
+                             "copytrace left loaded") from None
         if proc.returncode != 0:
             self._loaded = False
             raise load_error(proc.stderr, self.release)
