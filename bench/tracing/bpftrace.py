@@ -69,7 +69,7 @@ def _kprobe_lines(i: int, p: catalog.Probe, slot_code: str, sockonly: bool,
     addr = f"arg{p.addr_arg}" if p.addr_arg is not None else "0"
     # ANY points belong to the matching task in any syscall, else to "other" (softirq)
     anyslot = f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}" if p.point in kmod.ANY_TASK_POINTS else ""
-    cond = "$s" if anyslot or not sockonly else "$s && @insock[tid]"
+    cond = "$s" if anyslot or not sockonly else "$s && (@insock[tid] || @insys[tid])"
     enter = (f"kprobe:{p.symbol} {{ {slot_code}{anyslot} if ({cond}) "
              f"{{ @enter[{i}, $s - 1] = count(); @t[tid, {i}] = nsecs; @a[tid, {i}] = {addr}; "
              f"@l[tid, {i}] = {_length_expr(p)}; @s[tid, {i}] = $s; }} }}")
@@ -117,9 +117,11 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
 
 def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
            comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
-           nsamples: int = 64, tag: str = "copybench", io_uring: bool = False) -> str:
+           nsamples: int = 64, tag: str = "copybench", io_uring: bool = False,
+           gates: list[str] | None = None) -> str:
     """The bpftrace program. Slot i = i-th side of pids (or comm), as in copytrace.
-    `io_uring`: the kernel has the io_uring:io_uring_submit_req tracepoint."""
+    `io_uring`: the kernel has the io_uring:io_uring_submit_req tracepoint. `gates`: the
+    socket entry functions present on this kernel (default: the catalog's)."""
     if not probes:
         raise UsageError("no probes to trace", fix="choose points from the catalog")
     if not (pids or comm):
@@ -144,10 +146,21 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
     # bpftrace reports "attached_probes" before attaching; BEGIN fires once all are attached.
     lines.append(f'BEGIN {{ {init} printf("{READY}\\n"); }}'.replace("{  ", "{ "))
     if kprobes and sockonly:
+        # Inside a socket operation = inside a socket entry function (depth per thread: io-wq
+        # workers and write()/read() on sockets pass them too) or a socket-only syscall.
+        gates = [g.symbol for g in catalog.SOCKET_GATES] if gates is None else gates
+        if not gates:
+            raise UsageError("counting socket copies needs at least one socket entry function",
+                             fix="use --all-copies, or a kernel with sock_sendmsg/sock_recvmsg")
         ids = " || ".join(f"args->id == {n}" for n in socket_syscalls(arch))
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
-                     f"{{ if ({ids}) {{ @insock[tid] = 1; }} }}")
-        lines.append("tracepoint:raw_syscalls:sys_exit /@insock[tid]/ { delete(@insock[tid]); }")
+                     f"{{ if ({ids}) {{ @insys[tid] = 1; }} }}")
+        lines.append("tracepoint:raw_syscalls:sys_exit /@insys[tid]/ { delete(@insys[tid]); }")
+        lines.append(",".join(f"kprobe:{g}" for g in gates) +
+                     f" /{who}/ {{ @insock[tid] = @insock[tid] + 1; @gin = count(); }}")
+        lines.append(",".join(f"kretprobe:{g}" for g in gates) +
+                     " /@insock[tid]/ { @gout = count(); if (@insock[tid] <= 1) "
+                     "{ delete(@insock[tid]); } else { @insock[tid] = @insock[tid] - 1; } }")
     if any(p.symbol == "sock:sock_send_length" for p in tps):
         sends = send_flags_args(arch)
         conds = " || ".join(f"(args->id == {nr} && (args->args[{pos}] & {MSG_ZEROCOPY}))"
@@ -170,7 +183,8 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
             lines += _kprobe_lines(i, p, slot_code, sockonly, nsamples)
         else:
             lines += _tracepoint_lines(i, p, slot_code, nsamples)
-    used = (["side"] if not comm else []) + (["insock"] if kprobes and sockonly else []) + (
+    # @insock stays: gate entries still open at the end explain @gin - @gout.
+    used = (["side"] if not comm else []) + (["insys"] if kprobes and sockonly else []) + (
         ["t", "a", "l", "s", "nsamp"] if kprobes else []) + [f"n{i}" for i, p in enumerate(probes)
                                                               if p.kind == "tracepoint"] + (
         ["sflag"] if any(p.symbol == "sock:sock_send_length" for p in tps) else []) + (
@@ -194,6 +208,9 @@ class Report(kmod.ModuleReport):
     zc: dict[int, tuple[int, int]] = field(default_factory=dict)        # slot -> (calls, bytes)
     uring: dict[int, int] = field(default_factory=dict)     # slot -> sends outside send syscalls
     forks: int = 0                                                       # @side inserts
+    gate_in: int = 0        # socket gate entries of traced tasks
+    gate_out: int = 0       # ... and returns
+    gate_open: int = 0      # gate depth still open when bpftrace stopped (blocked in recv)
 
 
 def _key(key: str) -> tuple[int, ...]:
@@ -221,6 +238,8 @@ def parse(text: str, probes: list[catalog.Probe]) -> Report:
             for name, values in data.items():
                 if name == "@nside":
                     r.forks = int(values)
+                elif name in ("@gin", "@gout") and not isinstance(values, dict):
+                    setattr(r, "gate_in" if name == "@gin" else "gate_out", int(values))
                 elif name == "@st" and isinstance(values, dict):
                     stats.update({_key(k): v for k, v in values.items()})
                 elif name == "@hist" and isinstance(values, dict):
@@ -245,6 +264,7 @@ def parse(text: str, probes: list[catalog.Probe]) -> Report:
         if tag == TAG_UDP:
             r.udp[(i, k)] = r.udp.get((i, k), 0) + n
     r.uring = {k[0]: v for k, v in maps.get("@uring", {}).items()}
+    r.gate_open = sum(int(v) for v in maps.get("@insock", {}).values())
     return r
 
 
@@ -264,6 +284,12 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
             entered = report.entered.get((idx, slot), pc.calls)
             pc.add_loss("entries_without_return", entered - pc.calls,
                         "probe entries that never returned (kretprobe missed or map full)")
+            if probe.point not in kmod.ANY_TASK_POINTS:
+                # A gate whose return was missed leaves its thread marked "inside" (copies
+                # after it admitted): never exact then.
+                pc.add_loss("gate_missed",
+                            report.gate_in - report.gate_out - report.gate_open,
+                            "socket entry functions entered but never returned")
             continue
         pc.ns_total = None      # tracepoints cannot time the copy
         pc.ns_hist = {}
@@ -380,7 +406,8 @@ class BpftraceTracer(Tracer):
         return script(self.probes, pids=None if self.comm else pids, comm=self.comm,
                       arch=catalog.machine_arch(), sockonly=not self.all_copies,
                       nsamples=self.nsamples, tag=f"copybench-{os.getpid()}",
-                      io_uring=self.io_uring)
+                      io_uring=self.io_uring,
+                      gates=[g.symbol for g in catalog.socket_gates(catalog.kallsyms())])
 
     def attach(self, pids: dict[str, int]) -> None:
         tracefs.ensure(self.roots)

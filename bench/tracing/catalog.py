@@ -151,6 +151,44 @@ CATALOG: tuple[Probe, ...] = (
 UDP = 17  # IPPROTO_UDP, as the sock tracepoints report it
 
 
+@dataclass(frozen=True)
+class SocketGate:
+    """A kernel entry point of socket I/O. A copy counts as a socket copy while its task is
+    inside one of these (or inside a socket-only system call), whatever system call brought
+    it there: write/read/writev/readv on a socket, splice, io_uring (also its io-wq workers)."""
+
+    symbol: str
+    meaning: str
+    verified: dict[str, str] = field(default_factory=dict)
+
+
+SOCKET_GATES: tuple[SocketGate, ...] = (
+    SocketGate("sock_sendmsg", "every send that checks security hooks: sendto/sendmsg, "
+               "write/writev via sock_write_iter, io_uring SEND/SENDMSG/SEND_ZC, splice and "
+               "sendfile to a socket on >= 6.5 (MSG_SPLICE_PAGES)",
+               verified={K618: "present", K61: "present, traceable"}),
+    SocketGate("sock_recvmsg", "recvfrom/recvmsg, read/readv via sock_read_iter, io_uring "
+               "RECV/RECVMSG", verified={K618: "present", K61: "present, traceable"}),
+    SocketGate("sock_write_iter", "write/writev/aio on a socket file (calls sock_sendmsg; kept "
+               "so a kernel that inlines the call is still covered)",
+               verified={K618: "present", K61: "present, traceable"}),
+    SocketGate("sock_read_iter", "read/readv/aio on a socket file (calls sock_recvmsg)",
+               verified={K618: "present", K61: "present, traceable"}),
+    SocketGate("tcp_getsockopt", "getsockopt(TCP_ZEROCOPY_RECEIVE): tcp_zerocopy_receive "
+               "copies what it cannot map (IPv4 and IPv6 share it)",
+               verified={K618: "present", K61: "present, traceable"}),
+)
+# Why socket-only system calls stay in the gate beside the functions: sendmmsg to one address
+# and recvmmsg after the first datagram call sock_{send,recv}msg_nosec, an inline helper that
+# skips sock_sendmsg/sock_recvmsg. These calls act on sockets only, so admitting them claims
+# nothing about pipes or files (io_uring_enter is not among them: it also reads files).
+
+
+def socket_gates(present: set[str] | None = None) -> list[SocketGate]:
+    """The gates, or those of them in `present` (a kallsyms set; empty = unknown: all)."""
+    return [g for g in SOCKET_GATES if not present or g.symbol in present]
+
+
 def probes(point: str | None = None, kind: str | None = None,
            defaults_only: bool = True) -> list[Probe]:
     return [p for p in CATALOG

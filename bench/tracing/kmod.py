@@ -34,7 +34,8 @@ SKB_LEN_SYMBOLS = {"skb_copy_ubufs"}
 # zerocopy skb copied in ksoftirqd): counted for the matching side when it is the current
 # task, else in the "other" slot rather than lost.
 ANY_TASK_POINTS = {"rxe_copy", "zc_fallback"}
-OUTPUT_VERSION = 2       # = OUTPUT_VERSION: the /proc/copytrace format parse() reads
+OUTPUT_VERSION = 3       # = OUTPUT_VERSION: the /proc/copytrace format parse() reads
+MAX_GATES = 8            # = MAX_GATES: socket entry functions copytrace can watch
 CALIB_CALLS = 10000      # calls per probe-cost calibration (copytrace's `calib` parameter)
 
 
@@ -54,9 +55,11 @@ def symbol_spec(probe: catalog.Probe) -> str:
 def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
                   comm: dict[str, str] | None = None, nsamples: int = 256,
                   sockonly: bool = True, stacks: int = 0,
-                  calib: int = CALIB_CALLS) -> list[str]:
+                  calib: int = CALIB_CALLS,
+                  gates: list[catalog.SocketGate] | None = None) -> list[str]:
     """insmod arguments. Slot i is the i-th side in pids (or comm) order. sockonly: count
-    only copies inside socket syscalls (pipes/files use the same copy functions). calib:
+    only copies inside socket operations (pipes/files use the same copy functions): inside
+    `gates` (default: the catalog's socket entry functions) or socket-only syscalls. calib:
     calls per probe-cost calibration at load (0 = none, copytrace allows at most 100000)."""
     if not probes:
         raise UsageError("no kprobe symbols to trace", fix="choose points from the catalog")
@@ -74,9 +77,18 @@ def module_params(probes: list[catalog.Probe], pids: dict[str, int] | None = Non
         raise UsageError(f"calibration calls {calib}: copytrace takes 0..100000",
                          fix=f"use the default ({CALIB_CALLS})")
     key = "comm" if comm else "pids"
+    gates = list(catalog.SOCKET_GATES) if gates is None else gates
+    if sockonly and not gates:
+        raise UsageError("counting socket copies needs at least one socket entry function",
+                         fix="use --all-copies, or a kernel with sock_sendmsg/sock_recvmsg")
+    if len(gates) > MAX_GATES:
+        raise UsageError(f"copytrace watches at most {MAX_GATES} socket entry functions",
+                         fix="trim catalog.SOCKET_GATES")
     return [f"symbols={','.join(symbol_spec(p) for p in probes)}",
             f"{key}={','.join(str(f) for f in filters)}", f"nsamples={nsamples}",
-            f"sockonly={int(sockonly)}"] + ([f"stacks={stacks}"] if stacks else []) + (
+            f"sockonly={int(sockonly)}"] + (
+            [f"gates={','.join(g.symbol for g in gates)}"] if sockonly else []) + (
+            [f"stacks={stacks}"] if stacks else []) + (
             [] if calib == CALIB_CALLS else [f"calib={calib}"])
 
 
@@ -93,6 +105,8 @@ class ModuleReport:
     # calibration per mechanism: (mean apparent ns of an empty probed call, calls measured).
     mech: dict[int, str] = field(default_factory=dict)
     calib: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # Socket gates (copytrace's `gates`): idx -> (symbol, status, missed).
+    gates: dict[int, tuple[str, str, int]] = field(default_factory=dict)
 
 
 def parse(text: str) -> ModuleReport:
@@ -117,6 +131,8 @@ def parse(text: str) -> ModuleReport:
             r.probes[int(args[0])] = (args[1], args[2], int(args[3]))
             if len(args) > 4 and args[4] != "-":
                 r.mech[int(args[0])] = args[4]
+        elif kind == "gate":
+            r.gates[int(args[0])] = (args[1], args[2], int(args[3]))
         elif kind == "count":
             i, s, calls, nbytes, ns = map(int, args)
             r.counts[(i, s)] = (calls, nbytes, ns)
@@ -134,10 +150,33 @@ def bucket_label(b: int) -> str:
     return "0" if b == 0 else f"[{1 << (b - 1)}, {1 << b})"
 
 
+def demote(pcs: list[PointCounts], report: ModuleReport, probes: list[catalog.Probe]) -> None:
+    """What makes a count a lower bound beyond its own probe's misses: a copy function of the
+    same point that failed to register (an error, not an absent symbol: the catalog lists
+    absent ones where a sibling covers them), and a socket gate that failed or missed (the
+    copies made inside it were not admitted)."""
+    failed: dict[str, list[str]] = {}
+    for idx, (sym, status, _) in report.probes.items():
+        if status not in ("ok", "absent"):
+            failed.setdefault(probes[idx].point, []).append(f"{sym} ({status})")
+    gate_fail = [f"{sym} ({st})" for sym, st, _ in report.gates.values() if st != "ok"]
+    gate_missed = sum(m for _, st, m in report.gates.values() if st == "ok")
+    for pc in pcs:
+        for what in failed.get(pc.point, []):
+            pc.add_loss("probe_not_registered", 1, f"copy function not counted: {what}")
+        if pc.point in ANY_TASK_POINTS:
+            continue   # counted whatever the task is doing: gates do not apply
+        for what in gate_fail:
+            pc.add_loss("gate_not_registered", 1,
+                        f"socket entry function not watched, its copies not counted: {what}")
+        pc.add_loss("gate_missed", gate_missed,
+                    "socket operations not seen (gate kretprobe/kprobe misses, table full)")
+
+
 def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str],
               max_samples: int = 64, backend: str = "kmod") -> list[PointCounts]:
     """One PointCounts per registered probe and side, zeros included (no copy is a result)."""
-    out = []
+    out: list[PointCounts] = []
     for idx, (sym, status, missed) in sorted(report.probes.items()):
         if status != "ok":
             continue
@@ -149,7 +188,8 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
             pc = PointCounts(point=probe.point, side=side, symbol=sym, backend=backend,
                              exact=True, calls=calls, bytes=nbytes, ns_total=ns)
             # nmissed is per probe, not per side: every side of this probe is a lower bound.
-            pc.add_loss("kretprobe_missed", missed, "copies missed (kretprobe maxactive)")
+            pc.add_loss("kretprobe_missed", missed,
+                        "copies missed (kretprobe maxactive, or the kprobe's own misses)")
             pc.ns_hist = {bucket_label(b): n for b, n in
                           sorted(report.hist.get((idx, slot), {}).items())}
             pc.samples = [{"addr": a, "len": n, "pid": pid, "ns": t}
@@ -159,6 +199,7 @@ def to_counts(report: ModuleReport, probes: list[catalog.Probe], sides: list[str
                 pc.notes.append("calls only: this function has no length argument")
             _calibrate(pc, report, idx)
             out.append(pc)
+    demote(out, report, probes)
     return out
 
 
@@ -364,8 +405,11 @@ class KmodTracer(Tracer):
             raise UsageError("a copytrace module is already loaded (another run, or a stale one)",
                              fix="bench doctor --cleanup")
         ko = build(self.release, self.modules_root, self.cache)
+        # Gates absent from this kernel are not asked for (copytrace would report them
+        # absent, and a missing entry function has no socket operations to miss).
+        gates = catalog.socket_gates(catalog.kallsyms(self.proc_root))
         params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples,
-                               sockonly=not self.all_copies, stacks=self.stacks)
+                               sockonly=not self.all_copies, stacks=self.stacks, gates=gates)
         params.append(f"owner={os.getpid()}")   # lets cleanup_stale spare a live run's module
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads

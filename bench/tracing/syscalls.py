@@ -1,15 +1,19 @@
 """Socket syscall numbers per architecture.
 
 Why: the copy functions also serve pipes and files, so backends count a task's copies only
-while it is inside one of these syscalls (copytrace.c does the same with __NR_* at build time).
+while it is inside a socket operation: one of the catalog's socket entry functions
+(catalog.SOCKET_GATES) or one of these socket-only syscalls (copytrace.c uses the same __NR_*
+at build time). They stay beside the functions because sendmmsg and recvmmsg reach the
+protocol through an inline helper that skips sock_sendmsg/sock_recvmsg.
 """
 
 from __future__ import annotations
 
 SOCKET_SYSCALLS = {
-    # sendto, recvfrom, sendmsg, recvmsg, getsockopt, recvmmsg, sendmmsg, io_uring_enter
-    "x86_64": (44, 45, 46, 47, 55, 299, 307, 426),
-    "aarch64": (206, 207, 211, 212, 209, 243, 269, 426),
+    # sendto, recvfrom, sendmsg, recvmsg, getsockopt, recvmmsg, sendmmsg: socket-only calls.
+    # Not io_uring_enter (it also reads files): io_uring's socket I/O passes the gates.
+    "x86_64": (44, 45, 46, 47, 55, 299, 307),
+    "aarch64": (206, 207, 211, 212, 209, 243, 269),
 }
 
 

@@ -1,5 +1,6 @@
 """Pure tests of the bpftrace backend: script text and parsing of captured -f json output."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,40 @@ def test_script_socket_syscalls_per_arch_and_optional():
     arm = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1}, arch="aarch64")
     assert "args->id == 44" in x86 and "args->id == 206" in arm
     nosock = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1}, sockonly=False)
-    assert "insock" not in nosock
+    assert "insock" not in nosock and "insys" not in nosock
+    assert "args->id == 426" not in x86   # io_uring_enter also reads files: gates cover it
+
+
+def test_script_follows_the_socket_entry_points():
+    text = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1})
+    gates = [g.symbol for g in catalog.SOCKET_GATES]
+    assert ",".join(f"kprobe:{g}" for g in gates) + " /@side[pid]/ " \
+        "{ @insock[tid] = @insock[tid] + 1; @gin = count(); }" in text
+    assert ",".join(f"kretprobe:{g}" for g in gates) in text
+    assert "if ($s && (@insock[tid] || @insys[tid]))" in text
+    some = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1},
+                           gates=["sock_recvmsg"])
+    assert "kprobe:sock_recvmsg /" in some and "sock_sendmsg" not in some
+    with pytest.raises(UsageError, match="socket entry function"):
+        bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1}, gates=[])
+
+
+def test_gate_without_return_makes_socket_points_lossy():
+    probes = [catalog.by_symbol("_copy_to_iter"), catalog.by_symbol("skb_copy_ubufs")]
+    out = "\n".join(json.dumps(d) for d in (
+        {"type": "map", "data": {"@gin": 10}}, {"type": "map", "data": {"@gout": 7}},
+        {"type": "map", "data": {"@insock": {"55": 1}}},
+        {"type": "map", "data": {"@calls": {"0,0": 4}}},
+        {"type": "map", "data": {"@enter": {"0,0": 4}}}))
+    report = bpftrace.parse(out, probes)
+    assert (report.gate_in, report.gate_out, report.gate_open) == (10, 7, 1)
+    by = {c.symbol: c for c in bpftrace.to_counts(report, probes, ["receiver"])}
+    assert by["_copy_to_iter"].lost == {"gate_missed": 2}
+    assert by["skb_copy_ubufs"].quality == "exact"
+    clean = out.replace('"@gout": 7', '"@gout": 9')
+    by = {c.symbol: c for c in bpftrace.to_counts(bpftrace.parse(clean, probes), probes,
+                                                    ["receiver"])}
+    assert by["_copy_to_iter"].quality == "exact"
 
 
 def test_script_comm_filter():

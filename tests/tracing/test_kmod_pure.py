@@ -24,10 +24,23 @@ def test_symbol_spec_positions():
 def test_module_params_pids_and_comm():
     params = kmod.module_params(PROBES[:1], pids={"sender": 10, "receiver": 11})
     assert params == ["symbols=_copy_from_iter:0:1:0", "pids=10,11", "nsamples=256",
-                      "sockonly=1"]
+                      "sockonly=1", "gates=sock_sendmsg,sock_recvmsg,sock_write_iter,"
+                      "sock_read_iter,tcp_getsockopt"]
     params = kmod.module_params(PROBES[:1], comm={"sender": "sender"}, nsamples=8,
                                 sockonly=False)
-    assert params[1:] == ["comm=sender", "nsamples=8", "sockonly=0"]
+    assert params[1:] == ["comm=sender", "nsamples=8", "sockonly=0"]   # no gates: all copies
+
+
+def test_module_params_gates_follow_the_kernel():
+    present = {"sock_sendmsg", "sock_recvmsg", "tcp_getsockopt"}
+    params = kmod.module_params(PROBES[:1], pids={"a": 1},
+                                gates=catalog.socket_gates(present))
+    assert params[-1] == "gates=sock_sendmsg,sock_recvmsg,tcp_getsockopt"
+    with pytest.raises(UsageError, match="socket entry function"):
+        kmod.module_params(PROBES[:1], pids={"a": 1}, gates=[])
+    # --all-copies needs no gate
+    assert kmod.module_params(PROBES[:1], pids={"a": 1}, gates=[], sockonly=False)[-1] == \
+        "sockonly=0"
 
 
 @pytest.mark.parametrize("kw", [{}, {"comm": {"a": "bad,name"}},
@@ -56,10 +69,78 @@ def test_parse_and_counts():
     assert by[("skb_copy_ubufs", "sender")].calls == 0
 
 
+def test_gates_are_parsed_and_exact_when_clean():
+    report = kmod.parse(DATA.read_text())
+    assert report.gates[0] == ("sock_sendmsg", "ok", 0)
+    assert len(report.gates) == 5
+
+
+def _report(gate_line: str, probe_line: str = "probe 0 _copy_from_iter ok 0 breakpoint") -> str:
+    return (f"version 3\n{probe_line}\ncount 0 0 23 23000 1000\n"
+            "probe 1 _copy_from_iter_nocache ok 0 breakpoint\n"
+            "probe 2 skb_copy_ubufs ok 0 ftrace\n" + gate_line)
+
+
+SMALL = [catalog.by_symbol(s) for s in ("_copy_from_iter", "_copy_from_iter_nocache",
+                                        "skb_copy_ubufs")]
+
+
+def _send(text):
+    counts = kmod.to_counts(kmod.parse(text), SMALL, ["sender"])
+    return {c.symbol: c for c in counts}
+
+
+def test_clean_gates_keep_exact():
+    by = _send(_report("gate 0 sock_sendmsg ok 0\ngate 1 sock_recvmsg ok 0\n"))
+    assert by["_copy_from_iter"].quality == "exact"
+    assert (by["_copy_from_iter"].calls, by["_copy_from_iter"].bytes) == (23, 23000)
+
+
+def test_gate_miss_or_failure_demotes_socket_points_not_any_points():
+    by = _send(_report("gate 0 sock_sendmsg ok 3\ngate 1 sock_recvmsg ok 0\n"))
+    assert by["_copy_from_iter"].quality == "lossy"
+    assert by["_copy_from_iter"].lost == {"gate_missed": 3}
+    assert by["skb_copy_ubufs"].quality == "exact"      # ANY point: counted in any context
+    by = _send(_report("gate 0 sock_sendmsg error:-22 0\n"))
+    assert by["_copy_from_iter"].lost == {"gate_not_registered": 1}
+    assert any("sock_sendmsg (error:-22)" in n for n in by["_copy_from_iter"].notes)
+
+
+def test_kprobe_misses_make_a_point_lossy():
+    # copytrace prints kretprobe nmissed + kprobe nmissed in one figure
+    by = _send(_report("", probe_line="probe 0 _copy_from_iter ok 5 breakpoint"))
+    assert by["_copy_from_iter"].quality == "lossy"
+    assert by["_copy_from_iter"].lost == {"kretprobe_missed": 5}
+
+
+def test_failed_registration_demotes_its_point_absent_does_not():
+    text = _report("").replace("probe 1 _copy_from_iter_nocache ok 0 breakpoint",
+                               "probe 1 _copy_from_iter_nocache error:-22 0 -")
+    by = _send(text)
+    assert "_copy_from_iter_nocache" not in by
+    assert by["_copy_from_iter"].quality == "lossy"
+    assert by["_copy_from_iter"].lost == {"probe_not_registered": 1}
+    assert any("_copy_from_iter_nocache (error:-22)" in n for n in by["_copy_from_iter"].notes)
+    absent = _send(_report("").replace("probe 1 _copy_from_iter_nocache ok 0 breakpoint",
+                                       "probe 1 _copy_from_iter_nocache absent 0 -"))
+    assert absent["_copy_from_iter"].quality == "exact"
+
+
+def test_copytrace_source_watches_kprobe_misses_and_gates():
+    """The C side of the contract above: both miss counters printed, gates registered first."""
+    src = (kmod.SRC / "copytrace.c").read_text()
+    assert "p->rp.nmissed + p->rp.kp.nmissed" in src
+    assert "g->rp.nmissed + g->rp.kp.nmissed" in src
+    assert src.index("err = register_gates();") < src.index("p->status = register_kretprobe")
+    assert "__NR_io_uring_enter" not in src and "PF_IO_WORKER" not in src
+    assert f"#define OUTPUT_VERSION {kmod.OUTPUT_VERSION}" in src
+    assert f"#define MAX_GATES {kmod.MAX_GATES}" in src
+
+
 def test_parse_refuses_unknown_version():
-    for text in ("version 1\nprobe 0 _copy_from_iter ok 0\n", "version 3\n",
+    for text in ("version 1\nprobe 0 _copy_from_iter ok 0\n", "version 4\n",
                  "probe 0 _copy_from_iter ok 0 ftrace\n"):
-        with pytest.raises(ValueError, match="reads version 2"):
+        with pytest.raises(ValueError, match="reads version 3"):
             kmod.parse(text)
 
 

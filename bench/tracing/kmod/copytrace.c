@@ -15,8 +15,12 @@
  * comm:    slot i = tasks whose comm is comm[i] (the seed's filter); used instead of pids.
  * stacks:  log the kernel stack of the first N counted calls per probe to dmesg.
  * calib:   calls of the probe-cost calibration per probe mechanism (default 10000, 0 = none).
- * sockonly: 1 (default) counts a task's copies only inside socket syscalls (send*, recv*,
- *          getsockopt, io_uring_enter, io_uring workers); 0 counts every copy.
+ * sockonly: 1 (default) counts a task's copies only inside a socket operation: inside one of
+ *          the `gates` functions, or in a socket-only syscall (send*, recv*, *mmsg,
+ *          getsockopt); 0 counts every copy.
+ * gates:   kernel socket entry points (sock_sendmsg, sock_recvmsg, sock_write_iter, ...): a
+ *          kretprobe on each marks the task as inside a socket operation until it returns, so
+ *          write()/read() on a socket, splice and io_uring (io-wq workers too) are counted.
  *
  * Why kretprobes: the copy's duration needs its return; a kprobe post_handler runs after the
  * first instruction only. The entry handler filters (returning 1 skips the return probe), so
@@ -36,6 +40,9 @@
  *   calib MECH NS_PER_CALL N                mean apparent duration of an empty call (3 decimals)
  *   probe IDX SYMBOL STATUS MISSED MECH     STATUS: ok | absent | error:-ERRNO
  *                                           MECH: ftrace | optimized | breakpoint | -
+ *                                           MISSED: kretprobe misses + the kprobe's own
+ *   gate IDX SYMBOL STATUS MISSED           a socket gate; MISSED includes tasks the
+ *                                           in-socket table had no room for
  *   count IDX SLOT CALLS BYTES NS
  *   hist IDX SLOT B:N ...                   B = log2(ns) bucket
  *   sample IDX SLOT PID ADDR LEN NS         the last NSAMPLES copies, oldest first
@@ -67,7 +74,9 @@
 #define MAX_SAMPLES 4096
 #define LEN_SKB_DATA_LEN (-2)
 #define MAX_CALIB 100000
-#define OUTPUT_VERSION 2
+#define OUTPUT_VERSION 3
+#define MAX_GATES 8
+#define MAX_INSOCK 64		/* traced threads inside a socket operation at once */
 
 static char *symbols[MAX_PROBES];
 static int nsymbols;
@@ -91,6 +100,11 @@ MODULE_PARM_DESC(nsamples, "size of the (addr, len, pid) sample ring");
 static bool sockonly = true;
 module_param(sockonly, bool, 0444);
 MODULE_PARM_DESC(sockonly, "count only copies made inside socket syscalls (not pipe/file I/O)");
+
+static char *gates[MAX_GATES];
+static int ngates;
+module_param_array(gates, charp, &ngates, 0444);
+MODULE_PARM_DESC(gates, "socket entry functions: copies inside them are socket copies");
 
 static int stacks;
 module_param(stacks, int, 0444);
@@ -139,6 +153,22 @@ struct sample {
 
 static struct probe *probes;
 static int nprobes;
+
+/* Socket gates: which traced threads are inside a socket entry function, and how deep. */
+struct gate {
+	struct kretprobe rp;
+	char name[KSYM_NAME_LEN];
+	int status;
+};
+struct insock {
+	struct task_struct *task;	/* NULL: free */
+	int depth;
+};
+static struct gate *gate_probes;
+static int ngate_probes;
+static struct insock insock_tab[MAX_INSOCK];
+static DEFINE_RAW_SPINLOCK(insock_lock);
+static atomic_t insock_full;	/* gate entries the table had no room for (lossy) */
 static struct sample *ring;
 static atomic_long_t ring_next;	/* total samples ever claimed */
 static struct proc_dir_entry *proc_entry;
@@ -151,17 +181,86 @@ struct calib_result {
 };
 static struct calib_result calib_results[2];
 
+static bool in_gate(void)
+{
+	unsigned long flags;
+	bool in = false;
+	int i;
+
+	raw_spin_lock_irqsave(&insock_lock, flags);
+	for (i = 0; i < MAX_INSOCK; i++)
+		if (insock_tab[i].task == current) {
+			in = true;
+			break;
+		}
+	raw_spin_unlock_irqrestore(&insock_lock, flags);
+	return in;
+}
+
+/* +1 on a gate's entry, -1 on its return; false: no room (counted as a miss). */
+static bool gate_step(int step)
+{
+	unsigned long flags;
+	int i, free = -1;
+	bool ok = true;
+
+	raw_spin_lock_irqsave(&insock_lock, flags);
+	for (i = 0; i < MAX_INSOCK; i++) {
+		if (insock_tab[i].task == current) {
+			insock_tab[i].depth += step;
+			if (insock_tab[i].depth <= 0)
+				insock_tab[i].task = NULL;
+			goto out;
+		}
+		if (!insock_tab[i].task && free < 0)
+			free = i;
+	}
+	if (step > 0) {
+		if (free >= 0) {
+			insock_tab[free].task = current;
+			insock_tab[free].depth = step;
+		} else {
+			ok = false;
+		}
+	}
+out:
+	raw_spin_unlock_irqrestore(&insock_lock, flags);
+	return ok;
+}
+
+static int match_slot(void);
+
+static int gate_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	if (match_slot() < 0)
+		return 1;	/* not a traced task: no return probe */
+	if (!gate_step(1)) {
+		atomic_inc(&insock_full);
+		return 1;
+	}
+	return 0;
+}
+
+static int gate_return(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	gate_step(-1);
+	return 0;
+}
+
 /*
  * Why: _copy_{from,to}_iter also serve pipes and files, so an agent's JSON-lines control
- * traffic and Python's imports would be counted as network copies. The syscall the task is
- * in tells them apart without probing the (often inlined) socket layer.
+ * traffic and Python's imports would be counted as network copies. A socket operation is
+ * what the gates say (the socket layer's entry functions, whatever syscall or io-wq worker
+ * runs them), or a socket-only syscall (*mmsg skip sock_sendmsg/sock_recvmsg internally).
  */
 static bool in_socket_call(void)
 {
 	long nr;
 
-	if (!sockonly || (current->flags & PF_IO_WORKER))
-		return true;	/* io_uring workers run the process's socket I/O */
+	if (!sockonly)
+		return true;
+	if (ngate_probes && in_gate())
+		return true;
 	nr = syscall_get_nr(current, task_pt_regs(current));
 	switch (nr) {
 	case __NR_sendto:
@@ -173,7 +272,6 @@ static bool in_socket_call(void)
 	case __NR_recvmmsg:
 #endif
 	case __NR_getsockopt:	/* TCP_ZEROCOPY_RECEIVE copies what it cannot map */
-	case __NR_io_uring_enter:
 		return true;
 	}
 	return false;
@@ -380,7 +478,8 @@ static int show(struct seq_file *m, void *v)
 		else if (p->status)
 			seq_printf(m, "probe %d %s error:%d 0 -\n", i, p->name, p->status);
 		else
-			seq_printf(m, "probe %d %s ok %d %s\n", i, p->name, p->rp.nmissed,
+			seq_printf(m, "probe %d %s ok %lu %s\n", i, p->name,
+				   (unsigned long)p->rp.nmissed + p->rp.kp.nmissed,
 				   mechanism(&p->rp.kp));
 		for (j = 0; j < MAX_SLOTS; j++) {
 			struct counters *c = &p->c[j];
@@ -398,6 +497,18 @@ static int show(struct seq_file *m, void *v)
 						   (long long)atomic64_read(&c->hist[k]));
 			seq_putc(m, '\n');
 		}
+	}
+	for (i = 0; i < ngate_probes; i++) {
+		struct gate *g = &gate_probes[i];
+		unsigned long missed = atomic_read(&insock_full);
+
+		if (g->status == -ENOENT)
+			seq_printf(m, "gate %d %s absent 0\n", i, g->name);
+		else if (g->status)
+			seq_printf(m, "gate %d %s error:%d 0\n", i, g->name, g->status);
+		else
+			seq_printf(m, "gate %d %s ok %lu\n", i, g->name,
+				   missed + g->rp.nmissed + g->rp.kp.nmissed);
 	}
 	if (!ring)
 		return 0;
@@ -443,6 +554,35 @@ static void unregister_all(void)
 	for (i = 0; i < nprobes; i++)
 		if (!probes[i].status)
 			unregister_kretprobe(&probes[i].rp);
+	for (i = 0; i < ngate_probes; i++)
+		if (!gate_probes[i].status)
+			unregister_kretprobe(&gate_probes[i].rp);
+	ngate_probes = 0;
+}
+
+static int register_gates(void)
+{
+	int i;
+
+	if (!sockonly || !ngates)
+		return 0;
+	gate_probes = kcalloc(ngates, sizeof(*gate_probes), GFP_KERNEL);
+	if (!gate_probes)
+		return -ENOMEM;
+	for (i = 0; i < ngates; i++) {
+		struct gate *g = &gate_probes[i];
+
+		strscpy(g->name, gates[i], sizeof(g->name));
+		g->rp.kp.symbol_name = g->name;
+		g->rp.entry_handler = gate_entry;
+		g->rp.handler = gate_return;
+		g->rp.maxactive = maxactive;
+		g->status = register_kretprobe(&g->rp);
+		if (g->status)
+			pr_info("copytrace: gate %s not probed (%d)\n", g->name, g->status);
+	}
+	ngate_probes = ngates;
+	return 0;
 }
 
 static int __init copytrace_init(void)
@@ -468,6 +608,12 @@ static int __init copytrace_init(void)
 			kfree(probes);
 			return -ENOMEM;
 		}
+	}
+	/* Gates first: a copy probe live before its gate would drop the first copies. */
+	err = register_gates();
+	if (err) {
+		nprobes = 0;
+		goto fail;
 	}
 	for (i = 0; i < nsymbols; i++) {
 		struct probe *p = &probes[i];
@@ -503,6 +649,7 @@ static int __init copytrace_init(void)
 	return 0;
 fail:
 	unregister_all();
+	kfree(gate_probes);
 	kfree(ring);
 	kfree(probes);
 	return err;
@@ -512,6 +659,7 @@ static void __exit copytrace_exit(void)
 {
 	proc_remove(proc_entry);
 	unregister_all();
+	kfree(gate_probes);
 	kfree(ring);
 	kfree(probes);
 }
