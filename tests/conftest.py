@@ -111,6 +111,25 @@ def pytest_configure(config):
                             "liburing) but not root; in the host tier")
 
 
+@pytest.fixture(autouse=True)
+def _lab_left_working(request):
+    """After each test that uses the lab VM: a VM it left frozen fails that test (with the
+    console tail) and is restarted, so the failure stays with its cause."""
+    if not request.node.get_closest_marker("lab"):
+        yield
+        return
+    from bench.lab.paths import lab_paths
+    from tests import lab_recovery
+    yield
+    paths = lab_paths()
+    why = lab_recovery.broken(paths)
+    if why:
+        tails = lab_recovery.console_tails(paths)
+        lab_recovery.restart_one_node(paths)
+        pytest.fail(f"this test left the lab VM broken ({why}); the lab was restarted for the "
+                    f"tests after it\n{tails}", pytrace=False)
+
+
 def tier(item) -> str:
     if item.get_closest_marker("lab"):
         return "lab"

@@ -21,9 +21,18 @@ REMOTE = "/root/copybench-tests"
 
 
 class LabVM:
-    def __init__(self, port: int, key: Path):
+    def __init__(self, paths):
+        self.paths = paths
+
+    @property
+    def argv(self) -> list[str]:
+        """Read from the lab's state each time: a lab restarted after a test broke it has
+        new ports (tests/lab_recovery.py)."""
+        from bench.lab import manager
         from bench.lab.sshkeys import ssh_argv
-        self.argv = ssh_argv("127.0.0.1", port, "root", key, known_hosts=None)
+        st = manager.status(self.paths)
+        return ssh_argv("127.0.0.1", st["nodes"][0]["ssh_port"], "root", Path(st["key"]),
+                        known_hosts=None)
 
     def run(self, args: list[str], data: bytes | None = None, timeout: float = 600,
             check: bool = True) -> subprocess.CompletedProcess:
@@ -77,8 +86,16 @@ def lab_or_skip() -> LabVM:
         from bench.lab.paths import lab_paths
     except ImportError as e:
         pytest.skip(f"lab code not importable ({e})")
+    from bench.errors import UsageError
+    from tests.lab_recovery import running_or_boot
+    try:
+        qemu_missing = None
+        from bench.lab import qemu
+        qemu.find_qemu()
+    except UsageError as e:
+        qemu_missing = f"{e.message} (fix: {e.fix})"
     paths = lab_paths()
-    st = manager.status(paths)
-    if not st.get("running"):
-        pytest.skip("no lab VM running: start it with `bench lab up` (tox -e lab)")
-    return LabVM(st["nodes"][0]["ssh_port"], Path(st["key"]))
+    if qemu_missing and not manager.status(paths).get("running"):
+        pytest.skip(f"no lab VM running and QEMU cannot run here: {qemu_missing}")
+    running_or_boot(paths)        # a lab a test before took down (or broke) is booted again
+    return LabVM(paths)
