@@ -89,12 +89,35 @@ def check_tracefs(roots: Roots, is_root: bool | None = None) -> Check:
                  "run bench as root (it mounts tracefs itself)")
 
 
-def check_copy_counting() -> Check:
-    """What `--copies auto` would use per copy point here, and how exact each is."""
+def readonly_environment(env=None):
+    """bench.tracing.select's Environment with its two writes taken out, so the doctor (and
+    `--target auto`) leave the machine as found: no throw-away kprobe event is defined in
+    kprobe_events (attachability is read from available_filter_functions instead, which lists
+    what ftrace, and so trace_kprobe, may probe), and bpftrace's check does not mount tracefs
+    (`bench run` mounts it when it counts)."""
+    from dataclasses import replace
+
+    from bench.tracing.base import Availability
+    from bench.tracing.select import Environment
+    env = env or Environment()
+
+    def bpftrace_ok() -> Availability:
+        if env.which("bpftrace") is None:
+            return Availability(False, "bpftrace is not installed", "apt-get install bpftrace")
+        if os.geteuid() != 0:
+            return Availability(False, "bpftrace needs root", "run as root")
+        return Availability(True, "bpftrace")
+    return replace(env, try_attach=None, bpftrace_ok=bpftrace_ok)
+
+
+def check_copy_counting(env=None) -> Check:
+    """What `--copies auto` would use per copy point here, and how exact each is. Read-only
+    (readonly_environment); `env` (bench.tracing.select.Environment) lets tests use fixture
+    trees."""
     from bench.errors import UsageError
     from bench.tracing.select import plan
     try:
-        choices = plan("auto")
+        choices = plan("auto", env=readonly_environment(env))
     except (UsageError, OSError) as exc:
         return Check("copy_counting", False, f"cannot plan copy counting: {exc}",
                      "run as root; python3 -m bench.bootstrap")
@@ -107,6 +130,9 @@ def check_copy_counting() -> Check:
         return Check("copy_counting", False, f"nothing can count copies here: {why}",
                      "run as root with bpftrace (python3 -m bench.bootstrap), or `--target lab`")
     detail = ", ".join(got) + (f"; not measurable here: {', '.join(missing)}" if missing else "")
+    if any(c.backend in ("bpftrace", "kprobe_events") for c in choices):
+        detail += ("; kprobe attachability read from available_filter_functions (the doctor "
+                   "writes nothing; `bench run` asks the kernel)")
     exact = all(c.backend in ("bpftrace", "kmod") for c in choices
                 if c.point in ("send_copy", "recv_copy"))
     return Check("copy_counting", True, detail,
