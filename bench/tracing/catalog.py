@@ -167,6 +167,9 @@ SOCKET_GATES: tuple[SocketGate, ...] = (
                "write/writev via sock_write_iter, io_uring SEND/SENDMSG/SEND_ZC, splice and "
                "sendfile to a socket on >= 6.5 (MSG_SPLICE_PAGES)",
                verified={K618: "present", K61: "present, traceable"}),
+    SocketGate("__sock_sendmsg", "what sock_sendmsg wraps since the msg_name fix (6.6, "
+               "backported to 6.1.x); sendto, sendmsg and sock_write_iter call it directly",
+               verified={K61: "present: the return address of udp_sendmsg in a 6.1 capture"}),
     SocketGate("sock_recvmsg", "recvfrom/recvmsg, read/readv via sock_read_iter, io_uring "
                "RECV/RECVMSG", verified={K618: "present", K61: "present, traceable"}),
     SocketGate("sock_write_iter", "write/writev/aio on a socket file (calls sock_sendmsg; kept "

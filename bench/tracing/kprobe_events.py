@@ -8,7 +8,8 @@ functions here (Debian 6.1's _copy_*_iter): such symbols are reported as refused
 Timing resolution is the trace clock's printed microseconds.
 
 What it must match in kmod (copytrace.c): copies of the socket copy functions count only
-inside socket syscalls of the traced tasks; the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy
+inside socket operations of the traced tasks: between the entry (g<j>) and return (h<j>)
+events of a socket entry function (catalog.SOCKET_GATES), or inside a socket-only syscall; the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy
 fallbacks, rxe) count in the traced task whatever it is doing, and when another task runs
 them (ksoftirqd, softirq on someone else's time) they count for side "other": a separate
 instance records those events for every task except the traced ones.
@@ -64,6 +65,14 @@ def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64",
             args.append(f"len=+{off}(%{p.reg(p.addr_arg, arch)}):u{8 * size}")
         out.append(" ".join([f"p:{group}/p{i}", p.symbol, *args]))
         out.append(f"r:{group}/r{i} {p.symbol}")
+    return out
+
+
+def gate_definitions(gates: list[catalog.SocketGate], group: str) -> list[str]:
+    """g<j>/h<j>: entry and return of socket entry function j (no arguments fetched)."""
+    out = []
+    for j, g in enumerate(gates):
+        out += [f"p:{group}/g{j} {g.symbol}", f"r:{group}/h{j} {g.symbol}"]
     return out
 
 
@@ -245,7 +254,8 @@ def parse_line(line: str) -> KEvent | None:
     t_us = int(m["ts"]) * 1_000_000 + int(m["us"].ljust(6, "0")[:6])
     if ev in ("sys_enter", "sys_exit"):
         return KEvent("enter" if ev == "sys_enter" else "exit", -1, tid, tgid, t_us)
-    if len(ev) > 1 and ev[0] in "pr" and ev[1:].isdigit():
+    if len(ev) > 1 and ev[0] in "pr" and ev[1:].isdigit() or (
+            len(ev) > 1 and ev[0] in "gh" and ev[1:].isdigit()):
         args = dict(ARG.findall(body))
         return KEvent(ev[0], int(ev[1:]), tid, tgid, t_us, args.get("addr", "0x0"),
                       int(args.get("len", "0"), 0))
@@ -260,7 +270,8 @@ def count(lines: list[str], probes: list[catalog.Probe], slot: int,
     exclude_tgids: processes whose events belong to another slot (the "other" instance)."""
     r = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
     anytask = {i for i, p in enumerate(probes) if p.point in kmod.ANY_TASK_POINTS}
-    insock: set[int] = set()
+    insock: set[int] = set()             # in a socket-only syscall
+    depth: dict[int, int] = {}           # tid -> open socket entry functions
     open_: dict[tuple[int, int], KEvent] = {}
     totals: dict[int, list[int]] = {}
     for line in lines:
@@ -271,10 +282,17 @@ def count(lines: list[str], probes: list[catalog.Probe], slot: int,
             insock.add(e.tid)
         elif e.kind == "exit":
             insock.discard(e.tid)
+        elif e.kind == "g":
+            depth[e.tid] = depth.get(e.tid, 0) + 1
+        elif e.kind == "h":
+            if depth.get(e.tid, 0) > 1:
+                depth[e.tid] -= 1
+            else:
+                depth.pop(e.tid, None)
         elif e.kind == "p":
             if e.tgid in exclude_tgids or e.tid in exclude_tgids:
                 continue
-            if not sockonly or e.idx in anytask or e.tid in insock:
+            if not sockonly or e.idx in anytask or e.tid in insock or e.tid in depth:
                 open_[(e.tid, e.idx)] = e
         elif e.kind == "r":
             start = open_.pop((e.tid, e.idx), None)
@@ -310,7 +328,9 @@ class KprobeEventsTracer(Tracer):
         self.buffer_kb, self.max_samples = buffer_kb, max_samples
         self.group = group_name()
         self.root: Path | None = None
-        self.defined: list[str] = []            # event names we added (p0, r0, ...)
+        self.defined: list[str] = []            # event names we added (p0, r0, g0, ...)
+        self.gates: list[catalog.SocketGate] = []   # socket entry functions defined
+        self.gate_refused: list[str] = []
         self.status: dict[str, str] = {}        # symbol -> ok | refused: <why>
         self.sides: dict[str, tracefs.Instance] = {}
         self.other: tracefs.Instance | None = None   # ANY points run by tasks we do not trace
@@ -351,6 +371,27 @@ class KprobeEventsTracer(Tracer):
                 if e.errno == errno.ENOENT:
                     why = "absent"
                 self.status[p.symbol] = f"refused: {why}"
+        if self.all_copies:
+            return
+        present = catalog.kallsyms(self.proc_root)
+        for j, g in enumerate(catalog.socket_gates(present)):
+            entry, ret = gate_definitions([g], self.group)
+            entry, ret = entry.replace("/g0 ", f"/g{j} "), ret.replace("/h0 ", f"/h{j} ")
+            try:
+                tracefs.append(root / "kprobe_events", entry + "\n")
+                self.defined.append(f"g{j}")
+                tracefs.append(root / "kprobe_events", ret + "\n")
+                self.defined.append(f"h{j}")
+                self.gates.append(g)
+            except OSError as e:
+                # A socket entry function we cannot watch: its copies would go uncounted.
+                self.gate_refused.append(f"{g.symbol} ({e.strerror})")
+                if self.defined and self.defined[-1] == f"g{j}":
+                    tracefs.append(root / "kprobe_events", f"-:{self.group}/g{j}\n")
+                    self.defined.pop()
+
+    def _gate_events(self) -> list[str]:
+        return [d for d in self.defined if d[0] in "gh"]
 
     def _ok(self) -> list[int]:
         return [i for i, p in enumerate(self.probes) if self.status.get(p.symbol) == "ok"]
@@ -364,7 +405,8 @@ class KprobeEventsTracer(Tracer):
             events = (self.root / "kprobe_events").read_text()
         except OSError:
             return None
-        return profile_misses(profile, events, self.group, self._events())
+        return profile_misses(profile, events, self.group,
+                              self._events() + self._gate_events())
 
     def attach(self, pids: dict[str, int]) -> None:
         self.root = tracefs.ensure(self.roots)
@@ -386,7 +428,7 @@ class KprobeEventsTracer(Tracer):
                 comm = self.comm.get(side)
                 inst.create(None if comm else pids[side], self.proc_root)
                 cflt = f'comm == "{comm}"' if comm else ""
-                for name in names:
+                for name in self._gate_events() + names:   # gates first: no copy before its gate
                     inst.enable(self.group, name, cflt)
                 if not self.all_copies:
                     both = f"({cflt}) && ({sysflt})" if cflt else sysflt
@@ -435,7 +477,9 @@ class KprobeEventsTracer(Tracer):
             _merge(report, count(self.other.lines, self.probes, kmod.ANY_SLOT, sockonly=False,
                                  max_samples=self.max_samples,
                                  exclude_tgids=set() if self.comm else traced))
-        report.probes = {i: (p.symbol, "ok" if i in self._ok() else "absent", 0)
+        report.probes = {i: (p.symbol, "ok" if i in self._ok() else
+                             "absent" if self.status.get(p.symbol) == "refused: absent" else
+                             "error:" + self.status.get(p.symbol, "refused").replace(" ", "_"), 0)
                          for i, p in enumerate(self.probes)}
         counts = kmod.to_counts(report, self.probes, sides, max_samples=self.max_samples,
                                 backend=self.name)
@@ -456,6 +500,14 @@ class KprobeEventsTracer(Tracer):
                 n = sum(misses.get(e, 0) - self.baseline.get(e, 0) for e in (f"p{i}", f"r{i}"))
                 c.add_loss("kprobe_missed", n, f"kprobe misses of {c.symbol} (kprobe_profile; "
                            "the probe is system-wide, so other tasks' calls are included)")
+                if c.point not in kmod.ANY_TASK_POINTS and not self.all_copies:
+                    g = sum(misses.get(e, 0) - self.baseline.get(e, 0)
+                            for e in self._gate_events())
+                    c.add_loss("gate_missed", g, "kprobe misses of socket entry functions")
+            if c.point not in kmod.ANY_TASK_POINTS:
+                for what in self.gate_refused:
+                    c.add_loss("gate_not_registered", 1, "socket entry function not watched, "
+                               f"its copies not counted: {what}")
             for kind, n in ring.get(c.side, {}).items():
                 c.add_loss(kind, n, f"trace events lost in the {c.side} ring buffer ({kind})")
         return counts
@@ -468,6 +520,7 @@ class KprobeEventsTracer(Tracer):
         if self.root:
             remove_group(self.root, self.group, self.defined)
         self.defined = []
+        self.gates, self.gate_refused = [], []
 
 
 def tgids(lines: list[str]) -> set[int]:

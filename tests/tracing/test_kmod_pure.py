@@ -24,7 +24,7 @@ def test_symbol_spec_positions():
 def test_module_params_pids_and_comm():
     params = kmod.module_params(PROBES[:1], pids={"sender": 10, "receiver": 11})
     assert params == ["symbols=_copy_from_iter:0:1:0", "pids=10,11", "nsamples=256",
-                      "sockonly=1", "gates=sock_sendmsg,sock_recvmsg,sock_write_iter,"
+                      "sockonly=1", "gates=sock_sendmsg,__sock_sendmsg,sock_recvmsg,sock_write_iter,"
                       "sock_read_iter,tcp_getsockopt"]
     params = kmod.module_params(PROBES[:1], comm={"sender": "sender"}, nsamples=8,
                                 sockonly=False)
@@ -73,6 +73,7 @@ def test_gates_are_parsed_and_exact_when_clean():
     report = kmod.parse(DATA.read_text())
     assert report.gates[0] == ("sock_sendmsg", "ok", 0)
     assert len(report.gates) == 5
+    assert len(catalog.SOCKET_GATES) <= kmod.MAX_GATES
 
 
 def _report(gate_line: str, probe_line: str = "probe 0 _copy_from_iter ok 0 breakpoint") -> str:

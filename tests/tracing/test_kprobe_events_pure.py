@@ -55,6 +55,33 @@ def test_copies_outside_socket_syscalls_are_dropped():
     assert r.counts[(0, 0)][:2] == (3, 300)
 
 
+def test_gate_definitions_mark_socket_entry_and_return():
+    gates = catalog.socket_gates({"sock_sendmsg", "sock_write_iter"})
+    assert kprobe_events.gate_definitions(gates, "copybench_42") == [
+        "p:copybench_42/g0 sock_sendmsg", "r:copybench_42/h0 sock_sendmsg",
+        "p:copybench_42/g1 sock_write_iter", "r:copybench_42/h1 sock_write_iter"]
+
+
+def _gated(lines):
+    """The sender capture as a write() on a socket: no socket syscall, a gate around it
+    (sock_write_iter -> sock_sendmsg nested), then a pipe write outside any gate."""
+    copies = [line for line in lines if "sys_e" not in line]
+    head = "          sender-628     (    628) [000] .....   142.78{:04d}: {}: (sock_x+0x0/0x1)"
+    out = [head.format(1, "g1"), head.format(2, "g0")] + copies[:2] + [head.format(3000, "h0")]
+    out += [head.format(3001, "h1")] + copies[2:4]   # outside: a pipe write
+    return out
+
+
+def test_copies_inside_socket_entry_functions_count_whatever_the_syscall():
+    lines = _gated(_side("sender"))
+    r = kprobe_events.count(lines, CAPTURE_PROBES, slot=0)
+    assert r.counts[(0, 0)][:2] == (1, 100)          # the one inside the nested gates
+    e = kprobe_events.parse_line(lines[0])
+    assert (e.kind, e.idx, e.tid) == ("g", 1, 628)
+    assert kprobe_events.count(lines, CAPTURE_PROBES, slot=0, sockonly=False) \
+        .counts[(0, 0)][:2] == (2, 200)
+
+
 # -- the kernel's loss figures, ANY points, skb_copy_ubufs bytes ------------------------------
 GROUP = "copybench_42"
 EVENTS = ("p:copybench_42/p0 udp_sendmsg addr=%di:x64 len=%dx:u64\n"
