@@ -111,7 +111,7 @@ def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
     if batch is not None and not 1 <= batch <= 1024:
         raise UsageError(f"batch {batch}: must be between 1 and 1024", "pass e.g. --batch 32")
     if repeat is not None and not 1 <= repeat <= MAX_REPEAT:
-        raise UsageError(f"repeat {repeat}: must be between 1 and {MAX_REPEAT}",
+        raise UsageError(f"repeat {repeat}: must be at least 1 and at most {MAX_REPEAT}",
                          "pass --repeat (or the suite's repeat) as e.g. 3")
     if topology is not None and topology not in TOPOLOGIES:
         raise UsageError(f"unknown topology {topology!r}", f"use one of: {', '.join(TOPOLOGIES)}")

@@ -37,7 +37,7 @@ def test_suite_file_not_utf8(tmp_path):
 
 
 @pytest.mark.parametrize("defaults,sizes,needle", [
-    ("repeat = 100000000", "[1472]", "repeat 100000000: must be between 1 and 1000"),
+    ("repeat = 100000000", "[1472]", "repeat 100000000: must be at least 1 and at most 1000"),
     ("duration = 1e9", "[1472]", "at most 3600 seconds"),
     ("duration = -1.0", "[1472]", "must be more than 0"),
     ("bytes = 0", "[1472]", "bytes 0: must be between 1 and"),
