@@ -21,6 +21,14 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
+def _sockbuf(text: str) -> int:
+    from bench import reference
+    try:
+        return reference.parse_sockbuf(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} (fix: {exc.fix})") from None
+
+
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     """--cpus SENDER,RECEIVER[,SOFTIRQ] -> (s, r[, q]); the placement checks them against the
     CPUs of the machine(s) the sides run on."""
@@ -120,7 +128,8 @@ def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
                     cpus=cpus, warmup=not args.no_warmup,
                     rdma_device=getattr(args, "rdma_device", None),
-                    syscalls_spec=args.syscalls)
+                    syscalls_spec=args.syscalls,
+                    sockbuf=getattr(args, "sockbuf", None))
     runner.result.metadata["placement"] = placement.describe()
     runner.result.metadata["target"] = target_note
     runner.check()
@@ -284,13 +293,16 @@ def cmd_nightly(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file", "pass a directory for the night's results")
+    if args.window < 1:
+        raise UsageError(f"--window {args.window}: needs at least one night", "e.g. --window 10")
     from bench.history import History
     History(Path(args.db) if args.db else None).close()      # a bad --db fails before the run
     rc = cmd_run(args)
     path = getattr(args, "result_path", None)
     if path is None:
         return rc or EXIT_FAILED
-    return nightly.after_run(path, Path(args.db) if args.db else None, out, args.threshold) or rc
+    return nightly.after_run(path, Path(args.db) if args.db else None, out, args.threshold,
+                             nights=args.window) or rc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count the kernel's copies in one extra traced sample per case: auto "
                           "(default: the most exact backend per copy point), kmod, bpftrace, "
                           "kprobe_events, tracepoints, or off")
+    run.add_argument("--sockbuf", type=_sockbuf, metavar="auto|BYTES",
+                     help="socket buffers of ours and iperf3 alike: auto (kernel autotuning) or "
+                          "a fixed size such as 4M (default: 4 MiB or the measuring machine's "
+                          "net.core.{r,w}mem_max, whichever is smaller)")
     run.add_argument("--syscalls", choices=("auto", "off"), default="auto",
                      help="count each agent's system calls in the kernel on "
                           "raw_syscalls:sys_enter (a tracefs hist trigger, else bpftrace): auto "
@@ -383,14 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     hist.set_defaults(func=cmd_history)
 
     night = sub.add_parser("nightly", conflict_handler="resolve",
-                           help="run + store in the history + report + compare with the "
-                           "previous comparable run; exit 1 on a regression")
+                           help="run + store in the history + report + judge against earlier "
+                           "comparable nights; exit 1 on a regression")
     night._add_container_actions(run)       # every `bench run` option, the same way
     night.add_argument("--db", help="SQLite history (default: $XDG_DATA_HOME/copybench/"
                        "history.sqlite3)")
     night.add_argument("--out", default="nightly", help="directory for the night's results and "
                        "reports (default: nightly)")
     night.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT, metavar="PCT")
+    night.add_argument("--window", type=int, default=10, metavar="N",
+                       help="judge against up to N earlier comparable nights (default 10; "
+                            "throughput and CPU need 3)")
     night.set_defaults(func=cmd_nightly)
 
     for optional in ("bench.lab.cli", "bench.trace_cmd"):

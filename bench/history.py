@@ -208,3 +208,23 @@ class History:
         for case_id, started, gbps in rows:
             out.setdefault(case_id, []).append((started, gbps))
         return out
+
+
+def _comparable_rows(hist: History, result: RunResult, before_id: int | None,
+                     limit: int) -> list[int]:
+    m = result.metadata or {}
+    rows = hist._query(
+        "SELECT id FROM runs WHERE suite = ? AND hostname IS ? AND cpu_model IS ? AND "
+        "cpu_count IS ? AND arch IS ? AND status = 'complete' AND id IS NOT ? "
+        "ORDER BY started DESC, id DESC LIMIT ?",
+        (result.suite, m.get("hostname"), m.get("cpu_model"), m.get("cpu_count"),
+         m.get("arch"), before_id, limit))
+    return [r[0] for r in rows]
+
+
+def window(hist: History, result: RunResult, before_id: int | None = None,
+           limit: int = 10) -> list[tuple[int, RunResult]]:
+    """Up to `limit` latest stored complete runs of the same suite on the same machine (host,
+    CPU, arch), newest first, other than `before_id`: the earlier nights `bench nightly` judges
+    a night against. The caller filters them further (host under a VM, run parameters)."""
+    return [(i, hist.load(i)) for i in _comparable_rows(hist, result, before_id, limit)]

@@ -1,40 +1,65 @@
-"""`bench nightly`: run a suite, store the run in the history, write its reports, compare it
-with the previous comparable run (same suite, same machine) and exit non-zero on a regression
-beyond the threshold (or a run that did not complete). What CI and cron call every night."""
+"""`bench nightly`: run a suite, store the run in the history, write its reports, judge it
+against earlier comparable nights (reports/nightly_gate.py: the between-night spread of a
+window of up to `window` nights, not one previous run) and exit 1 on a regression (or a run
+that did not complete). What CI and cron call every night.
+
+Comparable: same suite, machine (the host under a VM included: a lab result without its host
+is "unknown host" and compared with nothing) and run parameters. Flagged cases are not re-run
+before the verdict: the runner runs whole suites, so a re-run would cost another night's run;
+the verdict says so."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 
-from bench.history import History
+from bench.history import History, window
 from bench.results import RunResult, load
 
 EXIT_REGRESSION = 1
+DEFAULT_WINDOW = 10
 
 
 def after_run(result_path: Path, db: Path | None, out: Path, threshold_pct: float,
-              say: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> int:
+              say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+              nights: int = DEFAULT_WINDOW) -> int:
     """Everything after the run (separate, so it is tested without running a benchmark)."""
-    from reports import compare, publish
+    from reports import gate_exact, nightly_gate, publish
     result: RunResult = load(result_path)
     with History(db) as hist:
         run_id, new = hist.add(result, str(result_path))
         say(f"history: run {run_id} {'stored' if new else 'already stored'} in {hist.path}")
-        prev = hist.previous(result, before_id=run_id)
-    if prev is None:
-        say("nightly: no earlier complete run of this suite on this machine: nothing to compare")
+        candidates = window(hist, result, before_id=run_id, limit=4 * nights)
+    notes, earlier = [], []
+    for rid, r in candidates:
+        why = gate_exact.machine_differences(r, result) or gate_exact.param_differences(r, result)
+        if why:
+            notes.append(f"history run {rid} not comparable: {why[0]}")
+        elif len(earlier) < nights:
+            earlier.append((rid, r))
+    for n in notes:
+        say(f"nightly: {n}")
+    if not earlier:
+        say("nightly: no earlier comparable complete run of this suite on this machine: "
+            "nothing to compare")
         return 0 if result.status == "complete" else EXIT_REGRESSION
-    prev_id, prev_result = prev
-    names = [f"history run {prev_id}", str(result_path)]
-    cmp = compare.run([prev_result, result], names, threshold_pct)
+    verdict = nightly_gate.judge([r for _, r in earlier], result, threshold_pct)
+    title = f"{result_path} against history runs {', '.join(str(i) for i, _ in earlier)}"
+    text = nightly_gate.markdown(verdict, title, notes)
     stem = Path(result_path).stem
-    written = publish.write_atomic(out / f"{stem}-compare.md", compare.markdown(cmp)), \
-        publish.write_atomic(out / f"{stem}-compare.html", compare.html(cmp))
-    print(compare.markdown(cmp))
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>copybench '
+            f"nightly</title></head><body><pre>{escape(text)}</pre></body></html>\n")
+    written = publish.write_atomic(out / f"{stem}-compare.md", text), \
+        publish.write_atomic(out / f"{stem}-compare.html", page)
+    print(text)
     say("compare: " + ", ".join(str(p) for p in written))
-    if cmp.regressions:
-        say(f"nightly: {len(cmp.regressions)} regression(s) beyond {threshold_pct:g}%")
+    regs = verdict.regressions
+    if regs:
+        for r in regs:
+            say(f"nightly: REGRESSION {nightly_gate.describe(r)}")
+        say(f"nightly: {len(regs)} regression(s); flagged cases were not re-run before this "
+            "verdict (the runner runs whole suites)")
         return EXIT_REGRESSION
     return 0 if result.status == "complete" else EXIT_REGRESSION

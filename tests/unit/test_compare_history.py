@@ -169,9 +169,14 @@ def test_nightly_compares_with_the_previous_comparable_run(tmp_path):
     out.mkdir()
     first = _write(tmp_path, "first.json", _run([10.0, 10.1, 9.9, 10.2, 9.8]))
     assert nightly.after_run(first, db, out, 5.0, say=lambda s: None) == 0
-    same = _write(tmp_path, "same.json", _run([10.05, 10.0, 9.95]))
-    assert nightly.after_run(same, db, out, 5.0, say=lambda s: None) == 0
-    worse = _write(tmp_path, "worse.json", _run([7.0, 7.1, 6.9, 7.2, 6.8]))
+    for i, vals in enumerate(([10.05, 10.0, 9.95], [10.3, 10.2, 10.4], [9.7, 9.8, 9.75])):
+        same = _run(vals)
+        same.started = f"2026-12-0{i + 2}T00:00:00+00:00"
+        same = _write(tmp_path, f"same{i}.json", same)
+        assert nightly.after_run(same, db, out, 5.0, say=lambda s: None) == 0
+    worse = _run([7.0, 7.1, 6.9, 7.2, 6.8])
+    worse.started = "2026-12-09T00:00:00+00:00"
+    worse = _write(tmp_path, "worse.json", worse)
     assert nightly.after_run(worse, db, out, 5.0, say=lambda s: None) == 1
     assert "REGRESSION" in (out / "worse-compare.md").read_text()
     elsewhere = _write(tmp_path, "elsewhere.json", _run([1.0, 1.1], host="other"))
