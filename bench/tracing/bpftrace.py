@@ -298,11 +298,16 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
             udp_all = pc.calls and report.udp.get((idx, slot), 0) == pc.calls
             linear = skb_calls.get(slot, 0) == 0
             pc.bytes_exact = True
-            pc.calls_exact = bool(udp_all and linear)
+            # Never exact: a UDP datagram whose checksum is still unverified (veth, IP
+            # fragments) is copied by csum_and_copy_to_iter once per fragment, a path with no
+            # tracepoint (kmod counted 23 copies for one 32 KiB datagram over veth).
+            pc.calls_exact = False
             pc.notes.append("bytes returned by recvmsg are the bytes copied to user space")
-            if pc.calls_exact:
-                pc.notes.append("UDP, linear skbs only (skb_copy_datagram_iovec never fired): "
-                                "one recvmsg is one copy of the datagram")
+            if udp_all and linear:
+                pc.notes.append("calls are a lower bound of copies: a UDP recvmsg is one copy "
+                                "of a linear, checksum-verified datagram, but one per fragment "
+                                "where the copy verifies the checksum (csum_and_copy_to_iter, "
+                                "no tracepoint)")
             else:
                 pc.notes.append("calls are recvmsg calls, not copies (TCP, or paged UDP skbs)")
         elif probe.symbol == "sock:sock_send_length":
