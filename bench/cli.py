@@ -21,6 +21,14 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"sizes must be integers, e.g. 1472,65536 (got {text!r})") from None
 
 
+def _sockbuf(text: str) -> int:
+    from bench import reference
+    try:
+        return reference.parse_sockbuf(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} (fix: {exc.fix})") from None
+
+
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     """--cpus SENDER,RECEIVER[,SOFTIRQ] -> (s, r[, q]); the placement checks them against the
     CPUs of the machine(s) the sides run on."""
@@ -120,7 +128,8 @@ def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
     runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
                     cpus=cpus, warmup=not args.no_warmup,
                     rdma_device=getattr(args, "rdma_device", None),
-                    syscalls_spec=args.syscalls)
+                    syscalls_spec=args.syscalls,
+                    sockbuf=getattr(args, "sockbuf", None))
     runner.result.metadata["placement"] = placement.describe()
     runner.result.metadata["target"] = target_note
     runner.check()
@@ -323,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count the kernel's copies in one extra traced sample per case: auto "
                           "(default: the most exact backend per copy point), kmod, bpftrace, "
                           "kprobe_events, tracepoints, or off")
+    run.add_argument("--sockbuf", type=_sockbuf, metavar="auto|BYTES",
+                     help="socket buffers of ours and iperf3 alike: auto (kernel autotuning) or "
+                          "a fixed size such as 4M (default: 4 MiB or the measuring machine's "
+                          "net.core.{r,w}mem_max, whichever is smaller)")
     run.add_argument("--syscalls", choices=("auto", "off"), default="auto",
                      help="count each agent's system calls in the kernel on "
                           "raw_syscalls:sys_enter (a tracefs hist trigger, else bpftrace): auto "

@@ -28,6 +28,68 @@ def socket_buffer(sysctl: Path = SYSCTL) -> int:
     return min([SOCKET_BUFFER, *limits])
 
 
+def node_buffer_limit(metadata: dict) -> int | None:
+    """The smallest net.core.{r,w}mem_max of the machine(s) the agents run on, from the run's
+    metadata (`bench sysinfo` there): a node's limits, not the runner's, cap what its sockets
+    get. None when the metadata has no sysctls."""
+    tables = [metadata.get("sysctls") or {}]
+    tables += [n.get("sysctls") or {} for n in (metadata.get("nodes") or {}).values()]
+    limits = []
+    for t in tables:
+        for key in ("net/core/rmem_max", "net/core/wmem_max"):
+            try:
+                limits.append(int(t[key]))
+            except (KeyError, TypeError, ValueError):
+                pass
+    return min(limits) if limits else None
+
+
+AUTO = 0   # --sockbuf auto: neither ours nor iperf3 sets SO_SNDBUF/SO_RCVBUF
+
+
+def parse_sockbuf(text: str) -> int:
+    """--sockbuf auto|BYTES (K/M suffixes of 1024): AUTO or the bytes both sides request."""
+    t = text.strip().lower()
+    if t == "auto":
+        return AUTO
+    mult = {"k": 1 << 10, "m": 1 << 20}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t, 0) * mult
+    except ValueError:
+        n = -1
+    if n < 4096:
+        raise UsageError(f"--sockbuf {text}: not a socket buffer size",
+                         "use --sockbuf auto (kernel autotuning) or a size of at least 4096 "
+                         "bytes, e.g. 4M")
+    return n
+
+
+def choose_buffer(requested: int | None, limit: int | None) -> int:
+    """The socket buffer of the run: today's default (4 MiB or the node's limit, whichever is
+    smaller), AUTO, or a requested size that the node's limit must grant (never forced past it:
+    iperf3 would abort on less than it asked for)."""
+    if requested is None:
+        return min([SOCKET_BUFFER, *([limit] if limit else [])])
+    if requested != AUTO and limit is not None and requested > limit:
+        raise UsageError(f"--sockbuf {requested}: more than net.core.rmem_max/wmem_max "
+                         f"({limit}) where the agents run grant",
+                         f"pass --sockbuf {limit} or less, --sockbuf auto, or raise the limits "
+                         f"there (sysctl -w net.core.rmem_max={requested} "
+                         f"net.core.wmem_max={requested})")
+    return requested
+
+
+def buffer_method(buffer: int) -> str:
+    """What the result's method says about socket buffers."""
+    if buffer == AUTO:
+        return ("kernel autotuning for ours and iperf3 alike (--sockbuf auto: neither sets "
+                "SO_SNDBUF/SO_RCVBUF); actual sizes recorded per sample")
+    return (f"{buffer} B requested by both ours and iperf3 (SO_SNDBUF/SO_RCVBUF, capped by the "
+            "measuring machine's net.core.{r,w}mem_max, never forced); a fixed size switches "
+            "TCP's buffer autotuning off on both sides (--sockbuf auto keeps it); actual sizes "
+            "recorded per sample")
+
+
 def available() -> tuple[bool, str]:
     if shutil.which("iperf3"):
         return True, ""
@@ -56,8 +118,10 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
     per call (UDP rows compare at batch 1 only). No -Z: that is sendfile, not MSG_ZEROCOPY."""
     if workload not in PEERS:
         raise ValueError(f"iperf3 has no peer for workload {workload}")
-    argv = ["iperf3", "-c", target, "-p", str(port), "-l", str(size),
-            "-w", str(buffer or socket_buffer()), "-J"]
+    argv = ["iperf3", "-c", target, "-p", str(port), "-l", str(size)]
+    if buffer != AUTO:
+        argv += ["-w", str(buffer if buffer is not None else socket_buffer())]
+    argv += ["-J"]
     if count:
         argv += ["-n", str(count * size)]
     else:

@@ -48,6 +48,7 @@ class Runner:
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
     rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
     syscalls_spec: str = "off"    # "auto" | "off": count the agents' syscalls (--syscalls)
+    sockbuf: int | None = None    # --sockbuf: bytes, reference.AUTO, None for the default
 
     def __post_init__(self):
         if self.placement is None:
@@ -60,7 +61,8 @@ class Runner:
         # Node tracers kept from case to case ("copies", "syscalls"): see _reused.
         self._tracers: dict[str, object] = {}
         self._ws_bandwidth: dict[int, object] = {}   # working-set bytes -> memcpy bandwidth
-        self.buffer = reference.socket_buffer()
+        self.buffer = reference.choose_buffer(
+            self.sockbuf, reference.node_buffer_limit(self.result.metadata))
         self.result.metadata["method"] = {
             **self.result.metadata.get("method", {}),
             "repeats": "one warm-up sample (ours and the reference) per case, kept in the file "
@@ -69,9 +71,7 @@ class Runner:
             "order": "ours and the reference alternate within a case: A B, B A, A B, ...",
             "statistics": "median of the repeats; spread as min-max and, from 6 repeats on, a "
                           "distribution-free 95% interval of the median (order statistics)",
-            "socket_buffer": f"{self.buffer} B requested by both ours and iperf3 (SO_SNDBUF/"
-                             "SO_RCVBUF, capped by net.core.{r,w}mem_max, never forced); actual "
-                             "sizes recorded per sample",
+            "socket_buffer": reference.buffer_method(self.buffer),
             "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1],
                       "softirq": self.cpus[2] if len(self.cpus) > 2 else
                       "not steered (RPS unchanged: on veth the receive softirq runs on the "
@@ -232,7 +232,8 @@ class Runner:
                         status="skipped" if case.skip_reason else "running",
                         reason=case.skip_reason, fix=case.skip_fix,
                         params={"duration_s": case.duration, "count": case.count,
-                                "repeat": case.repeat, "socket_buffer": self.buffer,
+                                "repeat": case.repeat,
+                                "socket_buffer": self.buffer or "auto",
                                 "batch": case.batch,
                                 "reference": _reference_tool(case) if case.reference else None,
                                 "reference_note": reference.peer_note(case.workload, case.batch),

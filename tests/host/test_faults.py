@@ -22,6 +22,7 @@ from tests.conftest import REPO, agent_pids, bench_cmd
     (["--suite", "smoke", "--repeat", "0"], "at least 1"),
     (["--suite", "smoke", "--copies", "nonsense"], "unknown tracer backend"),
     (["--suite", "smoke", "--batch", "0"], "between 1 and 1024"),
+    (["--suite", "smoke", "--sockbuf", "12"], "not a socket buffer size"),
     (["--suite", "socket-vs-rdma", "--workload", "io_uring", "--queue-depth", "0"],
      "queue depth 0"),
     (["--suite", "socket-vs-rdma", "--workload", "io_uring_zc", "--queue-depth", "32769"],

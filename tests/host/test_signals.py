@@ -71,7 +71,8 @@ class Run:
         except subprocess.TimeoutExpired:
             self.p.kill()
             self.p.wait()
-            raise AssertionError("the run did not stop after the signal:\n" + "".join(self.lines))
+            raise AssertionError("the run did not stop after the signal:\n"
+                                 + "".join(self.lines)) from None
         self._reader.join(5)
         return rc
 

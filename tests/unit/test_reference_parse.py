@@ -1,6 +1,7 @@
 import pytest
 
 from bench import reference
+from bench.errors import UsageError
 
 
 def test_tcp_client_json(data_dir):
@@ -61,3 +62,32 @@ def test_only_like_for_like_peers():
     assert reference.peer_note("udp", 32).startswith("batched (32 datagrams per call), no peer")
     assert reference.peer_note("udp", 1) is None and reference.peer_note("tcp", 1) is None
     assert reference.peer_note("io_uring", 1) == "no like-for-like peer in iperf3"
+
+
+def test_sockbuf_auto_leaves_both_sides_to_autotuning():
+    argv = reference.client_argv("tcp", "198.18.0.2", 5201, 65536, 2.0, buffer=reference.AUTO)
+    assert "-w" not in argv
+    assert reference.parse_sockbuf("auto") == reference.AUTO
+    assert reference.parse_sockbuf("4M") == 4 << 20 and reference.parse_sockbuf("256k") == 262144
+    assert "autotuning for ours and iperf3 alike" in reference.buffer_method(reference.AUTO)
+    assert "switches TCP's buffer autotuning off" in reference.buffer_method(212992)
+    for bad in ("12", "lots", "-4M"):
+        with pytest.raises(UsageError):
+            reference.parse_sockbuf(bad)
+
+
+def test_buffer_limits_are_the_measuring_nodes_not_the_runners():
+    meta = {"sysctls": {"net/core/rmem_max": "212992", "net/core/wmem_max": "212992"},
+            "nodes": {"lab0": {"sysctls": {"net/core/rmem_max": "212992",
+                                           "net/core/wmem_max": "212992"}},
+                      "lab1": {"sysctls": {"net/core/rmem_max": "131072",
+                                           "net/core/wmem_max": "16777216"}}}}
+    limit = reference.node_buffer_limit(meta)
+    assert limit == 131072
+    assert reference.choose_buffer(None, limit) == 131072
+    assert reference.choose_buffer(None, None) == 4 << 20
+    assert reference.choose_buffer(reference.AUTO, limit) == reference.AUTO
+    assert reference.choose_buffer(65536, limit) == 65536
+    with pytest.raises(UsageError) as e:
+        reference.choose_buffer(1 << 20, limit)
+    assert "131072" in e.value.message and "--sockbuf auto" in e.value.fix
