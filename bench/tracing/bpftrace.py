@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
-from bench.tracing.syscalls import send_flags_args, socket_syscalls
+from bench.tracing.syscalls import plain_writes, send_flags_args, socket_syscalls
 
 ATTACH_TIMEOUT = 120.0   # bpftrace compiles and attaches slowly under TCG
 STOP_TIMEOUT = 60.0      # SIGINT to exit, maps printed
@@ -101,8 +101,9 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
     if p.symbol == "sock:sock_send_length":
         # MSG_ZEROCOPY sends pin pages instead of copying: counted apart (flags of the syscall,
         # the tracepoint's own flags field is always 0 on the send side).
-        # @sflag[tid]: 1 = in a send syscall, 2 = in one with MSG_ZEROCOPY, 3 = io_uring's
-        # zerocopy opcode just submitted; 0 = a send outside any send syscall (io_uring, workers).
+        # @sflag[tid]: 1 = in a send syscall or write/writev, 2 = in one with MSG_ZEROCOPY, 3 =
+        # io_uring's zerocopy opcode just submitted; 0 = a send outside all of them (io_uring,
+        # io-wq workers, sendfile/splice, which hand pages over on >= 6.5).
         # A send outside any send syscall (io_uring task work or io-wq) takes the class of the
         # process's last io_uring send submission (@uzc[pid]), and is counted in @uring.
         count = (f"$f = @sflag[tid]; if ($f == 0 && @uzc[pid]) {{ $f = 3; }} "
@@ -165,7 +166,7 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
         sends = send_flags_args(arch)
         conds = " || ".join(f"(args->id == {nr} && (args->args[{pos}] & {MSG_ZEROCOPY}))"
                             for nr, pos in sends.items())
-        insend = " || ".join(f"args->id == {nr}" for nr in sends)
+        insend = " || ".join(f"args->id == {nr}" for nr in (*sends, *plain_writes(arch)))
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
                      f"{{ if ({insend}) {{ @sflag[tid] = 1; if ({conds}) {{ @sflag[tid] = 2; }} }} }}")
         lines.append("tracepoint:raw_syscalls:sys_exit /@sflag[tid]/ { delete(@sflag[tid]); }")
@@ -316,8 +317,9 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
             pc.notes.append("bytes accepted by sendmsg without MSG_ZEROCOPY are the bytes copied "
                             "from user space; calls are sendmsg calls, not copies")
             if outside:
-                pc.notes.append(f"{outside} sends issued by io_uring or a kernel worker: copy vs "
-                                "zerocopy told from the last submitted opcode, an estimate")
+                pc.notes.append(f"{outside} sends outside send/write system calls (io_uring, "
+                                "io-wq workers, sendfile/splice): copy vs zerocopy told from the "
+                                "last submitted io_uring opcode, an estimate")
         else:
             pc.calls_exact = pc.bytes_exact = False
         pc.exact = pc.calls_exact and pc.bytes_exact

@@ -32,6 +32,18 @@ SEND_FLAGS_ARG = {
 }
 
 
+# write and writev: on a socket they send without flags, so never MSG_ZEROCOPY (the
+# tracepoint backend counts their bytes as copied, like a plain send).
+PLAIN_WRITES = {"x86_64": (1, 20), "aarch64": (64, 66)}
+
+
+def plain_writes(arch: str) -> tuple[int, ...]:
+    try:
+        return PLAIN_WRITES[arch]
+    except KeyError:
+        raise ValueError(f"no write syscall table for {arch}") from None
+
+
 def send_flags_args(arch: str) -> dict[int, int]:
     try:
         return SEND_FLAGS_ARG[arch]

@@ -28,6 +28,17 @@ def test_script_counts_in_kernel_maps_and_streams_only_samples():
     assert "@st[0, $k, 2] = stats(args->ret)" in text      # MSG_ZEROCOPY sends tagged apart
 
 
+def test_write_and_writev_on_a_socket_are_plain_sends():
+    """os.write on a TCP socket read "estimate (io_uring or a kernel worker)" before: write and
+    writev carry no flags, so their bytes are copied like a plain send's."""
+    x86 = bpftrace.script(TPS, pids={"a": 7})
+    assert "if (args->id == 44 || args->id == 46 || args->id == 307 || args->id == 1 || " \
+        "args->id == 20) { @sflag[tid] = 1;" in x86
+    arm = bpftrace.script(TPS, pids={"a": 7}, arch="aarch64")
+    assert "args->id == 64 || args->id == 66) { @sflag[tid] = 1;" in arm
+    assert "(args->id == 1 &&" not in x86       # never read as MSG_ZEROCOPY
+
+
 def test_udp_receive_bytes_exact_calls_a_lower_bound_send_calls_estimated():
     c = _counts("bpftrace_tp_udp_6.18.json")
     recv = c[("recv_copy", "receiver")]
