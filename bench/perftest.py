@@ -187,6 +187,17 @@ _HW_SCRIPT = ('d="$1"; shift; '
               'wait $p; rc=$?; dump after; exit $rc')
 
 
+# perftest busy-polls its CQ without end; our agents spin up to their limit, then sleep on the
+# completion channel (each row's rdma block has the measured spin and sleeps).
+POLLING = "busy-polls its CQ (no -e)"
+
+
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """perftest has no affinity option: taskset puts it on the CPU our agent of that side has
+    (--cpus), so the two run like for like; unpinned when ours are."""
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
 def with_counters(argv: list[str], device: str, port: int,
                   root: str = "/sys/class/infiniband") -> list[str]:
     """perftest's argv wrapped in sh: the port's hw_counters before and after, on stdout."""

@@ -31,17 +31,18 @@ def run_perftest(runner, case, ep) -> dict:
     common = dict(size=case.size, depth=case.rdma.depth, inline=case.rdma.inline,
                   signal_every=case.rdma.signal_every, duration=case.duration, count=case.count,
                   tcp_port=port)
-    server = runner._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.argv(
-        case.workload, rx.device, rx.port, rx.gid_index, json_file=files["server"], **common),
-        rx.device, rx.port))
+    tx_cpu, rx_cpu = runner.cpus[:2] if runner.cpus else (None, None)
+    server = runner._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
+        perftest.argv(case.workload, rx.device, rx.port, rx.gid_index, json_file=files["server"],
+                      **common), rx_cpu), rx.device, rx.port))
     try:
         try:
             pl.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
         except Exception as exc:      # noqa: BLE001 - the row says why
             return {"tool": tool, "error": f"server did not listen: {exc}"}
-        client = runner._spawn("tx", ep.tx_netns, perftest.with_counters(
+        client = runner._spawn("tx", ep.tx_netns, perftest.with_counters(perftest.pinned(
             perftest.argv(case.workload, tx.device, tx.port, tx.gid_index, server=ep.rx_addr,
-                          json_file=files["client"], **common), tx.device, tx.port))
+                          json_file=files["client"], **common), tx_cpu), tx.device, tx.port))
         limit = case.duration + 120
         try:
             c_out, c_err = client.communicate(timeout=limit)
@@ -59,6 +60,8 @@ def run_perftest(runner, case, ep) -> dict:
             s = None          # ib_write_bw's server may print no table: the client's counts
         row = perftest.combine(c, s, case.workload)
         row["device"] = {"client": tx.device, "server": rx.device, "gid_index": tx.gid_index}
+        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if runner.cpus else
+                         "not pinned (as ours)", "polling": perftest.POLLING}
         row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
                                                                              tx.port)},
                        "receiver": {"device_counters": perftest.counters_from(s_out, rx.device,

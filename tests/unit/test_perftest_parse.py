@@ -168,3 +168,13 @@ def test_the_row_names_reference_runs_that_retransmitted():
                                {"tool": "ib_write_bw", "gbps": 0.2, "rdma": hw, "warmup": True}])
     assert "RDMA retransmitted: ib_write_bw in 1 of 1 samples (3 timeouts, 50 duplicate " \
         "packets)" in case_row(cr).note
+
+
+def test_perftest_is_pinned_where_our_agents_are():
+    from bench import perftest
+    a = perftest.argv("rdma_write", "rxe0", 1, 1, 65536, 16, 0, 16, 2.0, None, server="10.0.0.2")
+    assert perftest.pinned(a, None) == a
+    p = perftest.pinned(a, 3)
+    assert p[:3] == ["taskset", "-c", "3"] and p[3:] == a
+    wrapped = perftest.with_counters(p, "rxe0", 1)
+    assert wrapped[-len(p):] == p            # the counters' wrapper runs the pinned command
