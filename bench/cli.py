@@ -301,8 +301,18 @@ def cmd_nightly(args) -> int:
     path = getattr(args, "result_path", None)
     if path is None:
         return rc or EXIT_FAILED
+
+    def rerun(cases) -> Path | None:
+        """The flagged cases again: the same run, filtered to their workloads and sizes."""
+        again = argparse.Namespace(**vars(args))
+        again.workload = sorted({c.workload for c in cases})
+        again.sizes = tuple(sorted({c.size for c in cases}))
+        again.result_path = None
+        cmd_run(again)
+        return getattr(again, "result_path", None)
+
     return nightly.after_run(path, Path(args.db) if args.db else None, out, args.threshold,
-                             nights=args.window) or rc
+                             nights=args.window, rerun=rerun) or rc
 
 
 def build_parser() -> argparse.ArgumentParser:

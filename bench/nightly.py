@@ -4,9 +4,11 @@ window of up to `window` nights, not one previous run) and exit 1 on a regressio
 that did not complete). What CI and cron call every night.
 
 Comparable: same suite, machine (the host under a VM included: a lab result without its host
-is "unknown host" and compared with nothing) and run parameters. Flagged cases are not re-run
-before the verdict: the runner runs whole suites, so a re-run would cost another night's run;
-the verdict says so."""
+is "unknown host" and compared with nothing) and run parameters. A throughput/CPU flag is
+confirmed before the verdict: the flagged cases' workloads and sizes are run once more (`rerun`,
+the same runner call filtered with --workload/--sizes) and judged against the same earlier
+nights; only flags raised by both runs stand. The re-run is kept beside the night, not stored in
+the history (it is not a whole suite)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ DEFAULT_WINDOW = 10
 
 def after_run(result_path: Path, db: Path | None, out: Path, threshold_pct: float,
               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-              nights: int = DEFAULT_WINDOW) -> int:
+              nights: int = DEFAULT_WINDOW,
+              rerun: Callable[[list], Path | None] | None = None) -> int:
     """Everything after the run (separate, so it is tested without running a benchmark)."""
     from reports import gate_exact, nightly_gate, publish
     result: RunResult = load(result_path)
@@ -56,10 +59,27 @@ def after_run(result_path: Path, db: Path | None, out: Path, threshold_pct: floa
     print(text)
     say("compare: " + ", ".join(str(p) for p in written))
     regs = verdict.regressions
+    flagged = [r for r in regs if isinstance(r, nightly_gate.NightDelta)]
+    if flagged and rerun is not None:
+        ids = {r.case for r in flagged}
+        cases = [c for c in result.cases if c.id in ids]
+        say(f"nightly: re-running {', '.join(sorted(ids))} before the verdict")
+        again_path = rerun(cases)
+        confirmed: set[tuple[str, str]] = set()
+        if again_path is not None:
+            again = nightly_gate.judge([r for _, r in earlier], load(again_path), threshold_pct)
+            confirmed = {(d.case, d.metric) for d in again.deltas if d.regression}
+        for r in flagged:
+            if (r.case, r.metric) not in confirmed:
+                say(f"nightly: not confirmed by the re-run ({again_path}): "
+                    f"{nightly_gate.describe(r)}")
+        regs = [r for r in regs if not isinstance(r, nightly_gate.NightDelta)
+                or (r.case, r.metric) in confirmed]
+    elif flagged:
+        say("nightly: flagged cases were not re-run before this verdict (no runner given)")
     if regs:
         for r in regs:
             say(f"nightly: REGRESSION {nightly_gate.describe(r)}")
-        say(f"nightly: {len(regs)} regression(s); flagged cases were not re-run before this "
-            "verdict (the runner runs whole suites)")
+        say(f"nightly: {len(regs)} regression(s)")
         return EXIT_REGRESSION
     return 0 if result.status == "complete" else EXIT_REGRESSION

@@ -69,3 +69,41 @@ def test_nightly_uses_the_window_and_refuses_an_unknown_host(tmp_path, data_dir)
     nightly.after_run(lab, db, out, 5.0, say=said.append)
     nightly.after_run(lab2, db, out, 5.0, say=said.append)
     assert any("not comparable: unknown host" in s for s in said)
+
+
+def test_a_flag_stands_only_if_the_rerun_confirms_it(tmp_path):
+    out = tmp_path / "n"
+    out.mkdir()
+
+    def history(db):
+        rng = random.Random(6)
+        for i in range(5):
+            night = _night(rng, cases=2, drift=0.02)
+            night.started = f"2026-12-0{i + 1}T00:00:00+00:00"
+            p = tmp_path / f"{db.stem}-night{i}.json"
+            results.save(night, p)
+            assert nightly.after_run(p, db, out, 5.0, say=lambda s: None) == 0
+        return rng
+
+    def night_path(rng, name, factor):
+        r = _night(rng, cases=2, drift=0.02, factor=factor)
+        r.started = "2026-12-09T00:00:00+00:00"
+        p = tmp_path / name
+        results.save(r, p)
+        return p
+
+    for factor_again, expected in ((0.6, 1), (1.0, 0)):
+        db = tmp_path / f"h{expected}.sqlite3"
+        rng = history(db)
+        drop = night_path(rng, f"drop{expected}.json", 0.6)
+        asked, said = [], []
+
+        def rerun(cases, rng=rng, f=factor_again, e=expected):
+            asked.append(sorted(c.id for c in cases))
+            return night_path(rng, f"again{e}.json", f)
+
+        assert nightly.after_run(drop, db, out, 5.0, say=said.append, rerun=rerun) == expected
+        assert asked == [["c0"]]
+        assert any(s.startswith("nightly: re-running c0") for s in said)
+        if not expected:
+            assert any("not confirmed by the re-run" in s for s in said)
