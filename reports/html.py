@@ -9,6 +9,7 @@ import base64
 import json
 from html import escape
 
+from bench import crossover
 from bench.results import RunResult
 from reports import diagrams, plots, wire
 from reports.figures import CaseFigures, emulated, figures, soft_roce
@@ -199,20 +200,18 @@ def path_section(f: CaseFigures, result: RunResult) -> str:
 
 
 def breakeven_section(result: RunResult) -> str:
-    """The zerocopy break-even per path and topology (bench/crossover.py), verdict first."""
-    from reports.markdown import BREAKEVEN_COLUMNS
-    entries = (result.analysis or {}).get("breakeven") or []
+    """The zerocopy break-even per path against its twin (bench/crossover.py), verdict first."""
+    from reports.markdown import BREAKEVEN_COLUMNS, breakeven_rows
+    entries = crossover.entries(result)
     if not entries:
         return ""
-    body = [[e["path"], e["topology"], p["size"], p["ratio"],
-             f"{p['ratio_min']:.2f}–{p['ratio_max']:.2f}",
-             None if p.get("zerocopy_fraction") is None else f"{100 * p['zerocopy_fraction']:.0f}%"]
-            for e in entries for p in e["points"]]
-    verdicts = "".join(f"<li><b>{escape(e['path'])}</b> ({escape(e['topology'])}): "
-                       f"{escape(e['verdict'])}</li>" for e in entries)
+    verdicts = "".join(f"<li><b>{escape(e['path'])}</b> vs {escape(e['baseline'])} "
+                       f"({escape(e['topology'])}): {escape(e['verdict'])}</li>" for e in entries)
     return ("<h3>Zerocopy break-even</h3><ul>" + verdicts + "</ul>"
-            + _table(BREAKEVEN_COLUMNS, body, left_cols=2)
-            + f"<p>{escape(entries[0]['metric'])}; range from the repeats' extremes.</p>")
+            + _table(BREAKEVEN_COLUMNS, breakeven_rows(entries), left_cols=3)
+            + f"<p>{escape(entries[0]['metric'])}; range from the repeats' extremes; clear only "
+              f"with &ge; {crossover.MIN_REPEATS} repeats per side, Mann-Whitney p &lt; "
+              f"{crossover.ALPHA} and most sends zerocopy.</p>")
 
 
 def run_section(result: RunResult, source: str | None) -> str:

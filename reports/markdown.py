@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench import crossover
 from bench.results import RunResult
 from reports.tables import COLUMNS, fmt, rows
 
@@ -176,26 +177,36 @@ def syscalls_table(result: RunResult) -> str | None:
     return "\n".join(lines + notes)
 
 
-BREAKEVEN_COLUMNS = ["path", "topology", "size B", "CPU/GB vs tcp (median)", "range",
-                     "zerocopy sends"]
+BREAKEVEN_COLUMNS = ["path", "vs twin", "topology", "size B", "CPU/GB ratio (median)", "range",
+                     "repeats", "Mann-Whitney p", "zerocopy sends"]
+
+
+def breakeven_rows(entries: list[dict]) -> list[list]:
+    """One row per (entry, size): the ratio to the path's copying twin and its test."""
+    out = []
+    for e in entries:
+        for p in e["points"]:
+            zc, pv = p.get("zerocopy_fraction"), p.get("p_mann_whitney")
+            out.append([e["path"], e["baseline"], e["topology"], p["size"], p["ratio"],
+                        f"{p['ratio_min']:.2f}–{p['ratio_max']:.2f}",
+                        f"{p.get('n_path', p['n'])} / {p.get('n_twin', p['n'])}",
+                        None if pv is None else f"{pv:.3f}",
+                        None if zc is None else f"{100 * zc:.1f}%"])
+    return out
 
 
 def breakeven_table(result: RunResult) -> str | None:
-    """The zerocopy break-even per path (bench/crossover.py): every size's ratio, then the
-    verdict — "no zerocopy happened" where the kernel copied every send."""
-    entries = result.analysis.get("breakeven") if result.analysis else None
+    """The zerocopy break-even per path against its copying twin (bench/crossover.py, computed
+    there once): every size's ratio, then the verdict; fixed buffers reported apart."""
+    entries = crossover.entries(result)
     if not entries:
         return None
-    rows, verdicts = [], []
-    for e in entries:
-        for p in e["points"]:
-            zc = p.get("zerocopy_fraction")
-            rows.append([e["path"], e["topology"], p["size"], p["ratio"],
-                         f"{p['ratio_min']:.2f}–{p['ratio_max']:.2f}",
-                         None if zc is None else f"{100 * zc:.0f}%"])
-        verdicts.append(f"- **{e['path']}** ({e['topology']}): {e['verdict']}")
-    return "\n".join(md_table(BREAKEVEN_COLUMNS, rows) + ["", *verdicts, "",
-                     "Metric: " + entries[0]["metric"] + "; range from the repeats' extremes."])
+    verdicts = [f"- **{e['path']}** vs {e['baseline']} ({e['topology']}): {e['verdict']}"
+                for e in entries]
+    return "\n".join(md_table(BREAKEVEN_COLUMNS, breakeven_rows(entries)) + ["", *verdicts, "",
+                     "Metric: " + entries[0]["metric"] + "; range from the repeats' extremes; "
+                     f"clear only with >= {crossover.MIN_REPEATS} repeats per side, Mann-Whitney "
+                     f"p < {crossover.ALPHA} and most sends zerocopy."])
 
 
 def render(result: RunResult) -> str:

@@ -18,7 +18,7 @@ PLOTS = (
     ("cpu", "CPU per GB vs message size"),
     ("copies", "Bytes copied per payload byte, per path"),
     ("zerocopy", "Zerocopy vs copied-anyway bytes"),
-    ("breakeven", "Zerocopy break-even: MSG_ZEROCOPY against plain TCP"),
+    ("breakeven", "Zerocopy break-even: each path against its copying twin"),
 )
 
 
@@ -94,26 +94,21 @@ def zerocopy_data(results: list[RunResult]) -> list[tuple[str, float, float]]:
     return out
 
 
-def breakeven_data(results: list[RunResult], zc: str = "msg_zerocopy", base: str = "tcp"
-                   ) -> dict[str, list[tuple[int, float]]]:
-    """Ratios zerocopy / copying at each size both ran at (same run, same topology):
-    throughput (above 1: zerocopy wins) and sender CPU per GB (below 1: zerocopy wins).
-    Empty unless some run has both paths at two sizes or more (a curve, not a point)."""
-    out: dict[str, list[tuple[int, float]]] = {}
+def breakeven_data(results: list[RunResult]) -> dict[str, list[tuple[int, float]]]:
+    """The break-even curves as bench/crossover.py computed them (never recomputed here):
+    per entry, the sender's CPU per GB of the path over its copying twin at each size (below
+    1: the path is cheaper). Empty unless some entry has two sizes or more (a curve)."""
+    from bench.crossover import entries
     many = len(results) > 1
+    out: dict[str, list[tuple[int, float]]] = {}
     for r in results:
-        by = {(c.workload, c.size, c.topology): c for c in r.cases if c.status == "ok"}
-        for metric, key in (("throughput", "gbps"), ("sender CPU/GB", "cpu_s_per_gb.sender")):
-            pts = []
-            for (w, size, topo), c in sorted(by.items(), key=lambda kv: kv[0][1]):
-                other = by.get((base, size, topo))
-                if w != zc or other is None:
-                    continue
-                a, b = _median(c, key), _median(other, key)
-                if a is not None and b:
-                    pts.append((size, a / b))
+        for e in entries(r):
+            pts = [(p["size"], p["ratio"]) for p in e["points"]]
             if len(pts) >= 2:
-                out[f"{metric}{_label(r, many)}"] = pts
+                kind = (" (fixed buffers)" if e.get("kind") == "fixed buffers" else
+                        " (no zerocopy happened)" if e["verdict"].startswith("no zerocopy")
+                        else "")
+                out[f"{e['path']} / {e['baseline']}{kind} {e['topology']}{_label(r, many)}"] = pts
     return out
 
 
@@ -202,8 +197,8 @@ def breakeven(results: list[RunResult]):
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     _size_axis(ax)
-    ax.set_ylabel("MSG_ZEROCOPY / TCP")
-    ax.set_title("Zerocopy break-even (throughput > 1 or CPU/GB < 1: zerocopy wins)")
+    ax.set_ylabel("sender CPU/GB, path / copying twin")
+    ax.set_title("Zerocopy break-even (below 1: the path is cheaper)")
     ax.legend(fontsize="small")
     return fig
 
