@@ -1,6 +1,6 @@
 """The statistics of the CI gate: an exact Mann-Whitney U test (a rank test of a shift in
-location, so of the medians the reports show), a prediction test of one night's median against earlier nights' medians,
-and Benjamini-Hochberg / Holm adjustment across every test of one comparison.
+location, so of the medians the reports show), a prediction test of one night's median
+against earlier nights' medians, and Benjamini-Hochberg / Holm adjustment across every test of one comparison.
 
 Pure standard library (no scipy in the dependencies): the rank test enumerates every
 split of the pooled repeats when there are at most EXACT_LIMIT of them, else draws MC_DRAWS

@@ -4,7 +4,6 @@ changes, copies put back, labels, the false-flag rate of unchanged noisy data ac
 
 import copy
 import random
-import statistics
 import subprocess
 import sys
 

@@ -98,7 +98,7 @@ def test_a_flag_stands_only_if_the_rerun_confirms_it(tmp_path):
         drop = night_path(rng, f"drop{expected}.json", 0.6)
         asked, said = [], []
 
-        def rerun(cases, rng=rng, f=factor_again, e=expected):
+        def rerun(cases, rng=rng, f=factor_again, e=expected, asked=asked):
             asked.append(sorted(c.id for c in cases))
             return night_path(rng, f"again{e}.json", f)
 
