@@ -140,11 +140,7 @@ def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
     finally:
         if hasattr(reporter, "close"):
             reporter.close()
-    print(markdown.table(result))
-    for section in (markdown.copies_table, markdown.syscalls_table, markdown.breakeven_table):
-        text = section(result)
-        if text:
-            print("\n" + text)
+    print(markdown.terminal(result))      # the emulated-target/soft-RoCE warnings first
     print(f"\nresult: {out}", file=sys.stderr)
     from reports import publish
     for path in publish.beside(result, out):

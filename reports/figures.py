@@ -108,7 +108,9 @@ def _side(name: str, d: dict | None) -> SideCopies | None:
 
 def _soft_roce_device(cr: CaseResult) -> bool:
     devs = (cr.network or {}).get("rdma") or {}
-    if any(isinstance(d, dict) and d.get("soft") for d in devs.values()):
+    # `soft` is the runner's own finding; an rxe* name is rdma_rxe's default naming
+    if any(isinstance(d, dict) and (d.get("soft") or str(d.get("device") or "").startswith("rxe"))
+           for d in devs.values()):
         return True
     return SOFT_ROCE in ((cr.copies or {}).get("sides") or {})
 
@@ -166,14 +168,32 @@ def emulated(result: RunResult) -> str | None:
     KVM, i.e. TCG), or None."""
     m = result.metadata or {}
     virt = str(m.get("virtualization") or "").lower()
-    said = " ".join(str(m.get(k) or "") for k in ("target", "placement")).lower()
+    said = " ".join(str(m.get(k) or "") for k in ("target", "placement", "cpu_model")).lower()
     if virt == "qemu" or "tcg" in said:
-        return ("the target was a VM under emulation (QEMU TCG, no KVM): every time, throughput "
-                "and CPU figure is the emulator's, not the hardware's; copy counts and bytes "
-                "still hold")
+        return ("TCG lab: figures are functional, not performance. The target was a VM under "
+                "emulation (QEMU TCG, no KVM): every time, throughput and CPU figure is the "
+                "emulator's, not the hardware's; copy counts and bytes still hold")
     return None
 
 
 def soft_roce(result: RunResult) -> list[str]:
     """Cases that ran on soft-RoCE (the kernel copies the payload an RDMA NIC would DMA)."""
     return [c.id for c in result.cases if _soft_roce_device(c)]
+
+
+SOFT_ROCE_TEXT = ("The RDMA device of {cases} is soft-RoCE (rdma_rxe): the kernel copies every "
+                  "payload byte that a real RDMA NIC would move by DMA, so these rows are not a "
+                  "CPU-free path")
+
+
+def run_warnings(result: RunResult) -> list[tuple[str, str]]:
+    """(title, text) of what every report says first about a run's figures: the same words in
+    the HTML, the Markdown and the terminal."""
+    out = []
+    why = emulated(result)
+    if why:
+        out.append(("Emulated target", why))
+    soft = soft_roce(result)
+    if soft:
+        out.append(("soft-RoCE", SOFT_ROCE_TEXT.format(cases=", ".join(soft))))
+    return out

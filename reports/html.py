@@ -12,7 +12,7 @@ from html import escape
 from bench import crossover
 from bench.results import RunResult
 from reports import diagrams, plots, wire
-from reports.figures import CaseFigures, emulated, figures, soft_roce
+from reports.figures import CaseFigures, figures, run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
 NM = diagrams.NOT_MEASURED
@@ -93,15 +93,7 @@ def copies_table(result: RunResult) -> str:
 
 
 def _notes(result: RunResult) -> str:
-    notes = []
-    why = emulated(result)
-    if why:
-        notes.append(f"<b>Emulated target.</b> {escape(why)}.")
-    soft = soft_roce(result)
-    if soft:
-        notes.append("<b>soft-RoCE.</b> The RDMA device of " + escape(", ".join(soft)) +
-                     " is soft-RoCE (rdma_rxe): the kernel copies every payload byte that a real "
-                     "RDMA NIC would move by DMA, so these rows are not a CPU-free path.")
+    notes = [f"<b>{escape(title)}.</b> {escape(text)}." for title, text in run_warnings(result)]
     cn = (result.metadata or {}).get("copies_note")
     if cn:
         notes.append("<b>Copies not counted in this run:</b> " + escape(str(cn.get("reason")))
@@ -228,8 +220,12 @@ def run_section(result: RunResult, source: str | None) -> str:
         breakeven_section(result),
         "<h3>Paths: the seed's diagrams with the measured counts</h3>",
         "".join(path_section(f, result) for f in figures(result)),
-        "<h3>Run metadata</h3>", metadata(result),
     ])
+
+
+def metadata_section(result: RunResult, many: bool) -> str:
+    title = "Run metadata" + (f": {result.suite}, started {result.started}" if many else "")
+    return f"<h2>{escape(title)}</h2>" + metadata(result)
 
 
 def plots_section(results: list[RunResult]) -> str:
@@ -253,4 +249,7 @@ def render(results: list[RunResult], sources: list[str] | None = None) -> str:
     body = "".join(run_section(r, s) for r, s in zip(results, sources, strict=True))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{escape(title)}</h1>{body}{plots_section(results)}</body></html>\n")
+            f"<h1>{escape(title)}</h1>{body}{plots_section(results)}"
+            # the metadata last: plots are what a reader came for
+            + "".join(metadata_section(r, len(results) > 1) for r in results)
+            + "</body></html>\n")

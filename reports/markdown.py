@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench import crossover
 from bench.results import RunResult
+from reports.figures import run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
 
@@ -11,6 +12,21 @@ def md_table(header: list[str], body: list) -> list[str]:
     """A Markdown table's lines; cells formatted by `fmt`, a `|` inside a cell made `/`."""
     return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
             + ["| " + " | ".join(fmt(v).replace("|", "/") for v in r) + " |" for r in body])
+
+
+def warnings(result: RunResult) -> str | None:
+    """What the HTML says first about the run's figures (emulated target, soft-RoCE), as
+    Markdown quotes: the same words in the Markdown report and on the terminal."""
+    notes = [f"> **{title}.** {text}." for title, text in run_warnings(result)]
+    return "\n\n".join(notes) if notes else None     # one quote each, not one paragraph
+
+
+def terminal(result: RunResult) -> str:
+    """What `bench run` prints when the run ends: the warnings, the table, then the copies,
+    syscalls and break-even sections the run has."""
+    parts = [warnings(result), table(result)]
+    parts += [section(result) for section in (copies_table, syscalls_table, breakeven_table)]
+    return "\n\n".join(p for p in parts if p)
 
 
 def table(result: RunResult) -> str:
@@ -221,6 +237,7 @@ def render(result: RunResult) -> str:
         f"- copybench {m.get('libraries', {}).get('copybench')} (git {m.get('git_sha')}), "
         f"reference: iperf3 {m.get('tools', {}).get('iperf3')}",
         "",
+        *([warnings(result), ""] if warnings(result) else []),
         table(result),
         "",
         *(["## Copies (one traced sample per case)", "", copies_table(result), ""]

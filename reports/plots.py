@@ -126,16 +126,22 @@ def _size_axis(ax) -> None:
     ax.grid(True, alpha=0.3)
 
 
+LEGEND_COLUMNS = 2
+
+
 def _lines(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
     if not series:
         return None
-    fig, ax = _figure()
+    # The legend goes below the axes, never over them: the CPU plot has one entry per path,
+    # topology and side (20 in socket-vs-rdma); the figure grows a row per two entries.
+    rows = -(-len(series) // LEGEND_COLUMNS)
+    fig, ax = _figure(height=4.0 + 0.2 * rows)
     for label, pts in series.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     _size_axis(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize="small")
+    fig.legend(loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize="small")
     return fig
 
 
