@@ -80,6 +80,14 @@ def test_syscalls_per_gb_compared_exactly_on_the_sender(zc):
     regs = compare.run([base, new], ["a", "b"]).regressions
     assert [r.text for r in regs] == [f"{base.cases[0].id} sender syscalls per GB: 15258.8 -> "
                                       "15300 [exact]"]
+    # with the bytes counted (1 GB), the window's 64 calls either way are allowed, no more
+    for r in (base, new):
+        for side in r.cases[0].syscalls["sides"].values():
+            side["payload_bytes"] = 10**9
+    assert not compare.run([base, new], ["a", "b"]).regressions
+    new.cases[0].syscalls["sides"]["sender"]["per_gb"] = 15258.8 + 100   # > 64 + rounding 15.3
+    [r] = compare.run([base, new], ["a", "b"]).regressions
+    assert "exact calls, ±64 calls of the counting window" in r.text
 
 
 def test_labels_that_differ_are_said_never_compared(zc):
