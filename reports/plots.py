@@ -129,7 +129,8 @@ def _size_axis(ax) -> None:
 LEGEND_COLUMNS = 2
 
 
-def _lines(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
+def _lines(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str,
+           dashed: set[str] = frozenset()):
     if not series:
         return None
     # The legend goes below the axes, never over them: the CPU plot has one entry per path,
@@ -137,7 +138,8 @@ def _lines(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str):
     rows = -(-len(series) // LEGEND_COLUMNS)
     fig, ax = _figure(height=4.0 + 0.2 * rows)
     for label, pts in series.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                linestyle="--" if label in dashed else "-")
     _size_axis(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -155,7 +157,9 @@ def cpu(results: list[RunResult]):
     for side in ("sender", "receiver"):
         for label, pts in size_series(results, f"cpu_s_per_gb.{side}").items():
             series[f"{label} {side}"] = pts
-    return _lines(series, "CPU-seconds per GB (median)", "CPU per GB vs message size")
+    # receivers dashed: past ten paths the colour cycle repeats, the side must still read
+    return _lines(series, "CPU-seconds per GB (median)", "CPU per GB vs message size",
+                  dashed={k for k in series if k.endswith(" receiver")})
 
 
 def copies(results: list[RunResult]):

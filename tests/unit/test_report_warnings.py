@@ -95,6 +95,8 @@ def test_the_cpu_legend_does_not_cover_the_plot():
     (legend,) = legends
     entries = len(legend.get_texts())
     assert entries == 20
+    styles = {line.get_label(): line.get_linestyle() for line in fig.axes[0].get_lines()}
+    assert styles["path3 veth sender"] == "-" and styles["path3 veth receiver"] == "--"
     renderer = canvas.get_renderer()
     box = legend.get_window_extent(renderer)
     (ax,) = fig.axes
