@@ -22,8 +22,9 @@ COPY_FIGURES = (
 SYSCALL_FIGURE = ("syscalls.sides.{side}.per_gb", "quality", "syscalls per GB")
 SIDES = ("sender", "receiver")
 # Copy calls per message depend on timing on both sides (a lagging receiver gets more bytes per
-# call; a TCP sender's skb size follows TSO autosizing, i.e. the pacing rate), so they are not
-# exact functions of the build: compared with the estimate tolerance, and said. Bytes copied
+# call; a TCP sender's skb size follows TSO autosizing, i.e. the pacing rate), and so do receive
+# syscalls (recvmmsg batches fill as the receiver lags: A/A udp 1472 b32 receiver 151,324 and
+# 229,803 per GB on two nights): not functions of the build, shown when they move, not gated. Bytes copied
 # per payload byte are (a copy put back shows there), and so are syscalls up to the window.
 TIMING_DEPENDENT = {("sender", "copies per message"), ("receiver", "copies per message"),
                     ("receiver", "syscalls per GB")}
@@ -93,7 +94,12 @@ def copy_findings(b: CaseResult, n: CaseResult) -> list[Finding]:
                 out.append(Finding(n.id, "labels", f"{name}: labels differ ({lb} vs {ln}): "
                                    f"{vb:g} -> {vn:g} not compared", False))
                 continue
-            exact = lb == "exact" and (side, what) not in TIMING_DEPENDENT
+            if (side, what) in TIMING_DEPENDENT:
+                if abs(vn - vb) > ESTIMATE_TOLERANCE * abs(vb):
+                    out.append(Finding(n.id, kind, f"{name}: {vb:g} -> {vn:g} [timing-dependent: "
+                                       "shown, not gated]", False))
+                continue
+            exact = lb == "exact"
             if exact:
                 allow = ROUNDING * max(1.0, abs(vb))
                 how = "exact"
@@ -107,8 +113,7 @@ def copy_findings(b: CaseResult, n: CaseResult) -> list[Finding]:
                 worse = vn > vb + allow
             else:
                 worse = vn > vb * (1 + ESTIMATE_TOLERANCE) + ROUNDING
-                how = (f"{lb or 'unlabelled'}" if lb != "exact" else "timing-dependent") + \
-                    f": compared with {ESTIMATE_TOLERANCE:.0%} tolerance"
+                how = f"{lb or 'unlabelled'}: compared with {ESTIMATE_TOLERANCE:.0%} tolerance"
             if worse:
                 back = " (a copy put back)" if vb == 0 and kind == "copies" else ""
                 out.append(Finding(n.id, kind, f"{name}: {vb:g} -> {vn:g}{back} [{how}]", True))

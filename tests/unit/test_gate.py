@@ -80,6 +80,12 @@ def test_syscalls_per_gb_compared_exactly_on_the_sender(zc):
     regs = compare.run([base, new], ["a", "b"]).regressions
     assert [r.text for r in regs] == [f"{base.cases[0].id} sender syscalls per GB: 15258.8 -> "
                                       "15300 [exact]"]
+    # a receive-side count that moves with timing (+50%) is shown, never gated
+    new.cases[0].syscalls["sides"]["receiver"]["per_gb"] = 30000.0
+    cmp = compare.run([base, new], ["a", "b"])
+    assert len(cmp.regressions) == 1
+    assert any("receiver syscalls per GB: 20000 -> 30000 [timing-dependent: shown, not gated]"
+               in f.text and not f.regression for f in cmp.findings[0])
     # with the bytes counted (1 GB), the window's 64 calls either way are allowed, no more
     for r in (base, new):
         for side in r.cases[0].syscalls["sides"].values():
