@@ -110,13 +110,21 @@ def markdown(v: Verdict, title: str, notes: list[str]) -> str:
         rows = [[d.case, d.metric, str(d.nights), f"{d.centre:.4g} ({d.low:.4g}-{d.high:.4g})",
                  f"{d.new:.4g}", f"{d.change_pct:+.1f}",
                  f"{d.p:.3g} / {d.q:.3g}" if d.p is not None else "-",
-                 "REGRESSION" if d.regression else ("better" if d.better else "within spread")]
+                 _verdict(d)]
                 for d in v.deltas]
         lines += ["", *md_table(HEAD, rows)]
     regs = v.regressions
     lines += ["", f"**{len(regs)} regression(s)**" + (":" if regs else "")]
     lines += [f"- {describe(r)}" for r in regs]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(d: NightDelta) -> str:
+    if d.regression:
+        return "REGRESSION"
+    where = "within their range" if d.low <= d.new <= d.high else "outside their range"
+    sig = "significant" if d.q is not None and d.q < compare.ALPHA else "not significant"
+    return f"{'better' if d.better else 'worse'}, {where}, {sig}"
 
 
 def describe(r) -> str:
