@@ -124,13 +124,17 @@ def copy_findings(b: CaseResult, n: CaseResult) -> list[Finding]:
 
 def host_of(result: RunResult) -> str:
     """The machine that really ran it: the hostname, or under a VM the host recorded in
-    metadata `vm_host` (a lab guest's hostname and CPU say nothing of the host under it)."""
+    metadata `vm_host`, or for `--target lab` the runner's host (`runner_host`, which started
+    the QEMU lab); a lab guest's hostname and CPU say nothing of the host under it."""
     m = result.metadata or {}
     if m.get("virtualization") in CONTAINERS:
         return str(m.get("hostname"))
     vm_host = m.get("vm_host")
     if isinstance(vm_host, dict):
         vm_host = vm_host.get("hostname")
+    if not vm_host and dig(m, "target.chosen") == "lab" and m.get("runner_host"):
+        # the lab is QEMU started by the runner's own machine: that machine is the host
+        vm_host = f"{m['runner_host']} (ran the lab)"
     return str(vm_host) if vm_host else UNKNOWN_HOST
 
 

@@ -213,3 +213,13 @@ def test_two_labs_are_not_one_machine_without_the_host(zc):
     assert compare.run([_with_vm_host(zc), _with_vm_host(other)], ["a", "b"]).notes == []
     with pytest.raises(UsageError, match="host 'labhost' vs 'other'"):
         compare.run([zc, _with_vm_host(copy.deepcopy(other), "other")], ["a", "b"])
+
+
+def test_a_lab_run_by_the_runner_names_its_host(data_dir):
+    two = results.load(data_dir / "lab-zerocopy-crossover-2node.json")   # --target lab, runner "vm"
+    assert compare.machine(two)["host"] == "vm (ran the lab)"
+    other = copy.deepcopy(two)
+    other.metadata["runner_host"] = "elsewhere"
+    with pytest.raises(UsageError, match="host 'vm \\(ran the lab\\)' vs 'elsewhere \\(ran the lab\\)'"):
+        compare.run([two, other], ["a", "b"])
+    assert compare.run([two, copy.deepcopy(two)], ["a", "b"]).notes == []
