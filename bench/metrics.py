@@ -124,6 +124,9 @@ def derive(tx: dict, rx: dict, system: dict, size: int, same_clock: bool = True)
             "system": _r(per_gb(system.get("busy"), nbytes)),
         },
     }
+    if rx.get("sequence") is not None:
+        # datagrams: gaps (loss), duplicates and late arrivals by sequence number
+        out["sequence"] = rx["sequence"]
     sent = out["messages_sent"]
     if sent:
         out["loss_pct"] = round(100.0 * max(sent - out["messages"], 0) / sent, 3)

@@ -73,6 +73,7 @@ import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import PERIOD, StreamVerifier, block
+from workloads.pattern import phase as msg_phase
 from workloads.sockets import PatternSource, bound_from, connect_sender, listen_stream, stream_result
 
 MSG_WAITALL = socket.MSG_WAITALL
@@ -591,8 +592,8 @@ def _send_linked(ring: Ring, fd: int, src, size: int, depth: int, bound, mode: s
                 done_sending = True
                 t_end = now()
                 break
-            # Message i starts at stream offset i*size: pattern phase (i*size) % PERIOD.
-            batch.append(((sent * size) % PERIOD, size))
+            # Message i is the pattern from its scheduled phase (workloads.pattern.phase).
+            batch.append((msg_phase(sent), size))
             sent += 1
         if not batch:
             break

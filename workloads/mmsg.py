@@ -48,15 +48,17 @@ def _headers(n: int, base_addrs: list[int], length: int):
 
 
 class BatchSender:
-    """Sends datagrams whose payloads are the pattern phases 0..P-1, batch by batch.
+    """Sends datagrams from `nbufs` buffers of `stride` bytes in `store` (datagram seq from
+    buffer seq % nbufs), batch by batch.
 
-    The header ring has P + batch entries (entry j -> phase j % P), so any run of `batch`
-    consecutive sequence numbers is one contiguous slice of it: no per-send setup."""
+    The header ring has nbufs + batch entries (entry j -> buffer j % nbufs), so any run of
+    `batch` consecutive sequence numbers is one contiguous slice of it: no per-send setup."""
 
-    def __init__(self, fd: int, pattern: bytearray, size: int, period: int, batch: int):
-        self.fd, self.batch, self.period = fd, batch, period
-        addrs = [_addr(pattern, j % period) for j in range(period + batch)]
-        self._iovs, self._hdrs = _headers(period + batch, addrs, size)
+    def __init__(self, fd: int, store: bytearray, size: int, nbufs: int, batch: int,
+                 stride: int = 1):
+        self.fd, self.batch, self.period = fd, batch, nbufs
+        addrs = [_addr(store, (j % nbufs) * stride) for j in range(nbufs + batch)]
+        self._iovs, self._hdrs = _headers(nbufs + batch, addrs, size)
         self._base = ctypes.addressof(self._hdrs)
         self._step = ctypes.sizeof(MMsgHdr)
 

@@ -17,6 +17,7 @@ from array import array
 
 from workloads import tcp
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import PAGE_BITS, PAGE_MASK, page
 from workloads.sockets import AlignedPatternSource, PatternSource, bound_from, connect_sender
 
 SO_ZEROCOPY = 60
@@ -97,9 +98,11 @@ def sender(cfg: dict, io: AgentIO, aligned: bool = False) -> dict:
     comp = Completions(sock)
     sent = calls = enobufs = 0
     views = src.views
-    period = len(views)
+    tab = page(0)
     while not bound.done(sent):
-        view = views[(sent * size) % period]
+        if (sent & PAGE_MASK) == 0:      # message i is the pattern from phase(i)
+            tab = page(sent >> PAGE_BITS)
+        view = views[tab[sent & PAGE_MASK]]
         while view:
             try:
                 n = sock.send(view, MSG_ZEROCOPY)

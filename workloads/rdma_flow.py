@@ -12,7 +12,7 @@ import socket
 import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import PERIOD, StreamVerifier
+from workloads.pattern import PERIOD, StreamVerifier, phase
 from workloads.rdma_verbs import (
     COUNT_MASK,
     END,
@@ -224,7 +224,7 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
             signalled = end or since_signal >= verbs.params.signal_every
             wr_id = since_signal if signalled else 0
             verbs.post_send(wr_id, imm_op if end else plain_op,
-                            sges[(posted * size) % PERIOD], signalled=signalled,
+                            sges[phase(posted)], signalled=signalled,
                             imm=((n + 1) | (END if last_sent else 0)) if end else None,
                             rdma=(peer["rkey"], peer["addr"] + k * size) if mode == "write"
                             else None)

@@ -22,6 +22,7 @@ class Workload:
     not_built_fix: str = ""        # what a user can do meanwhile, for workloads not built yet
     python_module: str | None = None   # an optional Python dependency the agents import
     queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
+    min_size: int = 1              # udp: the 8-byte sequence number header (workloads.pattern)
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -32,6 +33,9 @@ class Workload:
     def size_error(self, size: int) -> str | None:
         if size <= 0:
             return f"message size {size} for {self.name}: must be at least 1 byte"
+        if size < self.min_size:
+            return (f"message size {size} for {self.name}: must be at least {self.min_size} "
+                    "bytes (each datagram carries an 8-byte sequence number)")
         if size > self.max_size:
             return (f"message size {size} for {self.name}: the largest is {self.max_size} bytes"
                     + (" (65535 - 20 IPv4 - 8 UDP)" if self.transport == "dgram" else ""))
@@ -40,6 +44,7 @@ class Workload:
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("udp", "UDP datagrams, send()/recv_into()", "dgram", 65507, reference="iperf3",
+             min_size=8,
              expected_copies="COPY#1 + COPY#4 per datagram, bytes = payload"),
     Workload("tcp", "TCP stream, sendall()/recv_into()", "stream", 64 << 20, reference="iperf3",
              expected_copies="COPY#1 + COPY#4, bytes = payload"),

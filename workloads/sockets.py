@@ -8,7 +8,16 @@ import time
 from dataclasses import dataclass
 
 from workloads.agent import buffer_address, now
-from workloads.pattern import PERIOD, SEGMENT, StreamVerifier, block
+from workloads.pattern import (
+    PAGE_BITS,
+    PAGE_MASK,
+    PERIOD,
+    SEGMENT,
+    StreamVerifier,
+    block,
+    page,
+    phase,
+)
 
 # Messages per bound check in send_messages: the loop's Python work per message is one step and
 # one call; the clock is read once per block (overshoot: BLOCK messages past the deadline).
@@ -86,20 +95,23 @@ def bound_from(cfg: dict) -> SendBound:
     return SendBound(duration=float(cfg["duration"]), count=cfg.get("count"))
 
 
-def send_messages(send, order: list, bound: SendBound, tolerate: tuple[int, ...] = ()
+def send_messages(send, views: list, bound: SendBound, tolerate: tuple[int, ...] = ()
                   ) -> tuple[int, int]:
-    """send(order[i % len(order)]) for message i = 0, 1, ... until `bound`; (sent, errors).
+    """send(views[phase(i)]) for message i = 0, 1, ... until `bound`; (sent, errors). `views`
+    holds one view per pattern phase (PatternSource.views).
 
     The agents must not be the bottleneck (a Python loop per message costs ~0.5 us where the
-    kernel's send costs a few): the loop runs over pre-cut blocks of BLOCK views and checks the
-    count and the clock once per block. An OSError whose errno is in `tolerate` (ENOBUFS for
-    UDP) loses that message, is counted, and the loop goes on with the next block."""
-    ring = order * BLOCK           # a whole number of blocks and of pattern periods
-    blocks = [tuple(ring[i:i + BLOCK]) for i in range(0, len(ring), BLOCK)]
+    kernel's send costs a few): the loop runs over pre-cut blocks of BLOCK views (one list per
+    schedule page of 64 Ki messages, built once) and checks the count and the clock once per
+    block. An OSError whose errno is in `tolerate` loses that message and the rest of its
+    block, is counted, and the loop goes on with the next block."""
     sent = errors = 0
     count, deadline, clock = bound.count, bound.deadline, time.monotonic
+    p = 0
     while True:
-        for blk in blocks:
+        ordered = [views[k] for k in page(p)]
+        for j in range(0, len(ordered), BLOCK):
+            blk = ordered[j:j + BLOCK]
             if count is not None and count - sent < BLOCK:
                 blk = blk[:count - sent]
                 if not blk:
@@ -116,30 +128,57 @@ def send_messages(send, order: list, bound: SendBound, tolerate: tuple[int, ...]
             sent += k
             if clock() >= deadline:
                 return sent, errors
+        p += 1
 
 
 def receive_stream(recv_into, buf: bytearray, verify: StreamVerifier) -> dict:
     """recv_into(buf) until end of stream, every byte verified; returns the calls and the
     receiver's window (first and last byte's arrival, bytes of the first call).
 
-    The hot loop makes C calls only (recv_into, the clock, one memcmp per chunk or per
-    SEGMENT of a long chunk), so the receiver measures the kernel's path, not the interpreter."""
+    The hot loop makes C calls only (recv_into, the clock, one memcmp per message part in a
+    chunk: one, or two where a chunk straddles a message boundary), plus a table index for
+    the message's phase (workloads.pattern.phase), so the receiver measures the kernel's path,
+    not the interpreter. Chunks longer than SEGMENT or than two messages go to
+    verify.matches."""
     mv = memoryview(buf)
-    size = len(buf)
+    nbuf = len(buf)
+    size = verify.size
+    fast = size <= SEGMENT
     clock = time.monotonic
     startswith = verify.ref.startswith
     matches = verify.matches
-    k = verify.offset % PERIOD
+    off = verify.offset
+    i, within = divmod(off, size)           # the message the next byte belongs to, and where
+    tp = i >> PAGE_BITS
+    tab = page(tp)
     calls = total = bad = 0
     n = recv_into(buf)
     t_first = t_last = clock() if n else None
     first = n
     while n:
         calls += 1
-        chunk = mv if n == size else mv[:n]
-        if not (startswith(chunk, k) if n <= SEGMENT else matches(chunk, k)):
+        if (i >> PAGE_BITS) != tp:
+            tp = i >> PAGE_BITS
+            tab = page(tp)
+        a = size - within                   # bytes left in message i
+        if fast and n < a:
+            ok = startswith(mv if n == nbuf else mv[:n], (tab[i & PAGE_MASK] + within) % PERIOD)
+            within += n
+        elif fast and n == a:
+            ok = startswith(mv if n == nbuf else mv[:n], (tab[i & PAGE_MASK] + within) % PERIOD)
+            i += 1
+            within = 0
+        elif fast and n < a + size:
+            ok = (startswith(mv[:a], (tab[i & PAGE_MASK] + within) % PERIOD)
+                  and startswith(mv[a:n], phase(i + 1)))
+            i += 1
+            within = n - a
+        else:
+            ok = matches(mv[:n], off)
+            i, within = divmod(off + n, size)
+        if not ok:
             bad += 1
-        k = (k + n) % PERIOD
+        off += n
         total += n
         n = recv_into(buf)
         if n:

@@ -9,7 +9,7 @@ import os
 import socket
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import PERIOD, StreamVerifier
+from workloads.pattern import StreamVerifier
 from workloads.sockets import (
     PatternSource,
     bound_from,
@@ -40,13 +40,11 @@ def sender(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
     src = PatternSource(size)
     sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
-    # Message i starts at stream offset i*size, whose pattern phase is (i*size) % 251.
-    order = [src.views[(i * size) % PERIOD] for i in range(PERIOD)]
     io.emit("ready", **ready)
     io.wait_cmd("go")
     cpu = CpuWindow().start()
     bound = bound_from(cfg)
-    sent, _ = send_messages(sock.sendall, order, bound)
+    sent, _ = send_messages(sock.sendall, src.views, bound)
     t_end = now()
     sock.shutdown(socket.SHUT_WR)
     sock.close()

@@ -84,7 +84,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     lsock.close()
     fd = conn.fileno()
     window = _check(_libc.mmap(None, WINDOW, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0), "mmap(socket)")
-    verify = StreamVerifier(max(size, WINDOW))
+    verify = StreamVerifier(size, max(size, WINDOW))
     zc = ZeroCopyReceive()
     zlen = ctypes.c_uint32(ctypes.sizeof(zc))
     poller = select.poll()

@@ -190,6 +190,7 @@ def test_resubmission_after_a_short_send_keeps_the_stream_exact():
     import errno
 
     from workloads.pattern import PERIOD
+    from workloads.pattern import phase as msg_phase
     from workloads.sockets import SendBound
 
     def script(batch, i, length):
@@ -210,11 +211,12 @@ def test_resubmission_after_a_short_send_keeps_the_stream_exact():
             res = script(b, i, length)
             if res < 0:
                 continue
-            assert phase == offset % PERIOD, (b, i)
+            # the piece at stream offset o: message o // size's phase, o % size bytes on
+            assert phase == (msg_phase(offset // 1000) + offset % 1000) % PERIOD, (b, i)
             offset += res
     assert offset == 20 * 1000
-    assert ring.batches[1][0] == ((2 * 1000 + 100) % PERIOD, 900)     # the remainder first
-    assert [p for p, _ in ring.batches[1][1:6]] == [(k * 1000) % PERIOD for k in range(3, 8)]
+    assert ring.batches[1][0] == ((msg_phase(2) + 100) % PERIOD, 900)     # the remainder first
+    assert [p for p, _ in ring.batches[1][1:6]] == [msg_phase(k) for k in range(3, 8)]
 
 
 def test_close_with_requests_in_flight_cancels_reaps_and_releases(tmp_path):

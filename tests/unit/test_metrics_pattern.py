@@ -60,7 +60,7 @@ def test_irq_time_accounting_from_the_kernel_config(tmp_path):
 
 def test_stream_verifier_catches_a_flipped_byte_and_a_shift():
     size = 1000
-    stream = pattern.block(10 * size)[:10 * size]
+    stream = pattern.stream_bytes(size, 10)
     v = pattern.StreamVerifier(size)
     for off in range(0, len(stream), 333):
         assert v.check(memoryview(stream[off:off + 333]))
@@ -73,20 +73,19 @@ def test_stream_verifier_catches_a_flipped_byte_and_a_shift():
     assert not v3.check(memoryview(stream[1:size + 1]))
 
 
-def test_datagram_verifies_alone_from_its_first_byte():
+def test_datagram_verifies_alone_from_its_sequence_number():
     ref = pattern.block(1472)
-    for seq in (0, 1, 250, 251, 1000):
-        k = seq % pattern.PERIOD
-        assert pattern.datagram_ok(ref, memoryview(ref[k:k + 1472]))
-    broken = bytearray(ref[7:7 + 1472])
+    for seq in (0, 1, 250, 251, 1000, 1 << 40):
+        assert pattern.datagram_seq(ref, memoryview(pattern.datagram(1472, seq))) == seq
+    broken = bytearray(pattern.datagram(1472, 7))
     broken[-1] ^= 0xFF
-    assert not pattern.datagram_ok(ref, memoryview(broken))
-    assert not pattern.datagram_ok(ref, memoryview(b""))
+    assert pattern.datagram_seq(ref, memoryview(broken)) is None
+    assert pattern.datagram_seq(ref, memoryview(b"")) is None
 
 
 def test_long_chunks_are_checked_segment_by_segment_every_byte():
     size = 1 << 20                                        # several segments, the last a partial one
-    stream = bytearray(pattern.block(3 * size)[:3 * size])
+    stream = bytearray(pattern.stream_bytes(size, 3))
     v = pattern.StreamVerifier(size)
     assert v.check(memoryview(stream)[:size]) and v.check(memoryview(stream)[size:3 * size - 5])
     assert v.bad_chunks == 0
@@ -97,24 +96,93 @@ def test_long_chunks_are_checked_segment_by_segment_every_byte():
         assert not w.check(memoryview(bad)), pos          # a flip anywhere is caught
 
 
+def test_the_schedule_has_no_period_a_run_can_reach():
+    """Message i's phase comes from the schedule: no lag (a whole pattern period of messages,
+    a schedule page, a multiple of either) keeps the phases of the messages after it."""
+    ph = [pattern.phase(i) for i in range(4 << pattern.PAGE_BITS)]
+    for lag in (1, 251, 502, 251 * 256, 1 << pattern.PAGE_BITS, 2 << pattern.PAGE_BITS,
+                251 << pattern.PAGE_BITS):
+        same = sum(pattern.phase(i) == pattern.phase(i + lag) for i in range(0, 200_000, 7))
+        assert same < 200_000 / 7 / 251 * 2, lag            # chance level, about 1 in 251
+    assert len(set(ph[:5000])) == pattern.PERIOD     # every phase is used
+
+
+# -- order, loss and duplication: each FAILS with the old scheme (offset % 251) -------------------
+def _verify_messages(size: int, messages: list[bytes]) -> int:
+    """Bad chunks when the receiver gets these messages in this order as one stream."""
+    from workloads.sockets import receive_stream
+    chunks = iter(messages)
+
+    def recv_into(buf):
+        c = next(chunks, b"")
+        buf[:len(c)] = c
+        return len(c)
+    v = pattern.StreamVerifier(size)
+    receive_stream(recv_into, bytearray(size), v)
+    return v.bad_chunks
+
+
+def _sent(size: int, count: int) -> list[bytes]:
+    data = pattern.stream_bytes(size, count)
+    return [data[i * size:(i + 1) * size] for i in range(count)]
+
+
+def test_a_stream_that_lost_exactly_251_messages_fails():
+    size = 1000
+    msgs = _sent(size, 600)
+    assert _verify_messages(size, msgs) == 0
+    assert _verify_messages(size, msgs[:100] + msgs[351:]) > 0    # 251 messages gone
+
+
+def test_a_stream_with_one_duplicated_message_fails():
+    size = 251 * 4                 # a size that is a multiple of the period: the old blind spot
+    msgs = _sent(size, 300)
+    assert _verify_messages(size, msgs[:50] + [msgs[49]] + msgs[50:]) > 0
+    size = 1000
+    msgs = _sent(size, 300)
+    assert _verify_messages(size, msgs[:50] + [msgs[49]] + msgs[50:]) > 0
+
+
+def test_a_stale_rdma_slot_fails_when_the_slots_span_whole_periods():
+    """The RDMA receiver verifies slot received % slots as message `received`. With
+    2 * depth * size a multiple of 251 (depth 251, size 4 KiB: 502 slots), a slot the sender
+    never rewrote still holds message i - slots: caught."""
+    size, slots = 4096, 502
+    assert slots * size % 251 == 0
+    msgs = _sent(size, 3 * slots)
+    for i in (slots, slots + 1, 2 * slots + 17):
+        got = msgs[:i] + [msgs[i - slots]] + msgs[i + 1:]  # slot i % slots not rewritten
+        v = pattern.StreamVerifier(size)
+        bad = [not v.check(memoryview(m)) for m in got]
+        assert bad[i] and sum(bad) == 1, i
+    # and over every message index: each stale slot caught, but for the 1 in 251 whose
+    # scheduled phase equals that of the message it is stale from (the bytes are the same)
+    caught = sum(pattern.phase(i) != pattern.phase(i - slots) for i in range(slots, 100_000))
+    assert caught / (100_000 - slots) > 0.99
+
+
 # -- the agents' hot loops -----------------------------------------------------------------------
-def _stream(total: int) -> bytes:
-    return bytes(i % pattern.PERIOD for i in range(total))
-
-
 def test_send_messages_sends_exactly_count_in_stream_order():
     """Blocks of BLOCK views, bound checked once per block: the count is still exact (a tail
-    shorter than a block), and message i is the pattern at phase (i*size) % 251."""
+    shorter than a block), and message i is the pattern from phase(i)."""
     from workloads.sockets import BLOCK, PatternSource, SendBound, send_messages
     size = 1000
     src = PatternSource(size)
-    order = [src.views[(i * size) % pattern.PERIOD] for i in range(pattern.PERIOD)]
     for count in (1, BLOCK - 1, BLOCK, 5 * BLOCK + 3, 600):
         out: list[bytes] = []
-        sent, errors = send_messages(lambda v, out=out: out.append(bytes(v)), order,
+        sent, errors = send_messages(lambda v, out=out: out.append(bytes(v)), src.views,
                                      SendBound(duration=60, count=count))
         assert (sent, errors) == (count, 0) and len(out) == count
-        assert b"".join(out) == _stream(count * size)
+        assert b"".join(out) == pattern.stream_bytes(size, count)
+
+
+def test_send_messages_crosses_a_schedule_page():
+    from workloads.sockets import PatternSource, SendBound, send_messages
+    size, count = 8, (1 << pattern.PAGE_BITS) + 40
+    src = PatternSource(size)
+    out: list[bytes] = []
+    send_messages(lambda v: out.append(bytes(v)), src.views, SendBound(duration=60, count=count))
+    assert b"".join(out[-50:]) == pattern.stream_bytes(size, 50, first=count - 50)
 
 
 def test_send_messages_stops_at_the_deadline_and_counts_tolerated_errors():
@@ -139,7 +207,7 @@ def test_receive_stream_checks_every_byte_of_odd_sized_chunks():
     right verifies whole; one flipped byte anywhere is caught."""
     from workloads.sockets import receive_stream
     for size in (4096, 3 * pattern.SEGMENT + 17):
-        data = bytearray(_stream(20 * size + 5))
+        data = bytearray(pattern.stream_bytes(size, 20) + pattern.stream_bytes(size, 1, 20)[:5])
         for flip in (None, 0, len(data) // 2, len(data) - 1):
             stream = bytearray(data)
             if flip is not None:
@@ -157,3 +225,87 @@ def test_receive_stream_checks_every_byte_of_odd_sized_chunks():
             w = receive_stream(recv_into, bytearray(size), v)
             assert v.offset == len(data) and w["first_bytes"] == 1 and w["recv_calls"] > 20
             assert (v.bad_chunks == 0) == (flip is None), (size, flip)
+
+
+# -- datagrams: a sequence number each ---------------------------------------------------------
+class _Sock:
+    def __init__(self, grams):
+        it = iter(grams)
+
+        def recv_into(buf):
+            g = next(it, b"")
+            buf[:len(g)] = g
+            return len(g)
+        self.recv_into = recv_into
+
+
+def _udp(grams, size=1472):
+    from workloads import udp
+    return udp.receive_one_by_one(_Sock(grams), bytearray(size), pattern.block(size))
+
+
+def _grams(seqs, size=1472):
+    return [pattern.datagram(size, s) for s in seqs]
+
+
+def test_udp_counts_a_loss_of_exactly_251_datagrams_as_loss():
+    r = _udp(_grams(list(range(100)) + list(range(351, 600))))
+    assert r["bad"] == 0 and r["messages"] == 349
+    assert r["sequence"]["lost"] == 251 and r["sequence"]["duplicates"] == 0
+
+
+def test_udp_reports_a_duplicate_and_does_not_count_it_delivered():
+    r = _udp(_grams([0, 1, 2, 2, 3]))
+    assert r["messages"] == 4 and r["bad"] == 0
+    assert r["sequence"] == {"lost": 0, "duplicates": 1, "late": 0, "stale": 0, "highest_seq": 3}
+    # 251 apart: same body phase, the old scheme's blind spot
+    r = _udp(_grams([0, 1, 2, 3, 252, 4]))   # 252: its body is 1's (phase 252 % 251)
+    assert r["sequence"]["lost"] == 247 and r["bad"] == 0
+
+
+def test_udp_reorder_is_late_not_lost():
+    r = _udp(_grams([0, 2, 1, 3, 5]))
+    assert r["messages"] == 5
+    assert r["sequence"] == {"lost": 1, "duplicates": 0, "late": 1, "stale": 0, "highest_seq": 5}
+
+
+def test_udp_batches_track_sequence_too():
+    from workloads import udp
+
+    class Batcher:
+        def __init__(self, batches, size):
+            self.buf = bytearray(size * 4)
+            self.size, self._it = size, iter(batches)
+
+        def recv(self):
+            grams = next(self._it, [])
+            for i, g in enumerate(grams):
+                self.buf[i * self.size:(i + 1) * self.size] = g
+            return [len(g) for g in grams]
+    size = 1472
+    b = Batcher([_grams([0, 1, 1, 3]), _grams([2, 4])], size)
+    r = udp.receive_batches(b, size, pattern.block(size))
+    assert r["messages"] == 5 and r["bad"] == 0
+    assert r["sequence"]["duplicates"] == 1 and r["sequence"]["late"] == 1
+    assert r["sequence"]["lost"] == 0
+
+
+def test_udp_sender_stamps_every_datagram_and_retries_a_tolerated_error():
+    import errno
+
+    from workloads import udp
+    from workloads.sockets import SendBound
+    src = udp.DatagramSource(64, batch=300)
+    assert src.nbufs == 502
+    out, calls = [], [0]
+
+    def send(v):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise OSError(errno.ENOBUFS, "full")
+        out.append(bytes(v))
+    sent, errors = udp.send_datagrams(send, src, SendBound(duration=60, count=1000))
+    assert (sent, errors) == (1000, 1)
+    assert out == _grams(range(1000), 64)
+    with pytest.raises(ValueError, match="sequence number"):
+        udp.DatagramSource(4)
