@@ -124,6 +124,9 @@ def derive(tx: dict, rx: dict, system: dict, size: int, same_clock: bool = True)
             "system": _r(per_gb(system.get("busy"), nbytes)),
         },
     }
+    gap = stream_gap(tx, rx)
+    if gap is not None:
+        out["stream_gap_bytes"] = gap
     if rx.get("sequence") is not None:
         # datagrams: gaps (loss), duplicates and late arrivals by sequence number
         out["sequence"] = rx["sequence"]
@@ -131,6 +134,15 @@ def derive(tx: dict, rx: dict, system: dict, size: int, same_clock: bool = True)
     if sent:
         out["loss_pct"] = round(100.0 * max(sent - out["messages"], 0) / sent, 3)
     return out
+
+
+def stream_gap(tx: dict, rx: dict) -> int | None:
+    """A stream's bytes seen by the receiver less those the sender sent (TCP paths, RDMA):
+    anything but 0 is a payload error, a loss or duplicate at the stream's end included, which
+    no later message could show. None for datagrams (they may be lost: `sequence` says how)."""
+    if "sequence" in rx or "bytes_seen" not in rx or tx.get("bytes") is None:
+        return None
+    return int(rx["bytes_seen"]) - int(tx["bytes"])
 
 
 def _r(x: float | None) -> float | None:

@@ -309,3 +309,14 @@ def test_udp_sender_stamps_every_datagram_and_retries_a_tolerated_error():
     assert out == _grams(range(1000), 64)
     with pytest.raises(ValueError, match="sequence number"):
         udp.DatagramSource(4)
+
+
+def test_a_stream_short_or_long_at_its_end_is_a_gap():
+    """A message lost or duplicated last leaves no later message to fail: the byte count does."""
+    cpu = {"user_s": 0, "sys_s": 0}
+    tx = {"messages": 10, "bytes": 10_000, "t_start": 0.0, "cpu": cpu}
+    for seen, gap in ((10_000, 0), (9_000, -1000), (11_000, 1000)):
+        rx = {"messages": 10, "bytes": seen, "bytes_seen": seen, "t_last": 1.0, "cpu": cpu}
+        assert metrics.derive(tx, rx, {}, 1000)["stream_gap_bytes"] == gap
+    rx = {"messages": 9, "bytes": 9000, "sequence": {"lost": 1}, "t_last": 1.0, "cpu": cpu}
+    assert "stream_gap_bytes" not in metrics.derive(tx, rx, {}, 1000)     # UDP may lose
