@@ -162,6 +162,9 @@ struct gate {
 };
 struct insock {
 	struct task_struct *task;	/* NULL: free */
+	pid_t pid;		/* with task: a task that died inside a gate (no return runs)
+				 * leaves its entry, which a new task_struct at that address
+				 * must not inherit */
 	int depth;
 };
 static struct gate *gate_probes;
@@ -189,7 +192,7 @@ static bool in_gate(void)
 
 	raw_spin_lock_irqsave(&insock_lock, flags);
 	for (i = 0; i < MAX_INSOCK; i++)
-		if (insock_tab[i].task == current) {
+		if (insock_tab[i].task == current && insock_tab[i].pid == current->pid) {
 			in = true;
 			break;
 		}
@@ -206,7 +209,7 @@ static bool gate_step(int step)
 
 	raw_spin_lock_irqsave(&insock_lock, flags);
 	for (i = 0; i < MAX_INSOCK; i++) {
-		if (insock_tab[i].task == current) {
+		if (insock_tab[i].task == current && insock_tab[i].pid == current->pid) {
 			insock_tab[i].depth += step;
 			if (insock_tab[i].depth <= 0)
 				insock_tab[i].task = NULL;
@@ -218,6 +221,7 @@ static bool gate_step(int step)
 	if (step > 0) {
 		if (free >= 0) {
 			insock_tab[free].task = current;
+			insock_tab[free].pid = current->pid;
 			insock_tab[free].depth = step;
 		} else {
 			ok = false;
