@@ -3,7 +3,8 @@
 `python -m bench.verify_cost`: the TCP receive loop (workloads.sockets.receive_stream) and the
 UDP one (workloads.udp.receive_one_by_one) are fed from memory by a fake recv_into that copies
 each chunk in (memcpy, as the kernel would); the same loop over the same chunks without any
-check is timed too, and the difference per GB is the verification's cost. Best of 5 runs, in this process's CPU time."""
+check is timed too, and the difference per GB is the verification's cost. Best of 5 runs, in
+this process's CPU time."""
 
 from __future__ import annotations
 
