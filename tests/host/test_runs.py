@@ -28,6 +28,11 @@ def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, work
     assert s["messages"] == count
     assert s["bytes"] == count * size
     assert s["payload_errors"] == 0
+    if workload == "udp":      # every sequence number once, in order
+        assert s["sequence"] == {"lost": 0, "duplicates": 0, "late": 0, "stale": 0,
+                                 "highest_seq": count - 1}
+    else:
+        assert s["stream_gap_bytes"] == 0
     assert int(s["receiver"]["buffer_addr"], 16) > 0 and int(s["sender"]["buffer_addr"], 16) > 0
     assert c["network"]["tx_mtu"] == 1500
 
