@@ -34,6 +34,25 @@ EXCHANGE_TIMEOUT = 30.0
 CREDIT_WR = 1 << 40          # wr_id of credit SENDs (receiver) / credit RECVs (sender)
 # Where the TCP control connection's socket copies are: all before "ready" (one JSON line each
 # way), so a tracer attached after both agents are ready never counts them on the data path.
+# Written over a slot's first byte once its message is verified, before the slot goes back to
+# the sender: no pattern byte is 255 (PERIOD is 251), so a slot the sender did not rewrite
+# fails for certain, even where its stale message has the expected message's phase.
+POISON = 0xFF
+
+
+def take_slot(verify, mv: memoryview, k: int, size: int, n: int) -> bool:
+    """Verify the `n` bytes in slot k as the stream's next message, then poison the slot."""
+    ok = verify.check(mv[k * size:k * size + n])
+    mv[k * size] = POISON
+    return ok
+
+
+def poison_slots(mv: memoryview, slots: int, size: int) -> None:
+    """Before the first receive: a slot nothing was written to fails like a stale one."""
+    for k in range(slots):
+        mv[k * size] = POISON
+
+
 CONTROL_NOTE = ("TCP control connection: QPN/PSN/GID/rkey/address exchanged before 'ready', "
                 "outside the traced window; during the run only select()ed (no data)")
 
@@ -49,6 +68,7 @@ def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
         verbs = Verbs(cfg, params)
         e = _enums()
         buf = region(slots * size)
+        poison_slots(memoryview(buf), slots, size)
         mr = verbs.register(buf, e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE)
         # WRITE: one (empty) receive per window in flight, the immediate consumes it;
         # SEND: one per slot, into that slot.
@@ -103,8 +123,7 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
                 imm = imm_of(wc)
                 n = imm & COUNT_MASK
                 for _ in range(n):
-                    k = received % slots
-                    verify.check(mv[k * size:(k + 1) * size])
+                    take_slot(verify, mv, received % slots, size, size)
                     received += 1
                 verbs.post_recv(wc.wr_id)
                 pending += n
@@ -113,7 +132,7 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
             elif wc.opcode == e.IBV_WC_RECV:                    # one SEND landed in a slot
                 k = wc.wr_id
                 if wc.byte_len:
-                    verify.check(mv[k * size:k * size + wc.byte_len])
+                    take_slot(verify, mv, k, size, wc.byte_len)
                     received += 1
                     pending += 1
                 last = bool(wc.wc_flags & e.IBV_WC_WITH_IMM) and bool(imm_of(wc) & END)

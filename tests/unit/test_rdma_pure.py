@@ -529,3 +529,30 @@ def test_retransmitting_samples_are_named_in_the_row_and_the_progress_line():
     rep.sample_done(None, 0, clean, ref)
     assert "RDMA retransmits" not in lines[1].split("|")[0]          # ours: none
     assert "ib_write_bw 0.30 Gbit/s, RDMA retransmits 4 (duplicates 900)" in lines[1]
+
+
+def test_a_stale_slot_fails_for_certain_even_with_the_expected_phase():
+    """2 * depth * size a multiple of 251 (502 slots of 4 KiB): a slot the sender did not
+    rewrite holds message i - slots. Where that message's scheduled phase equals message i's,
+    its bytes are the expected ones: only the poison written after verification shows it."""
+    from workloads import pattern
+    from workloads.rdma_flow import poison_slots, take_slot
+    size, slots = 4096, 502
+    assert slots * size % 251 == 0
+    i = next(j for j in range(slots, 10**6) if pattern.phase(j) == pattern.phase(j - slots))
+    region = bytearray(slots * size)
+    mv = memoryview(region)
+    poison_slots(mv, slots, size)
+    v = pattern.StreamVerifier(size)
+    data = pattern.stream_bytes(size, i + 1)
+    for m in range(i + 1):
+        k = m % slots
+        if m != i:                                   # message i: the sender skipped its write
+            region[k * size:(k + 1) * size] = data[m * size:(m + 1) * size]
+        assert take_slot(v, mv, k, size, size) == (m != i), m
+    assert v.bad_chunks == 1
+    # a slot never written at all fails too
+    w = pattern.StreamVerifier(size)
+    fresh = bytearray(size)
+    poison_slots(memoryview(fresh), 1, size)
+    assert not take_slot(w, memoryview(fresh), 0, size, size)
