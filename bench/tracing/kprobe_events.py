@@ -9,10 +9,11 @@ Timing resolution is the trace clock's printed microseconds.
 
 What it must match in kmod (copytrace.c): copies of the socket copy functions count only
 inside socket operations of the traced tasks: between the entry (g<j>) and return (h<j>)
-events of a socket entry function (catalog.SOCKET_GATES), or inside a socket-only syscall; the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy
-fallbacks, rxe) count in the traced task whatever it is doing, and when another task runs
-them (ksoftirqd, softirq on someone else's time) they count for side "other": a separate
-instance records those events for every task except the traced ones.
+events of a socket entry function (catalog.SOCKET_GATES), or inside a socket-only syscall;
+the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy fallbacks, rxe) count in the traced task
+whatever it is doing, and when another task runs them (ksoftirqd, softirq on someone else's
+time) they count for side "other": a separate instance records those events for every task
+except the traced ones.
 
 Loss: every event goes through a ring buffer, so after each sample the kernel's own loss
 figures are read and recorded per point (PointCounts.add_loss): kprobe_profile misses of
