@@ -63,6 +63,19 @@ def two_machines(tx: dict | None, rx: dict | None) -> dict:
     return out
 
 
+def one_machine(tx_cpu: dict | None, rx_cpu: dict | None) -> dict:
+    """System CPU of a sample whose two agents ran on one remote machine: from the sender's
+    start to the receiver's end, the transfer. The receiver's own window opens when it is
+    ready, before the sender is even configured (UDP), so alone it spans idle time too.
+    Agents without raw readings: the receiver's window, as before."""
+    a = (tx_cpu or {}).get("machine_at") or {}
+    b = (rx_cpu or {}).get("machine_at") or {}
+    start, end = a.get("start"), b.get("end")
+    if start and end and all(k in start and k in end for k in ("softirq", "busy")):
+        return {k: round(end[k] - start[k], 6) for k in end if k in start}
+    return dict((rx_cpu or {}).get("machine") or {})
+
+
 def per_gb(seconds: float | None, nbytes: int) -> float | None:
     """CPU-seconds per GB (1e9 bytes) moved; None when nothing was moved."""
     if seconds is None or nbytes <= 0:

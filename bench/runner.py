@@ -534,8 +534,8 @@ class Runner:
             system = metrics.cpu_delta(cpu0, cpu1)
         elif self.placement.machines == 2:
             system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
-        else:   # one node: the receiver's window on it spans the transfer (first to last byte)
-            system = dict(rx_res["cpu"].get("machine") or {})
+        else:   # one node: its window from the sender's start to the receiver's end
+            system = metrics.one_machine(tx_res["cpu"], rx_res["cpu"])
         sample = metrics.derive(tx_res, rx_res, system, case.size,
                                 same_clock=self.placement.machines == 1)
         # a stream that lost or repeated bytes at its end has no later message to fail

@@ -128,8 +128,11 @@ class CpuWindow:
         machine = {k: round(m1[k] - self._m0[k], 6) for k in m1} if m1 and self._m0 else None
         # wall_s: how busy the agent itself was (bench.metrics.agent_busy), so a row can say
         # when our loop, not the path, was the limit.
+        # machine_at: the raw readings, so a runner whose two agents share one machine can take
+        # that machine's window from the sender's start to the receiver's end (one clock).
         return {"user_s": round(self.user, 6), "sys_s": round(self.sys, 6),
-                "wall_s": round(wall, 6), "machine": machine}
+                "wall_s": round(wall, 6), "machine": machine,
+                "machine_at": {"start": self._m0, "end": m1} if m1 and self._m0 else None}
 
 
 def _machine_cpu() -> dict | None:

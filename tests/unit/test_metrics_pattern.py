@@ -320,3 +320,19 @@ def test_a_stream_short_or_long_at_its_end_is_a_gap():
         assert metrics.derive(tx, rx, {}, 1000)["stream_gap_bytes"] == gap
     rx = {"messages": 9, "bytes": 9000, "sequence": {"lost": 1}, "t_last": 1.0, "cpu": cpu}
     assert "stream_gap_bytes" not in metrics.derive(tx, rx, {}, 1000)     # UDP may lose
+
+
+def test_one_remote_machine_window_runs_from_the_senders_start_to_the_receivers_end():
+    """The UDP receiver's window opens when it is ready, before the sender is configured: the
+    node's system CPU must not start there."""
+    from bench import metrics
+    rx = {"machine": {"softirq": 9.0, "busy": 20.0},
+          "machine_at": {"start": {"softirq": 100.0, "busy": 1000.0, "steal": 0.0},
+                         "end": {"softirq": 109.0, "busy": 1020.0, "steal": 0.0}}}
+    tx = {"machine": {"softirq": 5.0, "busy": 12.0},
+          "machine_at": {"start": {"softirq": 103.0, "busy": 1006.0, "steal": 0.0},
+                         "end": {"softirq": 108.0, "busy": 1018.0, "steal": 0.0}}}
+    assert metrics.one_machine(tx, rx) == {"softirq": 6.0, "busy": 14.0, "steal": 0.0}
+    old_agent = {"machine": {"softirq": 9.0, "busy": 20.0}}
+    assert metrics.one_machine(old_agent, rx) == rx["machine"]
+    assert metrics.one_machine(tx, old_agent) == old_agent["machine"]
