@@ -189,14 +189,8 @@ class History:
     def previous(self, result: RunResult, before_id: int | None = None) -> tuple[int, RunResult] | None:
         """The latest stored complete run of the same suite on the same machine (host, CPU,
         arch), other than `before_id`: what `bench nightly` compares with."""
-        m = result.metadata or {}
-        rows = self._query(
-            "SELECT id FROM runs WHERE suite = ? AND hostname IS ? AND cpu_model IS ? AND "
-            "cpu_count IS ? AND arch IS ? AND status = 'complete' AND id IS NOT ? "
-            "ORDER BY started DESC, id DESC LIMIT 1",
-            (result.suite, m.get("hostname"), m.get("cpu_model"), m.get("cpu_count"),
-             m.get("arch"), before_id))
-        return (rows[0][0], self.load(rows[0][0])) if rows else None
+        ids = _comparable_rows(self, result, before_id, 1)
+        return (ids[0], self.load(ids[0])) if ids else None
 
     def trend(self, suite: str | None = None) -> dict[str, list[tuple[str, float]]]:
         """case id -> [(started, median Gbit/s)] over the stored ok cases, oldest first."""
