@@ -136,6 +136,9 @@ def test_copytrace_source_watches_kprobe_misses_and_gates():
     assert "__NR_io_uring_enter" not in src and "PF_IO_WORKER" not in src
     assert f"#define OUTPUT_VERSION {kmod.OUTPUT_VERSION}" in src
     assert f"#define MAX_GATES {kmod.MAX_GATES}" in src
+    # A unix socket (a node launcher's stdin/stdout for the agents) opens no gate: the agents'
+    # control lines are not the flow's copies (the lab's exact N x size check fails otherwise).
+    assert "sock->sk->sk_family == AF_UNIX" in src and "unix_socket(container_of(rp" in src
 
 
 def test_parse_refuses_unknown_version():

@@ -49,6 +49,9 @@
  */
 #include <linux/module.h>
 #include <linux/kprobes.h>
+#include <linux/net.h>
+#include <linux/fs.h>
+#include <net/sock.h>
 #include <linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/rcupdate.h>
@@ -155,10 +158,12 @@ static struct probe *probes;
 static int nprobes;
 
 /* Socket gates: which traced threads are inside a socket entry function, and how deep. */
+enum gate_arg { GATE_SOCKET, GATE_KIOCB, GATE_OTHER };	/* what the first argument is */
 struct gate {
 	struct kretprobe rp;
 	char name[KSYM_NAME_LEN];
 	int status;
+	enum gate_arg arg;
 };
 struct insock {
 	struct task_struct *task;	/* NULL: free */
@@ -234,10 +239,34 @@ out:
 
 static int match_slot(void);
 
+/*
+ * Why: a unix socket is local IPC, not a network path, and it is what a node launcher gives
+ * an agent as stdin/stdout: its JSON-lines control traffic (write/read on that socket) must
+ * not count as the flow's copies.
+ */
+static bool unix_socket(const struct gate *g, struct pt_regs *regs)
+{
+	struct socket *sock = NULL;
+	struct kiocb *iocb;
+
+	if (g->arg == GATE_SOCKET) {
+		sock = (struct socket *)regs_get_kernel_argument(regs, 0);
+	} else if (g->arg == GATE_KIOCB) {
+		iocb = (struct kiocb *)regs_get_kernel_argument(regs, 0);
+		if (iocb && iocb->ki_filp)
+			sock = iocb->ki_filp->private_data;
+	}
+	return sock && sock->sk && sock->sk->sk_family == AF_UNIX;
+}
+
 static int gate_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
+	struct kretprobe *rp = get_kretprobe(ri);
+
 	if (match_slot() < 0)
 		return 1;	/* not a traced task: no return probe */
+	if (rp && unix_socket(container_of(rp, struct gate, rp), regs))
+		return 1;	/* not a network socket: no return probe, no depth */
 	if (!gate_step(1)) {
 		atomic_inc(&insock_full);
 		return 1;
@@ -577,6 +606,10 @@ static int register_gates(void)
 		struct gate *g = &gate_probes[i];
 
 		strscpy(g->name, gates[i], sizeof(g->name));
+		/* sock_{write,read}_iter(kiocb, iter); sock_sendmsg/__sock_sendmsg/sock_recvmsg
+		 * (socket, msghdr...); tcp_getsockopt(sk...) is TCP's own. */
+		g->arg = strstr(g->name, "_iter") ? GATE_KIOCB :
+			 strncmp(g->name, "tcp_", 4) ? GATE_SOCKET : GATE_OTHER;
 		g->rp.kp.symbol_name = g->name;
 		g->rp.entry_handler = gate_entry;
 		g->rp.handler = gate_return;
