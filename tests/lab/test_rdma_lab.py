@@ -93,8 +93,7 @@ def _seed_kmod(v: VM) -> None:
     import tempfile
     sys.path.insert(0, str(REPO / "tests" / "tracing"))
     from labvm import LabVM
-    lab = object.__new__(LabVM)
-    lab.argv = v.argv
+    lab = LabVM(argv=v.argv)
     release = v.sh("uname -r").strip()
     lab.seed_kmod(release, Path(tempfile.mkdtemp(prefix="cb-kmod-")))
 

@@ -21,13 +21,15 @@ REMOTE = "/root/copybench-tests"
 
 
 class LabVM:
-    def __init__(self, paths):
-        self.paths = paths
+    def __init__(self, paths=None, argv: list[str] | None = None):
+        self.paths, self._argv = paths, argv
 
     @property
     def argv(self) -> list[str]:
-        """Read from the lab's state each time: a lab restarted after a test broke it has
-        new ports (tests/lab_recovery.py)."""
+        """A fixed ssh argv if given, else read from the lab's state each time: a lab
+        restarted after a test broke it has new ports (tests/lab_recovery.py)."""
+        if self._argv is not None:
+            return self._argv
         from bench.lab import manager
         from bench.lab.sshkeys import ssh_argv
         st = manager.status(self.paths)
