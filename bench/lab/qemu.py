@@ -295,21 +295,10 @@ def start(node: NodeSpec, argv: list[str]) -> int:
 def stop(pidfile: Path, proc_name: str, grace: float = 10.0) -> bool:
     """SIGTERM, then SIGKILL; always removes the pid file. True if a process was stopped."""
     pid = running_pid(pidfile, proc_name)
-    stopped = False
     if pid is not None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and running_pid(pidfile, proc_name):
-                time.sleep(0.1)
-            if not running_pid(pidfile, proc_name):
-                break
-        stopped = True
+        stop_pid(pid, proc_name, grace)
     pidfile.unlink(missing_ok=True)
-    return stopped
+    return pid is not None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
