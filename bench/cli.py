@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from bench import interrupts
-from bench.entry import node_command
 from bench.errors import UsageError
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -427,10 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The user's commands; node commands (`bench agent`, ...) go through bench/entry.py."""
     argv = sys.argv[1:] if argv is None else argv
-    code = node_command(argv)          # `python -m bench.cli agent` too (bench/entry.py)
-    if code is not None:
-        return code
     interrupts.install()
     parser = build_parser()
     args = parser.parse_args(argv)

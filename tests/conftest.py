@@ -16,7 +16,7 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def bench_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bench.cli", *args]
+    return [sys.executable, "-m", "bench", *args]
 
 
 def our_netns() -> set[str]:

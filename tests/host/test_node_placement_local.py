@@ -47,7 +47,7 @@ class LaunchingShellTarget(LocalShellTarget):
 
 def _target(cls, tmp_path):
     bench = tmp_path / "bench"
-    bench.write_text(f"#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -m bench.cli \"$@\"\n")
+    bench.write_text(f"#!/bin/sh\nexport PYTHONPATH={REPO}\nexec {sys.executable} -m bench \"$@\"\n")
     bench.chmod(0o755)
     return cls([Host("node0", "127.0.0.1")], remote_bench=str(bench),
                known_hosts=tmp_path / "known_hosts")
