@@ -7,7 +7,6 @@ interrupted `up` stops whatever it started.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -22,41 +21,19 @@ from bench.lab import image as image_mod
 from bench.lab import inventory, ports, qemu, sshkeys
 from bench.lab.paths import LabPaths
 from bench.lab.progress import Progress
+from bench.lab.state import (  # noqa: F401 - manager.status etc. are the lab's API
+    load_state,
+    node_from_state,
+    node_to_state,
+    running_nodes,
+    save_state,
+    status,
+)
 
 MAX_NODES = 2
 MIN_MEMORY_MIB = 768
 MAX_CPUS = 64
 SSH_TIMEOUT = {"kvm": 180.0, "tcg": 420.0}
-
-
-def load_state(paths: LabPaths) -> dict | None:
-    try:
-        return json.loads(paths.state_file.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def save_state(paths: LabPaths, state: dict) -> None:
-    paths.state.mkdir(parents=True, exist_ok=True)
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(paths.state_file)
-
-
-def node_from_state(n: dict) -> qemu.NodeSpec:
-    link = qemu.Link(**n["link"]) if n.get("link") else None
-    return qemu.NodeSpec(index=n["index"], ssh_port=n["ssh_port"], overlay=Path(n["overlay"]),
-                         console=Path(n["console"]), pidfile=Path(n["pidfile"]),
-                         memory_mib=n["memory_mib"], cpus=n.get("cpus", 1), link=link)
-
-
-def node_to_state(node: qemu.NodeSpec) -> dict:
-    return {"index": node.index, "name": node.name, "ssh_port": node.ssh_port,
-            "overlay": str(node.overlay), "console": str(node.console),
-            "pidfile": str(node.pidfile), "memory_mib": node.memory_mib, "cpus": node.cpus,
-            "link": {"mode": node.link.mode, "port": node.link.port} if node.link else None,
-            "link_addr": node.eth1_addr,
-            "rdma_netdev": "eth1" if node.link else "eth0"}
 
 
 def validate_request(count: int, memory_mib: int, cpus: int | None = None) -> None:
@@ -92,28 +69,6 @@ def plan_nodes(paths: LabPaths, count: int, memory_mib: int, cpus: int | None = 
                                    console=d / f"lab{i}.console.log", pidfile=d / f"lab{i}.pid",
                                    memory_mib=memory_mib, cpus=vcpus, link=link))
     return nodes
-
-
-def running_nodes(state: dict | None) -> list[dict]:
-    if not state:
-        return []
-    return [n for n in state["nodes"]
-            if qemu.running_pid(Path(n["pidfile"]), f"copybench-{n['name']}")]
-
-
-def status(paths: LabPaths) -> dict:
-    state = load_state(paths)
-    if not state:
-        return {"running": False, "nodes": [], "state": str(paths.state)}
-    alive = {n["name"] for n in running_nodes(state)}
-    nodes = [{"name": n["name"], "running": n["name"] in alive, "ssh_port": n["ssh_port"],
-              "cpus": n.get("cpus", 1), "memory_mib": n.get("memory_mib"),
-              "link_addr": n.get("link_addr"), "console": n["console"]}
-             for n in state["nodes"]]
-    return {"running": bool(alive) and len(alive) == len(nodes), "nodes": nodes,
-            "accel": state.get("accel"), "image": state.get("image"),
-            "inventory": str(paths.inventory), "key": str(paths.key),
-            "state": str(paths.state)}
 
 
 def wait_for_ssh(node: qemu.NodeSpec, key: Path, timeout: float, progress: Progress) -> float:
@@ -271,7 +226,7 @@ def _provisioned_with(paths: LabPaths, key: str, progress: Progress) -> bool:
     """Whether every node's marker (site.yml's last task) holds `key`; if so, this tree's
     copybench is installed where a node has another, and Ansible is not needed."""
     from bench.lab.provision import MARKER
-    from bench.targets.lab import LabTarget
+    from bench.lab.target import LabTarget
     target = LabTarget.from_lab(paths)
     try:
         for node in range(len(target.hosts)):

@@ -15,10 +15,10 @@ import subprocess
 import sys
 
 from bench.errors import UsageError
-from bench.lab import manager
 from bench.lab.image import GUEST_VENV
 from bench.lab.inventory import Host
 from bench.lab.paths import LabPaths, lab_paths
+from bench.lab.state import load_state, status
 from bench.targets.ssh import SshTarget
 
 GUEST_HOME = GUEST_VENV.rsplit("/", 1)[0]      # ansible/roles/bench/defaults/main.yml
@@ -39,11 +39,11 @@ class LabTarget(SshTarget):
     @classmethod
     def from_lab(cls, paths: LabPaths | None = None) -> LabTarget:
         paths = paths or lab_paths()
-        st = manager.status(paths)
+        st = status(paths)
         if not st["running"]:
             raise UsageError("--target lab: the lab is not running",
                              "run `bench lab up` (or `bench lab up --nodes 2`)")
-        state = manager.load_state(paths) or {"nodes": []}
+        state = load_state(paths) or {"nodes": []}
         hosts = []
         for n in state["nodes"]:
             hv = {"link_addr": n["link_addr"]} if n.get("link_addr") else {}

@@ -338,7 +338,7 @@ def test_unreachable_host_is_a_usage_error():
 
 
 def test_lab_target_needs_a_running_lab(tmp_path, monkeypatch):
-    from bench.targets.lab import LabTarget
+    from bench.lab.target import LabTarget
     with pytest.raises(UsageError) as e:
         LabTarget.from_lab(LabPaths(tmp_path))
     assert "bench lab up" in e.value.fix
@@ -563,7 +563,7 @@ def test_lab_up_skips_ansible_only_when_every_node_holds_the_key(tmp_path, monke
         def close(self):
             calls.append("closed")
 
-    from bench.targets import lab as lab_target
+    from bench.lab import target as lab_target
     for outs, expect in (([_Node("K\n"), _Node("K\n")], True),
                          ([_Node("K\n"), _Node("OLD\n")], False),
                          ([_Node("", 1)], False)):

@@ -11,7 +11,7 @@ import pytest
 
 from bench.lab import bundle, manager, provision
 from bench.lab.progress import Progress
-from bench.targets.lab import LabTarget
+from bench.lab.target import LabTarget
 
 pytestmark = pytest.mark.lab
 

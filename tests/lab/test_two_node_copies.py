@@ -17,7 +17,7 @@ import pytest
 
 from bench.lab import manager
 from bench.lab.paths import lab_paths
-from bench.targets.lab import LabTarget
+from bench.lab.target import LabTarget
 from tests.lab.conftest import _cannot_run_qemu
 
 pytestmark = pytest.mark.lab

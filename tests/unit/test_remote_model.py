@@ -38,7 +38,7 @@ def test_real_hosts_are_checked_against_benchs_known_hosts(tmp_path):
 def test_only_the_lab_vm_goes_unchecked():
     o = _opts(sshkeys.ssh_argv("127.0.0.1", 40000, "root", None, known_hosts=None))
     assert o["StrictHostKeyChecking"] == "no" and o["UserKnownHostsFile"] == "/dev/null"
-    from bench.targets.lab import LabTarget
+    from bench.lab.target import LabTarget
     lab = LabTarget([Host("lab0", "127.0.0.1", 40000, "root")])
     assert lab.known_hosts is None and _opts(lab.ssh_argv(0))["StrictHostKeyChecking"] == "no"
     lab.close()
@@ -326,7 +326,7 @@ def test_node_helpers_refuse_a_bad_config_line_with_one_error(text, code):
 
 
 def test_the_lab_shares_one_connection_per_node_and_close_ends_it(monkeypatch):
-    from bench.targets.lab import LabTarget
+    from bench.lab.target import LabTarget
     calls = []
     monkeypatch.setattr(sshkeys.subprocess, "run", lambda argv, **kw: calls.append(argv))
     lab = LabTarget([Host("lab0", "127.0.0.1", 40000, "root"),
