@@ -21,7 +21,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def _sockbuf(text: str) -> int:
-    from bench import reference
+    from bench.references import iperf3 as reference
     try:
         return reference.parse_sockbuf(text)
     except UsageError as exc:

@@ -60,6 +60,7 @@ class LocalPlacement:
     def __init__(self):
         self._topologies: dict[str, Topology] = {}
         self._endpoints: dict[str, Endpoints] = {}
+        self._rdma = None        # bench.rxe.Devices, made by the first RDMA case
 
     def describe(self) -> dict:
         return {"kind": self.name}
@@ -77,9 +78,9 @@ class LocalPlacement:
 
     def check(self, tools, topologies, cpus) -> None:
         """tools: the reference tools the plan runs (iperf3, perftest's ib_*_bw)."""
-        from bench import perftest, reference
+        from bench.references import iperf3, perftest
         if "iperf3" in tools:
-            reference.check()
+            iperf3.check()
         perftest.check(t for t in tools if t != "iperf3")
         if "veth" in topologies:
             Topology("veth").check_privileges()
@@ -146,7 +147,18 @@ class LocalPlacement:
                          "check that the reference tool runs (`iperf3 -s -1`, `ib_write_bw`), or "
                          "use --no-reference")
 
+    def rdma_devices(self, requested: str | None, ep: Endpoints) -> dict:
+        """Device, port and GID per side (bench/rxe.py): a real NIC as it is, else a soft-RoCE
+        link this run creates on its topology and removes at teardown."""
+        if self._rdma is None:
+            from bench.rxe import Devices
+            self._rdma = Devices(requested)
+        return self._rdma.for_endpoints(ep)
+
     def teardown(self) -> None:
+        rdma, self._rdma = self._rdma, None
+        if rdma is not None:       # our soft-RoCE links, before their netdevs
+            rdma.release()
         for topo in self._topologies.values():
             topo.teardown()
         self._topologies.clear()
@@ -167,6 +179,7 @@ class RemotePlacement:
         self._facts: dict[int, dict] = {}
         self._launchers: dict[int, tuple | None] = {}   # node -> (launcher process, local socket)
         self._sysinfo: dict[int, dict] = {}             # node -> `bench sysinfo`, once per run
+        self._rdma: dict | UsageError | None = None     # rdma_devices(), once per run
 
     @property
     def nodes(self) -> list[int]:
@@ -342,7 +355,18 @@ class RemotePlacement:
 
     def rdma_devices(self, requested: str | None, ep: Endpoints) -> dict:
         """Each side's RDMA device on its own node, as the node's `bench sysinfo` lists them,
-        used as they are (the lab's rxe0 on one node; each node's own across a link)."""
+        used as they are (the lab's rxe0 on one node; each node's own across a link). Chosen
+        once per run: a choice that failed fails every later case alike."""
+        if self._rdma is None:
+            try:
+                self._rdma = self._choose_rdma(requested, ep)
+            except UsageError as exc:
+                self._rdma = exc
+        if isinstance(self._rdma, UsageError):
+            raise self._rdma
+        return self._rdma
+
+    def _choose_rdma(self, requested: str | None, ep: Endpoints) -> dict:
         from bench import rxe
         out = {}
         for side, addr in (("tx", ep.tx_addr), ("rx", ep.rx_addr)):

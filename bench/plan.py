@@ -118,7 +118,7 @@ def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
 
 
 def reference_peer(workload: str, batch: int) -> bool:
-    from bench.reference import peer_note
+    from bench.references.iperf3 import peer_note
     return peer_note(workload, batch) is None
 
 

@@ -110,7 +110,7 @@ RUNNER_DIES = textwrap.dedent("""
     p = NodePlacement(LocalShellTarget([Host("node0", "127.0.0.1")], remote_bench={bench!r}))
     ep = p.endpoints("veth")
     import subprocess, os
-    r, w = os.pipe()                      # as Runner._spawn: the tool's stdin, held here
+    r, w = os.pipe()                      # as ReferenceRows._spawn: the tool's stdin, held here
     tool = subprocess.Popen(p.tool_argv("rx", ep.rx_netns, ["sleep", "300"]), stdin=r)
     print(ep.tx_netns, ep.rx_netns, flush=True)
     sys.stdin.read()

@@ -212,14 +212,14 @@ def test_the_runner_keeps_node_tracers_for_the_run_and_ends_them(tmp_path):
         made.append(placement.tracer("kmod", reuse=True))
         return made[-1]
     case = type("C", (), {"duration": 1.0})()
-    a = r._reused("copies", case, make)
-    assert r._reused("copies", case, make) is a and len(made) == 1
+    a = r.counting.reused("copies", case, make)
+    assert r.counting.reused("copies", case, make) is a and len(made) == 1
     procs = [n.proc.proc for n in a.nodes]
-    r._drop_tracers()
-    assert all(p.wait(10) == 0 for p in procs) and r._tracers == {}
-    b = r._reused("copies", case, make)                      # after a drop: a fresh one
+    r.counting.close()
+    assert all(p.wait(10) == 0 for p in procs) and r.counting.kept == {}
+    b = r.counting.reused("copies", case, make)             # after a drop: a fresh one
     assert b is not a and len(made) == 2
-    r._drop_tracers()                                        # as _stop_everything does
+    r.counting.close()                                       # as _stop_everything does
     assert all(n.proc is None for n in b.nodes)
 
 
@@ -305,32 +305,35 @@ def _runner(tmp_path, placement, spec):
     return Runner(Plan("t", ()), tmp_path / "r.json", placement=placement, copies_spec=spec)
 
 
+# The run's counting (bench/counting.py), as the runner builds it.
+
+
 def test_runner_check_records_each_nodes_choices(tmp_path):
     r = _runner(tmp_path, FakeLinkPlacement(_argv_for(tmp_path)), "kmod")
-    assert r._check_copies() is None
+    assert r.counting.check_copies() is None
     nodes = {(c["node"], c["role"]) for c in r.result.metadata["copy_backends"]}
     assert nodes == {("lab0", "sender"), ("lab1", "receiver")}
     assert r.result.metadata["memory_bandwidth"]["measured_on"] == "lab0"
-    r._drop_tracers()          # kept for the run (see the next test): a run ends them
+    r.counting.close()         # kept for the run (see the next test): a run ends them
 
 
 def test_the_runners_survey_is_its_first_tracer_and_ends_with_the_run(tmp_path):
     r = _runner(tmp_path, FakeLinkPlacement(_argv_for(tmp_path)), "kmod")
-    assert r._check_copies() is None
-    kept = r._tracers["copies"]
+    assert r.counting.check_copies() is None
+    kept = r.counting.kept["copies"]
     assert kept.reuse and all(n.proc is not None for n in kept.nodes)
     from bench.plan import Case
     case = Case("tcp", 4096, "link", 1.0, None, 1, False)
-    assert r._reused("copies", case, lambda: pytest.fail("a second survey")) is kept
+    assert r.counting.reused("copies", case, lambda: pytest.fail("a second survey")) is kept
     procs = [n.proc.proc for n in kept.nodes]
-    r._drop_tracers()
+    r.counting.close()
     assert all(p.wait(timeout=20) == 0 for p in procs)     # asked to quit, and ended
-    assert not r._tracers
+    assert not r.counting.kept
 
 
 def test_runner_check_fails_with_one_message_for_an_explicit_backend(tmp_path):
     r = _runner(tmp_path, FakeLinkPlacement(_argv_for(tmp_path, {"lab0": "refuse"})), "bpftrace")
     with pytest.raises(UsageError) as ei:
-        r._check_copies()
+        r.counting.check_copies()
     assert ei.value.message.startswith("--copies bpftrace: on lab0: backend bpftrace cannot")
     assert "fix there: use --backend auto" in ei.value.message

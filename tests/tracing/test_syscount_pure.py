@@ -161,7 +161,7 @@ def test_run_note_once_when_nothing_can_count(tmp_path):
                 False, "bpftrace is not installed", "apt-get install bpftrace")})()
 
     r = Runner(Plan("t", ()), tmp_path / "r.json", placement=NoBpf(), syscalls_spec="auto")
-    assert r._check_syscalls() == {"status": "unavailable", "reason": "see the run's "
+    assert r.counting.check_syscalls() == {"status": "unavailable", "reason": "see the run's "
                                    "syscalls_note", "run_note": True}
     assert r.result.metadata["syscalls_note"]["fix"] == "apt-get install bpftrace"
     r.result.cases.append(_case({"status": "unavailable", "run_note": True}))
@@ -169,10 +169,10 @@ def test_run_note_once_when_nothing_can_count(tmp_path):
     assert text == ("- syscalls not counted in this run: bpftrace is not installed "
                     "(fix: apt-get install bpftrace)")
     off = Runner(Plan("t", ()), tmp_path / "r.json", placement=NoBpf())
-    assert off._check_syscalls()["status"] == "off"
+    assert off.counting.check_syscalls()["status"] == "off"
     with pytest.raises(UsageError):
         Runner(Plan("t", ()), tmp_path / "r.json", placement=NoBpf(),
-               syscalls_spec="bogus")._check_syscalls()
+               syscalls_spec="bogus").counting.check_syscalls()
 
 
 # == the hist trigger backend (kernels with CONFIG_HIST_TRIGGERS: the lab's 6.1) ==============

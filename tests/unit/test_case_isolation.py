@@ -9,6 +9,7 @@ import pytest
 from bench import results
 from bench.plan import Case, Plan
 from bench.runner import Runner
+from bench.sample import Sample
 
 
 class FakePlacement:
@@ -17,6 +18,9 @@ class FakePlacement:
 
     def sysinfo(self):
         return {}
+
+    def endpoints(self, kind):
+        return None
 
     def snapshot(self, kind):
         return {"kind": kind}
@@ -43,14 +47,11 @@ class FakeRunner(Runner):
     tracer_raises: BaseException | None = None
     traced: dict | None = None
 
-    def _topology(self, kind):
-        return None
-
     def _run_sample(self, case, ep, tracer=None, syscalls=None):
         exc = self.raises.get(case.workload)
         if exc is not None:
             raise exc
-        return _sample()
+        return Sample(_sample())
 
     def _copy_sample(self, case, ep, cr):
         if self.tracer_raises is not None:
@@ -63,9 +64,9 @@ def _run(tmp_path, cases, copies=False, **attrs) -> results.RunResult:
                    warmup=False)
     for k, v in attrs.items():
         setattr(r, k, v)
-    r._check_tracers()                      # copies and syscalls off: no placement asked
+    r.counting.check()                      # copies and syscalls off: no placement asked
     if copies:
-        r._copies_unavailable = None        # as if a tracer were available
+        r.counting.copies_state = None      # as if a tracer were available
     out = r.run()
     on_disk = results.load(tmp_path / "r.json")
     assert [c.status for c in on_disk.cases] == [c.status for c in out.cases]

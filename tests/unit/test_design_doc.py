@@ -42,7 +42,7 @@ def test_copy_fields_are_documented():
 
 
 def test_syscall_fields_are_documented():
-    from bench.runner import _recv_calls_check
+    from bench.counting import _recv_calls_check
     from bench.tracing import syscount
     c = syscount.SyscallCount("sender", 44, "sendto", 3)
     sides = syscount.summarize([c], {"sender": 1000, "receiver": 1000}, {"sender": 3})

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench import perftest
+from bench.references import perftest
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_the_row_names_reference_runs_that_retransmitted():
 
 
 def test_perftest_is_pinned_where_our_agents_are():
-    from bench import perftest
+    from bench.references import perftest
     a = perftest.argv("rdma_write", "rxe0", 1, 1, 65536, 16, 0, 16, 2.0, None, server="10.0.0.2")
     assert perftest.pinned(a, None) == a
     p = perftest.pinned(a, 3)

@@ -1,7 +1,7 @@
 import pytest
 
-from bench import reference
 from bench.errors import UsageError
+from bench.references import iperf3 as reference
 
 
 def test_tcp_client_json(data_dir):

@@ -141,9 +141,9 @@ PEERS = ("tcp", "udp")
 
 def peer_note(workload: str, batch: int) -> str | None:
     """Why a row has no reference, or None when iperf3 (or perftest, for RDMA) is its peer."""
-    from bench.perftest import TOOLS
+    from bench.references.perftest import TOOLS
     if workload in TOOLS:
-        return None           # ib_write_bw / ib_send_bw on the same device (bench/perftest.py)
+        return None           # ib_write_bw / ib_send_bw on the same device (bench/references/perftest.py)
     if workload == "udp" and batch > 1:
         return f"batched ({batch} datagrams per call), no peer: iperf3 sends one per call"
     if workload not in PEERS:
