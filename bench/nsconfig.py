@@ -16,6 +16,9 @@ from bench.setns import inside
 # default caps how many sends can be in flight (ENOBUFS). Raised only inside our namespaces.
 OPTMEM_MAX = 1 << 20
 OPTMEM_PATH = "/proc/sys/net/core/optmem_max"
+# Per namespace: with timestamps on, every segment carries 12 option bytes, which is what makes
+# MTU 61492 carry 15 whole pages of payload over IPv4 (bench/topology.py).
+TIMESTAMPS_PATH = "/proc/sys/net/ipv4/tcp_timestamps"
 
 
 def raise_optmem(host_fd: int, value: int = OPTMEM_MAX) -> dict:
@@ -38,8 +41,9 @@ def raise_optmem(host_fd: int, value: int = OPTMEM_MAX) -> dict:
     return {"optmem_max": int(open(OPTMEM_PATH).read())}
 
 
-def configure(ns: str, ifname: str, cidr: str) -> dict:
-    """Address `ifname` in `ns`, bring it and lo up, raise optmem_max there; its state after."""
+def configure(ns: str, ifname: str, cidr: str, mtu: int | None = None) -> dict:
+    """Address `ifname` in `ns`, bring it and lo up (at `mtu` when given), raise optmem_max
+    there; its state after."""
     from pyroute2 import IPRoute
     host_fd = os.open(OPTMEM_PATH, os.O_RDWR | os.O_CLOEXEC)   # the host's, opened outside
     try:
@@ -48,8 +52,28 @@ def configure(ns: str, ifname: str, cidr: str) -> dict:
             idx = ipr.link_lookup(ifname=ifname)[0]
             addr, prefix = cidr.split("/")
             ipr.addr("add", index=idx, address=addr, prefixlen=int(prefix))
+            if mtu is not None:
+                ipr.link("set", index=idx, mtu=mtu)
             ipr.link("set", index=idx, state="up")
-            return {**raise_optmem(host_fd), **_link(ipr, idx)}
+            return {**raise_optmem(host_fd), **_link(ipr, idx),
+                    "tcp_timestamps": _read_int(TIMESTAMPS_PATH)}
+    finally:
+        os.close(host_fd)
+
+
+def configure_loopback(ns: str, mtu: int | None) -> dict:
+    """`lo` of our namespace `ns` up (at `mtu` when given), optmem_max raised there: the
+    loopback topology with a set-up of its own, the host's `lo` untouched."""
+    from pyroute2 import IPRoute
+    host_fd = os.open(OPTMEM_PATH, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with inside(ns), IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname="lo")[0]
+            if mtu is not None:
+                ipr.link("set", index=idx, mtu=mtu)
+            ipr.link("set", index=idx, state="up")
+            return {**raise_optmem(host_fd), **_link(ipr, idx),
+                    "tcp_timestamps": _read_int(TIMESTAMPS_PATH)}
     finally:
         os.close(host_fd)
 
@@ -99,7 +123,8 @@ def state(ns: str, ifname: str) -> dict:
     from pyroute2 import IPRoute
     with inside(ns), IPRoute() as ipr:
         return {"optmem_max": _read_int(OPTMEM_PATH),
-                **_link(ipr, ipr.link_lookup(ifname=ifname)[0])}
+                **_link(ipr, ipr.link_lookup(ifname=ifname)[0]),
+                "tcp_timestamps": _read_int(TIMESTAMPS_PATH)}
 
 
 def _link(ipr, idx: int) -> dict:

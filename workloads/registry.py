@@ -57,6 +57,10 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              "stream", 1 << 20,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
+    Workload("tcp_zerocopy_receive_send", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), plain "
+             "send() sender", "stream", 1 << 20,
+             expected_copies="the send copy stays; receive copies vanish only for whole, "
+             "non-compound pages (a plain send's page fragments are compound)"),
     Workload("io_uring", "TCP io_uring send, N linked per submission; multishot recv",
              "stream", 64 << 20, needs=("io_uring",), python_module="liburing", queue_depth=True,
              expected_copies="the same COPY#1 + COPY#4: io_uring saves syscalls, not copies"),
