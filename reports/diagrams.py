@@ -43,7 +43,7 @@ def _middle(f: CaseFigures, direction: str) -> list[str]:
         if f.soft_roce_device:
             return ["soft-RoCE copies", NOT_MEASURED]
         return ["RDMA NIC DMA", "no CPU copy"]
-    if topo in ("veth", "loopback"):
+    if topo.split("-mtu")[0] in ("veth", "loopback"):     # KIND-mtuN: the same device
         return [f"{topo}: skb handed over", "no NIC, no DMA"]
     return ["COPY#2 (DMA)" if direction == "send" else "COPY#3 (DMA)", "NIC, not a CPU copy"]
 
@@ -115,7 +115,7 @@ def path_svg(f: CaseFigures) -> str:
     if zr:
         recv_arrows[1] = (recv_arrows[1][0] + [f"mapped, not copied: {_fmt_bytes(zr['mapped_bytes'])}"],
                           recv_arrows[1][1])
-    link = "link" if f.case.topology in ("veth", "loopback") else "NIC / wire"
+    link = "link" if f.case.topology.split("-mtu")[0] in ("veth", "loopback") else "NIC / wire"
     send = _row(20, [(f"sender {user}", tx_addr, "#eaf2f8"),
                      (kernel, _kernel_addr(s), "#fdf2e9"),
                      (f"{link} ({f.case.topology})", None, "#f4f6f6")], send_arrows)

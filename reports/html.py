@@ -11,7 +11,7 @@ from html import escape
 
 from bench import crossover
 from bench.results import RunResult
-from reports import diagrams, plots, wire
+from reports import diagrams, plots, wire, zerocopy_receive
 from reports.figures import CaseFigures, figures, run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -217,7 +217,7 @@ def run_section(result: RunResult, source: str | None) -> str:
         "user on receive; deferred/fallback: copies a zerocopy path moved rather than avoided "
         "(skb_copy_ubufs, completion reports, TCP_ZEROCOPY_RECEIVE copybuf); soft-RoCE: rxe's "
         "own copies. Quality per tracer: exact / estimate / lossy.</p>",
-        breakeven_section(result),
+        breakeven_section(result), zerocopy_receive.html(result),
         "<h3>Paths: the seed's diagrams with the measured counts</h3>",
         "".join(path_section(f, result) for f in figures(result)),
     ])

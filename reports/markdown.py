@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bench import crossover
 from bench.results import RunResult
+from reports import zerocopy_receive
 from reports.figures import run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -25,7 +26,8 @@ def terminal(result: RunResult) -> str:
     """What `bench run` prints when the run ends: the warnings, the table, then the copies,
     syscalls and break-even sections the run has."""
     parts = [warnings(result), table(result)]
-    parts += [section(result) for section in (copies_table, syscalls_table, breakeven_table)]
+    parts += [section(result) for section in (copies_table, syscalls_table, breakeven_table,
+                                              zerocopy_receive.markdown)]
     return "\n\n".join(p for p in parts if p)
 
 
@@ -246,6 +248,8 @@ def render(result: RunResult) -> str:
           if syscalls_table(result) else []),
         *(["## Zerocopy break-even", "", breakeven_table(result), ""]
           if breakeven_table(result) else []),
+        *(["## TCP_ZEROCOPY_RECEIVE against tcp (receiver CPU per MiB)", "",
+           zerocopy_receive.markdown(result), ""] if zerocopy_receive.markdown(result) else []),
         "Gbit/s: verified payload bytes at the receiver over its own clock, first to last "
         "verified byte (median of the repeats after one discarded warm-up; min–max and spread = "
         "(max − min) / median). ratio = ours / reference (iperf3 on the same path, size and "
