@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from bench import interrupts
-from bench.errors import UsageError
+from bench.errors import UsageError, report
 
-EXIT_USAGE, EXIT_FAILED = 2, 1
+EXIT_FAILED = 1
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -44,38 +44,37 @@ def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     return cpus
 
 
-def placement_for(spec: str | None):
-    """--target -> where the agents run. Remote targets are reachable (host keys checked) and,
-    for the lab, run this tree's copybench before anything starts."""
-    from bench.placement import LocalPlacement, for_target
-    if spec in (None, "local"):
-        return LocalPlacement()
-    from bench.targets import open_target
-    target = open_target(spec)
-    try:
-        target.check()
-        target.prepare()
-    except BaseException:
-        target.close()
-        raise
-    return for_target(target)
-
-
 def cmd_run(args) -> int:
-    from bench import plan, suite
+    from bench import session
+    the_suite, options = run_inputs(args)
+    outcome = session.run(the_suite, options)
+    show(outcome)
+    return 0 if outcome.result.status == "complete" else EXIT_FAILED
 
+
+def run_inputs(args):
+    """The suite and the typed run options of `bench run` (and `bench nightly`): bad input
+    fails here, before anything connects or starts."""
+    from bench import session, suite
     check_out_dir(args.out)
-    the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)   # bad input before SSH
-    if args.target not in (None, "auto"):
-        return _run_on(args, the_suite, cpus, args.target, {"requested": args.target,
-                                                             "chosen": args.target})
-    from bench import autotarget
-    choice = autotarget.decide(the_suite, plan.expand(the_suite, _overrides(args)), args.copies)
-    print(f"target: {choice.target}: {choice.why}", file=sys.stderr)
-    if not choice.boot:
-        return _run_on(args, the_suite, cpus, choice.target, choice.to_json())
-    with autotarget.BootedLab():
-        return _run_on(args, the_suite, cpus, "lab", choice.to_json(booted=True))
+    the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)
+    return the_suite, session.RunOptions(
+        out=Path(args.out), target=args.target, topology=args.topology, duration=args.duration,
+        bytes=args.bytes, sizes=args.sizes, repeat=args.repeat,
+        workloads=tuple(args.workload) if args.workload else None,
+        reference=False if args.no_reference else None, batch=args.batch,
+        queue_depth=args.queue_depth, copies=args.copies, syscalls=args.syscalls, cpus=cpus,
+        warmup=not args.no_warmup, rdma_device=args.rdma_device, sockbuf=args.sockbuf)
+
+
+def show(outcome) -> None:
+    """What `bench run` prints (the emulated-target/soft-RoCE warnings first) and the reports
+    it writes beside the result JSON."""
+    from reports import markdown, publish
+    print(markdown.terminal(outcome.result))
+    print(f"\nresult: {outcome.path}", file=sys.stderr)
+    for path in publish.beside(outcome.result, outcome.path):
+        print(f"report: {path}", file=sys.stderr)
 
 
 def check_out_dir(out: str) -> None:
@@ -86,66 +85,6 @@ def check_out_dir(out: str) -> None:
     if err:
         raise UsageError(f"--out {out}: {err}",
                          "pass a writable directory for the result files, e.g. --out results")
-
-
-def _overrides(args, topology: str | None = None):
-    from bench import plan
-    return plan.Overrides(duration=args.duration, bytes=args.bytes, sizes=args.sizes,
-                          repeat=args.repeat, topology=topology,
-                          workloads=tuple(args.workload) if args.workload else None,
-                          reference=False if args.no_reference else None, batch=args.batch,
-                          queue_depth=getattr(args, "queue_depth", None))
-
-
-def _run_on(args, the_suite, cpus, spec: str, target_note: dict) -> int:
-    """One run on one place (`spec`); `target_note` says where and why, in the result."""
-    placement = placement_for(spec)
-    try:
-        return _run_placed(args, the_suite, cpus, placement, target_note)
-    finally:
-        placement.close()
-
-
-def _run_placed(args, the_suite, cpus, placement, target_note: dict) -> int:
-    from bench import plan
-    from bench.progress import make_reporter
-    from bench.runner import Runner
-    from reports import markdown
-
-    topology = args.topology
-    if placement.forced_topology:
-        if topology not in (None, placement.forced_topology):
-            raise UsageError(f"--topology {topology}: a two-node target runs across its link",
-                             "leave --topology out, or run on one node (`bench lab up --nodes 1`)")
-        topology = placement.forced_topology
-    the_plan = plan.expand(the_suite, _overrides(args, topology))
-    # What the target's kernel lacks is a skip with doctor's reason, not an agent error.
-    the_plan = plan.require(the_plan, placement.capabilities(plan.needed_capabilities(the_plan)))
-    from bench.results import new_path
-    out = new_path(Path(args.out), the_plan.suite)
-    total = sum(c.repeat for c in the_plan.cases if not c.skip_reason)
-    runner = Runner(the_plan, out, placement=placement, copies_spec=args.copies,
-                    cpus=cpus, warmup=not args.no_warmup,
-                    rdma_device=getattr(args, "rdma_device", None),
-                    syscalls_spec=args.syscalls,
-                    sockbuf=getattr(args, "sockbuf", None))
-    runner.result.metadata["placement"] = placement.describe()
-    runner.result.metadata["target"] = target_note
-    runner.check()
-    reporter = make_reporter(total)
-    runner.reporter = reporter
-    try:
-        result = runner.run()
-    finally:
-        if hasattr(reporter, "close"):
-            reporter.close()
-    print(markdown.terminal(result))      # the emulated-target/soft-RoCE warnings first
-    print(f"\nresult: {out}", file=sys.stderr)
-    from reports import publish
-    for path in publish.beside(result, out):
-        print(f"report: {path}", file=sys.stderr)
-    args.result_path = out
-    return 0 if result.status == "complete" else EXIT_FAILED
 
 
 def cmd_list(args) -> int:
@@ -291,23 +230,10 @@ def cmd_nightly(args) -> int:
     if args.window < 1:
         raise UsageError(f"--window {args.window}: needs at least one night", "e.g. --window 10")
     from bench.history import History
-    History(Path(args.db) if args.db else None).close()      # a bad --db fails before the run
-    rc = cmd_run(args)
-    path = getattr(args, "result_path", None)
-    if path is None:
-        return rc or EXIT_FAILED
-
-    def rerun(cases) -> Path | None:
-        """The flagged cases again: the same run, filtered to their workloads and sizes."""
-        again = argparse.Namespace(**vars(args))
-        again.workload = sorted({c.workload for c in cases})
-        again.sizes = tuple(sorted({c.size for c in cases}))
-        again.result_path = None
-        cmd_run(again)
-        return getattr(again, "result_path", None)
-
-    return nightly.after_run(path, Path(args.db) if args.db else None, out, args.threshold,
-                             nights=args.window, rerun=rerun) or rc
+    db = Path(args.db) if args.db else None
+    History(db).close()      # a bad --db fails before the run
+    the_suite, options = run_inputs(args)
+    return nightly.night(the_suite, options, db, args.threshold, args.window, shown=show)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,10 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        print(f"bench: error: {exc.message}", file=sys.stderr)
-        if exc.fix:
-            print(f"bench: fix: {exc.fix}", file=sys.stderr)
-        return EXIT_USAGE
+        return report(exc)
     except KeyboardInterrupt as exc:
         print(f"bench: interrupted ({interrupts.reason(exc)}); finished cases are kept in the "
               "result file", file=sys.stderr)

@@ -24,6 +24,26 @@ EXIT_REGRESSION = 1
 DEFAULT_WINDOW = 10
 
 
+def night(suite, options, db: Path | None, threshold_pct: float, nights: int = DEFAULT_WINDOW,
+          shown: Callable[[object], None] = lambda outcome: None) -> int:
+    """`bench nightly`: the run (bench/session.py, as `bench run`), then `after_run`; the
+    flagged cases are re-run through the same session. `shown(outcome)` prints each run."""
+    from bench import session
+    outcome = session.run(suite, options)
+    shown(outcome)
+    rc = 0 if outcome.result.status == "complete" else EXIT_REGRESSION
+
+    def rerun(cases) -> Path | None:
+        """The flagged cases again: the same run, filtered to their workloads and sizes."""
+        again = session.run(suite, options.only({c.workload for c in cases},
+                                                {c.size for c in cases}))
+        shown(again)
+        return again.path
+
+    return after_run(outcome.path, db, Path(options.out), threshold_pct, nights=nights,
+                     rerun=rerun) or rc
+
+
 def after_run(result_path: Path, db: Path | None, out: Path, threshold_pct: float,
               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
               nights: int = DEFAULT_WINDOW,
