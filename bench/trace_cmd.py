@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 
-from bench.errors import UsageError
+from bench.errors import UsageError, report
 from bench.tracing.base import PointCounts
 
 LABELS = {"send_copy": ("COPY1", "dest"), "recv_copy": ("COPY4", "src")}
@@ -224,7 +224,4 @@ if __name__ == "__main__":   # python -m bench.trace_cmd -- CMD (without the lea
     try:
         sys.exit(ns.func(ns))
     except UsageError as e:
-        print(f"bench: error: {e.message}", file=sys.stderr)
-        if e.fix:
-            print(f"bench: fix: {e.fix}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report(e))

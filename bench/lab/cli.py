@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from bench.errors import UsageError
+from bench.errors import UsageError, report
 from bench.lab import manager, sshkeys
 from bench.lab.paths import lab_paths
 from bench.lab.progress import Progress
@@ -114,15 +114,14 @@ def _print_status(st: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.lab.cli ...` until bench/cli.py wires `lab` in."""
+    """`python -m bench.lab.cli ...`: `bench lab ...` without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="bench")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UsageError as e:
-        print(f"error: {e.message}" + (f"\n  fix: {e.fix}" if e.fix else ""), file=sys.stderr)
-        return 2
+        return report(e)
     except KeyboardInterrupt:
         return 130
 
