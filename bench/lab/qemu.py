@@ -66,8 +66,8 @@ def default_cpus(nodes: int, host_cpus: int | None = None) -> int:
     (at least 1, at most MAX_DEFAULT_CPUS). Soft-RoCE's transport, the network stack and both
     agents are kernel and user work on the guest's CPUs: on one vCPU they all take turns, and a
     receiver that verifies its payload (ours) loses to one that does not (perftest). Under TCG
-    each vCPU is a host thread (multi-threaded TCG), so more vCPUs than host CPUs only
-    time-share."""
+    the vCPUs share one host thread (`accel_option`): two vCPUs keep the guest's concurrency
+    (preemption, one side spinning while the other runs), not twice the speed."""
     host = host_cpus or os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_CPUS, host // max(1, nodes)))
 
@@ -96,11 +96,21 @@ def kernel_cmdline(node: NodeSpec, accel: str = "tcg") -> str:
     return " ".join(args)
 
 
+def accel_option(node: NodeSpec, accel: str) -> str:
+    """QEMU's -accel value. TCG runs one host thread for all of a node's vCPUs: with a thread
+    per vCPU (QEMU 7.2's default), a vCPU kept executing code another vCPU had just patched
+    (a kprobe or ftrace site going away while copytrace loads or unloads): measured in the
+    lab, a soft lockup at sock_recvmsg+0 (memory already showed the restored nop, the stuck
+    vCPU still trapped on the old int3) or a jump to address 0, within 9 and 28 load/unload
+    cycles (tests/tracing/attach_cycles.py)."""
+    return "tcg,thread=single" if accel == "tcg" else accel
+
+
 def qemu_argv(node: NodeSpec, kernel: Path, initrd: Path, accel: str,
               qemu: str = QEMU, daemonize: bool = True) -> list[str]:
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"accel must be kvm or tcg, not {accel!r}")
-    argv = [qemu, "-name", node.proc_name, "-accel", accel,
+    argv = [qemu, "-name", node.proc_name, "-accel", accel_option(node, accel),
             "-cpu", "host" if accel == "kvm" else "max",
             "-m", str(node.memory_mib), "-smp", str(node.cpus),
             "-kernel", str(kernel), "-initrd", str(initrd),

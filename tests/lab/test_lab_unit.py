@@ -107,7 +107,8 @@ def _opt(argv, flag):
 
 def test_qemu_argv_tcg_single_node():
     argv = qemu.qemu_argv(_node(), Path("/k"), Path("/i"), "tcg")
-    assert _opt(argv, "-accel") == ["tcg"] and _opt(argv, "-cpu") == ["max"]
+    # one host thread for all vCPUs: multi-threaded TCG ran stale code after kprobe patching
+    assert _opt(argv, "-accel") == ["tcg,thread=single"] and _opt(argv, "-cpu") == ["max"]
     nets = _opt(argv, "-netdev")
     assert nets == ["user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22"]
     assert "root=/dev/vda" in _opt(argv, "-append")[0]
