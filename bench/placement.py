@@ -315,7 +315,8 @@ class RemotePlacement:
             try:
                 code = proc.wait(timeout=wait + 60)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                from bench.procs import stop
+                stop(proc, term_grace=5.0)
                 code = None
         if code == 0:
             return

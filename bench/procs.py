@@ -54,27 +54,65 @@ def stderr_tail(f, lines: int = 5) -> str:
 
 
 def stop(proc: subprocess.Popen, eof_grace: float = 0.0, term_grace: float = 2.0,
-         files=()) -> int | None:
+         files=(), int_grace: float = 0.0) -> int | None:
     """Stop a child: close its stdin and give it `eof_grace` s to finish on its own (helpers
-    clean up on end of input), then SIGTERM, `term_grace` s, SIGKILL. Closes its pipes and
-    `files`. Idempotent; returns the exit code."""
+    clean up on end of input), then SIGINT and `int_grace` s where a tool prints or cleans up
+    on it (bpftrace prints its maps), then SIGTERM, `term_grace` s, SIGKILL. Closes its pipes
+    and `files`. Idempotent; returns the exit code."""
     if proc.poll() is None:
         if eof_grace > 0 and proc.stdin is not None:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=eof_grace)
-        if proc.poll() is None:
-            proc.terminate()
+
+        def gone(wait: float) -> bool:
             try:
-                proc.wait(timeout=term_grace)
+                proc.wait(timeout=wait)
+                return True
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                return False
+        steps = [(signal.SIGINT, int_grace)] if int_grace > 0 else []
+        if proc.poll() is None and not _ladder(
+                steps + [(signal.SIGTERM, term_grace)],
+                lambda sig: proc.terminate() if sig == signal.SIGTERM else proc.send_signal(sig),
+                gone):
+            proc.kill()
+            proc.wait()
     for f in (proc.stdin, proc.stdout, proc.stderr, *files):
         with contextlib.suppress(OSError, AttributeError, ValueError):
             f.close()
     return proc.returncode
+
+
+def stop_pid(pid: int, alive, int_grace: float = 0.0, term_grace: float = 2.0,
+             kill_grace: float = 5.0) -> bool:
+    """`stop` for a process that is not our child (a stale bpftrace, a daemonized QEMU): the
+    same SIGINT (if `int_grace`), SIGTERM, SIGKILL steps, `alive()` polled in between (it must
+    also say False for a pid reused by another program). True once it is gone."""
+    def gone(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        return not alive()
+
+    def send(sig: int) -> None:
+        os.kill(pid, sig)
+    steps = [(signal.SIGINT, int_grace)] if int_grace > 0 else []
+    try:
+        return _ladder(steps + [(signal.SIGTERM, term_grace), (signal.SIGKILL, kill_grace)],
+                       send, gone) if alive() else False
+    except ProcessLookupError:
+        return True
+
+
+def _ladder(steps, send, gone) -> bool:
+    """Each (signal, wait) in turn until `gone(wait)`; True when one was enough."""
+    for sig, wait in steps:
+        send(sig)
+        if gone(wait):
+            return True
+    return False
 
 
 def spawn_with_lifeline(argv: list[str]) -> tuple[subprocess.Popen, object]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 from bench.errors import UsageError, report
+from bench.procs import stop
 from bench.tracing.base import PointCounts
 
 LABELS = {"send_copy": ("COPY1", "dest"), "recv_copy": ("COPY4", "src")}
@@ -150,14 +151,7 @@ def run(args) -> int:
 
 def _stop(child: subprocess.Popen) -> None:
     """SIGINT, then SIGTERM, then SIGKILL, a few seconds apart."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if child.poll() is not None:
-            return
-        child.send_signal(sig)
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            continue
+    stop(child, int_grace=5, term_grace=5)
 
 
 def render(counts: list[PointCounts] | list[dict], choices: list[dict], samples: int = 8) -> str:

@@ -14,10 +14,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import procs
 from bench.errors import UsageError
 
 QEMU = "qemu-system-x86_64"
@@ -272,19 +272,7 @@ def stop_pid(pid: int, name: str, grace: float = 5.0, proc_root: Path = Path("/p
             return name.encode() in (proc_root / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             return False
-    if not alive():
-        return False
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and alive():
-            time.sleep(0.1)
-        if not alive():
-            return True
-    return not alive()
+    return procs.stop_pid(pid, alive, term_grace=grace, kill_grace=5.0)
 
 
 def start(node: NodeSpec, argv: list[str]) -> int:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.procs import stop
 from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.syscalls import plain_writes, send_flags_args, socket_syscalls
@@ -513,14 +514,8 @@ class BpftraceTracer(Tracer):
                 self.proc.send_signal(signal.SIGINT)
 
     def detach(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if self.proc:
+            stop(self.proc, int_grace=10, term_grace=5)
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
         if self.errfile:

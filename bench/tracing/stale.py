@@ -6,10 +6,9 @@ the copytrace module, orphan bpftrace. Only leftovers whose owner pid is dead ar
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
+from bench.procs import stop_pid
 from bench.tracing import kmod, tracefs
 
 
@@ -75,14 +74,8 @@ def _kill_orphan_bpftrace(proc_root: Path) -> list[str]:
         if not scripts or not _ours_and_dead(Path(scripts[0]).name, proc_root):
             continue
         pid = int(d.name)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
-            if not (proc_root / str(pid)).exists():
-                break
+        stop_pid(pid, (proc_root / str(pid)).exists, int_grace=0.5, term_grace=0.5,
+                 kill_grace=0.5)
         Path(scripts[0]).unlink(missing_ok=True)
         done.append(f"stopped orphan bpftrace {pid} ({scripts[0]})")
     return done
