@@ -277,6 +277,15 @@ def check_so_zerocopy() -> Check:
         return Check("so_zerocopy", False, f"SO_ZEROCOPY refused: {exc}", "use a kernel ≥4.14")
 
 
+def check_tcp_zerocopy_receive() -> Check:
+    from workloads.tcp_zerocopy_receive import supported
+    why = supported()
+    if why is None:
+        return Check("tcp_zerocopy_receive", True, "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE) work")
+    return Check("tcp_zerocopy_receive", False, f"no TCP_ZEROCOPY_RECEIVE: {why}",
+                 "use a kernel >= 5.11 (`bench lab up`, then `--target lab`)")
+
+
 def check_rdma(roots: Roots) -> Check:
     """An ACTIVE RDMA port, or the means to make a soft-RoCE one (bench/rxe.py)."""
     from bench import rxe
@@ -351,6 +360,7 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         *([check_io_uring_fixed_rw(roots), check_io_uring_send_zc(roots),
            check_io_uring_recv_multishot(roots)] if _has_liburing() else []),
         check_so_zerocopy(),
+        check_tcp_zerocopy_receive(),
         check_rdma(roots),
         check_pyverbs(),
         *[check_python_module(m) for m in agent_modules()],
@@ -374,6 +384,7 @@ CAPABILITY_CHECKS = {
     "io_uring_send_zc": check_io_uring_send_zc,
     "io_uring_recv_multishot": check_io_uring_recv_multishot,
     "so_zerocopy": lambda roots: check_so_zerocopy(),
+    "tcp_zerocopy_receive": lambda roots: check_tcp_zerocopy_receive(),
     "rdma_device": check_rdma,
     "pyverbs": lambda roots: check_pyverbs(),
 }

@@ -54,11 +54,11 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              not_built_fix="until it lands, count the fallback yourself: `bench trace -- CMD` on a "
              "MSG_ZEROCOPY program, and watch SO_EE_CODE_ZEROCOPY_COPIED completions"),
     Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), MSG_ZEROCOPY sender",
-             "stream", 1 << 20,
+             "stream", 1 << 20, needs=("so_zerocopy", "tcp_zerocopy_receive"),
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
     Workload("tcp_zerocopy_receive_send", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), plain "
-             "send() sender", "stream", 1 << 20,
+             "send() sender", "stream", 1 << 20, needs=("tcp_zerocopy_receive",),
              expected_copies="the send copy stays; receive copies vanish only for whole, "
              "non-compound pages (a plain send's page fragments are compound)"),
     Workload("io_uring", "TCP io_uring send, N linked per submission; multishot recv",

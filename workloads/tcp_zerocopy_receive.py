@@ -68,6 +68,38 @@ def kernel_bytes_received(sock: socket.socket) -> int:
     return struct.unpack_from("=Q", info, 128)[0] - 1
 
 
+def supported() -> str | None:
+    """None where this kernel has TCP_ZEROCOPY_RECEIVE, else why not: mmap() of a TCP socket
+    and the getsockopt on an empty queue (answers 0 with nothing mapped), over loopback."""
+    lsock = socket.socket()
+    try:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        with socket.create_connection(lsock.getsockname(), timeout=5):
+            conn, _ = lsock.accept()
+            with conn:
+                size = mmap.PAGESIZE
+                addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, conn.fileno(), 0)
+                if addr in (None, ctypes.c_void_p(-1).value):
+                    err = ctypes.get_errno()
+                    return f"mmap() of a TCP socket refused ({os.strerror(err)}): Linux 4.18+"
+                try:
+                    zc = ZeroCopyReceive(address=addr, length=size)
+                    zlen = ctypes.c_uint32(ctypes.sizeof(zc))
+                    if _libc.getsockopt(conn.fileno(), socket.IPPROTO_TCP, TCP_ZEROCOPY_RECEIVE,
+                                        ctypes.byref(zc), ctypes.byref(zlen)) == -1:
+                        err = ctypes.get_errno()
+                        return (f"getsockopt(TCP_ZEROCOPY_RECEIVE) refused ({os.strerror(err)}): "
+                                "this receiver needs Linux 5.11+ (its struct layout)")
+                finally:
+                    _libc.munmap(addr, size)
+    except OSError as exc:
+        return f"cannot probe TCP_ZEROCOPY_RECEIVE on loopback: {exc}"
+    finally:
+        lsock.close()
+    return None
+
+
 def segment_info(sock: socket.socket) -> dict:
     """What the connection's segments carry, from TCP_INFO: the peer's payload per segment as
     this end saw it (tcpi_rcv_mss, offset 20), this end's own (tcpi_snd_mss, 16) and whether

@@ -11,8 +11,10 @@ events still in the buffer give the split by reason, complete unless one was ove
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import time
 from pathlib import Path
 
 ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -94,13 +96,14 @@ class TlbFlushCounter:
             _write(self.inst / "events" / "tlb" / "tlb_flush" / "enable", "0")
         except OSError:
             pass
-        for _ in range(50):
+        for _ in range(50):          # an instance stays busy a moment after its files close
             try:
                 self.inst.rmdir()
                 break
             except FileNotFoundError:
                 break
-            except OSError:
-                import time
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    break
                 time.sleep(0.02)
         self.inst = None
