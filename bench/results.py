@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.atomic import write_text
 from bench.errors import UsageError
 
 SCHEMA_VERSION = 3
@@ -167,18 +167,9 @@ def new_path(out: Path, suite: str, now: datetime | None = None) -> Path:
 
 
 def save(result: RunResult, path: Path) -> Path:
-    """Write to a temporary file in the same directory, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result.to_json(), f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Written atomically (bench/atomic.py): never a half file."""
+    return write_text(path, json.dumps(result.to_json(), indent=1, sort_keys=False) + "\n",
+                      mode=None)
 
 
 def from_json(doc: dict, source: str = "<dict>") -> RunResult:

@@ -4,34 +4,23 @@ failure leaves the previous file as it was."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from bench.atomic import write_text
 from bench.errors import UsageError
 from bench.results import RunResult
 
 
 def write_atomic(path: Path, text: str) -> Path:
+    """A report written atomically (bench/atomic.py); a path it cannot write is a UsageError."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a directory", "name a file to write the report to")
-    parent = path.parent if str(path.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+        return write_text(path, text)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}",
                          "choose a writable directory") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def markdown_text(results: list[RunResult]) -> str:

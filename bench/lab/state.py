@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.atomic import write_text
 from bench.lab import qemu
 from bench.lab.paths import LabPaths
 
@@ -19,10 +20,7 @@ def load_state(paths: LabPaths) -> dict | None:
 
 
 def save_state(paths: LabPaths, state: dict) -> None:
-    paths.state.mkdir(parents=True, exist_ok=True)
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(paths.state_file)
+    write_text(paths.state_file, json.dumps(state, indent=2) + "\n")
 
 
 def node_from_state(n: dict) -> qemu.NodeSpec:
