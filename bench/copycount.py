@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from bench.results import SOFT_ROCE_SIDE  # the row's soft-RoCE copies, whatever context ran them
 from bench.tracing.base import PointCounts
 
 # Which logical points are "the" data copy of a side; others (rxe, zerocopy receive calls) are
@@ -25,7 +26,6 @@ SIDE_POINT = {"sender": "send_copy", "receiver": "recv_copy"}
 DEFERRED_POINT = "zc_fallback"     # copies of MSG_ZEROCOPY pages done later: the sender's data
 ZC_SEND_POINT = "zc_send"          # bytes handed over by MSG_ZEROCOPY sends (tracepoints)
 RXE_POINT = "rxe_copy"             # soft-RoCE's own payload copies (rxe_mr_copy)
-SOFT_ROCE_SIDE = "soft-RoCE"       # the row's soft-RoCE copies, whatever context ran them
 QUALITY_ORDER = ("exact", "estimate", "lossy")
 
 

@@ -9,6 +9,10 @@ from bench.errors import UsageError
 from bench.suite import Suite
 from workloads import registry
 
+# io_uring requests in flight per submission when the suite says nothing, and the kernel's
+# IORING_MAX_ENTRIES: the agent's own limits, so a deeper queue is a usage error here first.
+from workloads.io_uring import DEFAULT_QUEUE_DEPTH, MAX_QUEUE_DEPTH
+
 TOPOLOGIES = ("loopback", "veth", "link")   # link: two machines (--target with two nodes)
 DEFAULT_DURATION = 2.0
 MAX_DURATION_CAP = 120.0    # a --bytes run still stops by this many seconds
@@ -32,10 +36,6 @@ class Overrides:
     queue_depth: int | None = None
 
 
-# io_uring requests in flight per submission when the suite says nothing; the kernel refuses
-# rings above IORING_MAX_ENTRIES (io_uring/io_uring.h), so deeper queues are a usage error.
-DEFAULT_QUEUE_DEPTH = 32
-MAX_QUEUE_DEPTH = 32768
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from bench.atomic import write_text
 from bench.errors import UsageError
 
 SCHEMA_VERSION = 3
+SOFT_ROCE_SIDE = "soft-RoCE"     # copies.sides key of a row's soft-RoCE copies (bench/copycount.py)
 STATUSES = ("ok", "skipped", "failed", "interrupted", "not run")
 RUN_STATUSES = ("running", "complete", "failed", "interrupted")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.results import SOFT_ROCE_SIDE as SOFT_ROCE
 from bench.results import CaseResult, RunResult
-
-SOFT_ROCE = "soft-RoCE"      # bench.copycount.SOFT_ROCE_SIDE (a string, to keep reports light)
 
 
 @dataclass(frozen=True)
