@@ -89,8 +89,13 @@ def rows(result: RunResult) -> list[dict]:
             "tlb_note": (z0.get("tlb") or {}).get("note"),
             "gbps": _med(s.get("gbps") for s in ss), "n": len(ss),
         }
-        row["reason"] = reason(row)
         out.append(row)
+    # the plain-send row's recv copied the same whole-page segments: what a copy costs here
+    copy = {(r["topology"], r["size"]): r["steps"].get("recv_s") for r in out
+            if r["sender"] == "send" and r["mapped_pct"] == 0}
+    for r in out:
+        r["copy_elsewhere"] = copy.get((r["topology"], r["size"])) if r["sender"] != "send" else None
+        r["reason"] = reason(r)
     return out
 
 
@@ -122,7 +127,10 @@ def reason(r: dict) -> str:
             f"({per_page:.2f} µs per 4 KiB page; getsockopt {st.get('getsockopt_s') or 0:.0f}, "
             f"madvise {st.get('madvise_s') or 0:.0f}) against {tcp:.0f} µs/MiB for tcp's whole "
             f"receive, copy and verify included; verify {st.get('verify_s') or 0:.0f} µs/MiB "
-            f"(tcp_mmap verifies nothing){tlb}")
+            f"(tcp_mmap verifies nothing){tlb}"
+            + ("" if r.get("copy_elsewhere") is None else
+               f"; recv() copied the same segments for {r['copy_elsewhere']:.0f} µs/MiB "
+               "(the plain-send row)"))
 
 
 HEAD = ["case", "sender", "mapped %", "segment B", "chunk / SO_RCVLOWAT", "Gbit/s",

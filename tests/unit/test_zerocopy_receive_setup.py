@@ -156,6 +156,15 @@ def test_report_reasons_for_rows_that_do_not_map():
     assert "1448 B, not whole pages" in by[small.id]
 
 
+def test_report_names_what_copying_the_same_segments_cost_in_the_plain_send_row():
+    tcp = _case("tcp", [_sample(0.25)])
+    ours = _case("tcp_zerocopy_receive", [_sample(0.35, zc=_zc(getsockopt_s=0.15, madvise_s=0.05))])
+    plain = _case("tcp_zerocopy_receive_send",
+                  [_sample(0.27, zc=_zc(sender="send", mapped=0.0, recv_s=0.12))])
+    by = {r["case"]: r["reason"] for r in zr.rows(_result(tcp, ours, plain))}
+    assert "recv() copied the same segments for 120 µs/MiB" in by[ours.id]
+
+
 def test_report_says_when_the_kernels_two_fold_holds_and_when_tcp_is_missing():
     tcp = _case("tcp", [_sample(0.25)])
     fast = _case("tcp_zerocopy_receive", [_sample(0.1, zc=_zc(getsockopt_s=0.05))])
