@@ -108,9 +108,10 @@ def reason(r: dict) -> str:
                     "(use a KIND-mtuN topology)")
         if r["sender"] == "send":
             return (f"{mapped:.1f}% mapped although segments carry whole pages "
-                    f"({r['segment']} B): a plain send() fills skbs from the socket's page "
-                    "fragments, compound pages the kernel does not map; every byte is copied by "
-                    "recv()")
+                    f"({r['segment']} B), so every byte is copied by recv(): a plain send() fills "
+                    "skbs from the socket's page fragments, compound (order-3) pages, and the "
+                    "kernel maps no compound page (can_map_frag, 6.8 on; the cause read from its "
+                    "source, the 0% measured)")
         return f"{mapped:.1f}% mapped with {r['segment']} B segments: the rest copied by recv()"
     if tcp is None or total is None:
         return "no tcp row on this topology and size in the run to hold it against"
