@@ -152,7 +152,7 @@ def test_report_reasons_for_rows_that_do_not_map():
     small = _case("tcp_zerocopy_receive", [_sample(0.6, zc=_zc(mapped=93.7, mss=1448))],
                   topology="veth")
     by = {r["case"]: r["reason"] for r in zr.rows(_result(tcp, plain, small))}
-    assert "compound pages" in by[plain.id] and "61440 B" in by[plain.id]
+    assert "compound (order-3) pages" in by[plain.id] and "61440 B" in by[plain.id]
     assert "1448 B, not whole pages" in by[small.id]
 
 
