@@ -117,6 +117,18 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
             f"printf(\"sample {i} %d %d 0x%lx %d 0\\n\", $k, pid, {addr}, {length}); }} }} }}"]
 
 
+# The socket family behind a gate's first argument (catalog.SocketGate.first_arg), read
+# through the kernel's BTF types as copytrace.c reads it.
+FAMILY = {"socket": "((struct socket *)arg0)->sk->__sk_common.skc_family",
+          "kiocb": "((struct socket *)((struct kiocb *)arg0)->ki_filp->private_data)"
+                   "->sk->__sk_common.skc_family"}
+
+
+def _gate_arg(symbol: str) -> str:
+    known = {g.symbol: g for g in catalog.SOCKET_GATES}
+    return (known.get(symbol) or catalog.SocketGate(symbol, "")).first_arg
+
+
 def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
            comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
            nsamples: int = 64, tag: str = "copybench", io_uring: bool = False,
@@ -158,8 +170,16 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
                      f"{{ if ({ids}) {{ @insys[tid] = 1; }} }}")
         lines.append("tracepoint:raw_syscalls:sys_exit /@insys[tid]/ { delete(@insys[tid]); }")
-        lines.append(",".join(f"kprobe:{g}" for g in gates) +
-                     f" /{who}/ {{ @insock[tid] = @insock[tid] + 1; @gin = count(); }}")
+        by_arg: dict[str, list[str]] = {}
+        for g in gates:
+            by_arg.setdefault(_gate_arg(g), []).append(g)
+        for arg, names in by_arg.items():
+            # A unix socket's entry opens nothing (local IPC: a node launcher's stdio); its
+            # return finds @insock unset and passes. (Only a unix call nested inside a network
+            # one would be closed early here: none of the gates calls the other kind.)
+            net = "" if arg == "sock" else f" && {FAMILY[arg]} != {catalog.AF_UNIX}"
+            lines.append(",".join(f"kprobe:{g}" for g in names) +
+                         f" /{who}{net}/ {{ @insock[tid] = @insock[tid] + 1; @gin = count(); }}")
         lines.append(",".join(f"kretprobe:{g}" for g in gates) +
                      " /@insock[tid]/ { @gout = count(); if (@insock[tid] <= 1) "
                      "{ delete(@insock[tid]); } else { @insock[tid] = @insock[tid] - 1; } }")

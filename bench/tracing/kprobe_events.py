@@ -29,11 +29,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.tracing import btf as kernel_btf
 from bench.tracing import catalog, kmod, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.syscalls import socket_syscalls
@@ -42,7 +42,7 @@ LINE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[\d-]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:\S+\s+)?(?P<ts>\d+)\.(?P<us>\d+):\s+(?P<event>\w+):\s+(?P<body>.*)$")
 ARG = re.compile(r"(\w+)=(\S+)")
-BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+BTF_VMLINUX = kernel_btf.VMLINUX
 OTHER = "other"     # side of ANY-point copies run by tasks we do not trace (= kmod's ANY_SLOT)
 
 
@@ -69,99 +69,49 @@ def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64",
     return out
 
 
-def gate_definitions(gates: list[catalog.SocketGate], group: str) -> list[str]:
-    """g<j>/h<j>: entry and return of socket entry function j (no arguments fetched)."""
+def gate_definitions(gates: list[catalog.SocketGate], group: str,
+                     family: dict[str, str] | None = None) -> list[str]:
+    """g<j>/h<j>: entry and return of socket entry function j. family: first_arg -> the
+    fetch argument of the socket's family (family_fetch), so a unix socket's entry is known."""
     out = []
     for j, g in enumerate(gates):
-        out += [f"p:{group}/g{j} {g.symbol}", f"r:{group}/h{j} {g.symbol}"]
+        fam = (family or {}).get(g.first_arg)
+        out += [" ".join(filter(None, [f"p:{group}/g{j}", g.symbol, fam])),
+                f"r:{group}/h{j} {g.symbol}"]
     return out
 
 
-# -- BTF: where sk_buff.data_len lives on the running kernel ---------------------------------
-BTF_MAGIC = 0xEB9F
-# kind -> size of the data after the 12-byte btf_type: (fixed bytes, bytes per vlen item)
-BTF_TRAILER = {1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
-               8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8),
-               14: (4, 0), 15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12)}
-BTF_STRUCT, BTF_UNION, BTF_INT = 4, 5, 1
-BTF_MODIFIERS = {8, 9, 10, 11, 18}   # typedef, volatile, const, restrict, type_tag
+# -- BTF: where sk_buff.data_len and a socket's family live on the running kernel ------------
+# The socket behind a gate's first argument (catalog.SocketGate.first_arg), as struct members.
+FAMILY_PATH = {"socket": [("socket", "sk")],
+               "kiocb": [("kiocb", "ki_filp"), ("file", "private_data"), ("socket", "sk")]}
 
 
-def btf_member(data: bytes, struct_name: str, member: str) -> tuple[int, int]:
-    """(byte offset, byte size) of an integer member of a struct, from raw BTF (the format of
-    /sys/kernel/btf/vmlinux). Members of anonymous structs/unions are found too. Raises
-    ValueError for anything unexpected: a bitfield, a non-integer, an unknown type kind."""
-    if len(data) < 24:
-        raise ValueError("BTF too short")
-    end = "<" if struct.unpack_from("<H", data, 0)[0] == BTF_MAGIC else ">"
-    magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
-        end + "HBBIIIII", data, 0)
-    if magic != BTF_MAGIC:
-        raise ValueError("not BTF (bad magic)")
-    types_at, strs_at = hdr_len + type_off, hdr_len + str_off
-    if types_at + type_len > len(data) or strs_at + str_len > len(data):
-        raise ValueError("BTF sections outside the data")
-
-    def name(off: int) -> str:
-        stop = data.index(b"\0", strs_at + off)
-        return data[strs_at + off:stop].decode()
-
-    # type id -> (kind, kind_flag, name_off, size_or_type, vlen, position of the trailer)
-    types: list[tuple[int, int, int, int, int, int]] = [(0, 0, 0, 0, 0, 0)]   # id 0 = void
-    pos, stop = types_at, types_at + type_len
-    while pos < stop:
-        name_off, info, size = struct.unpack_from(end + "III", data, pos)
-        kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, info >> 31
-        if kind not in BTF_TRAILER:
-            raise ValueError(f"unknown BTF type kind {kind}")
-        types.append((kind, kflag, name_off, size, vlen, pos + 12))
-        fixed, per = BTF_TRAILER[kind]
-        pos += 12 + fixed + per * vlen
-
-    def resolve(tid: int) -> tuple[int, int, int, int, int, int]:
-        for _ in range(32):
-            t = types[tid]
-            if t[0] not in BTF_MODIFIERS:
-                return t
-            tid = t[3]
-        raise ValueError("BTF modifier chain too long")
-
-    def find(t: tuple[int, int, int, int, int, int], base_bits: int) -> tuple[int, int] | None:
-        kind, kflag, _n, _size, vlen, at = t
-        for k in range(vlen):
-            m_name, m_type, m_off = struct.unpack_from(end + "III", data, at + 12 * k)
-            bits, bitfield = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)
-            mt = resolve(m_type)
-            if m_name == 0 and mt[0] in (BTF_STRUCT, BTF_UNION):
-                hit = find(mt, base_bits + bits)
-                if hit:
-                    return hit
-            elif m_name and name(m_name) == member:
-                if bitfield or bits % 8 or mt[0] != BTF_INT or mt[3] not in (1, 2, 4, 8):
-                    raise ValueError(f"{struct_name}.{member} is not a plain integer")
-                return (base_bits + bits) // 8, mt[3]
+def family_fetch(types: kernel_btf.Types, first_arg: str, arch: str = "x86_64") -> str | None:
+    """A fetch argument reading the socket family behind a gate's first argument
+    (sock->sk->sk_family, or for a kiocb ki_filp->private_data->sk->sk_family), or None when
+    the gate needs none (tcp_* gates: TCP's own socket)."""
+    path = FAMILY_PATH.get(first_arg)
+    if path is None:
         return None
-
-    for t in types[1:]:
-        if t[0] == BTF_STRUCT and t[4] and name(t[2]) == struct_name:
-            hit = find(t, 0)
-            if hit:
-                return hit
-            raise ValueError(f"struct {struct_name} has no member {member}")
-    raise ValueError(f"no struct {struct_name} in BTF")
+    off, size = types.member("sock_common", "skc_family")   # struct sock starts with it
+    expr = f"%{catalog.ARG_REGS[arch][0]}"
+    for struct_name, name in path:
+        expr = f"+{types.member(struct_name, name, pointer=True)[0]}({expr})"
+    return f"fam=+{off}({expr}):u{8 * size}"
 
 
-def skb_data_len(btf: Path = BTF_VMLINUX) -> tuple[tuple[int, int] | None, str]:
+def skb_data_len(path: Path = kernel_btf.VMLINUX,
+                 types: kernel_btf.Types | None = None) -> tuple[tuple[int, int] | None, str]:
     """(offset, size) of sk_buff.data_len on the running kernel, or None and why not."""
+    if types is None:
+        types, why = kernel_btf.load(path)
+        if types is None:
+            return None, f"needs skb->data_len's offset from the kernel's BTF ({why})"
     try:
-        data = btf.read_bytes()
-    except OSError as e:
-        return None, (f"needs skb->data_len's offset from the kernel's BTF ({btf}: "
-                      f"{e.strerror}; CONFIG_DEBUG_INFO_BTF)")
-    try:
-        return btf_member(data, "sk_buff", "data_len"), "ok"
-    except (ValueError, struct.error, IndexError, UnicodeDecodeError) as e:
-        return None, f"cannot read skb->data_len's offset from {btf}: {e}"
+        return types.member("sk_buff", "data_len"), "ok"
+    except kernel_btf.ERRORS as e:
+        return None, f"cannot read skb->data_len's offset from {path}: {e}"
 
 
 def refusal(probe: catalog.Probe, btf: Path = BTF_VMLINUX) -> str | None:
@@ -243,6 +193,7 @@ class KEvent:
     t_us: int
     addr: str = "0x0"
     length: int = 0
+    family: int = -1    # a gate entry's socket family, -1 when not fetched
 
 
 def parse_line(line: str) -> KEvent | None:
@@ -258,8 +209,10 @@ def parse_line(line: str) -> KEvent | None:
     if len(ev) > 1 and ev[0] in "pr" and ev[1:].isdigit() or (
             len(ev) > 1 and ev[0] in "gh" and ev[1:].isdigit()):
         args = dict(ARG.findall(body))
+        fam = args.get("fam", "-1")
         return KEvent(ev[0], int(ev[1:]), tid, tgid, t_us, args.get("addr", "0x0"),
-                      int(args.get("len", "0"), 0))
+                      int(args.get("len", "0"), 0),
+                      int(fam, 0) if fam.lstrip("-").isalnum() else -1)
     return None
 
 
@@ -272,7 +225,9 @@ def count(lines: list[str], probes: list[catalog.Probe], slot: int,
     r = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
     anytask = {i for i, p in enumerate(probes) if p.point in kmod.ANY_TASK_POINTS}
     insock: set[int] = set()             # in a socket-only syscall
-    depth: dict[int, int] = {}           # tid -> open socket entry functions
+    # tid -> open socket entry functions, innermost last: True for a network socket (a unix
+    # socket's entry, catalog.AF_UNIX, opens nothing but must still be closed by its return)
+    depth: dict[int, list[bool]] = {}
     open_: dict[tuple[int, int], KEvent] = {}
     totals: dict[int, list[int]] = {}
     for line in lines:
@@ -284,16 +239,17 @@ def count(lines: list[str], probes: list[catalog.Probe], slot: int,
         elif e.kind == "exit":
             insock.discard(e.tid)
         elif e.kind == "g":
-            depth[e.tid] = depth.get(e.tid, 0) + 1
+            depth.setdefault(e.tid, []).append(e.family != catalog.AF_UNIX)
         elif e.kind == "h":
-            if depth.get(e.tid, 0) > 1:
-                depth[e.tid] -= 1
-            else:
+            stack = depth.get(e.tid)
+            if stack:
+                stack.pop()
+            if not stack:
                 depth.pop(e.tid, None)
         elif e.kind == "p":
             if e.tgid in exclude_tgids or e.tid in exclude_tgids:
                 continue
-            if not sockonly or e.idx in anytask or e.tid in insock or e.tid in depth:
+            if not sockonly or e.idx in anytask or e.tid in insock or any(depth.get(e.tid, ())):
                 open_[(e.tid, e.idx)] = e
         elif e.kind == "r":
             start = open_.pop((e.tid, e.idx), None)
@@ -332,6 +288,7 @@ class KprobeEventsTracer(Tracer):
         self.defined: list[str] = []            # event names we added (p0, r0, g0, ...)
         self.gates: list[catalog.SocketGate] = []   # socket entry functions defined
         self.gate_refused: list[str] = []
+        self.unix_note = ""                     # why unix sockets are not told apart, if not
         self.status: dict[str, str] = {}        # symbol -> ok | refused: <why>
         self.sides: dict[str, tracefs.Instance] = {}
         self.other: tracefs.Instance | None = None   # ANY points run by tasks we do not trace
@@ -353,8 +310,12 @@ class KprobeEventsTracer(Tracer):
         """Add our probe definitions; a refused symbol is recorded, not fatal."""
         arch = catalog.machine_arch()
         skb_len, skb_why = None, ""
-        if any(p.symbol in kmod.SKB_LEN_SYMBOLS for p in self.probes):
-            skb_len, skb_why = skb_data_len(self.btf)
+        want_skb = any(p.symbol in kmod.SKB_LEN_SYMBOLS for p in self.probes)
+        types, btf_why = (kernel_btf.load(self.btf) if want_skb or not self.all_copies
+                          else (None, ""))
+        if want_skb:
+            skb_len, skb_why = skb_data_len(self.btf, types) if types else (
+                None, f"needs skb->data_len's offset from the kernel's BTF ({btf_why})")
         lines = definitions(self.probes, self.group, arch, skb_len)
         for i, p in enumerate(self.probes):
             if p.symbol in kmod.SKB_LEN_SYMBOLS and skb_len is None:
@@ -374,9 +335,10 @@ class KprobeEventsTracer(Tracer):
                 self.status[p.symbol] = f"refused: {why}"
         if self.all_copies:
             return
+        family = self._family_fetches(types, btf_why, arch)
         present = catalog.kallsyms(self.proc_root)
         for j, g in enumerate(catalog.socket_gates(present)):
-            entry, ret = gate_definitions([g], self.group)
+            entry, ret = gate_definitions([g], self.group, family)
             entry, ret = entry.replace("/g0 ", f"/g{j} "), ret.replace("/h0 ", f"/h{j} ")
             try:
                 tracefs.append(root / "kprobe_events", entry + "\n")
@@ -390,6 +352,18 @@ class KprobeEventsTracer(Tracer):
                 if self.defined and self.defined[-1] == f"g{j}":
                     tracefs.append(root / "kprobe_events", f"-:{self.group}/g{j}\n")
                     self.defined.pop()
+
+    def _family_fetches(self, types, why: str, arch: str) -> dict[str, str]:
+        """first_arg -> fetch of the socket family; without BTF, unix sockets' copies made
+        inside a gate count as socket copies (more than the flow's, never fewer): noted."""
+        if types is not None:
+            try:
+                return {arg: fetch for arg in FAMILY_PATH
+                        if (fetch := family_fetch(types, arg, arch))}
+            except kernel_btf.ERRORS as e:
+                why = str(e)
+        self.unix_note = f"unix socket copies are not told apart ({why})"
+        return {}
 
     def _gate_events(self) -> list[str]:
         return [d for d in self.defined if d[0] in "gh"]
@@ -506,6 +480,8 @@ class KprobeEventsTracer(Tracer):
                             for e in self._gate_events())
                     c.add_loss("gate_missed", g, "kprobe misses of socket entry functions")
             if c.point not in kmod.ANY_TASK_POINTS:
+                if self.unix_note and self.gates:
+                    c.notes.append(self.unix_note)
                 for what in self.gate_refused:
                     c.add_loss("gate_not_registered", 1, "socket entry function not watched, "
                                f"its copies not counted: {what}")
@@ -521,7 +497,7 @@ class KprobeEventsTracer(Tracer):
         if self.root:
             remove_group(self.root, self.group, self.defined)
         self.defined = []
-        self.gates, self.gate_refused = [], []
+        self.gates, self.gate_refused, self.unix_note = [], [], ""
 
 
 def tgids(lines: list[str]) -> set[int]:

@@ -4,7 +4,9 @@ Why lock-step (a thread per end, an Event between each message): each write is t
 that the reader takes whole with one read, so the kernel makes exactly one copy per message on
 each side (no coalesced skbs, no read spanning two frags). The Event costs no system call
 that copies, and the pipe-free hand-off keeps non-socket copies out of the count.
-Prints one JSON line: {"moved": bytes read}.
+With --unix, each message also goes over a unix socketpair (os.write/os.read, what a node
+launcher's agents do with their control lines): local IPC that no backend may count.
+Prints one JSON line: {"moved": TCP bytes read, "unix": unix bytes read}.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ import sys
 import threading
 
 
-def main(count: int = 23, size: int = 1000) -> int:
+def unix_round(a: socket.socket, b: socket.socket, msg: bytes) -> int:
+    os.write(a.fileno(), msg)
+    got = 0
+    while got < len(msg):
+        got += len(os.read(b.fileno(), len(msg) - got))
+    return got
+
+
+def main(count: int = 23, size: int = 1000, unix: bool = False) -> int:
+    ua, ub = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix_moved = 0
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -44,16 +56,18 @@ def main(count: int = 23, size: int = 1000) -> int:
     t.start()
     msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
     for _ in range(count):
+        if unix:
+            unix_moved += unix_round(ua, ub, msg)
         os.write(cli.fileno(), msg)
         sent.set()
         got.wait()
         got.clear()
     t.join()
-    for s in (cli, conn, srv):
+    for s in (cli, conn, srv, ua, ub):
         s.close()
-    print(json.dumps({"moved": moved}))
+    print(json.dumps({"moved": moved, "unix": unix_moved}))
     return 0 if moved == count * size else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(*map(int, sys.argv[1:3])))
+    sys.exit(main(*map(int, sys.argv[1:3]), unix="--unix" in sys.argv))

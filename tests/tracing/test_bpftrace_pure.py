@@ -39,8 +39,14 @@ def test_script_socket_syscalls_per_arch_and_optional():
 def test_script_follows_the_socket_entry_points():
     text = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1})
     gates = [g.symbol for g in catalog.SOCKET_GATES]
-    assert ",".join(f"kprobe:{g}" for g in gates) + " /@side[pid]/ " \
-        "{ @insock[tid] = @insock[tid] + 1; @gin = count(); }" in text
+    opened = "{ @insock[tid] = @insock[tid] + 1; @gin = count(); }"
+    # a unix socket's entry opens nothing: the family is read behind each kind of argument
+    assert ("kprobe:sock_sendmsg,kprobe:__sock_sendmsg,kprobe:sock_recvmsg /@side[pid] && "
+            "((struct socket *)arg0)->sk->__sk_common.skc_family != 1/ " + opened) in text
+    assert ("kprobe:sock_write_iter,kprobe:sock_read_iter /@side[pid] && ((struct socket *)"
+            "((struct kiocb *)arg0)->ki_filp->private_data)->sk->__sk_common.skc_family != 1/ "
+            + opened) in text
+    assert "kprobe:tcp_getsockopt /@side[pid]/ " + opened in text      # TCP's own socket
     assert ",".join(f"kretprobe:{g}" for g in gates) in text
     assert "if ($s && (@insock[tid] || @insys[tid]))" in text
     some = bpftrace.script([catalog.by_symbol("_copy_to_iter")], pids={"a": 1},

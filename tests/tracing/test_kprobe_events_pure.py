@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.tracing import catalog, kprobe_events, tracefs
+from bench.tracing import btf, catalog, kprobe_events, tracefs
 from bench.tracing.catalog import Probe
 
 DATA = Path(__file__).with_name("data") / "kprobe_events_6.1.txt"
@@ -80,6 +80,50 @@ def test_copies_inside_socket_entry_functions_count_whatever_the_syscall():
     assert (e.kind, e.idx, e.tid) == ("g", 1, 628)
     assert kprobe_events.count(lines, CAPTURE_PROBES, slot=0, sockonly=False) \
         .counts[(0, 0)][:2] == (2, 200)
+
+
+def test_a_unix_socket_gate_opens_nothing_but_its_return_still_closes_it():
+    """A node launcher's agents write their control lines on a unix socket (write ->
+    sock_write_iter -> sock_sendmsg): those gate entries carry fam=1 and admit no copy; a
+    network socket's gate (fam=2) around the same copies does."""
+    copies = [line for line in _side("sender") if "sys_e" not in line]
+    head = "          sender-628     (    628) [000] .....   142.78{:04d}: {}: (sock_x+0x0/0x1)"
+    unix = [head.format(1, "g1") + " fam=1", head.format(2, "g0") + " fam=1"] + copies[:2] + [
+        head.format(3000, "h0"), head.format(3001, "h1")]
+    assert kprobe_events.count(unix, CAPTURE_PROBES, slot=0).counts == {}
+    inet = [head.format(1, "g1") + " fam=2"] + copies[:2] + [head.format(3000, "h1")]
+    assert kprobe_events.count(unix + inet, CAPTURE_PROBES, slot=0).counts[(0, 0)][:2] == (1, 100)
+    # a unix gate nested inside a network one closes only itself
+    nested = [head.format(1, "g0") + " fam=2", head.format(2, "g1") + " fam=1",
+              head.format(3, "h1")] + copies[:2] + [head.format(3000, "h0")]
+    assert kprobe_events.count(nested, CAPTURE_PROBES, slot=0).counts[(0, 0)][:2] == (1, 100)
+    assert kprobe_events.parse_line(unix[0]).family == 1
+    assert kprobe_events.parse_line(head.format(1, "g0") + " fam=(fault)").family == -1
+
+
+def test_gate_definitions_fetch_the_socket_family_by_first_argument():
+    gates = catalog.socket_gates({"sock_sendmsg", "sock_read_iter", "tcp_getsockopt"})
+    family = {"socket": "fam=+16(+24(%di)):u16", "kiocb": "fam=+16(+24(+200(+64(%di)))):u16"}
+    assert kprobe_events.gate_definitions(gates, "g", family) == [
+        "p:g/g0 sock_sendmsg fam=+16(+24(%di)):u16", "r:g/h0 sock_sendmsg",
+        "p:g/g1 sock_read_iter fam=+16(+24(+200(+64(%di)))):u16", "r:g/h1 sock_read_iter",
+        "p:g/g2 tcp_getsockopt", "r:g/h2 tcp_getsockopt"]
+    assert [g.first_arg for g in gates] == ["socket", "kiocb", "sock"]
+
+
+def test_family_fetch_walks_the_running_kernels_structs():
+    types, why = btf.load()
+    if types is None:
+        pytest.skip(f"no kernel BTF here: {why}")
+    sk = types.member("socket", "sk", pointer=True)[0]
+    fam = types.member("sock_common", "skc_family")
+    assert fam[1] == 2                                   # unsigned short skc_family
+    assert kprobe_events.family_fetch(types, "socket") == f"fam=+{fam[0]}(+{sk}(%di)):u16"
+    kiocb = kprobe_events.family_fetch(types, "kiocb")
+    filp = types.member("kiocb", "ki_filp", pointer=True)[0]
+    priv = types.member("file", "private_data", pointer=True)[0]
+    assert kiocb == f"fam=+{fam[0]}(+{sk}(+{priv}(+{filp}(%di)))):u16"
+    assert kprobe_events.family_fetch(types, "sock") is None
 
 
 # -- the kernel's loss figures, ANY points, skb_copy_ubufs bytes ------------------------------
@@ -263,27 +307,30 @@ def test_btf_member_offsets_through_anonymous_unions_and_typedefs():
            trailer=m(None, 4, 0) + m(None, 5, 64) + m("bits", 1, (3 << 24) | 128)),
     ]
     data = _btf(types, names)
-    assert kprobe_events.btf_member(data, "sk_buff", "data_len") == (12, 4)
-    assert kprobe_events.btf_member(data, "sk_buff", "len") == (8, 4)
+    assert btf.member(data, "sk_buff", "data_len") == (12, 4)
+    assert btf.member(data, "sk_buff", "len") == (8, 4)
     with pytest.raises(ValueError, match="plain integer"):
-        kprobe_events.btf_member(data, "sk_buff", "bits")          # a bitfield
+        btf.member(data, "sk_buff", "bits")          # a bitfield
     with pytest.raises(ValueError, match="plain integer"):
-        kprobe_events.btf_member(data, "sk_buff", "next")          # a pointer
+        btf.member(data, "sk_buff", "next")          # a pointer
+    assert btf.member(data, "sk_buff", "next", pointer=True) == (0, 8)
+    with pytest.raises(ValueError, match="not a pointer"):
+        btf.member(data, "sk_buff", "len", pointer=True)
     with pytest.raises(ValueError, match="no member"):
-        kprobe_events.btf_member(data, "sk_buff", "nope")
+        btf.member(data, "sk_buff", "nope")
     with pytest.raises(ValueError, match="unknown BTF type kind"):
-        kprobe_events.btf_member(_btf([_t(0, 31, 0, 0)], b"\0"), "sk_buff", "len")
+        btf.member(_btf([_t(0, 31, 0, 0)], b"\0"), "sk_buff", "len")
 
 
 def test_btf_of_the_running_kernel_puts_data_len_after_len():
-    btf = kprobe_events.BTF_VMLINUX
-    if not btf.exists():
-        pytest.skip(f"{btf} absent (kernel without CONFIG_DEBUG_INFO_BTF)")
-    data = btf.read_bytes()
-    length = kprobe_events.btf_member(data, "sk_buff", "len")
+    path = btf.VMLINUX
+    if not path.exists():
+        pytest.skip(f"{path} absent (kernel without CONFIG_DEBUG_INFO_BTF)")
+    data = path.read_bytes()
+    length = btf.member(data, "sk_buff", "len")
     # struct sk_buff { ... unsigned int len, data_len; ... } on every kernel since 2.6
-    assert kprobe_events.btf_member(data, "sk_buff", "data_len") == (length[0] + 4, 4)
-    assert kprobe_events.skb_data_len(btf)[0] == (length[0] + 4, 4)
+    assert btf.member(data, "sk_buff", "data_len") == (length[0] + 4, 4)
+    assert kprobe_events.skb_data_len(path)[0] == (length[0] + 4, 4)
 
 
 

@@ -74,3 +74,16 @@ def test_socket_gate_on_the_other_kprobe_backends(vm, backend):
     for point in ("send_copy", "recv_copy"):
         assert (by[point]["calls"], by[point]["bytes"]) == (COUNT, COUNT * SIZE), by
         assert by[point]["quality"] == "exact", by[point]
+
+
+@pytest.mark.parametrize("backend", ["kmod", "bpftrace", "kprobe_events"])
+def test_a_unix_socket_opens_no_gate(vm, backend):
+    """Each message goes over TCP and over a unix socketpair, both with os.write/os.read
+    (a node launcher's agents talk to it over unix sockets). skb_copy_datagram_from_iter is
+    the unix send's copy (TCP does not call it), skb_copy_datagram_iter both receives': only
+    the TCP bytes may count, and no unix send at all."""
+    out = vm.python("trace_rw.py", backend, str(COUNT), str(SIZE), "--unix")
+    assert out["moved"] == out["unix"] == COUNT * SIZE
+    by = {c["point"]: c for c in out["counts"] if c["side"] == "cmd"}
+    assert by["send_copy"]["bytes"] == 0, by
+    assert by["recv_copy"]["bytes"] == COUNT * SIZE and by["recv_copy"]["calls"] >= COUNT, by

@@ -2,7 +2,11 @@
 print the counts as JSON. For the backends that cannot reach the notrace _copy_*_iter on 6.1
 (bpftrace, kprobe_events): tcp_sendmsg/tcp_recvmsg stand in, so what is tested is the socket
 gate (write/read are no socket system calls), not the copy function.
-Usage: python3 trace_rw.py BACKEND [COUNT SIZE]
+With --unix the program also moves each message over a unix socketpair, and the probes are
+the two skb copy functions unix sockets use (skb_copy_datagram_from_iter: unix sends only;
+skb_copy_datagram_iter: unix and TCP receives): what is tested is that a unix socket's entry
+opens no gate.
+Usage: python3 trace_rw.py BACKEND [COUNT SIZE] [--unix]
 """
 
 import json
@@ -20,15 +24,22 @@ WAIT_THEN_RUN = ("import sys, runpy; sys.stdin.read(1); sys.argv = [sys.argv[1]]
 
 
 def main() -> None:
-    backend = sys.argv[1]
-    count, size = (sys.argv[2:4] + ["23", "1000"][len(sys.argv[2:4]):])
+    backend, unix = sys.argv[1], "--unix" in sys.argv
+    args = [a for a in sys.argv[2:4] if a.isdigit()]
+    count, size = (args + ["23", "1000"][len(args):])
     probes = [Probe("send_copy", "tcp_sendmsg", "kprobe", "tcp_sendmsg(sk, msg, size)",
                     len_arg=2),
               Probe("recv_copy", "tcp_recvmsg", "kprobe", "tcp_recvmsg(sk, msg, len, ...)",
                     len_arg=2)]
+    if unix:
+        probes = [Probe("send_copy", "skb_copy_datagram_from_iter", "kprobe",
+                        "skb_copy_datagram_from_iter(skb, offset, from, len)", len_arg=3),
+                  Probe("recv_copy", "skb_copy_datagram_iter", "kprobe",
+                        "skb_copy_datagram_iter(skb, offset, to, len)", len_arg=3)]
     tracer = make_tracer(backend, probes=probes)
     child = subprocess.Popen([sys.executable, "-c", WAIT_THEN_RUN,
-                              str(Path(__file__).with_name("tcp_rw.py")), count, size],
+                              str(Path(__file__).with_name("tcp_rw.py")), count, size,
+                              *(["--unix"] if unix else [])],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         tracer.attach({"cmd": child.pid})
@@ -38,7 +49,8 @@ def main() -> None:
         tracer.detach()
         if child.poll() is None:
             child.kill()
-    print(json.dumps({"moved": json.loads(out)["moved"],
+    moved = json.loads(out)
+    print(json.dumps({"moved": moved["moved"], "unix": moved["unix"],
                       "counts": [c.to_json() for c in counts]}))
 
 
