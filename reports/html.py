@@ -51,6 +51,18 @@ def _table(head: list[str], body: list[list], left_cols: int = 1, caption: str |
     return "".join(out)
 
 
+def zerocopy_receive_section(result: RunResult) -> str:
+    """The TCP_ZEROCOPY_RECEIVE rows against tcp (reports/zerocopy_receive.py's figures)."""
+    zr = zerocopy_receive
+    rs = zr.rows(result)
+    if not rs:
+        return ""
+    reasons = "".join(f"<li><b>{escape(r['case'])}</b>: {escape(r['reason'])}</li>" for r in rs)
+    return ("<h3>TCP_ZEROCOPY_RECEIVE against tcp (receiver CPU per MiB)</h3>"
+            + _table(zr.HEAD, zr.table_rows(rs), left_cols=2) + f"<ul>{reasons}</ul>"
+            + f"<p>Reference, {escape(zr.REFERENCE)}.</p><p>{escape(zr.METHOD)}</p>")
+
+
 def comparison_table(result: RunResult) -> str:
     body = [[getattr(r, key) for key, _ in COLUMNS] for r in rows(result)]
     return _table([title for _, title in COLUMNS], body, left_cols=2)
@@ -217,7 +229,7 @@ def run_section(result: RunResult, source: str | None) -> str:
         "user on receive; deferred/fallback: copies a zerocopy path moved rather than avoided "
         "(skb_copy_ubufs, completion reports, TCP_ZEROCOPY_RECEIVE copybuf); soft-RoCE: rxe's "
         "own copies. Quality per tracer: exact / estimate / lossy.</p>",
-        breakeven_section(result), zerocopy_receive.html(result),
+        breakeven_section(result), zerocopy_receive_section(result),
         "<h3>Paths: the seed's diagrams with the measured counts</h3>",
         "".join(path_section(f, result) for f in figures(result)),
     ])

@@ -166,27 +166,3 @@ METHOD = ("Receiver CPU: the agent's user+sys (getrusage) per MiB it received, m
           "bytes already in memory, timed in the agent. other = total − the steps (Python, "
           "softirq charged to the receiver). TLB flushes: tlb:tlb_flush events of the "
           "receiver's threads. segment: the peer's payload per segment (TCP_INFO rcv_mss).")
-
-
-def markdown(result: RunResult) -> str | None:
-    from reports.markdown import md_table
-    rs = rows(result)
-    if not rs:
-        return None
-    lines = md_table(HEAD, table_rows(rs)) + [""]
-    lines += [f"- **{r['case']}**: {r['reason']}" for r in rs]
-    lines += ["", f"Reference, {REFERENCE}.", "", METHOD]
-    return "\n".join(lines)
-
-
-def html(result: RunResult) -> str:
-    from html import escape
-
-    from reports.html import _table
-    rs = rows(result)
-    if not rs:
-        return ""
-    reasons = "".join(f"<li><b>{escape(r['case'])}</b>: {escape(r['reason'])}</li>" for r in rs)
-    return ("<h3>TCP_ZEROCOPY_RECEIVE against tcp (receiver CPU per MiB)</h3>"
-            + _table(HEAD, table_rows(rs), left_cols=2) + f"<ul>{reasons}</ul>"
-            + f"<p>Reference, {escape(REFERENCE)}.</p><p>{escape(METHOD)}</p>")

@@ -12,6 +12,8 @@ from bench import plan, suite
 from bench.errors import UsageError
 from bench.results import CaseResult, RunResult
 from bench.topology import parse_kind, stale_namespaces
+from reports import html as html_report
+from reports import markdown as md_report
 from reports import zerocopy_receive as zr
 from workloads import tlb_flushes
 from workloads.tcp_zerocopy_receive import CHUNK, chunk_for
@@ -140,9 +142,9 @@ def test_report_holds_a_mapped_row_against_tcp_and_names_the_measured_cost():
     assert r["tlb_per_mib"] == 2.0 and r["ipi_per_mib"] == 0.0
     assert "200 µs/MiB" in r["reason"] and "0.78 µs per 4 KiB page" in r["reason"]
     assert "against 250 µs/MiB for tcp" in r["reason"]
-    md = zr.markdown(_result(tcp, ours))
+    md = md_report.zerocopy_receive_section(_result(tcp, ours))
     assert "202–251 µs/MB" in md and "107 µs/MB" in md and r["case"] in md
-    assert "<table>" in zr.html(_result(tcp, ours))
+    assert "<table>" in html_report.zerocopy_receive_section(_result(tcp, ours))
 
 
 def test_report_reasons_for_rows_that_do_not_map():
@@ -172,7 +174,8 @@ def test_report_says_when_the_kernels_two_fold_holds_and_when_tcp_is_missing():
     assert r["reason"].startswith("2.50x cheaper than tcp") and "holds here" in r["reason"]
     [alone] = zr.rows(_result(fast))
     assert "no tcp row" in alone["reason"]
-    assert zr.markdown(_result(tcp)) is None and zr.html(_result(tcp)) == ""
+    assert md_report.zerocopy_receive_section(_result(tcp)) is None
+    assert html_report.zerocopy_receive_section(_result(tcp)) == ""
 
 
 def test_a_kernel_without_tcp_zerocopy_receive_skips_both_paths_naming_it(monkeypatch):
