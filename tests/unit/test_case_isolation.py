@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench import results
+from bench.counting import Instruments
 from bench.plan import Case, Plan
 from bench.runner import Runner
 from bench.sample import Sample
@@ -39,31 +40,41 @@ def _sample(**extra) -> dict:
             **extra}
 
 
-class FakeRunner(Runner):
+class FakeSampler:
     """Samples from a table instead of agents: `raises[workload]` is what its samples raise,
-    `tracer_raises` what a traced sample raises (the tracer's attach or read failing)."""
+    `tracer_raises` what a traced sample raises (the tracer's attach or read failing),
+    `traced` the record of a traced sample."""
 
-    raises: dict = {}
-    tracer_raises: BaseException | None = None
-    traced: dict | None = None
+    def __init__(self, raises=None, tracer_raises=None, traced=None):
+        self.raises, self.tracer_raises, self.traced = raises or {}, tracer_raises, traced
 
-    def _run_sample(self, case, ep, tracer=None, syscalls=None):
+    def run(self, case, ep, tracer=None, syscalls=None):
         exc = self.raises.get(case.workload)
         if exc is not None:
             raise exc
-        return Sample(_sample())
-
-    def _copy_sample(self, case, ep, cr):
-        if self.tracer_raises is not None:
+        if tracer is not None and self.tracer_raises is not None:
             raise self.tracer_raises
-        return {"status": "ok", "traced_sample": self.traced or _sample()}
+        return Sample(self.traced if tracer is not None and self.traced else _sample())
+
+    def stop(self):
+        pass
 
 
-def _run(tmp_path, cases, copies=False, **attrs) -> results.RunResult:
-    r = FakeRunner(Plan("t", tuple(cases)), tmp_path / "r.json", placement=FakePlacement(),
-                   warmup=False)
-    for k, v in attrs.items():
-        setattr(r, k, v)
+class FakeCounting(Instruments):
+    """A copy tracer that needs no kernel; the copies are the traced sample as it came."""
+
+    def tracers_for(self, case):
+        return object(), None
+
+    def copies(self, case, cr, sample, tracer):
+        return {"status": "ok", "traced_sample": sample.record}
+
+
+def _run(tmp_path, cases, copies=False, **fakes) -> results.RunResult:
+    r = Runner(Plan("t", tuple(cases)), tmp_path / "r.json", placement=FakePlacement(),
+               warmup=False)
+    r.sampler = FakeSampler(**fakes)
+    r.counting = FakeCounting(r.placement, "off", "off", r.result.metadata)
     r.counting.check()                      # copies and syscalls off: no placement asked
     if copies:
         r.counting.copies_state = None      # as if a tracer were available
