@@ -87,7 +87,8 @@ def _deferred_note(case_id: str, d: dict, side: str = "sender") -> str | None:
                if dfr["source"] == "probe" else
                "from the kernel's completion reports (" + ", ".join(dfr["symbols"]) + ")")
         return (f"- {case_id}: the sender's zerocopy sends were copied later after all: "
-                f"{dfr['calls']} copies, {dfr['bytes']} B, {src}, {dfr['quality']}")
+                f"{dfr['calls']} copies, {dfr['bytes']} B, {src}, {dfr['quality']}"
+                + (f" ({dfr['attribution_note']})" if dfr.get("attribution_note") else ""))
     if d.get("total_note"):
         return f"- {case_id}: {d['total_note']}"
     return None
@@ -135,8 +136,8 @@ def copies_table(result: RunResult) -> str | None:
                 continue
             where = f" on {oside.partition('@')[2]}" if "@" in oside else ""
             for point, d in (od.get("other_points") or {}).items():
-                counted = " (counted as the sender's deferred copies)" if point == "zc_fallback" \
-                    else ""
+                counted = (" (counted in the sender's deferred copies, as an upper bound: not "
+                           "tied to this flow)") if point == "zc_fallback" else ""
                 notes.append(f"- {c.id}: {d['calls']} {point} copies ({d['bytes']} B, "
                              f"{d['symbol']}) ran outside both agents{where} "
                              f"(softirq/kernel threads){counted}")

@@ -134,3 +134,32 @@ def test_a_mixed_completion_report_is_an_upper_bound():
     tx = summarize(pts, {"sender": 100}, {"sender": 6553600}, completions=comp)["sender"]
     assert tx["deferred"]["source"] == "completion report"
     assert tx["deferred"]["quality"] == "estimate"      # ranges flag more than was copied
+
+
+def test_copies_outside_the_flows_tasks_stay_in_the_total_as_an_upper_bound():
+    """skb_copy_ubufs in ksoftirqd ("other") is not proven to be this flow's: the total keeps
+    it (never cleaner than the kernel), labelled an estimate with the unproven share."""
+    s = summarize(_zc_points(655360, 131072), {"sender": 12, "receiver": 12},
+                  {"sender": 786432, "receiver": 786432})
+    dfr = s["sender"]["deferred"]
+    assert dfr["unattributed"] == {"calls": 2, "bytes": 131072}
+    assert dfr["quality"] == "estimate" and s["sender"]["total_quality"] == "estimate"
+    assert s["sender"]["total_bytes_copied"] == 786432
+    assert "131072 B" in dfr["attribution_note"]
+    only_own = summarize(_zc_points(786432, 0), {"sender": 12, "receiver": 12},
+                         {"sender": 786432, "receiver": 786432})
+    assert "unattributed" not in only_own["sender"]["deferred"]
+    assert only_own["sender"]["total_quality"] == "exact"
+
+
+def test_soft_roce_copies_outside_the_agents_make_the_rows_copies_an_estimate():
+    pts = [PointCounts("send_copy", "sender", "_copy_from_iter", "kmod", True, calls=0, bytes=0),
+           PointCounts("recv_copy", "receiver", "_copy_to_iter", "kmod", True, calls=0, bytes=0),
+           PointCounts("rxe_copy", "sender", "rxe_mr_copy", "kmod", True, calls=8, bytes=8192),
+           PointCounts("rxe_copy", "other", "rxe_mr_copy", "kmod", True, calls=8, bytes=8192)]
+    s = summarize(pts, {"sender": 4, "receiver": 4}, {"sender": 16384, "receiver": 16384},
+                  rdma={"soft": True})
+    rxe = s["soft-RoCE"]
+    assert (rxe["bytes"], rxe["quality"]) == (16384, "estimate")
+    assert rxe["unattributed"] == {"calls": 8, "bytes": 8192}
+    assert "8192 B of soft-RoCE's copies" in s["sender"]["total_note"]
