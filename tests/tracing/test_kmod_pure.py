@@ -138,7 +138,9 @@ def test_copytrace_source_watches_kprobe_misses_and_gates():
     assert f"#define MAX_GATES {kmod.MAX_GATES}" in src
     # A unix socket (a node launcher's stdin/stdout for the agents) opens no gate: the agents'
     # control lines are not the flow's copies (the lab's exact N x size check fails otherwise).
-    assert "sock->sk->sk_family == AF_UNIX" in src and "unix_socket(container_of(rp" in src
+    assert "sk->sk_family == AF_UNIX" in src and "gate_sock(container_of(rp" in src
+    # Deferred zerocopy copies outside the flow's tasks are tied to it by the sending socket.
+    assert "sock_slot(zerocopy_owner(" in src and "remember_sock(slot, sk)" in src
 
 
 def test_parse_refuses_unknown_version():

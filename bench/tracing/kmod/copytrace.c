@@ -66,6 +66,7 @@
 #include <linux/delay.h>
 #include <linux/math64.h>
 #include <linux/unistd.h>
+#include <linux/version.h>
 #include <asm/syscall.h>
 
 #define MAX_PROBES 16
@@ -80,6 +81,7 @@
 #define OUTPUT_VERSION 3
 #define MAX_GATES 8
 #define MAX_INSOCK 64		/* traced threads inside a socket operation at once */
+#define MAX_FLOW_SOCKS 16	/* network sockets remembered per slot (attribution) */
 
 static char *symbols[MAX_PROBES];
 static int nsymbols;
@@ -239,16 +241,14 @@ out:
 
 static int match_slot(void);
 
-/*
- * Why: a unix socket is local IPC, not a network path, and it is what a node launcher gives
- * an agent as stdin/stdout: its JSON-lines control traffic (write/read on that socket) must
- * not count as the flow's copies.
- */
-static bool unix_socket(const struct gate *g, struct pt_regs *regs)
+/* The struct sock behind a gate's first argument (NULL if none). */
+static struct sock *gate_sock(const struct gate *g, struct pt_regs *regs)
 {
 	struct socket *sock = NULL;
 	struct kiocb *iocb;
 
+	if (g->arg == GATE_OTHER)	/* tcp_getsockopt(sk, ...) */
+		return (struct sock *)regs_get_kernel_argument(regs, 0);
 	if (g->arg == GATE_SOCKET) {
 		sock = (struct socket *)regs_get_kernel_argument(regs, 0);
 	} else if (g->arg == GATE_KIOCB) {
@@ -256,17 +256,90 @@ static bool unix_socket(const struct gate *g, struct pt_regs *regs)
 		if (iocb && iocb->ki_filp)
 			sock = iocb->ki_filp->private_data;
 	}
-	return sock && sock->sk && sock->sk->sk_family == AF_UNIX;
+	return sock ? sock->sk : NULL;
+}
+
+/*
+ * Why: a copy that runs outside the flow's tasks (skb_copy_ubufs in ksoftirqd) can still be
+ * tied to the flow by the socket its data came from. The gates see every network socket a
+ * traced task uses; each slot keeps the first MAX_FLOW_SOCKS of them for the module's life
+ * (one traced sample), and a table that fills up only leaves later copies unattributed.
+ */
+static struct sock *flow_socks[MAX_FILTERS][MAX_FLOW_SOCKS];
+static DEFINE_RAW_SPINLOCK(flow_lock);
+
+static void remember_sock(int slot, struct sock *sk)
+{
+	unsigned long flags;
+	int i;
+
+	if (slot < 0 || slot >= MAX_FILTERS || !sk)
+		return;
+	for (i = 0; i < MAX_FLOW_SOCKS; i++) {		/* lock-free: the common case */
+		struct sock *s = READ_ONCE(flow_socks[slot][i]);
+
+		if (s == sk)
+			return;
+		if (!s)
+			break;
+	}
+	raw_spin_lock_irqsave(&flow_lock, flags);
+	for (i = 0; i < MAX_FLOW_SOCKS; i++) {
+		if (flow_socks[slot][i] == sk)
+			break;
+		if (!flow_socks[slot][i]) {
+			WRITE_ONCE(flow_socks[slot][i], sk);
+			break;
+		}
+	}
+	raw_spin_unlock_irqrestore(&flow_lock, flags);
+}
+
+static int sock_slot(struct sock *sk)
+{
+	int slot, i;
+
+	for (slot = 0; sk && slot < MAX_FILTERS; slot++)
+		for (i = 0; i < MAX_FLOW_SOCKS; i++) {
+			struct sock *s = READ_ONCE(flow_socks[slot][i]);
+
+			if (!s)
+				break;
+			if (s == sk)
+				return slot;
+		}
+	return -1;
+}
+
+/* The socket a MSG_ZEROCOPY skb's pages came from: its ubuf_info lives in the control block
+ * of a notification skb that the sending socket owns (msg_zerocopy_alloc). io_uring's
+ * zerocopy notifications are not of this kind and stay unattributed. */
+static struct sock *zerocopy_owner(struct sk_buff *skb)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0)
+	struct ubuf_info *uarg = skb ? skb_zcopy(skb) : NULL;
+
+	if (uarg && uarg->callback == msg_zerocopy_callback)
+		return container_of((void *)uarg_to_msgzc(uarg), struct sk_buff, cb)->sk;
+#endif
+	return NULL;	/* later kernels changed the callback to ops: not attributed */
 }
 
 static int gate_entry(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct kretprobe *rp = get_kretprobe(ri);
+	int slot = match_slot();
+	struct sock *sk;
 
-	if (match_slot() < 0)
+	if (slot < 0)
 		return 1;	/* not a traced task: no return probe */
-	if (rp && unix_socket(container_of(rp, struct gate, rp), regs))
-		return 1;	/* not a network socket: no return probe, no depth */
+	sk = rp ? gate_sock(container_of(rp, struct gate, rp), regs) : NULL;
+	/* Why: a unix socket is local IPC, not a network path, and it is what a node launcher
+	 * gives an agent as stdin/stdout: its JSON-lines control traffic (write/read on that
+	 * socket) must not count as the flow's copies. No return probe, no depth. */
+	if (sk && sk->sk_family == AF_UNIX)
+		return 1;
+	remember_sock(slot, sk);
 	if (!gate_step(1)) {
 		atomic_inc(&insock_full);
 		return 1;
@@ -349,13 +422,15 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 		slot = -1;
 	if (p->calib)
 		slot = 0;	/* the same work as a copy probe, then always timed */
+	e->addr = p->addr_arg >= 0 ? regs_get_kernel_argument(regs, p->addr_arg) : 0;
+	if (slot < 0 && p->any && p->len_arg == LEN_SKB_DATA_LEN)
+		slot = sock_slot(zerocopy_owner((struct sk_buff *)e->addr));
 	if (slot < 0) {
 		if (!p->any)
 			return 1;	/* not ours: no return probe */
 		slot = ANY_SLOT;
 	}
 	e->slot = slot;
-	e->addr = p->addr_arg >= 0 ? regs_get_kernel_argument(regs, p->addr_arg) : 0;
 	if (p->len_arg >= 0)
 		e->len = (long)regs_get_kernel_argument(regs, p->len_arg);
 	else if (p->len_arg == LEN_SKB_DATA_LEN && e->addr)
