@@ -26,7 +26,7 @@ def cleanup_all() -> list[str]:
     from bench.launcher import remove_stale as remove_stale_launchers
     done += [f"removed a dead launcher's socket directory {d}" for d in remove_stale_launchers()]
     try:
-        from bench.tracing.select import cleanup_stale
+        from bench.tracing.stale import cleanup_stale
     except ImportError:
         return done
     done += list(cleanup_stale())

@@ -98,7 +98,7 @@ def readonly_environment(env=None):
     from dataclasses import replace
 
     from bench.tracing.base import Availability
-    from bench.tracing.select import Environment
+    from bench.tracing.env import Environment
     env = env or Environment()
 
     def bpftrace_ok() -> Availability:
@@ -112,7 +112,7 @@ def readonly_environment(env=None):
 
 def check_copy_counting(env=None) -> Check:
     """What `--copies auto` would use per copy point here, and how exact each is. Read-only
-    (readonly_environment); `env` (bench.tracing.select.Environment) lets tests use fixture
+    (readonly_environment); `env` (bench.tracing.env.Environment) lets tests use fixture
     trees."""
     from bench.errors import UsageError
     from bench.tracing.select import plan

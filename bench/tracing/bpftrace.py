@@ -31,14 +31,14 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.procs import stop
-from bench.tracing import catalog, kmod, tracefs
+from bench.tracing import catalog, kprobes, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.syscalls import plain_writes, send_flags_args, socket_syscalls
 
 ATTACH_TIMEOUT = 120.0   # bpftrace compiles and attaches slowly under TCG
 STOP_TIMEOUT = 60.0      # SIGINT to exit, maps printed
 SIGINT_RETRY_S = 2.0     # a SIGINT bpftrace has not acted on by then is sent again
-ANY_SLOT = kmod.ANY_SLOT
+ANY_SLOT = kprobes.ANY_SLOT
 READY = "copybench-ready"
 MSG_ZEROCOPY = 0x4000000
 UDP = catalog.UDP
@@ -53,7 +53,7 @@ IO_URING_SUBMIT = "io_uring:io_uring_submit_req"
 def _length_expr(probe: catalog.Probe) -> str:
     if probe.len_arg is not None:
         return f"arg{probe.len_arg}"
-    if probe.symbol in kmod.SKB_LEN_SYMBOLS:
+    if probe.symbol in kprobes.SKB_LEN_SYMBOLS:
         return f"((struct sk_buff *)arg{probe.addr_arg})->data_len"
     return "0"
 
@@ -69,7 +69,7 @@ def _kprobe_lines(i: int, p: catalog.Probe, slot_code: str, sockonly: bool,
     """Entry and return probes for catalog probe number i."""
     addr = f"arg{p.addr_arg}" if p.addr_arg is not None else "0"
     # ANY points belong to the matching task in any syscall, else to "other" (softirq)
-    anyslot = f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}" if p.point in kmod.ANY_TASK_POINTS else ""
+    anyslot = f" if (!$s) {{ $s = {ANY_SLOT + 1}; }}" if p.point in kprobes.ANY_TASK_POINTS else ""
     cond = "$s" if anyslot or not sockonly else "$s && (@insock[tid] || @insys[tid])"
     enter = (f"kprobe:{p.symbol} {{ {slot_code}{anyslot} if ({cond}) "
              f"{{ @enter[{i}, $s - 1] = count(); @t[tid, {i}] = nsecs; @a[tid, {i}] = {addr}; "
@@ -222,7 +222,7 @@ def _bucket(max_ns: int) -> int:
 
 
 @dataclass
-class Report(kmod.ModuleReport):
+class Report(kprobes.ModuleReport):
     """copytrace's report plus what only bpftrace's maps say."""
 
     entered: dict[tuple[int, int], int] = field(default_factory=dict)   # kprobe entries
@@ -293,7 +293,7 @@ def parse(text: str, probes: list[catalog.Probe]) -> Report:
 def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
               backend: str = "bpftrace", lost: dict[str, int] | None = None) -> list[PointCounts]:
     """PointCounts per probe and side, with per-point exactness and the kernel's loss."""
-    out = kmod.to_counts(report, probes, sides, backend=backend)
+    out = kprobes.to_counts(report, probes, sides, backend=backend)
     by = {(pc.symbol, pc.side): pc for pc in out}
     slot_of = {s: i for i, s in enumerate(sides)}
     slot_of["other"] = ANY_SLOT
@@ -306,7 +306,7 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
             entered = report.entered.get((idx, slot), pc.calls)
             pc.add_loss("entries_without_return", entered - pc.calls,
                         "probe entries that never returned (kretprobe missed or map full)")
-            if probe.point not in kmod.ANY_TASK_POINTS:
+            if probe.point not in kprobes.ANY_TASK_POINTS:
                 # A gate whose return was missed leaves its thread marked "inside" (copies
                 # after it admitted): never exact then.
                 pc.add_loss("gate_missed",

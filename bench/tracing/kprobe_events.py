@@ -10,7 +10,7 @@ Timing resolution is the trace clock's printed microseconds.
 What it must match in kmod (copytrace.c): copies of the socket copy functions count only
 inside socket operations of the traced tasks: between the entry (g<j>) and return (h<j>)
 events of a socket entry function (catalog.SOCKET_GATES), or inside a socket-only syscall;
-the "ANY" points (kmod.ANY_TASK_POINTS: zerocopy fallbacks, rxe) count in the traced task
+the "ANY" points (kprobes.ANY_TASK_POINTS: zerocopy fallbacks, rxe) count in the traced task
 whatever it is doing, and when another task runs them (ksoftirqd, softirq on someone else's
 time) they count for side "other": a separate instance records those events for every task
 except the traced ones.
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.tracing import btf as kernel_btf
-from bench.tracing import catalog, kmod, tracefs
+from bench.tracing import catalog, kprobes, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.syscalls import socket_syscalls
 
@@ -61,7 +61,7 @@ def definitions(probes: list[catalog.Probe], group: str, arch: str = "x86_64",
             args.append(f"addr=%{p.reg(p.addr_arg, arch)}:x64")
         if p.len_arg is not None:
             args.append(f"len=%{p.reg(p.len_arg, arch)}:u64")
-        elif p.symbol in kmod.SKB_LEN_SYMBOLS and p.addr_arg is not None and skb_len:
+        elif p.symbol in kprobes.SKB_LEN_SYMBOLS and p.addr_arg is not None and skb_len:
             off, size = skb_len   # what copytrace reads: ((struct sk_buff *)arg)->data_len
             args.append(f"len=+{off}(%{p.reg(p.addr_arg, arch)}):u{8 * size}")
         out.append(" ".join([f"p:{group}/p{i}", p.symbol, *args]))
@@ -117,7 +117,7 @@ def skb_data_len(path: Path = kernel_btf.VMLINUX,
 def refusal(probe: catalog.Probe, btf: Path = BTF_VMLINUX) -> str | None:
     """Why this backend cannot measure `probe` here (None: it can). select.plan may ask this
     before choosing kprobe_events for a point; attach() refuses the same symbols."""
-    if probe.symbol in kmod.SKB_LEN_SYMBOLS:
+    if probe.symbol in kprobes.SKB_LEN_SYMBOLS:
         off, why = skb_data_len(btf)
         return None if off else why
     return None
@@ -218,12 +218,12 @@ def parse_line(line: str) -> KEvent | None:
 
 def count(lines: list[str], probes: list[catalog.Probe], slot: int,
           sockonly: bool = True, max_samples: int = 64,
-          exclude_tgids: set[int] | frozenset[int] = frozenset()) -> kmod.ModuleReport:
+          exclude_tgids: set[int] | frozenset[int] = frozenset()) -> kprobes.ModuleReport:
     """Pair entries with returns per thread; keep copies made inside socket syscalls, except
-    for the ANY points (kmod.ANY_TASK_POINTS), which count whatever syscall the task is in.
+    for the ANY points (kprobes.ANY_TASK_POINTS), which count whatever syscall the task is in.
     exclude_tgids: processes whose events belong to another slot (the "other" instance)."""
-    r = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
-    anytask = {i for i, p in enumerate(probes) if p.point in kmod.ANY_TASK_POINTS}
+    r = kprobes.ModuleReport(version=kprobes.OUTPUT_VERSION)
+    anytask = {i for i, p in enumerate(probes) if p.point in kprobes.ANY_TASK_POINTS}
     insock: set[int] = set()             # in a socket-only syscall
     # tid -> open socket entry functions, innermost last: True for a network socket (a unix
     # socket's entry, catalog.AF_UNIX, opens nothing but must still be closed by its return)
@@ -310,7 +310,7 @@ class KprobeEventsTracer(Tracer):
         """Add our probe definitions; a refused symbol is recorded, not fatal."""
         arch = catalog.machine_arch()
         skb_len, skb_why = None, ""
-        want_skb = any(p.symbol in kmod.SKB_LEN_SYMBOLS for p in self.probes)
+        want_skb = any(p.symbol in kprobes.SKB_LEN_SYMBOLS for p in self.probes)
         types, btf_why = (kernel_btf.load(self.btf) if want_skb or not self.all_copies
                           else (None, ""))
         if want_skb:
@@ -318,7 +318,7 @@ class KprobeEventsTracer(Tracer):
                 None, f"needs skb->data_len's offset from the kernel's BTF ({btf_why})")
         lines = definitions(self.probes, self.group, arch, skb_len)
         for i, p in enumerate(self.probes):
-            if p.symbol in kmod.SKB_LEN_SYMBOLS and skb_len is None:
+            if p.symbol in kprobes.SKB_LEN_SYMBOLS and skb_len is None:
                 self.status[p.symbol] = f"refused: {skb_why}"   # never a byte count of 0
                 continue
             entry, ret = lines[2 * i], lines[2 * i + 1]
@@ -393,7 +393,7 @@ class KprobeEventsTracer(Tracer):
                                  fix="use --backend kmod (auto does)")
             self.baseline = self._misses() or {}
             names = self._events()
-            anytask = [n for n in names if self.probes[int(n[1:])].point in kmod.ANY_TASK_POINTS]
+            anytask = [n for n in names if self.probes[int(n[1:])].point in kprobes.ANY_TASK_POINTS]
             ids = socket_syscalls(catalog.machine_arch())
             sysflt = " || ".join(f"id == {n}" for n in ids)
             sides = list(self.comm) if self.comm else list(pids)
@@ -442,21 +442,21 @@ class KprobeEventsTracer(Tracer):
     def read(self) -> list[PointCounts]:
         tracefs.stop_recording(self._instances(), self.pump)
         sides = list(self.sides)
-        report = kmod.ModuleReport(version=kmod.OUTPUT_VERSION)
+        report = kprobes.ModuleReport(version=kprobes.OUTPUT_VERSION)
         traced: set[int] = set(self.pids.values())
         for slot, inst in enumerate(self.sides.values()):
             _merge(report, count(inst.lines, self.probes, slot, sockonly=not self.all_copies,
                                  max_samples=self.max_samples))
             traced |= tgids(inst.lines)
         if self.other:
-            _merge(report, count(self.other.lines, self.probes, kmod.ANY_SLOT, sockonly=False,
+            _merge(report, count(self.other.lines, self.probes, kprobes.ANY_SLOT, sockonly=False,
                                  max_samples=self.max_samples,
                                  exclude_tgids=set() if self.comm else traced))
         report.probes = {i: (p.symbol, "ok" if i in self._ok() else
                              "absent" if self.status.get(p.symbol) == "refused: absent" else
                              "error:" + self.status.get(p.symbol, "refused").replace(" ", "_"), 0)
                          for i, p in enumerate(self.probes)}
-        counts = kmod.to_counts(report, self.probes, sides, max_samples=self.max_samples,
+        counts = kprobes.to_counts(report, self.probes, sides, max_samples=self.max_samples,
                                 backend=self.name)
         misses = self._misses()
         ring = {side: read_ring_losses(inst) for side, inst in self._instances().items()}
@@ -475,11 +475,11 @@ class KprobeEventsTracer(Tracer):
                 n = sum(misses.get(e, 0) - self.baseline.get(e, 0) for e in (f"p{i}", f"r{i}"))
                 c.add_loss("kprobe_missed", n, f"kprobe misses of {c.symbol} (kprobe_profile; "
                            "the probe is system-wide, so other tasks' calls are included)")
-                if c.point not in kmod.ANY_TASK_POINTS and not self.all_copies:
+                if c.point not in kprobes.ANY_TASK_POINTS and not self.all_copies:
                     g = sum(misses.get(e, 0) - self.baseline.get(e, 0)
                             for e in self._gate_events())
                     c.add_loss("gate_missed", g, "kprobe misses of socket entry functions")
-            if c.point not in kmod.ANY_TASK_POINTS:
+            if c.point not in kprobes.ANY_TASK_POINTS:
                 if self.unix_note and self.gates:
                     c.notes.append(self.unix_note)
                 for what in self.gate_refused:
@@ -510,7 +510,7 @@ def tgids(lines: list[str]) -> set[int]:
     return out
 
 
-def _merge(into: kmod.ModuleReport, part: kmod.ModuleReport) -> None:
+def _merge(into: kprobes.ModuleReport, part: kprobes.ModuleReport) -> None:
     into.counts.update(part.counts)
     into.hist.update(part.hist)
     into.samples.extend(part.samples)

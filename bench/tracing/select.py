@@ -1,4 +1,4 @@
-"""Choosing tracer backends per copy point, and cleaning up after crashed runs.
+"""Choosing tracer backends per copy point.
 
 `auto` asks, for every catalog point, which backends could measure it on this kernel:
 kprobe backends need the symbol present; bpftrace and kprobe_events additionally need it
@@ -16,16 +16,13 @@ The choice (and why every better backend was rejected) is recorded in `tracer.ch
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench.errors import UsageError
-from bench.tracing import catalog, kmod, tracefs
+from bench.tracing import catalog, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
+from bench.tracing.env import Environment, filter_functions
 from bench.tracing.kprobe_events import refusal as kprobe_refusal
 
 BACKENDS = ("kmod", "bpftrace", "kprobe_events", "tracepoints")
@@ -58,51 +55,12 @@ def make_tracer(name: str, **kw) -> Tracer:
 
 
 # -- discovery ----------------------------------------------------------------------------------
-def filter_functions(root: Path) -> set[str] | None:
-    """Functions ftrace (and so trace_kprobe) may probe; None if the file is unreadable."""
-    try:
-        text = (root / "available_filter_functions").read_text()
-    except OSError:
-        return None
-    return {line.split()[0] for line in text.splitlines() if line.strip()}
-
-
-def try_kprobe_event(symbol: str, root: Path) -> tuple[bool, str]:
-    """Define and delete a kprobe event on `symbol`: the kernel's own verdict."""
-    group = f"{tracefs.PREFIX}_{os.getpid()}_try"
-    try:
-        tracefs.append(root / "kprobe_events", f"p:{group}/t {symbol}\n")
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return False, "symbol absent"
-        return False, "kernel refused a kprobe event (notrace or kprobe blacklist)"
-    try:
-        tracefs.append(root / "kprobe_events", f"-:{group}/t\n")
-    except OSError:
-        pass
-    return True, "attachable"
-
-
 @dataclass
 class SymbolFacts:
     """Per-symbol facts gathered once."""
     present: bool
     traceable: bool | None     # for bpftrace/kprobe_events; None = unknown
     why: str
-
-
-@dataclass
-class Environment:
-    """Where to look; every root a parameter so fixtures can stand in for /proc and /sys."""
-    roots: tuple[Path, ...] = tracefs.CANDIDATES
-    proc_root: Path = Path("/proc")
-    sys_root: Path = Path("/sys")
-    modules_root: Path = Path("/lib/modules")
-    cache: Path = kmod.CACHE
-    try_attach: Callable[[str, Path], tuple[bool, str]] | None = try_kprobe_event
-    bpftrace_ok: Callable[[], Availability] | None = None
-    which: Callable[[str], str | None] = shutil.which
-    btf: Path = Path("/sys/kernel/btf/vmlinux")
 
 
 def symbol_facts(probes: list[catalog.Probe], env: Environment) -> dict[str, SymbolFacts]:
@@ -307,6 +265,3 @@ def select_tracer(spec: str = "auto", points: list[str] | None = None,
         tracers.append(make_tracer(backend, **kw))
     return MultiTracer(tracers, choices)
 
-
-# `bench doctor --cleanup` calls it from here (bench/cleanup.py).
-from bench.tracing.stale import cleanup_stale  # noqa: E402,F401

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.procs import stop_pid
 from bench.tracing import kmod, tracefs
+from bench.tracing.env import Environment
 
 
 def _ours_and_dead(name: str, proc_root: Path) -> bool:
@@ -19,10 +20,8 @@ def _ours_and_dead(name: str, proc_root: Path) -> bool:
 
 def cleanup_stale(env=None, unload_module: bool = True) -> list[str]:
     """Remove what crashed copybench runs left behind; returns what was done (for doctor).
-    `env`: a select.Environment (fixture roots); the real /proc, /sys by default."""
-    if env is None:
-        from bench.tracing.select import Environment
-        env = Environment()
+    `env`: an env.Environment (fixture roots); the real /proc, /sys by default."""
+    env = env or Environment()
     done: list[str] = []
     root = tracefs.find(env.roots)
     if root:

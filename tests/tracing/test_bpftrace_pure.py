@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.tracing import bpftrace, catalog, kmod
+from bench.tracing import bpftrace, catalog, kprobes
 from bench.tracing.catalog import Probe
 
 DATA = Path(__file__).with_name("data") / "bpftrace_6.1.json"
@@ -23,7 +23,7 @@ def test_script_reads_catalog_argument_positions():
     assert "@a[tid, 1] = arg2; @l[tid, 1] = arg3;" in text          # rxe_mr_copy(mr, iova, addr, len)
     assert "((struct sk_buff *)arg0)->data_len" in text
     assert "@side[7] = 1; @side[8] = 2;" in text
-    assert f"$s = {kmod.ANY_SLOT + 1};" in text                     # rxe counts any task
+    assert f"$s = {kprobes.ANY_SLOT + 1};" in text                     # rxe counts any task
     assert 'printf("copybench-ready\\n")' in text
 
 
@@ -86,7 +86,7 @@ def test_parse_captured_output():
     assert report.counts[(0, 0)] == (23, 2553, 1061010)
     assert sum(report.hist[(0, 0)].values()) == 23
     assert len(report.samples) == 3 and report.samples[0] == (0, 0, 1674, "0x0", 100, 312856)
-    counts = kmod.to_counts(report, CAPTURE_PROBES, ["sender"], backend="bpftrace")
+    counts = kprobes.to_counts(report, CAPTURE_PROBES, ["sender"], backend="bpftrace")
     send = next(c for c in counts if c.symbol == "udp_sendmsg")
     assert (send.backend, send.calls, send.bytes) == ("bpftrace", 23, 2553)
     assert send.ns_hist["[16384, 32768)"] == 18 and "[65536, 131072)" not in send.ns_hist

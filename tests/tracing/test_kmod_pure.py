@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.tracing import catalog, kmod
+from bench.tracing import catalog, kmod, kprobes
 
 DATA = Path(__file__).with_name("data") / "copytrace_proc.txt"
 PROBES = [catalog.by_symbol(s) for s in (
@@ -55,7 +55,7 @@ def test_parse_and_counts():
     report = kmod.parse(DATA.read_text())
     assert report.probes[2] == ("csum_and_copy_from_iter_full", "absent", 0)
     assert report.counts[(0, 0)] == (1000, 1000000, 412345)
-    counts = kmod.to_counts(report, PROBES, ["sender", "receiver"])
+    counts = kprobes.to_counts(report, PROBES, ["sender", "receiver"])
     by = {(c.symbol, c.side): c for c in counts}
     send = by[("_copy_from_iter", "sender")]
     assert (send.calls, send.bytes, send.ns_total, send.exact) == (1000, 1000000, 412345, True)
@@ -87,7 +87,7 @@ SMALL = [catalog.by_symbol(s) for s in ("_copy_from_iter", "_copy_from_iter_noca
 
 
 def _send(text):
-    counts = kmod.to_counts(kmod.parse(text), SMALL, ["sender"])
+    counts = kprobes.to_counts(kmod.parse(text), SMALL, ["sender"])
     return {c.symbol: c for c in counts}
 
 
@@ -134,7 +134,7 @@ def test_copytrace_source_watches_kprobe_misses_and_gates():
     assert "g->rp.nmissed + g->rp.kp.nmissed" in src
     assert src.index("err = register_gates();") < src.index("p->status = register_kretprobe")
     assert "__NR_io_uring_enter" not in src and "PF_IO_WORKER" not in src
-    assert f"#define OUTPUT_VERSION {kmod.OUTPUT_VERSION}" in src
+    assert f"#define OUTPUT_VERSION {kprobes.OUTPUT_VERSION}" in src
     assert f"#define MAX_GATES {kmod.MAX_GATES}" in src
     # A unix socket (a node launcher's stdin/stdout for the agents) opens no gate: the agents'
     # control lines are not the flow's copies (the lab's exact N x size check fails otherwise).
@@ -155,12 +155,12 @@ def test_calibration_is_parsed_per_mechanism():
     assert report.calib == {"ftrace": (310.25, 10000), "breakpoint": (1204.731, 10000)}
     assert report.mech == {0: "breakpoint", 1: "breakpoint", 3: "optimized", 5: "ftrace"}
     # the calibration is no probe: it never shows up as a copy point
-    assert {c.symbol for c in kmod.to_counts(report, PROBES, ["sender", "receiver"])} == {
+    assert {c.symbol for c in kprobes.to_counts(report, PROBES, ["sender", "receiver"])} == {
         "_copy_from_iter", "_copy_from_iter_nocache", "_copy_to_iter", "skb_copy_ubufs"}
 
 
 def test_to_counts_records_raw_time_and_the_matching_probe_cost():
-    counts = kmod.to_counts(kmod.parse(DATA.read_text()), PROBES, ["sender", "receiver"])
+    counts = kprobes.to_counts(kmod.parse(DATA.read_text()), PROBES, ["sender", "receiver"])
     by = {(c.symbol, c.side): c for c in counts}
     send = by[("_copy_from_iter", "sender")]
     assert send.ns_total == 412345                      # raw: nothing subtracted here
@@ -175,7 +175,7 @@ def test_to_counts_records_raw_time_and_the_matching_probe_cost():
 def test_no_calibration_lines_leave_probe_cost_unknown():
     text = "\n".join(line for line in DATA.read_text().splitlines()
                      if not line.startswith("calib"))
-    counts = kmod.to_counts(kmod.parse(text), PROBES, ["sender", "receiver"])
+    counts = kprobes.to_counts(kmod.parse(text), PROBES, ["sender", "receiver"])
     assert counts and all(c.ns_probe_per_call is None for c in counts)
 
 

@@ -172,7 +172,7 @@ def test_cleanup_after_a_killed_tracer(vm, backend, symbol):
               "sleep 1; done; kill -9 $pid; wait $pid; "
               "echo before: $(lsmod | grep -cw copytrace) $(grep -c copybench "
               "/sys/kernel/tracing/kprobe_events); "
-              "python3 -c 'from bench.tracing.select import cleanup_stale; "
+              "python3 -c 'from bench.tracing.stale import cleanup_stale; "
               "print(cleanup_stale())'; "
               "echo after: $(lsmod | grep -cw copytrace) $(grep -c copybench "
               "/sys/kernel/tracing/kprobe_events) "

@@ -10,6 +10,7 @@ import pytest
 from bench.errors import UsageError
 from bench.tracing import select, stale, tracefs
 from bench.tracing.base import Availability
+from bench.tracing.env import Environment
 
 COPY = ["_copy_from_iter", "_copy_from_iter_nocache", "csum_and_copy_from_iter_full",
         "copy_page_from_iter", "_copy_to_iter", "csum_and_copy_to_iter", "copy_page_to_iter",
@@ -39,7 +40,7 @@ def make_env(tmp: Path, *, kprobes=True, traceable=(), bpftrace=True, headers=Tr
     mods = tmp / "modules"
     if headers:
         (mods / "6.1.0-test/build").mkdir(parents=True)
-    return select.Environment(
+    return Environment(
         roots=(trace,), proc_root=proc, sys_root=sys_, modules_root=mods, cache=tmp / "cache",
         try_attach=None, which=lambda tool: f"/usr/bin/{tool}",
         bpftrace_ok=lambda: Availability(bpftrace, "" if bpftrace else "bpftrace not installed"))
@@ -123,7 +124,7 @@ def test_cleanup_removes_only_dead_owners_leftovers(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stale.os, "kill", fake_kill)
     monkeypatch.setattr(tracefs, "write", lambda path, text: None)
-    done = select.cleanup_stale(env)
+    done = stale.cleanup_stale(env)
     left = sorted(p.name for p in (trace / "instances").iterdir())
     assert left == [f"copybench-{alive}-sender", "other-tool"]
     assert killed and killed[0][0] == 4242 and not script.exists()
@@ -138,10 +139,10 @@ def test_cleanup_spares_a_live_runs_module(tmp_path, monkeypatch):
     (env.proc_root / str(os.getppid())).mkdir()
     unloaded = []
     monkeypatch.setattr(stale.kmod, "unload", lambda sys_root: unloaded.append(1) or True)
-    done = select.cleanup_stale(env)
+    done = stale.cleanup_stale(env)
     assert not unloaded and any("left alone" in d for d in done)
     (params / "owner").write_text(f"{_dead_pid()}\n")
-    done = select.cleanup_stale(env)
+    done = stale.cleanup_stale(env)
     assert unloaded and "unloaded the copytrace module" in done
 
 

@@ -93,7 +93,7 @@ def test_cleanup_stale_removes_a_dead_runs_instance():
     import subprocess
     import sys
 
-    from bench.tracing.select import cleanup_stale
+    from bench.tracing.stale import cleanup_stale
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     root = tracefs.find()

@@ -9,7 +9,8 @@ import pytest
 
 from bench import doctor
 from bench.tracing.base import Availability
-from bench.tracing.select import Environment, plan
+from bench.tracing.env import Environment
+from bench.tracing.select import plan
 
 SYMBOLS = ["_copy_from_iter", "_copy_to_iter", "skb_copy_ubufs", "tcp_zerocopy_receive",
            "register_kretprobe"]
