@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.tracing import btf as kernel_btf
 from bench.tracing import catalog
 from bench.tracing.base import Availability, PointCounts, Tracer
 from bench.tracing.env import CACHE
@@ -34,6 +35,7 @@ from bench.tracing.kprobes import (
 SRC = Path(__file__).with_name("copytrace")   # the C module and its Makefile
 MODULE = "copytrace"
 MAX_FILTERS = 8          # = MAX_FILTERS in copytrace.c
+RXE_COPY_SYMBOL = "rxe_mr_copy"   # copytrace ties its copies to the MR's owner (rxe_ibmr)
 MAX_GATES = 8            # = MAX_GATES: socket entry functions copytrace can watch
 CALIB_CALLS = 10000      # calls per probe-cost calibration (copytrace's `calib` parameter)
 
@@ -284,6 +286,7 @@ class KmodTracer(Tracer):
         self.sides: list[str] = []
         self.status: dict[str, str] = {}     # symbol -> ok | absent | error:-N
         self._loaded = False
+        self.rxe_note = ""
 
     def available(self) -> Availability:
         syms = catalog.kallsyms(self.proc_root)
@@ -319,6 +322,9 @@ class KmodTracer(Tracer):
         params = module_params(self.probes, pids=pids, comm=self.comm, nsamples=self.nsamples,
                                sockonly=not self.all_copies, stacks=self.stacks, gates=gates)
         params.append(f"owner={os.getpid()}")   # lets cleanup_stale spare a live run's module
+        self.rxe_note = ""
+        if any(p.symbol == RXE_COPY_SYMBOL for p in self.probes):
+            params += self._rxe_owner_param()
         self.sides = list(self.comm or pids)
         atexit.register(self.detach)   # a crash between attach and finally still unloads
         # Ours from before insmod starts: a Ctrl-C during the (slow) load still unloads it.
@@ -342,9 +348,22 @@ class KmodTracer(Tracer):
     def _proc_text(self) -> str:
         return (self.proc_root / MODULE).read_text()
 
+    def _rxe_owner_param(self) -> list[str]:
+        """Where rdma_rxe keeps an MR's ib_mr (its struct is private to the module): copies
+        that rxe's tasklets make outside the agents then count for the MR's owner."""
+        off, why = kernel_btf.module_member("rdma_rxe", "rxe_mr", "ibmr", embedded=True,
+                                            btf_dir=self.sys_root / "kernel/btf")
+        if off is None:
+            self.rxe_note = (f"soft-RoCE copies outside the agents are not tied to an MR's "
+                             f"owner ({why})")
+            return []
+        return [f"rxe_ibmr={off[0]}"]
+
     def read(self) -> list[PointCounts]:
         counts = to_counts(parse(self._proc_text()), self.probes, self.sides)
         for pc in counts:
+            if self.rxe_note and pc.symbol == RXE_COPY_SYMBOL:
+                pc.notes.append(self.rxe_note)
             absent = [p.symbol for p in self.probes if p.point == pc.point
                       and self.status.get(p.symbol, "ok") != "ok"]
             if absent:

@@ -52,6 +52,7 @@
 #include <linux/net.h>
 #include <linux/fs.h>
 #include <net/sock.h>
+#include <rdma/ib_verbs.h>
 #include <linux/ptrace.h>
 #include <linux/sched.h>
 #include <linux/rcupdate.h>
@@ -82,6 +83,7 @@
 #define MAX_GATES 8
 #define MAX_INSOCK 64		/* traced threads inside a socket operation at once */
 #define MAX_FLOW_SOCKS 16	/* network sockets remembered per slot (attribution) */
+enum { OWNER_NONE, OWNER_ZEROCOPY_SKB, OWNER_RXE_MR };
 
 static char *symbols[MAX_PROBES];
 static int nsymbols;
@@ -119,6 +121,10 @@ static int owner;
 module_param(owner, int, 0444);
 MODULE_PARM_DESC(owner, "pid of the copybench process that loaded us (for stale cleanup)");
 
+static int rxe_ibmr = -1;
+module_param(rxe_ibmr, int, 0444);
+MODULE_PARM_DESC(rxe_ibmr, "offset of ibmr in rdma_rxe's struct rxe_mr (from its BTF; -1: none)");
+
 static int calib = 10000;
 module_param(calib, int, 0444);
 MODULE_PARM_DESC(calib, "calls per probe-cost calibration (0 = none, at most 100000)");
@@ -136,6 +142,7 @@ struct probe {
 	struct kretprobe rp;
 	char name[KSYM_NAME_LEN];
 	int addr_arg, len_arg, any;
+	int owner_kind;		/* how a copy outside the traced tasks finds its flow (OWNER_*) */
 	bool calib;		/* probe-cost calibration: never a copy, never sampled */
 	int status;		/* 0 registered, else the register error */
 	atomic_t stacks_logged;
@@ -383,19 +390,20 @@ static bool in_socket_call(void)
 	return false;
 }
 
-static int match_slot(void)
+/* The slot of task t (its comm, or a traced pid among its ancestors), -1 if none. */
+static int task_slot(struct task_struct *t)
 {
-	struct task_struct *t;
 	int i, depth, slot = -1;
 
+	if (!t)
+		return -1;
 	if (ncomm) {
 		for (i = 0; i < ncomm; i++)
-			if (strncmp(current->comm, comm[i], TASK_COMM_LEN) == 0)
+			if (strncmp(t->comm, comm[i], TASK_COMM_LEN) == 0)
 				return i;
 		return -1;
 	}
 	rcu_read_lock();
-	t = current;
 	for (depth = 0; depth < MAX_DEPTH && t && t->pid > 0; depth++) {
 		for (i = 0; i < npids; i++) {
 			if (t->tgid == pids[i]) {
@@ -408,6 +416,35 @@ static int match_slot(void)
 out:
 	rcu_read_unlock();
 	return slot;
+}
+
+static int match_slot(void)
+{
+	return task_slot(current);
+}
+
+/* The task that registered a soft-RoCE memory region: the kernel's resource tracking keeps
+ * it (ib_mr.res.task, held for user MRs), at the offset rdma_rxe's BTF gives for ibmr. */
+static int rxe_mr_slot(void *mr)
+{
+	struct ib_mr *ibmr;
+
+	if (!mr || rxe_ibmr < 0)
+		return -1;
+	ibmr = (struct ib_mr *)((char *)mr + rxe_ibmr);
+	return task_slot(READ_ONCE(ibmr->res.task));
+}
+
+/* Which flow a copy outside the traced tasks belongs to, by what it copies. */
+static int owner_slot(const struct probe *p, struct pt_regs *regs, unsigned long addr)
+{
+	switch (p->owner_kind) {
+	case OWNER_ZEROCOPY_SKB:
+		return sock_slot(zerocopy_owner((struct sk_buff *)addr));
+	case OWNER_RXE_MR:
+		return rxe_mr_slot((void *)regs_get_kernel_argument(regs, 0));
+	}
+	return -1;
 }
 
 static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
@@ -423,8 +460,8 @@ static int entry_handler(struct kretprobe_instance *ri, struct pt_regs *regs)
 	if (p->calib)
 		slot = 0;	/* the same work as a copy probe, then always timed */
 	e->addr = p->addr_arg >= 0 ? regs_get_kernel_argument(regs, p->addr_arg) : 0;
-	if (slot < 0 && p->any && p->len_arg == LEN_SKB_DATA_LEN)
-		slot = sock_slot(zerocopy_owner((struct sk_buff *)e->addr));
+	if (slot < 0 && p->any)
+		slot = owner_slot(p, regs, e->addr);
 	if (slot < 0) {
 		if (!p->any)
 			return 1;	/* not ours: no return probe */
@@ -736,6 +773,10 @@ static int __init copytrace_init(void)
 			goto fail;
 		}
 		p->rp.kp.symbol_name = p->name;
+		/* skb_copy_ubufs(skb, gfp): the skb's sending socket; rxe_mr_copy(mr, ...): the MR's
+		 * registering task */
+		p->owner_kind = p->len_arg == LEN_SKB_DATA_LEN ? OWNER_ZEROCOPY_SKB :
+				!strcmp(p->name, "rxe_mr_copy") ? OWNER_RXE_MR : OWNER_NONE;
 		p->rp.entry_handler = entry_handler;
 		p->rp.handler = return_handler;
 		p->rp.data_size = sizeof(struct entry);
