@@ -90,6 +90,7 @@ def collect() -> dict:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "virtualization": virtualization(),
+        **vm_host(),
         "python": platform.python_version(),
         "libraries": libs,
         "tools": {name: tool_version(argv) for name, argv in TOOLS.items()},
@@ -98,6 +99,17 @@ def collect() -> dict:
         "method": method(),
         "rdma_ports": rdma_ports(),
     }
+
+
+VM_HOST_ENV = "COPYBENCH_VM_HOST"
+
+
+def vm_host(environ=os.environ) -> dict:
+    """The machine under this VM, as the operator states it ($COPYBENCH_VM_HOST: a guest
+    cannot see its host, and DMI names the VM's platform, not the machine). The CI gate
+    compares runs by it; without it a VM's runs are an "unknown host"."""
+    name = (environ.get(VM_HOST_ENV) or "").strip()
+    return {"vm_host": {"hostname": name, "source": f"${VM_HOST_ENV}"}} if name else {}
 
 
 def rdma_ports() -> list[dict]:

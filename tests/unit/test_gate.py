@@ -223,3 +223,14 @@ def test_a_lab_run_by_the_runner_names_its_host(data_dir):
     with pytest.raises(UsageError, match="host 'vm \\(ran the lab\\)' vs 'elsewhere \\(ran the lab\\)'"):
         compare.run([two, other], ["a", "b"])
     assert compare.run([two, copy.deepcopy(two)], ["a", "b"]).notes == []
+
+
+def test_the_operator_names_the_host_under_a_vm(zc):
+    from bench import sysinfo
+    from reports import gate_exact
+    assert sysinfo.vm_host({}) == {}
+    got = sysinfo.vm_host({"COPYBENCH_VM_HOST": " rack7-node3 "})
+    assert got == {"vm_host": {"hostname": "rack7-node3", "source": "$COPYBENCH_VM_HOST"}}
+    zc.metadata.pop("target", None)
+    zc.metadata.update(virtualization="kvm", **got)
+    assert gate_exact.host_of(zc) == "rack7-node3"
