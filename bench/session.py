@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.results import RunResult
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class RunOptions:
 @dataclass
 class RunOutcome:
     path: Path             # the result file
-    result: object         # bench.results.RunResult
+    result: RunResult
     target: dict           # metadata.target: requested, chosen, why
 
 
