@@ -36,7 +36,7 @@ def node_buffer_limit(metadata: dict) -> int | None:
     tables += [n.get("sysctls") or {} for n in (metadata.get("nodes") or {}).values()]
     limits = []
     for t in tables:
-        for key in ("net/core/rmem_max", "net/core/wmem_max"):
+        for key in ("net.core.rmem_max", "net.core.wmem_max"):    # as bench.sysinfo names them
             try:
                 limits.append(int(t[key]))
             except (KeyError, TypeError, ValueError):

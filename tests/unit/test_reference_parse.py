@@ -76,12 +76,21 @@ def test_sockbuf_auto_leaves_both_sides_to_autotuning():
             reference.parse_sockbuf(bad)
 
 
-def test_buffer_limits_are_the_measuring_nodes_not_the_runners():
-    meta = {"sysctls": {"net/core/rmem_max": "212992", "net/core/wmem_max": "212992"},
-            "nodes": {"lab0": {"sysctls": {"net/core/rmem_max": "212992",
-                                           "net/core/wmem_max": "212992"}},
-                      "lab1": {"sysctls": {"net/core/rmem_max": "131072",
-                                           "net/core/wmem_max": "16777216"}}}}
+def _sysctls(tmp_path, rmem: int, wmem: int) -> dict:
+    """A node's sysctls as `bench sysinfo` records them (its own reader on a fake /proc)."""
+    from bench import sysinfo
+    core = tmp_path / f"{rmem}-{wmem}" / "sys" / "net" / "core"
+    core.mkdir(parents=True)
+    (core / "rmem_max").write_text(f"{rmem}\n")
+    (core / "wmem_max").write_text(f"{wmem}\n")
+    return sysinfo.sysctls(core.parents[2])
+
+
+def test_buffer_limits_are_the_measuring_nodes_not_the_runners(tmp_path):
+    meta = {"sysctls": _sysctls(tmp_path, 212992, 212992),
+            "nodes": {"lab0": {"sysctls": _sysctls(tmp_path, 212992, 212993)},
+                      "lab1": {"sysctls": _sysctls(tmp_path, 131072, 16777216)}}}
+    assert reference.node_buffer_limit({"sysctls": meta["sysctls"]}) == 212992
     limit = reference.node_buffer_limit(meta)
     assert limit == 131072
     assert reference.choose_buffer(None, limit) == 131072
