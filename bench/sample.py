@@ -67,7 +67,7 @@ class Sampler:
                 tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
                 # The agents' own pids: over SSH, tx.pid is the local ssh client's.
                 pids = {"sender": tx_ready["pid"], "receiver": rx_ready["pid"]}
-                tx_res, rx_res, cpu0, cpu1 = self._traced(case, tx, rx, pids, tracer, syscalls,
+                tx_res, rx_res, cpu0, cpu1 = self._measure(case, tx, rx, pids, tracer, syscalls,
                                                           out)
             finally:
                 self._retire(tx)
@@ -76,7 +76,7 @@ class Sampler:
         out.record = self._record(case, tx_res, rx_res, cpu0, cpu1, tx_ready, rx_ready)
         return out
 
-    def _traced(self, case, tx, rx, pids, tracer, syscalls, out: Sample):
+    def _measure(self, case, tx, rx, pids, tracer, syscalls, out: Sample):
         """go ... results, with the tracers attached around it; their readings into `out`."""
         if tracer is not None:
             tracer.attach(pids)
