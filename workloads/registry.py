@@ -82,6 +82,18 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              64 << 20, needs=("rdma_device", "pyverbs"), reference="ib_send_bw",
              expected_copies="no _copy_*_iter on the data path; soft-RoCE's own copies "
              "(copy_data -> rxe_mr_copy) counted apart"),
+    # Request/response (netperf RR): the agents exist; the runner's latency case does not yet,
+    # so the plan skips them with the fix below rather than run them as bandwidth cases.
+    Workload("tcp_rr", "TCP request/response, Q-byte requests, R-byte responses, N in flight",
+             "stream", 1 << 20, built=False, reference="sockperf",
+             expected_copies="COPY#1 + COPY#4 per request and per response",
+             not_built_fix="measure TCP round trips meanwhile with `sockperf ping-pong --tcp` "
+             "or `qperf HOST tcp_lat` (Debian's sockperf, qperf)"),
+    Workload("udp_rr", "UDP request/response datagrams, each with its sequence number",
+             "dgram", 65507, built=False, reference="sockperf", min_size=8,
+             expected_copies="COPY#1 + COPY#4 per request and per response datagram",
+             not_built_fix="measure UDP round trips meanwhile with `sockperf ping-pong` or "
+             "`qperf HOST udp_lat` (Debian's sockperf, qperf)"),
 )}
 
 

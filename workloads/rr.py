@@ -1,0 +1,85 @@
+"""What the request/response agents share: their parameters, timeouts and results.
+
+netperf's RR meaning: a transaction is one request of Q bytes (the agent config's `size`) and
+its response of R bytes (`response_size`, default Q); `in_flight` transactions are outstanding
+at once (default 1). The requester is the `sender` role (it waits for "go", connects, measures
+on its one clock), the responder the `receiver` role (it listens and answers until the
+requester closes, or the runner says stop). Bounded by `count` transactions and `duration`
+seconds, whichever comes first, and every wait by `rr_timeout_s` (SO_RCVTIMEO/SO_SNDTIMEO: a
+kernel timeout adds no poll() per call, as Python's settimeout would).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+IN_FLIGHT_MAX = 1024
+TIMEOUT_S = 2.0          # one response's wait: far above any round trip on our paths
+
+
+@dataclass(frozen=True)
+class RRParams:
+    request: int
+    response: int
+    in_flight: int
+    count: int | None
+    duration: float
+    timeout: float
+
+    def config(self) -> dict:
+        return {"request_size": self.request, "response_size": self.response,
+                "in_flight": self.in_flight, "timeout_s": self.timeout}
+
+
+def params(cfg: dict, min_size: int = 1, max_size: int = 1 << 20) -> RRParams:
+    """The transaction's shape from an agent config; a ValueError names what is wrong."""
+    q = int(cfg["size"])
+    r = int(cfg.get("response_size") or q)
+    for name, v in (("request", q), ("response", r)):
+        if not min_size <= v <= max_size:
+            raise ValueError(f"{name} size {v}: must be {min_size}..{max_size} bytes")
+    n = int(cfg.get("in_flight", 1))
+    if not 1 <= n <= IN_FLIGHT_MAX:
+        raise ValueError(f"in_flight {n}: must be 1..{IN_FLIGHT_MAX}")
+    count = cfg.get("count")
+    if count is not None and int(count) < 1:
+        raise ValueError(f"count {count}: must be at least 1 transaction")
+    return RRParams(q, r, n, int(count) if count is not None else None,
+                    float(cfg.get("duration", 10.0)),
+                    float(cfg.get("rr_timeout_s", TIMEOUT_S)))
+
+
+def set_timeouts(sock: socket.socket, seconds: float) -> None:
+    tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+class Stalled(RuntimeError):
+    """The peer stopped answering (timeout) or went away mid-transaction."""
+
+
+def requester_result(p: RRParams, rec, done: int, verified: int, bad: int, t_start: float,
+                     t_end: float, cpu: dict, buffer_addr: str, **extra) -> dict:
+    """The requester's result: the sample's usual fields (messages = verified transactions,
+    bytes = request bytes sent) and the `rr` and `latency` blocks."""
+    window_ns = int(round((t_end - t_start) * 1e9))
+    return {"messages": verified, "bytes": done * p.request, "t_start": t_start,
+            "t_end": t_end, "cpu": cpu, "buffer_addr": buffer_addr,
+            "rr": {**p.config(), "role": "requester", "transactions": done,
+                   "verified": verified, "bad_responses": bad, **extra},
+            "latency": rec.summary(window_ns, cpu)}
+
+
+def responder_result(p: RRParams, requests: int, bad: int, t_first, t_last, cpu: dict,
+                     buffer_addr: str, **extra) -> dict:
+    from workloads.rr_stats import cpu_per_transaction
+    good = requests - bad
+    return {"messages": good, "bytes": good * p.request, "bytes_seen": requests * p.request,
+            "bad": bad, "t_first": t_first, "t_last": t_last, "cpu": cpu,
+            "buffer_addr": buffer_addr,
+            "rr": {**p.config(), "role": "responder", "requests": requests,
+                   "bad_requests": bad, "responses": requests,
+                   "cpu_us_per_transaction": cpu_per_transaction(cpu, requests), **extra}}

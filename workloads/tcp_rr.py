@@ -1,0 +1,187 @@
+"""TCP request/response (netperf TCP_RR): Q-byte requests, R-byte responses, N in flight.
+
+Both directions are streams of fixed-size messages as in the tcp workload: transaction i's
+request is the pattern from phase(i) (workloads.pattern), Q bytes, and its response the pattern
+from the same phase, R bytes. Each side reads one whole message with recv_into(MSG_WAITALL)
+and compares it with one memcmp: a lost, duplicated or shifted message changes every later
+message's phase, so it fails the next one's check (250/251 each), and the counts are exact.
+TCP_NODELAY on both ends: a request or response is never held back for an ACK.
+
+Expected copies: COPY#1 + COPY#4 per request and per response (4 per transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
+from workloads.rr import (
+    RRParams,
+    Stalled,
+    params,
+    requester_result,
+    responder_result,
+    set_timeouts,
+)
+from workloads.rr_stats import Recorder
+from workloads.sockets import PatternSource, listen_stream, size_buffers
+
+WAITALL = socket.MSG_WAITALL
+
+
+def _recv_message(recv_into, mv: memoryview, size: int, n: int) -> int:
+    """The rest of a message MSG_WAITALL returned short (a signal, a timeout mid-message):
+    the bytes read so far, `size` when whole, less at end of stream."""
+    while 0 < n < size:
+        k = recv_into(mv[n:], size - n, WAITALL)
+        if k == 0:
+            break
+        n += k
+    return n
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    """The responder: answers each verified-or-not request with its response, until EOF."""
+    p = params(cfg)
+    lsock, bufs = listen_stream(cfg)
+    qbuf = bytearray(p.request)
+    src = PatternSource(p.response)
+    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
+            buffer_addr=buffer_address(qbuf), **bufs)
+    held = [lsock]
+
+    def end():
+        for s in held:   # wakes accept() or a blocked recv; the loop then sees EOF
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    io.on_cmd("stop", end)
+    conn, _ = lsock.accept()
+    held.append(conn)
+    lsock.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cpu = CpuWindow().start()
+    requests, bad, t_first, t_last = respond(conn, p, qbuf, src)
+    conn.close()
+    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
+                            buffer_address(qbuf), nodelay=True)
+
+
+def respond(conn: socket.socket, p: RRParams, qbuf: bytearray, src: PatternSource):
+    recv_into, sendall, clock = conn.recv_into, conn.sendall, time.monotonic
+    qmv = memoryview(qbuf)
+    q = p.request
+    startswith = block(q).startswith
+    views = src.views
+    j = bad = 0
+    tp, tab = 0, page(0)
+    t_first = t_last = None
+    while True:
+        try:
+            n = recv_into(qbuf, q, WAITALL)
+        except OSError:        # reset, or shut down under us by "stop"
+            break
+        if n != q:
+            n = _recv_message(recv_into, qmv, q, n)
+            if n != q:
+                bad += n > 0   # a request cut off by the end of the stream
+                break
+        t_last = clock()
+        if t_first is None:
+            t_first = t_last
+        if (j >> PAGE_BITS) != tp:
+            tp = j >> PAGE_BITS
+            tab = page(tp)
+        k = tab[j & PAGE_MASK]
+        if not startswith(qmv, k):
+            bad += 1
+        sendall(views[k])
+        j += 1
+    return j, bad, t_first, t_last
+
+
+def sender(cfg: dict, io: AgentIO) -> dict:
+    """The requester: up to `in_flight` requests outstanding, each response verified and
+    timed on this process's one clock."""
+    p = params(cfg)
+    req = PatternSource(p.request)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bufs = size_buffers(sock, cfg)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    set_timeouts(sock, p.timeout)
+    sock.connect(tuple(cfg["target"]))
+    rbuf = bytearray(p.response)
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(req.buf), **bufs)
+    io.wait_cmd("go")
+    cpu = CpuWindow().start()
+    rec = Recorder()
+    t_start = now()
+    try:
+        done, bad = request(sock, p, req.views, rbuf, rec, t_start)
+    finally:
+        t_end = now()
+        sock.close()
+    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
+                            buffer_address(req.buf), nodelay=True)
+
+
+def request(sock: socket.socket, p: RRParams, req_views: list, rbuf: bytearray, rec: Recorder,
+            t_start: float) -> tuple[int, int]:
+    """Transactions until the count or the deadline; (done, bad responses)."""
+    sendall, recv_into, clock = sock.sendall, sock.recv_into, time.monotonic_ns
+    r, n_flight = p.response, p.in_flight
+    rmv = memoryview(rbuf)
+    startswith = block(r).startswith
+    append = rec.append
+    limit = p.count if p.count is not None else 1 << 62
+    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    t_sent = [0] * n_flight
+    sent = done = bad = 0
+    tp, tab = 0, page(0)
+
+    def phase_of(i: int) -> int:
+        nonlocal tp, tab
+        if (i >> PAGE_BITS) != tp:
+            tp = i >> PAGE_BITS
+            tab = page(tp)
+        return tab[i & PAGE_MASK]
+
+    def refill() -> None:
+        nonlocal sent
+        while sent - done < n_flight and sent < limit and clock() < deadline:
+            t_sent[sent % n_flight] = clock()
+            sendall(req_views[phase_of(sent)])
+            sent += 1
+
+    try:
+        refill()
+        while done < sent:
+            n = recv_into(rbuf, r, WAITALL)
+            if n != r:
+                n = _recv_message(recv_into, rmv, r, n)
+                if n != r:
+                    raise Stalled(f"the responder closed the connection in transaction "
+                                  f"{done} ({n} of {r} response bytes)")
+            t1 = clock()
+            if not startswith(rmv, phase_of(done)):
+                bad += 1
+            append(t1 - t_sent[done % n_flight])
+            done += 1
+            if rec.due():
+                # Fold with nothing outstanding, so no transaction's time includes it.
+                if done == sent:
+                    rec.fold()
+                    refill()
+            elif sent < limit and t1 < deadline:
+                t_sent[sent % n_flight] = clock()
+                sendall(req_views[phase_of(sent)])
+                sent += 1
+    except BlockingIOError:
+        raise Stalled(f"no progress within {p.timeout:g} s in transaction {done}: the "
+                      "responder stopped answering") from None
+    return done, bad

@@ -1,0 +1,179 @@
+"""UDP request/response (netperf UDP_RR): Q-byte request datagrams, R-byte responses, N in
+flight.
+
+Every datagram carries its transaction's sequence number (workloads.pattern: an 8-byte header,
+then the pattern from phase seq % 251), so Q and R are at least 8 bytes. The responder answers
+each request with the response of the same sequence number; the requester matches responses to
+its outstanding requests by it, so a late, duplicated or stray response is counted, never
+taken for another transaction's. Nothing arriving for `rr_timeout_s` counts every outstanding
+transaction lost (the path dropped them) and sends new ones; three such timeouts in a row mean
+the responder stopped answering, and the requester fails with that.
+
+Expected copies: COPY#1 + COPY#4 per request and per response datagram (4 per transaction).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.pattern import PERIOD, SEQ, SEQ_BYTES, block
+from workloads.rr import (
+    RRParams,
+    Stalled,
+    params,
+    requester_result,
+    responder_result,
+    set_timeouts,
+)
+from workloads.rr_stats import Recorder
+from workloads.sockets import size_buffers
+from workloads.udp import DatagramSource
+
+MAX_SIZE = 65507
+STALLS = 3        # timeouts in a row that end the requester
+# MSG_TRUNC: a datagram's real length even where it is longer than the buffer (then wrong)
+TRUNC = socket.MSG_TRUNC
+
+
+def _params(cfg: dict) -> RRParams:
+    return params(cfg, min_size=SEQ_BYTES, max_size=MAX_SIZE)
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    """The responder: one response datagram per request, to the address it came from."""
+    p = _params(cfg)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bufs = size_buffers(sock, cfg)
+    sock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    qbuf = bytearray(p.request)
+    src = DatagramSource(p.response)
+    io.emit("ready", pid=os.getpid(), port=sock.getsockname()[1],
+            buffer_addr=buffer_address(qbuf), **bufs)
+
+    def end():
+        # wakes the blocked recvfrom (ENOTCONN on an unconnected UDP socket, but it wakes)
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    io.on_cmd("stop", end)
+    cpu = CpuWindow().start()
+    requests, bad, t_first, t_last = respond(sock, p, qbuf, src)
+    sock.close()
+    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
+                            buffer_address(qbuf))
+
+
+def respond(sock: socket.socket, p: RRParams, qbuf: bytearray, src: DatagramSource):
+    recvfrom_into, sendto, clock = sock.recvfrom_into, sock.sendto, time.monotonic
+    qmv = memoryview(qbuf)
+    body = qmv[SEQ_BYTES:]
+    q = p.request
+    startswith = block(q).startswith
+    unpack, stamp = SEQ.unpack_from, src.stamp
+    requests = bad = 0
+    t_first = t_last = None
+    while True:
+        n, addr = recvfrom_into(qbuf, 0, TRUNC)
+        if n == 0 or addr is None:
+            break          # shut down by "stop" (requests are never empty: 8-byte header)
+        t_last = clock()
+        if t_first is None:
+            t_first = t_last
+        requests += 1
+        if n < SEQ_BYTES:
+            bad += 1
+            continue       # no sequence number to answer with
+        seq = unpack(qbuf)[0]
+        if n != q or not startswith(body, seq % PERIOD):
+            bad += 1       # answered all the same: the requester's wait stays bounded
+        sendto(stamp(seq), addr)
+    return requests, bad, t_first, t_last
+
+
+def sender(cfg: dict, io: AgentIO) -> dict:
+    p = _params(cfg)
+    src = DatagramSource(p.request)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bufs = size_buffers(sock, cfg)
+    set_timeouts(sock, p.timeout)
+    sock.connect(tuple(cfg["target"]))
+    rbuf = bytearray(p.response)
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    io.wait_cmd("go")
+    cpu = CpuWindow().start()
+    rec = Recorder()
+    t_start = now()
+    try:
+        counts = request(sock, p, src, rbuf, rec, t_start)
+    finally:
+        t_end = now()
+        sock.close()
+    done, bad = counts.pop("done"), counts.pop("bad")
+    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
+                            buffer_address(src.buf), **counts)
+
+
+def request(sock: socket.socket, p: RRParams, src: DatagramSource, rbuf: bytearray,
+            rec: Recorder, t_start: float) -> dict:
+    """Transactions until the count or the deadline: `done` (answered, verified or `bad`),
+    `lost` (given up after a timeout), `late` (a response to one given up, or a duplicate),
+    `stray` (a response too short to carry a sequence number)."""
+    send, recv_into, clock = sock.send, sock.recv_into, time.monotonic_ns
+    r = p.response
+    rmv = memoryview(rbuf)
+    body = rmv[SEQ_BYTES:]
+    startswith = block(r).startswith
+    unpack, stamp, append = SEQ.unpack_from, src.stamp, rec.append
+    limit = p.count if p.count is not None else 1 << 62
+    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    outstanding: dict[int, int] = {}       # seq -> send time (ns)
+    sent = done = bad = lost = late = stray = stalls = 0
+
+    def refill() -> None:
+        nonlocal sent
+        while len(outstanding) < p.in_flight and sent < limit and clock() < deadline:
+            outstanding[sent] = clock()
+            send(stamp(sent))
+            sent += 1
+
+    refill()
+    while outstanding:
+        try:
+            n = recv_into(rbuf, 0, TRUNC)
+        except BlockingIOError:            # SO_RCVTIMEO: nothing for p.timeout seconds
+            stalls += 1
+            if stalls >= STALLS:
+                raise Stalled(f"no response for {STALLS} x {p.timeout:g} s after "
+                              f"{done} transactions: the responder stopped answering") from None
+            lost += len(outstanding)
+            outstanding.clear()
+            refill()
+            continue
+        t1 = clock()
+        if n < SEQ_BYTES:
+            stray += 1
+            continue
+        seq = unpack(rbuf)[0]
+        t0 = outstanding.pop(seq, None)
+        if t0 is None:
+            late += 1
+            continue
+        stalls = 0
+        if n != r or not startswith(body, seq % PERIOD):
+            bad += 1
+        append(t1 - t0)
+        done += 1
+        if rec.due():
+            if not outstanding:            # fold with nothing outstanding (see tcp_rr)
+                rec.fold()
+                refill()
+        elif sent < limit and t1 < deadline:
+            outstanding[sent] = clock()
+            send(stamp(sent))
+            sent += 1
+    return {"done": done, "bad": bad, "lost": lost, "late": late, "stray": stray}
