@@ -15,7 +15,9 @@ def case(doc, cid):
     ("udp", 1000, 1000, 1), ("udp", 1472, 23, 1), ("udp", 1000, 1000, 32), ("udp", 1472, 23, 64),
     ("tcp", 65536, 1000, 1), ("tcp", 1000, 23, 1)])
 def test_exact_message_counts_over_veth(run_bench, root_only, no_leftovers, workload, size, count,
-                                        batch):
+                                        batch, request):
+    if workload == "udp":
+        request.getfixturevalue("roomy_socket_limits")
     rc, out, err, doc = run_bench("run", "--suite", "smoke", "--workload", workload,
                                   "--sizes", str(size), "--bytes", str(count * size),
                                   "--batch", str(batch), "--no-reference")
