@@ -1,13 +1,17 @@
 """The interface every tracer backend implements, and the counts it returns.
 
-The runner uses it like this (one case):
+How the counting room (bench/counting.py) uses a tracer for one traced sample:
 
-    tracer = select_tracer(spec, points)          # spec: "auto" | "kmod" | "bpftrace" | ...
-    tracer.check()                                # raises UsageError with a fix
-    tracer.attach(points, pids={"sender": 123, "receiver": 124})
+    tracer = select_tracer("auto", points)        # or "kmod" | "bpftrace" | ...: a MultiTracer
+                                                  # of one backend per point (tracer.choices
+                                                  # says which and why); raises UsageError
+    tracer.attach({"sender": 123, "receiver": 124})   # once both agents are ready
     ... traffic ...
-    counts = tracer.read()                        # {point_name: PointCounts}
-    tracer.detach()                               # always, also on Ctrl-C (use try/finally)
+    counts = tracer.read()                        # list of PointCounts, one per point and side
+    tracer.detach()                               # always, also on Ctrl-C (try/finally)
+    tracer.close()                                # what outlives detach (a node's tracer)
+
+`available()` says whether a backend can run here at all, with the fix when it cannot.
 """
 
 from __future__ import annotations
