@@ -45,6 +45,12 @@ def check_cpus(cpus: tuple[int, ...] | None, allowed_on, where=lambda side: "her
                              f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
 
 
+def namespace_topologies(topologies) -> list[str]:
+    """The kinds that create network namespaces, so need root: veth and every KIND-mtuN
+    (loopback-mtuN runs in a namespace of its own); loopback and link create none."""
+    return sorted(k for k in topologies if k not in ("loopback", "link"))
+
+
 def softirq_cpu(cpus: tuple[int, ...] | None) -> int | None:
     """The third --cpus number: where the receiving veth end's softirq runs (RPS), if given."""
     return cpus[2] if cpus and len(cpus) > 2 else None
@@ -82,8 +88,8 @@ class LocalPlacement:
         if "iperf3" in tools:
             iperf3.check()
         perftest.check(t for t in tools if t != "iperf3")
-        if "veth" in topologies:
-            Topology("veth").check_privileges()
+        for kind in namespace_topologies(topologies):
+            Topology(kind).check_privileges()
         check_cpus(cpus, lambda side: os.sched_getaffinity(0))
         self.rps_cpu = softirq_cpu(cpus)
 
@@ -398,10 +404,11 @@ class RemotePlacement:
                                  f"{', '.join(f['missing'])} not installed",
                                  "provision the node (`bench lab up`; real hosts: "
                                  "ansible-playbook -i INVENTORY site.yml), or --no-reference")
-            if "veth" in topologies and self.forced_topology is None and f.get("uid") != 0:
-                raise UsageError(f"the veth topology creates network namespaces on {name} and "
-                                 "needs root there", "log in as root (ansible_user=root), or use "
-                                 "--topology loopback")
+            kinds = namespace_topologies(topologies)
+            if kinds and self.forced_topology is None and f.get("uid") != 0:
+                raise UsageError(f"the {kinds[0]} topology creates network namespaces on {name} "
+                                 "and needs root there", "log in as root (ansible_user=root), or "
+                                 "use --topology loopback")
         check_cpus(cpus, lambda side: set(self.facts(self.sides[side])["cpus"]),
                    lambda side: f"on {self.target.host(self.sides[side]).name}")
         self.rps_cpu = softirq_cpu(cpus)

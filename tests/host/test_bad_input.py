@@ -1,7 +1,9 @@
 """Bad input that used to end in a traceback (issue 20, part 8): through the real CLI, each is
 one message naming the fix, exit code 2, and nothing left behind."""
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,33 @@ def test_trace_json_unwritable_before_the_command_runs(tmp_path, where, needle):
                         "sh", "-c", f"touch {marker}")
     _one_message(rc, err, needle)
     assert not marker.exists(), "the traced command ran although its output had nowhere to go"
+
+
+@pytest.fixture
+def shared_tmp():
+    """A directory another user can write in (pytest's tmp_path is root's alone)."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix="copybench-nonroot-"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("extra,kind", [
+    ((), "loopback-mtu61492"),          # the suite's own topologies, the first one named
+])
+def test_mtu_topologies_refused_up_front_without_root(root_only, no_leftovers, shared_tmp,
+                                                      extra, kind):
+    # KIND-mtuN creates network namespaces like veth: as another user the run must stop before
+    # any case, not fail every case one by one.
+    if not shutil.which("runuser"):
+        pytest.skip("needs runuser to run the CLI as another user")
+    out = shared_tmp / "out"
+    p = subprocess.run(["runuser", "-u", "nobody", "--", *bench_cmd(
+        "run", "--suite", "zerocopy-receive", "--target", "local", "--workload", "tcp",
+        "--copies", "off", "--syscalls", "off", "--out", str(out), *extra)],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    _one_message(p.returncode, p.stderr, f"the {kind} topology creates network namespaces and "
+                 "needs root")
+    assert "run as root" in p.stderr
+    assert not out.exists()

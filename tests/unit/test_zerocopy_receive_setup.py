@@ -192,3 +192,25 @@ def test_a_kernel_without_tcp_zerocopy_receive_skips_both_paths_naming_it(monkey
     assert set(skipped) == {"tcp_zerocopy_receive", "tcp_zerocopy_receive_send"}
     assert all("TCP_ZEROCOPY_RECEIVE" in why for why in skipped.values())
     assert all(c.skip_reason is None for c in p.cases if c.workload == "tcp")
+
+
+def test_every_topology_that_makes_namespaces_needs_root_up_front(monkeypatch):
+    from bench import placement, topology
+    assert placement.namespace_topologies({"loopback", "link", "veth", "veth-mtu61492",
+                                           "loopback-mtu61492"}) == [
+        "loopback-mtu61492", "veth", "veth-mtu61492"]
+    monkeypatch.setattr(topology.os, "geteuid", lambda: 1000)
+    for kind in ("veth-mtu61492", "loopback-mtu61492"):
+        with pytest.raises(UsageError, match=f"the {kind} topology .* needs root") as e:
+            placement.LocalPlacement().check(set(), {"loopback", kind}, None)
+        assert "run as root" in e.value.fix
+    placement.LocalPlacement().check(set(), {"loopback"}, None)
+
+
+def test_a_node_refuses_the_mtu_topologies_without_root():
+    from bench.placement import NodePlacement
+    from tests.unit.test_remote_model import FakeTarget
+    with pytest.raises(UsageError, match="veth-mtu61492 topology .* on n0 and needs root") as e:
+        NodePlacement(FakeTarget(1, {0: {"uid": 1000}})).check(set(), {"veth-mtu61492"}, None)
+    assert "--topology loopback" in e.value.fix
+    NodePlacement(FakeTarget(1, {0: {"uid": 0}})).check(set(), {"loopback-mtu61492"}, None)
