@@ -28,6 +28,16 @@ def _sockbuf(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{exc.message} (fix: {exc.fix})") from None
 
 
+def _topology(text: str) -> str:
+    """loopback, veth, or either with an MTU set inside our namespaces (KIND-mtuN)."""
+    from bench.topology import parse_kind
+    try:
+        parse_kind(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message} (fix: {exc.fix})") from None
+    return text
+
+
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
     """--cpus SENDER,RECEIVER[,SOFTIRQ] -> (s, r[, q]); the placement checks them against the
     CPUs of the machine(s) the sides run on."""
@@ -246,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--target", default=None,
                      help="auto (default: here if this machine has what the suite needs, else "
                      "the lab VM), local, lab, or an inventory/hosts")
-    run.add_argument("--topology", choices=("loopback", "veth"),
-                     help="override the suite's topology (two-node targets always use their link)")
+    run.add_argument("--topology", type=_topology, metavar="KIND",
+                     help="override the suite's topology: loopback, veth, or KIND-mtuN with the "
+                          "MTU N set inside our namespaces (veth-mtu61492, loopback-mtu61492: "
+                          "whole-page segments; root); two-node targets always use their link")
     run.add_argument("--out", default="results", help="directory for result files (default: results)")
     g = run.add_mutually_exclusive_group()
     g.add_argument("--duration", type=float, help="seconds per sample")

@@ -101,6 +101,7 @@ def shared_tmp():
 
 @pytest.mark.parametrize("extra,kind", [
     ((), "loopback-mtu61492"),          # the suite's own topologies, the first one named
+    (("--topology", "veth-mtu61492"), "veth-mtu61492"),
 ])
 def test_mtu_topologies_refused_up_front_without_root(root_only, no_leftovers, shared_tmp,
                                                       extra, kind):

@@ -214,3 +214,20 @@ def test_a_node_refuses_the_mtu_topologies_without_root():
         NodePlacement(FakeTarget(1, {0: {"uid": 1000}})).check(set(), {"veth-mtu61492"}, None)
     assert "--topology loopback" in e.value.fix
     NodePlacement(FakeTarget(1, {0: {"uid": 0}})).check(set(), {"loopback-mtu61492"}, None)
+
+
+def test_run_topology_option_takes_the_mtu_kinds_suites_can_name(capsys):
+    from bench.cli import build_parser
+    ap = build_parser()
+    for kind in ("loopback", "veth", "veth-mtu61492", "loopback-mtu61492"):
+        assert ap.parse_args(["run", "--suite", "s", "--topology", kind]).topology == kind
+    for bad in ("veth-mtu1", "link", "lo"):
+        with pytest.raises(SystemExit) as e:
+            ap.parse_args(["run", "--suite", "s", "--topology", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --topology" in err, err
+        assert "fix: use loopback or veth" in err or "fix: give an MTU between" in err, err
+    with pytest.raises(SystemExit):
+        ap.parse_args(["run", "--help"])
+    assert "KIND-mtuN" in capsys.readouterr().out
