@@ -40,6 +40,12 @@ CREDIT_WR = 1 << 40          # wr_id of credit SENDs (receiver) / credit RECVs (
 POISON = 0xFF
 
 
+def wait_record(verbs) -> dict:
+    """How this agent waited for completions: `wait` and the limit of one spin (None when it
+    busy-polls: it spins until a completion comes)."""
+    return {"wait": verbs.wait, "spin_limit_s": SPIN_S if verbs.wait == "events" else None}
+
+
 def take_slot(verify, mv: memoryview, k: int, size: int, n: int) -> bool:
     """Verify the `n` bytes in slot k as the stream's next message, then poison the slot."""
     ok = verify.check(mv[k * size:k * size + n])
@@ -161,7 +167,7 @@ def _receive(cfg, verbs: Verbs, ctrl, mode, buf, sges, slots, window, size) -> d
             "bad": verify.bad_chunks, "t_first": t_first, "t_last": t_last, "first_bytes": first,
             "cpu": cpu_used, "buffer_addr": buffer_address(buf), "recv_calls": None,
             "rdma": {**verbs.counters, "credits_sent": credits_sent, "slots": slots,
-                     "spin_limit_s": SPIN_S, "spin_s": round(verbs.counters["spin_s"], 6),
+                     **wait_record(verbs), "spin_s": round(verbs.counters["spin_s"], 6),
                      "device_counters": hw,
                      "mr_bytes": len(buf), "verified_in": "the registered receive region",
                      "control": CONTROL_NOTE}}
@@ -259,7 +265,7 @@ def _send(cfg, verbs: Verbs, ctrl, mode, src, mr, peer, slots, window, size) -> 
     return {"messages": posted, "bytes": posted * size, "t_start": bound.t_start, "t_end": t_end,
             "cpu": cpu_used, "buffer_addr": buffer_address(src),
             "rdma": {**verbs.counters, "credits_received": credits, "slots": slots,
-                     "spin_limit_s": SPIN_S, "spin_s": round(verbs.counters["spin_s"], 6),
+                     **wait_record(verbs), "spin_s": round(verbs.counters["spin_s"], 6),
                      "device_counters": verbs.counters_stop(),
                      "window": window, "depth": verbs.params.depth,
                      "signal_every": verbs.params.signal_every, "inline": verbs.params.inline,

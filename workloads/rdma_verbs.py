@@ -37,6 +37,11 @@ SPIN_MAX_S = 0.002              # how long an agent spins on an empty CQ (see sp
 SLEEP_S = 0.0001                # without a channel: first sleep, doubles up to SLEEP_MAX_S
 SLEEP_MAX_S = 0.004
 EVENT_WAIT_MAX_S = 0.25         # with a channel: wake at least this often to check the deadline
+# How an agent waits for completions (the suite's rdma_wait): "events" spins up to SPIN_S, then
+# sleeps on the CQ's completion channel; "poll" busy-polls without ever sleeping, as perftest
+# does without -e.
+WAITS = ("events", "poll")
+CONTROL_CHECK_S = 0.01          # "poll": the deadline and the control socket checked this often
 CHANNEL_LINK = "anon_inode:[infinibandevent]"
 SYSFS_IB = "/sys/class/infiniband"
 PEER_GRACE_S = 2.0
@@ -176,14 +181,18 @@ class Params:
     depth: int = 128
     signal_every: int = 16
     inline: int = 0
+    wait: str = "events"
 
     @classmethod
     def from_cfg(cls, cfg: dict) -> Params:
         p = cls(int(cfg["size"]), int(cfg.get("rdma_depth") or 128),
-                int(cfg.get("rdma_signal_every") or 16), int(cfg.get("rdma_inline") or 0))
+                int(cfg.get("rdma_signal_every") or 16), int(cfg.get("rdma_inline") or 0),
+                str(cfg.get("rdma_wait") or "events"))
         if p.depth < 1 or p.signal_every < 1 or p.inline < 0:
             raise ValueError(f"rdma depth {p.depth}, signal_every {p.signal_every}, inline "
                              f"{p.inline}: depth and signal_every must be >= 1, inline >= 0")
+        if p.wait not in WAITS:
+            raise ValueError(f"rdma_wait {p.wait!r}: must be one of {', '.join(WAITS)}")
         return p
 
 
@@ -193,6 +202,7 @@ class Verbs:
 
     channel = None
     channel_fd = None           # None: no channel found, poll() naps instead
+    wait = "events"             # Params.wait: how poll() waits
 
     def __init__(self, cfg: dict, params: Params):
         from pyverbs.device import Context, get_device_list
@@ -203,6 +213,7 @@ class Verbs:
         self._recv_wrs: dict[tuple[int, int], object] = {}
         self._keep_sges: list = []
         self.params = params
+        self.wait = params.wait
         self.counters = new_counters()
         names = [d.name.decode() for d in get_device_list()]
         if not names:
@@ -398,8 +409,9 @@ class Verbs:
         """Completions, waiting for at least one: spin SPIN_S, then sleep until the CQ's
         completion channel fires (or, without one, in growing naps), in select() together
         with the control socket, so a peer that is gone or failed ends the wait. Failed
-        completions raise."""
-        e = _e()
+        completions raise. With wait "poll": busy_poll()."""
+        if self.wait == "poll":
+            return self.busy_poll(ctrl, deadline, max_entries)
         spinning, spins, spin_from, spin_until = True, 0, 0.0, 0.0
         counters = self.counters
         nap = SLEEP_S
@@ -411,12 +423,7 @@ class Verbs:
                 counters["completions"] += n
                 if spinning and spins:   # the spin that ended here, measured
                     counters["spin_s"] += time.monotonic() - spin_from
-                for wc in wcs:
-                    if wc.status != e.IBV_WC_SUCCESS:
-                        raise VerbsError(f"completion error: status {wc.status} "
-                                         f"({_wc_status(wc.status)}), opcode {wc.opcode}, "
-                                         f"wr {wc.wr_id}: the QP is in the error state")
-                return wcs
+                return _succeeded(wcs)
             if spinning:        # the clock every SPIN_POLLS empty polls, for SPIN_S
                 spins += 1
                 if spins == 1:  # the spin's start: its measured length goes in spin_s
@@ -458,6 +465,49 @@ class Verbs:
                     self.cq.ack_events(1)                   # every event acked: destroy waits
                     self.counters["cq_events"] = self.counters.get("cq_events", 0) + 1
                     armed = False
+            except PeerGone as exc:
+                if "failed" in str(exc):
+                    raise
+                closed_at = t
+
+    def busy_poll(self, ctrl: socket.socket, deadline: float, max_entries: int = 16) -> list:
+        """Completions, polling the CQ until one comes and never sleeping (perftest without
+        -e): no arming, no event, no nap. Still bounded: every CONTROL_CHECK_S (the clock read
+        every SPIN_POLLS empty polls) the deadline is checked and the control socket select()ed
+        with a zero timeout, so a peer that is gone or failed ends the wait. `spin_s` counts
+        all of it; `control_checks` the selects (system calls perftest does not make)."""
+        counters = self.counters
+        spins, spin_from, next_check = 0, 0.0, 0.0
+        closed_at = None
+        while True:
+            n, wcs = self.cq.poll(max_entries)
+            if n:
+                counters["completions"] += n
+                if spins:
+                    counters["spin_s"] += time.monotonic() - spin_from
+                return _succeeded(wcs)
+            spins += 1
+            if spins == 1:
+                spin_from = time.monotonic()
+                next_check = spin_from + CONTROL_CHECK_S
+            if spins % SPIN_POLLS:
+                continue
+            t = time.monotonic()
+            if t < next_check:
+                continue
+            next_check = t + CONTROL_CHECK_S
+            if t > deadline:
+                counters["spin_s"] += t - spin_from
+                raise VerbsError("no completion before the agent's deadline")
+            if closed_at is not None:
+                if t - closed_at > PEER_GRACE_S:      # as in poll(): its last WRs had time
+                    counters["spin_s"] += t - spin_from
+                    raise PeerGone("peer agent is gone (control connection closed) and no "
+                                   f"completion came within {PEER_GRACE_S:.0f} s")
+                continue
+            counters["control_checks"] = counters.get("control_checks", 0) + 1
+            try:
+                check_control(ctrl, 0.0)
             except PeerGone as exc:
                 if "failed" in str(exc):
                     raise
@@ -525,6 +575,16 @@ def _event_fds() -> set[int]:
         except OSError:          # closed since listdir (the listing's own fd among them)
             pass
     return found
+
+
+def _succeeded(wcs: list) -> list:
+    """The completions, or VerbsError at the first that failed (the QP is then unusable)."""
+    ok = _e().IBV_WC_SUCCESS
+    for wc in wcs:
+        if wc.status != ok:
+            raise VerbsError(f"completion error: status {wc.status} ({_wc_status(wc.status)}), "
+                             f"opcode {wc.opcode}, wr {wc.wr_id}: the QP is in the error state")
+    return wcs
 
 
 def _no_sge():
