@@ -57,8 +57,8 @@ def client_argv(workload: str, target: str, size: int, duration: float, port: in
                 rdma_id: str | None = None, cpus: tuple[int, int] | None = None,
                 timeout: int = TIMEOUT_S) -> list[str]:
     """One latency test of `size` bytes for `duration` (whole seconds, at least 1), verbose.
-    `rdma_id` is qperf's Device:Port for rc_lat; `cpus` the (local, remote) CPUs, which qperf
-    pins itself (-lca/-rca)."""
+    `rdma_id` is qperf's Device:Port for rc_lat; `cpus` the (local, remote) CPUs, numbered from
+    0 as --cpus numbers them, which qperf pins itself (-lca/-rca, numbered from 1)."""
     note = peer_note(workload, size)
     if note:
         raise ValueError(note)
@@ -70,7 +70,10 @@ def client_argv(workload: str, target: str, size: int, duration: float, port: in
             raise ValueError("rc_lat needs the RDMA device and port (Device:Port)")
         argv += ["-i", rdma_id]
     if cpus is not None:
-        argv += ["-lca", str(cpus[0]), "-rca", str(cpus[1])]
+        # qperf 0.4.11 pins to CPU N-1 for -lca/-rca N, and leaves 0 unpinned, whatever its
+        # man page says ("numbered from 0"): seen in /proc/PID/status Cpus_allowed_list
+        # (-lca 1 -rca 2 put the client on CPU 0, the server's child on CPU 1).
+        argv += ["-lca", str(cpus[0] + 1), "-rca", str(cpus[1] + 1)]
     return [*argv, test]
 
 

@@ -90,7 +90,7 @@ def test_qperf_rc_lat_without_a_device(data_dir):
 def test_qperf_argv():
     assert qperf.client_argv("tcp_rr", "198.18.0.2", 1, 1.2, cpus=(0, 1)) == [
         "qperf", "198.18.0.2", "--listen_port", "19765", "-to", "5", "-m", "1", "-t", "2",
-        "-v", "-lca", "0", "-rca", "1", "tcp_lat"]
+        "-v", "-lca", "1", "-rca", "2", "tcp_lat"]       # qperf's CPUs count from 1
     assert qperf.client_argv("rdma_send_lat", "h", 64, 1, rdma_id="rxe0:1")[-3:] == [
         "-i", "rxe0:1", "rc_lat"]
     with pytest.raises(ValueError, match="Device:Port"):
