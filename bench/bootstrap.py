@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_PACKAGES = [
     "python3-venv", "python3-dev", "gcc", "make", "iproute2", "iperf3", "bpftrace",
     "ethtool", "kmod",
+    "sockperf", "qperf",     # the latency references (bench/references/sockperf.py, qperf.py)
 ]
 # The lab VM: for the tests, and for `bench run --target auto` on a kernel without kprobes,
 # modules or RDMA (the main job then runs there).
