@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 from dataclasses import dataclass, field
 
 from bench.errors import UsageError
@@ -12,6 +13,9 @@ from workloads import registry
 # io_uring requests in flight per submission when the suite says nothing, and the kernel's
 # IORING_MAX_ENTRIES: the agent's own limits, so a deeper queue is a usage error here first.
 from workloads.io_uring import DEFAULT_QUEUE_DEPTH, MAX_QUEUE_DEPTH
+
+# The mapped receiver's default chunk (tcp_mmap's) and the largest a suite may ask for.
+from workloads.tcp_zerocopy_receive import MAX_CHUNK, chunk_for
 
 TOPOLOGIES = ("loopback", "veth", "link")   # link: two machines (--target with two nodes)
 DEFAULT_DURATION = 2.0
@@ -43,14 +47,30 @@ class RdmaParams:
     depth: int = 128           # send queue depth (WRs in flight), perftest's -t default
     inline: int = 0            # messages up to this many bytes are posted inline
     signal_every: int = 16     # a signalled completion every N WRs
+    wait: str = "events"       # how both sides wait for completions (RDMA_WAITS)
 
     def to_json(self) -> dict:
-        return {"depth": self.depth, "inline": self.inline, "signal_every": self.signal_every}
+        return {"depth": self.depth, "inline": self.inline, "signal_every": self.signal_every,
+                "wait": self.wait}
+
+
+# "events": ours spin up to their limit, then sleep on the CQ's channel, perftest -e where it
+# has it; "poll": both busy-poll. The agents' list (workloads/rdma_verbs.py), not imported:
+# the plan stays free of pyverbs' module.
+RDMA_WAITS = ("events", "poll")
+
+
+def _check_rdma_wait(wait) -> None:
+    if wait not in RDMA_WAITS:
+        raise UsageError(f"rdma_wait {wait!r}: must be one of " + ", ".join(map(repr, RDMA_WAITS)),
+                         'set rdma_wait = "events" (ours sleep on CQ events after a short spin) '
+                         'or "poll" (ours and perftest busy-poll) in the suite')
 
 
 def _rdma_params(d: dict) -> RdmaParams:
     r = RdmaParams(depth=d.get("rdma_depth", 128), inline=d.get("rdma_inline", 0),
-                   signal_every=d.get("rdma_signal_every", 16))
+                   signal_every=d.get("rdma_signal_every", 16), wait=d.get("rdma_wait", "events"))
+    _check_rdma_wait(r.wait)
     if not 1 <= r.depth <= 16384:
         raise UsageError(f"rdma_depth {r.depth}: must be between 1 and 16384", "e.g. 128")
     if not 0 <= r.inline <= 4096:
@@ -75,12 +95,20 @@ class Case:
     skip_fix: str | None = None
     rdma: RdmaParams | None = None   # RDMA cases: queue depth, inline threshold, signalling
     queue_depth: int | None = None   # io_uring cases: requests in flight per submission
+    zc_chunk: int | None = None      # TCP_ZEROCOPY_RECEIVE cases: bytes mapped per call
+    zc_rcvlowat: int | None = None   # ... and the receiver's SO_RCVLOWAT
 
     @property
     def id(self) -> str:
         suffix = f"-b{self.batch}" if self.batch > 1 else ""
         if self.queue_depth is not None and self.queue_depth != DEFAULT_QUEUE_DEPTH:
             suffix += f"-q{self.queue_depth}"
+        if self.zc_chunk is not None and self.zc_chunk != chunk_for(self.size):
+            suffix += f"-c{self.zc_chunk}"
+        if self.zc_rcvlowat is not None and self.zc_rcvlowat != self.zc_chunk:
+            suffix += f"-l{self.zc_rcvlowat}"
+        if self.rdma is not None and self.rdma.wait != "events":
+            suffix += f"-{self.rdma.wait}"
         return f"{self.workload}-{self.size}-{self.topology}{suffix}"
 
 
@@ -98,6 +126,18 @@ def _check_queue_depth(n) -> None:
     if n is not None and not 1 <= n <= MAX_QUEUE_DEPTH:
         raise UsageError(f"queue depth {n}: must be between 1 and {MAX_QUEUE_DEPTH} (the kernel's "
                          "IORING_MAX_ENTRIES)", "pass e.g. --queue-depth 32")
+
+
+def _check_receive_chunk(chunk, lowat) -> None:
+    page = mmap.PAGESIZE
+    if chunk is not None and not (page <= chunk <= MAX_CHUNK and chunk % page == 0):
+        raise UsageError(f"zc_chunk {chunk}: must be a multiple of the page size ({page} B) "
+                         f"between {page} and {MAX_CHUNK} bytes (TCP_ZEROCOPY_RECEIVE maps whole "
+                         "pages)", "set e.g. zc_chunk = 524288 (tcp_mmap's 512 KiB) in the suite")
+    if lowat is not None and not 1 <= lowat <= MAX_CHUNK:
+        raise UsageError(f"zc_rcvlowat {lowat}: must be between 1 and {MAX_CHUNK} bytes",
+                         "set e.g. zc_rcvlowat = 524288 in the suite, or leave it out for "
+                         "SO_RCVLOWAT = the chunk (as tcp_mmap sets it)")
 
 
 def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
@@ -139,6 +179,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                                                                         DEFAULT_QUEUE_DEPTH)
     _check_common(duration, nbytes, repeat, default_topology, batch)
     _check_queue_depth(depth)
+    _check_receive_chunk(d.get("zc_chunk"), d.get("zc_rcvlowat"))
     if duration is None:
         duration = MAX_DURATION_CAP if nbytes else DEFAULT_DURATION
     rdma = _rdma_params(d)
@@ -163,6 +204,12 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 eq = ov.queue_depth if ov.queue_depth is not None else (
                     entry.queue_depth if entry.queue_depth is not None else depth)
                 _check_queue_depth(eq)
+                ec = entry.zc_chunk if entry.zc_chunk is not None else d.get("zc_chunk")
+                el = entry.zc_rcvlowat if entry.zc_rcvlowat is not None else d.get("zc_rcvlowat")
+                _check_receive_chunk(ec, el)
+                # unset: tcp_mmap's rule, the chunk 512 KiB or the message in whole pages,
+                # SO_RCVLOWAT the chunk
+                chunk = (ec or chunk_for(size)) if wl.receive_chunk else None
                 for topo in topologies:
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
@@ -176,8 +223,10 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         skip_reason=(f"workload {name} is not built yet" if not wl.built
                                      else None),
                         skip_fix=wl.not_built_fix if not wl.built else None,
-                        rdma=rdma if wl.transport == "rdma" else None,
+                        rdma=_entry_rdma(rdma, entry) if wl.transport == "rdma" else None,
                         queue_depth=int(eq) if wl.queue_depth else None,
+                        zc_chunk=chunk,
+                        zc_rcvlowat=(el or chunk) if wl.receive_chunk else None,
                     )
                     if case.id not in seen:
                         seen.add(case.id)
@@ -189,6 +238,15 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
         raise UsageError(f"suite {suite.name}: nothing to run with these filters",
                          "drop --workload or pick workloads that are in the suite (`bench list`)")
     return Plan(suite=suite.name, cases=tuple(cases))
+
+
+def _entry_rdma(rdma: RdmaParams, entry) -> RdmaParams:
+    """The suite's RDMA parameters with the matrix entry's own rdma_wait, if it has one."""
+    if entry.rdma_wait is None:
+        return rdma
+    from dataclasses import replace
+    _check_rdma_wait(entry.rdma_wait)
+    return replace(rdma, wait=entry.rdma_wait)
 
 
 def needed_capabilities(p: Plan) -> set[str]:

@@ -15,7 +15,8 @@ Schema history (refuse newer, upgrade older when a reader knows how):
       break-even size per path and topology, bench/crossover.py); cases' `params.queue_depth`
       and samples' `io_uring`. Optional: version 1 and 2 files read as they are, their
       syscall columns shown as not counted. 2026-12-02: optional case `traceback` (an
-      unforeseen error that failed the case) and copies `traceback` (a tracer that broke).
+      unforeseen error that failed the case) and copies `traceback` (a tracer that broke);
+      optional `params.zc_chunk` and `params.zc_rcvlowat` (zerocopy-receive cases).
 The fields are described in DESIGN.md ("Result schema"); a unit test keeps the two in step.
 """
 

@@ -164,7 +164,9 @@ class Runner:
                                 "reference_note": iperf3.peer_note(case.workload, case.batch),
                                 **({"rdma": case.rdma.to_json()} if case.rdma else {}),
                                 **({"queue_depth": case.queue_depth}
-                                   if case.queue_depth is not None else {})})
+                                   if case.queue_depth is not None else {}),
+                                **({"zc_chunk": case.zc_chunk, "zc_rcvlowat": case.zc_rcvlowat}
+                                   if case.zc_chunk is not None else {})})
         self.result.cases.append(cr)
         return cr
 

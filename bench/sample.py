@@ -49,7 +49,10 @@ class Sampler:
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": agent_deadline(case),
                   "rcvbuf": self.buffer, "sndbuf": self.buffer,
-                  **({"queue_depth": case.queue_depth} if case.queue_depth is not None else {})}
+                  **({"queue_depth": case.queue_depth} if case.queue_depth is not None else {}),
+                  # the mapped receiver's chunk and SO_RCVLOWAT (the sender ignores them)
+                  **({"zc_chunk": case.zc_chunk, "zc_rcvlowat": case.zc_rcvlowat}
+                     if case.zc_chunk is not None else {})}
         tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
         out = Sample({})
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
@@ -149,7 +152,8 @@ class Sampler:
             return {}
         c = self.placement.rdma_devices(self.rdma_device, ep).get(side)
         return {"rdma_depth": case.rdma.depth, "rdma_inline": case.rdma.inline,
-                "rdma_signal_every": case.rdma.signal_every, **(c.agent_config() if c else {})}
+                "rdma_signal_every": case.rdma.signal_every, "rdma_wait": case.rdma.wait,
+                **(c.agent_config() if c else {})}
 
     def _agent(self, role: str, config: dict | None) -> Agent:
         agent = self.placement.start_agent(role, "tx" if role == "sender" else "rx", config)

@@ -11,12 +11,15 @@
     topologies = ["veth"]     # optional, else defaults.topology
     batch = 1                 # optional, else defaults.batch (UDP datagrams per call)
     queue_depth = 32          # optional, else defaults.queue_depth (io_uring requests per submission)
+    rdma_wait = "poll"        # optional, else defaults.rdma_wait ("events": the default)
+    zc_chunk = 65536          # optional, else defaults.zc_chunk (TCP_ZEROCOPY_RECEIVE bytes per call)
+    zc_rcvlowat = 65536       # optional, else defaults.zc_rcvlowat (its SO_RCVLOWAT, bytes)
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -27,13 +30,19 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 # RDMA cases (issue 9): send queue depth, inline threshold (B), a signalled
                 # completion every N WRs
                 "rdma_depth": int, "rdma_inline": int, "rdma_signal_every": int,
+                # how both sides wait for completions: "events" (ours spin, then sleep;
+                # perftest -e where it can) or "poll" (both busy-poll)
+                "rdma_wait": str,
                 # io_uring cases (issue 10): requests in flight per submission
-                "queue_depth": int}
+                "queue_depth": int,
+                # TCP_ZEROCOPY_RECEIVE cases: bytes mapped per call, the receiver's SO_RCVLOWAT
+                "zc_chunk": int, "zc_rcvlowat": int}
 # What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
 # counts (kprobes) and an RDMA device with pyverbs.
 SUITE_NEEDS = ("exact-copies", "rdma")
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int,
-               "queue_depth": int}
+               "queue_depth": int, "zc_chunk": int, "zc_rcvlowat": int}
+MATRIX_KEYS["rdma_wait"] = str      # RDMA cases: as defaults.rdma_wait, for this entry
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class MatrixEntry:
     topologies: tuple[str, ...] = ()
     batch: int | None = None        # overrides defaults.batch for this entry's UDP cases
     queue_depth: int | None = None  # overrides defaults.queue_depth for its io_uring cases
+    rdma_wait: str | None = None    # overrides defaults.rdma_wait for its RDMA cases
+    zc_chunk: int | None = None     # overrides defaults.zc_chunk for its zerocopy-receive cases
+    zc_rcvlowat: int | None = None  # overrides defaults.zc_rcvlowat likewise
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,11 @@ def parse(text: str, source: str = "<string>") -> Suite:
             _typed(where, "sizes", s, int)
         entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
                                    tuple(raw.get("topologies", ())), raw.get("batch"),
-                                   raw.get("queue_depth")))
+                                   raw.get("queue_depth"), raw.get("zc_chunk"),
+                                   raw.get("zc_rcvlowat")))
+    # each entry's own rdma_wait, where it names one
+    entries = [replace(e, rdma_wait=raw["rdma_wait"]) if "rdma_wait" in raw else e
+               for e, raw in zip(entries, doc.get("matrix", []), strict=True)]
     if not entries:
         raise UsageError(f"suite {source} has no [[matrix]] entries",
                          "add at least one [[matrix]] with workloads and sizes")

@@ -22,6 +22,7 @@ class Workload:
     not_built_fix: str = ""        # what a user can do meanwhile, for workloads not built yet
     python_module: str | None = None   # an optional Python dependency the agents import
     queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
+    receive_chunk: bool = False    # takes the plan's zc_chunk and zc_rcvlowat (mapped receive)
     min_size: int = 1              # udp: the 8-byte sequence number header (workloads.pattern)
 
     @property
@@ -54,11 +55,12 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              not_built_fix="until it lands, count the fallback yourself: `bench trace -- CMD` on a "
              "MSG_ZEROCOPY program, and watch SO_EE_CODE_ZEROCOPY_COPIED completions"),
     Workload("tcp_zerocopy_receive", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), MSG_ZEROCOPY sender",
-             "stream", 1 << 20, needs=("so_zerocopy", "tcp_zerocopy_receive"),
+             "stream", 1 << 20, needs=("so_zerocopy", "tcp_zerocopy_receive"), receive_chunk=True,
              expected_copies="receive copies vanish for page-aligned chunks",
              not_built_fix="until it lands, compare the tcp case's receive copies (`bench trace`)"),
     Workload("tcp_zerocopy_receive_send", "mmap + getsockopt(TCP_ZEROCOPY_RECEIVE), plain "
              "send() sender", "stream", 1 << 20, needs=("tcp_zerocopy_receive",),
+             receive_chunk=True,
              expected_copies="the send copy stays; receive copies vanish only for whole, "
              "non-compound pages (a plain send's page fragments are compound)"),
     Workload("io_uring", "TCP io_uring send, N linked per submission; multishot recv",

@@ -6,7 +6,9 @@ whole payload pages of the receive queue as the chunk holds into an mmap() windo
 (aligned to the huge-page size, as tcp_mmap aligns it), the pages are verified where they lie
 and unmapped at once (madvise MADV_DONTNEED); bytes that cannot be mapped (recv_skip_hint) are
 read — copied — with recv() (no copybuf: see the receive loop). The chunk (bytes mapped per
-call, and SO_RCVLOWAT) is tcp_mmap's 512 KiB, or the message size where that is larger. We verify mapped
+call) is tcp_mmap's 512 KiB, or the message size where that is larger, and SO_RCVLOWAT the
+chunk, unless the suite sets them (zc_chunk, zc_rcvlowat: the plan checks them against the
+limits below). We verify mapped
 and copied bytes alike and report both, counted from the kernel's answers, with TCP_INFO's byte
 count to check their sum against, and the receiver's time per step.
 Sender: MSG_ZEROCOPY from page-aligned buffers (msg_zerocopy.sender); the plain-send() sender is
@@ -34,6 +36,9 @@ from workloads.tlb_flushes import TlbFlushCounter
 TCP_ZEROCOPY_RECEIVE = 35
 MAX_SIZE = 1 << 20           # the aligned sender keeps 251 buffers of this size
 CHUNK = 512 << 10            # tcp_mmap's default chunk_size
+# A suite's zc_chunk / zc_rcvlowat beyond this is a typo: the window and the recv() buffer
+# are each one chunk, and the kernel caps SO_RCVLOWAT at half the receive buffer anyway.
+MAX_CHUNK = 64 << 20
 MADV_DONTNEED = 4
 HUGE_DEFAULT = 2 << 20       # tcp_mmap's fallback when /proc/meminfo has no Hugepagesize
 SENDERS = {"tcp_zerocopy_receive": "MSG_ZEROCOPY", "tcp_zerocopy_receive_send": "send"}
@@ -207,10 +212,11 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     i.e. end of stream. poll() first, as tcp_mmap does: with SO_RCVLOWAT it wakes once a chunk
     (or the FIN) is there, so each call maps a whole chunk. No MSG_PEEK (itself a copy)."""
     size = int(cfg["size"])
-    chunk = chunk_for(size)
+    chunk = int(cfg.get("zc_chunk") or chunk_for(size))
+    rcvlowat = int(cfg.get("zc_rcvlowat") or chunk)
     lsock, bufs = listen_stream(cfg)
     # On the listener, as tcp_mmap sets it: the accepted socket inherits it.
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, chunk)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, rcvlowat)
     copybuf = bytearray(chunk)
     cmv = memoryview(copybuf)
     verify_per_byte = verify_cost(size, chunk)
@@ -320,7 +326,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
                           "mapped_pct": round(100 * mapped / verify.offset, 2)
                           if verify.offset else None,
                           "sender": SENDERS.get(cfg.get("workload"), "MSG_ZEROCOPY"),
-                          "chunk": chunk, "window": chunk, "rcvlowat": chunk,
+                          "chunk": chunk, "window": chunk, "rcvlowat": rcvlowat,
                           "rcvlowat_effective": lowat, "map_align": align,
                           "unmap": "madvise(MADV_DONTNEED) after each mapping",
                           "segments": segments,

@@ -47,6 +47,8 @@ def test_suite_file_not_utf8(tmp_path):
     ("", "[0]", "must be at least 1 byte"),
     ("", "[-4096]", "must be at least 1 byte"),
     ("", "[1000000000]", "the largest is 65507"),
+    ("zc_chunk = 1000", "[1472]", "zc_chunk 1000: must be a multiple of the page size"),
+    ("zc_rcvlowat = 0", "[1472]", "zc_rcvlowat 0: must be between 1 and"),
 ])
 def test_absurd_suite_values(tmp_path, defaults, sizes, needle):
     out = tmp_path / "out"

@@ -89,3 +89,39 @@ def test_plain_send_sender_is_verified_whatever_maps(run_bench, root_only, no_le
         # kernel maps none, every byte went through recv().
         if z["mapped_bytes"] == 0:
             assert z["breakdown"]["recv_calls"] > 0 and z["breakdown"]["madvise_calls"] == 0
+
+
+CHUNKED = """name = "zc-chunk"
+[defaults]
+repeat = 1
+reference = false
+zc_chunk = 65536
+zc_rcvlowat = 67108864
+[[matrix]]
+workloads = ["tcp_zerocopy_receive"]
+sizes = [65536]
+topologies = ["loopback-mtu61492"]
+"""
+
+
+def test_a_suites_chunk_and_rcvlowat_are_used_and_recorded(run_bench, root_only, no_leftovers,
+                                                            zc_kernel, tmp_path):
+    path = tmp_path / "zc.toml"
+    path.write_text(CHUNKED)
+    rc, _, err, doc = run_bench("run", "--suite", str(path), "--target", "local",
+                                "--bytes", str(N * SIZE), "--copies", "off",
+                                "--syscalls", "off", "--cpus", "0,1")
+    assert rc == 0, err
+    [c] = doc["cases"]
+    assert c["status"] == "ok", c
+    assert c["id"] == "tcp_zerocopy_receive-65536-loopback-mtu61492-c65536-l67108864"
+    assert c["params"]["zc_chunk"] == 65536 and c["params"]["zc_rcvlowat"] == 1 << 26
+    for s in c["samples"]:
+        z = s["zerocopy_receive"]
+        assert s["payload_errors"] == 0
+        assert z["kernel_bytes_received"] == N * SIZE == z["mapped_bytes"] + z["copied_bytes"]
+        assert z["chunk"] == z["window"] == 65536 and z["rcvlowat"] == 1 << 26
+        # the kernel kept at most half the receive buffer of the 64 MiB asked for: read back
+        assert z["rcvlowat_effective"] == s["receiver"]["rcvbuf"] // 2 < 1 << 26
+        # no call maps more than the 64 KiB chunk (the default, 512 KiB, needs 8x fewer)
+        assert z["breakdown"]["madvise_calls"] >= z["mapped_bytes"] // 65536 > 0

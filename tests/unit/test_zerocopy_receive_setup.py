@@ -231,3 +231,79 @@ def test_run_topology_option_takes_the_mtu_kinds_suites_can_name(capsys):
     with pytest.raises(SystemExit):
         ap.parse_args(["run", "--help"])
     assert "KIND-mtuN" in capsys.readouterr().out
+
+
+# -- the receiver's chunk and SO_RCVLOWAT as suite keys ----------------------------------------
+ZC_KEYS = """
+name = "zc-keys"
+[defaults]
+zc_chunk = 65536
+[[matrix]]
+workloads = ["tcp", "tcp_zerocopy_receive"]
+sizes = [65536]
+topologies = ["veth-mtu61492"]
+[[matrix]]
+workloads = ["tcp_zerocopy_receive_send"]
+sizes = [65536]
+topologies = ["veth-mtu61492"]
+zc_rcvlowat = 16384
+"""
+
+
+def test_chunk_and_rcvlowat_default_to_tcp_mmaps_rule_and_keep_todays_ids():
+    got = {c.id: c for c in plan.expand(suite.load("zerocopy-receive")).cases}
+    c = got["tcp_zerocopy_receive-65536-loopback-mtu61492"]
+    assert (c.zc_chunk, c.zc_rcvlowat) == (CHUNK, CHUNK)
+    c = got["tcp_zerocopy_receive_send-1048576-veth-mtu61492"]
+    assert (c.zc_chunk, c.zc_rcvlowat) == (1 << 20, 1 << 20)
+    assert got["tcp-65536-veth-mtu61492"].zc_chunk is None      # only the mapped receivers
+
+
+def test_chunk_and_rcvlowat_from_the_suite_reach_the_case_and_its_id():
+    got = {c.id: c for c in plan.expand(suite.parse(ZC_KEYS)).cases}
+    assert set(got) == {"tcp-65536-veth-mtu61492",
+                        "tcp_zerocopy_receive-65536-veth-mtu61492-c65536",
+                        "tcp_zerocopy_receive_send-65536-veth-mtu61492-c65536-l16384"}
+    c = got["tcp_zerocopy_receive-65536-veth-mtu61492-c65536"]
+    assert (c.zc_chunk, c.zc_rcvlowat) == (65536, 65536)        # SO_RCVLOWAT = the chunk
+    c = got["tcp_zerocopy_receive_send-65536-veth-mtu61492-c65536-l16384"]
+    assert (c.zc_chunk, c.zc_rcvlowat) == (65536, 16384)
+    assert got["tcp-65536-veth-mtu61492"].zc_rcvlowat is None
+
+
+def test_the_receive_chunk_reaches_the_receiver_agent():
+    from bench.sample import Sampler
+
+    class Placement:
+        remote, machines = False, 1
+
+        def start_agent(self, role, side, config):
+            raise RuntimeError(config)          # the receiver's config, then stop
+    case = next(c for c in plan.expand(suite.parse(ZC_KEYS)).cases if c.zc_rcvlowat == 16384)
+    with pytest.raises(RuntimeError) as e:
+        Sampler(Placement(), None, None).run(case, plan_endpoints())
+    cfg = e.value.args[0]
+    assert (cfg["zc_chunk"], cfg["zc_rcvlowat"]) == (65536, 16384)
+
+
+def plan_endpoints():
+    from bench.topology import Endpoints
+    return Endpoints("veth-mtu61492", "cb1tx", "cb1rx", "198.18.0.1", "198.18.0.2")
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("zc_chunk", "0", "zc_chunk 0: must be a multiple of the page size"),
+    ("zc_chunk", "1000", "zc_chunk 1000: must be a multiple of the page size"),
+    ("zc_chunk", "4097", "zc_chunk 4097"),
+    ("zc_chunk", str(128 << 20), "between 4096 and 67108864 bytes"),
+    ("zc_rcvlowat", "0", "zc_rcvlowat 0: must be between 1 and 67108864 bytes"),
+    ("zc_rcvlowat", "-4096", "zc_rcvlowat -4096"),
+    ("zc_chunk", '"64k"', "zc_chunk = '64k' has the wrong type"),
+])
+def test_bad_chunk_or_rcvlowat_is_one_message_naming_the_fix(key, value, needle):
+    for where in ("[defaults]\n", "sizes = [65536]\n"):      # the suite's or one entry's
+        text = ZC_KEYS.replace("zc_chunk = 65536\n", "").replace(where, f"{where}{key} = {value}\n", 1)
+        with pytest.raises(UsageError) as e:
+            plan.expand(suite.parse(text))
+        assert needle in e.value.message
+        assert key in e.value.fix or "suite format" in e.value.fix
