@@ -138,8 +138,8 @@ def parse(text: str, source: str = "<string>") -> Suite:
             _typed(where, "sizes", s, int)
         entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
                                    tuple(raw.get("topologies", ())), raw.get("batch"),
-                                   raw.get("queue_depth"), raw.get("zc_chunk"),
-                                   raw.get("zc_rcvlowat")))
+                                   raw.get("queue_depth"), zc_chunk=raw.get("zc_chunk"),
+                                   zc_rcvlowat=raw.get("zc_rcvlowat")))
     # each entry's own rdma_wait, where it names one
     entries = [replace(e, rdma_wait=raw["rdma_wait"]) if "rdma_wait" in raw else e
                for e, raw in zip(entries, doc.get("matrix", []), strict=True)]

@@ -18,6 +18,11 @@ from bench.errors import UsageError
 TOOLS = {"rdma_write": "ib_write_bw", "rdma_send": "ib_send_bw"}
 PORT = 18515            # perftest's default TCP port for its own exchange
 MIN_ITERS = 5           # perftest refuses fewer
+# How both sides wait for completions (the suite's rdma_wait; the agents' own list).
+WAITS = ("events", "poll")
+EVENTS_FLAG = "-e"      # perftest's --events: "Sleep on CQ events (default poll)"
+# What perftest prints in its header when -e is in effect (perftest_parameters.c).
+EVENTS_BANNER = "Test with events"
 
 
 def tool_for(workload: str) -> str | None:
@@ -38,13 +43,75 @@ def check(tools) -> None:
                              "apt-get install perftest, or run with --no-reference")
 
 
+def events_refusal(workload: str, count: int | None) -> str | None:
+    """Why perftest cannot sleep on CQ events in this case, in its own words (its option
+    parser refuses both in 4.5-0.17 and upstream); None where -e works."""
+    if workload == "rdma_write":
+        return "ib_write_bw has no event mode (perftest: 'Events feature not available on " \
+               "WRITE verb')"
+    if not count:
+        return "ib_send_bw refuses -e in duration mode (perftest: 'Duration mode doesn't " \
+               "work with events.')"
+    return None
+
+
+def wait_used(workload: str, wait: str, count: int | None) -> str:
+    """How perftest waits when ours wait `wait`: "events" (-e) where perftest can, else
+    "poll" (its default, and the only mode of ib_write_bw)."""
+    if wait not in WAITS:
+        raise ValueError(f"rdma wait {wait!r}: must be one of {', '.join(WAITS)}")
+    return "events" if wait == "events" and events_refusal(workload, count) is None else "poll"
+
+
+OURS_HOW = {"events": "spin on the CQ up to spin_limit_s (each sample's rdma block), then sleep "
+                      "on its completion channel (select, ibv_get_cq_event, ibv_req_notify_cq)",
+            "poll": "busy-poll the CQ, never sleeping (the control socket select()ed with a "
+                    "zero timeout every 10 ms)"}
+PERFTEST_HOW = {"events": "-e: sleeps on CQ events (ibv_get_cq_event, re-armed with "
+                          "ibv_req_notify_cq), without a spin first",
+                "poll": "busy-polls its CQ (no -e)"}
+UNLIKE_FIX = 'rdma_wait = "poll" in the suite (both busy-poll)'
+
+
+def wait_method(workload: str, wait: str, count: int | None) -> dict:
+    """The reference row's `method.wait`: how ours and perftest waited and whether that is
+    like for like (both on events, or both polling), with perftest's reason where not."""
+    used = wait_used(workload, wait, count)
+    out = {"ours": wait, "reference": used, "ours_how": OURS_HOW[wait],
+           "reference_how": PERFTEST_HOW[used], "like_for_like": used == wait}
+    if used != wait:
+        why = events_refusal(workload, count)
+        fix = UNLIKE_FIX + (", or bytes / --bytes (ib_send_bw's -e needs -n)"
+                            if workload == "rdma_send" else "")
+        out.update(unlike=why, fix=fix)
+    return out
+
+
+def waited(stdout: str) -> str:
+    """How perftest says it waited: its header names event mode when -e is in effect."""
+    return "events" if EVENTS_BANNER in stdout else "poll"
+
+
+def checked_wait(method: dict, client_out: str, server_out: str | None) -> dict:
+    """`method` (wait_method) with what each perftest end printed; an end that did not wait
+    as asked makes the row unlike."""
+    seen = {"client": waited(client_out), "server": waited(server_out) if server_out else None}
+    out = {**method, "seen": seen}
+    wrong = [end for end, w in seen.items() if w not in (None, method["reference"])]
+    if wrong:
+        out.update(like_for_like=False, unlike=f"perftest's {' and '.join(wrong)} waited by "
+                   f"{seen[wrong[0]]}, not {method['reference']} as asked")
+    return out
+
+
 def argv(workload: str, device: str, port: int, gid_index: int | None, size: int, depth: int,
          inline: int, signal_every: int, duration: float, count: int | None,
-         tcp_port: int = PORT, server: str | None = None, json_file: str | None = None) -> \
-        list[str]:
+         tcp_port: int = PORT, server: str | None = None, json_file: str | None = None,
+         wait: str = "events") -> list[str]:
     """One side of perftest doing what our agents do. `server`: the client's target (the
     server's address); None for the server. Count mode (-n) when ours had a message count,
-    else duration mode (-D, whole seconds, with --cpu_util: perftest reports CPU only there)."""
+    else duration mode (-D, whole seconds, with --cpu_util: perftest reports CPU only there).
+    `wait`: how ours wait; -e where perftest can sleep on events too (wait_used)."""
     tool = tool_for(workload)
     if tool is None:
         raise ValueError(f"perftest has no peer for workload {workload}")
@@ -59,6 +126,8 @@ def argv(workload: str, device: str, port: int, gid_index: int | None, size: int
         a += ["-n", str(max(count, MIN_ITERS))]
     else:
         a += ["-D", str(max(int(round(duration)), 1)), "--cpu_util"]
+    if wait_used(workload, wait, count) == "events":
+        a.append(EVENTS_FLAG)
     if json_file:
         a += ["--out_json", f"--out_json_file={json_file}"]
     if server:
@@ -118,7 +187,7 @@ def parse(stdout: str, json_text: str | None = None, tool: str = "ib_write_bw",
     message rate, CPU % where reported, and which source gave them (json / json repaired /
     table). In duration mode (-D) perftest's iteration count is not the measured window's (and
     its peak is 0), so no byte count or window is derived there."""
-    out: dict = {"tool": tool, "version": _version(stdout)}
+    out: dict = {"tool": tool, "version": _version(stdout), "wait": waited(stdout)}
     doc = _json_lenient(json_text) if json_text else None
     res = (doc or {}).get("results") if doc else None
     table = _table(stdout)
@@ -185,11 +254,6 @@ _HW_SCRIPT = ('d="$1"; shift; '
               'dump before; "$@" & p=$!; '
               'trap \'kill $p 2>/dev/null; wait $p 2>/dev/null; exit 143\' TERM INT HUP; '
               'wait $p; rc=$?; dump after; exit $rc')
-
-
-# perftest busy-polls its CQ without end; our agents spin up to their limit, then sleep on the
-# completion channel (each row's rdma block has the measured spin and sleeps).
-POLLING = "busy-polls its CQ (no -e)"
 
 
 def pinned(argv: list[str], cpu: int | None) -> list[str]:

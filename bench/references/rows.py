@@ -109,7 +109,7 @@ class ReferenceRows:
     def _perftest_pair(self, case, ep, tool, rx, tx, port, files) -> dict:
         common = dict(size=case.size, depth=case.rdma.depth, inline=case.rdma.inline,
                       signal_every=case.rdma.signal_every, duration=case.duration,
-                      count=case.count, tcp_port=port)
+                      count=case.count, tcp_port=port, wait=case.rdma.wait)
         tx_cpu, rx_cpu = self._cpus()
         server = self._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
             perftest.argv(case.workload, rx.device, rx.port, rx.gid_index,
@@ -139,7 +139,9 @@ class ReferenceRows:
         row = perftest.combine(c, s, case.workload)
         row["device"] = {"client": tx.device, "server": rx.device, "gid_index": tx.gid_index}
         row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
-                         "not pinned (as ours)", "polling": perftest.POLLING}
+                         "not pinned (as ours)",
+                         "wait": perftest.checked_wait(perftest.wait_method(
+                             case.workload, case.rdma.wait, case.count), c_out, s_out)}
         row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
                                                                              tx.port)},
                        "receiver": {"device_counters": perftest.counters_from(s_out, rx.device,

@@ -141,3 +141,191 @@ def test_each_agent_records_how_it_waited():
     assert wait_record(v) == {"wait": "events", "spin_limit_s": rv.SPIN_S}
     v.wait = "poll"
     assert wait_record(v) == {"wait": "poll", "spin_limit_s": None}
+
+
+# -- perftest: argv and what the row records -------------------------------------------------
+
+def _argv(workload, wait, count):
+    from bench.references import perftest
+    return perftest.argv(workload, "rxe0", 1, 1, 65536, 128, 0, 16, 2.0, count,
+                         server="198.19.0.2", wait=wait)
+
+
+@pytest.mark.parametrize("workload", ["rdma_write", "rdma_send"])
+def test_polling_runs_perftest_as_before_without_e(workload):
+    for count in (None, 256):
+        a = _argv(workload, "poll", count)
+        assert "-e" not in a and "--events" not in a and a[-1] == "198.19.0.2"
+
+
+def test_events_give_ib_send_bw_e_where_perftest_allows_it():
+    a = _argv("rdma_send", "events", 256)
+    assert a[0] == "ib_send_bw" and "-e" in a and a[a.index("-n") + 1] == "256"
+    # -D with -e: "Duration mode doesn't work with events." (perftest's parser refuses)
+    d = _argv("rdma_send", "events", None)
+    assert "-e" not in d and "-D" in d
+    # ib_write_bw: "Events feature not available on WRITE verb", in any mode
+    for count in (None, 256):
+        assert "-e" not in _argv("rdma_write", "events", count)
+
+
+def test_the_reference_method_says_how_each_side_waited_and_whether_alike():
+    from bench.references import perftest
+    m = perftest.wait_method("rdma_send", "events", 256)
+    assert (m["ours"], m["reference"], m["like_for_like"]) == ("events", "events", True)
+    assert "unlike" not in m and m["reference_how"].startswith("-e")
+    for wl in ("rdma_write", "rdma_send"):
+        m = perftest.wait_method(wl, "poll", None)
+        assert (m["ours"], m["reference"], m["like_for_like"]) == ("poll", "poll", True)
+    w = perftest.wait_method("rdma_write", "events", 256)
+    assert (w["reference"], w["like_for_like"]) == ("poll", False)
+    assert "Events feature not available on WRITE verb" in w["unlike"]
+    assert w["fix"] == 'rdma_wait = "poll" in the suite (both busy-poll)'
+    s = perftest.wait_method("rdma_send", "events", None)
+    assert not s["like_for_like"] and "Duration mode" in s["unlike"] and "--bytes" in s["fix"]
+    with pytest.raises(ValueError, match="events, poll"):
+        perftest.wait_method("rdma_send", "sleep", None)
+
+
+def test_perftest_is_believed_from_its_own_header(data_dir=None):
+    from pathlib import Path
+
+    from bench.references import perftest
+    table = (Path(__file__).resolve().parents[1] / "data" / "perftest" /
+             "send_n.client.txt").read_text()
+    evented = table.replace("                    Send BW Test\n",
+                            "                    Send BW Test\n Test with events. Using "
+                            "rxe0_comp0\n")
+    assert perftest.parse(table, tool="ib_send_bw")["wait"] == "poll"
+    assert perftest.parse(evented, tool="ib_send_bw")["wait"] == "events"
+    asked = perftest.wait_method("rdma_send", "events", 256)
+    ok = perftest.checked_wait(asked, evented, evented)
+    assert ok["like_for_like"] and ok["seen"] == {"client": "events", "server": "events"}
+    bad = perftest.checked_wait(asked, evented, table)     # the server ignored -e
+    assert not bad["like_for_like"] and "server waited by poll" in bad["unlike"]
+
+
+class _Dev:
+    device, port, gid_index = "rxe0", 1, 1
+
+
+class _FakePlacement:
+    """perftest stand-ins: each end prints a captured table (with the event banner where its
+    argv has -e) and exits; the argv each end was given is kept."""
+    remote = True
+
+    def __init__(self, tmp_path):
+        self.tmp, self.argvs = tmp_path, {}
+
+    def rdma_devices(self, requested, ep):
+        return {"rx": _Dev(), "tx": _Dev()}
+
+    def start_tool(self, side, netns, argv):
+        import subprocess
+        from pathlib import Path
+        self.argvs[side] = argv
+        text = (Path(__file__).resolve().parents[1] / "data" / "perftest" /
+                f"send_n.{'client' if side == 'tx' else 'server'}.txt").read_text()
+        if "-e" in argv:
+            text = " Test with events. Using rxe0_comp0\n" + text
+        out = self.tmp / f"{side}.txt"
+        out.write_text(text)
+        p = subprocess.Popen(["cat", str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        return p, None
+
+    def wait_listening(self, *a, **k):
+        return None
+
+
+@pytest.mark.parametrize("wait,count,alike", [("events", 256, True), ("poll", 256, True),
+                                              ("events", None, False), ("poll", None, True)])
+def test_the_reference_row_records_the_wait_both_ends_were_given(tmp_path, wait, count, alike):
+    from bench import plan
+    from bench.references.rows import ReferenceRows
+    from bench.topology import Endpoints
+    case = plan.Case("rdma_send", 65536, "veth", 2.0, count, 1, True,
+                     rdma=plan.RdmaParams(wait=wait))
+    pl = _FakePlacement(tmp_path)
+    row = ReferenceRows(pl, None, None).row(case, Endpoints("veth", None, None, "198.19.0.1",
+                                                            "198.19.0.2"))
+    assert "error" not in row, row
+    w = row["method"]["wait"]
+    used = "events" if alike and wait == "events" else "poll"
+    assert (w["ours"], w["reference"], w["like_for_like"]) == (wait, used, alike)
+    assert w["seen"] == {"client": used, "server": used}
+    for side in ("tx", "rx"):                       # both ends, -e or neither
+        assert ("-e" in pl.argvs[side]) == (used == "events")
+
+
+# -- the suite key ---------------------------------------------------------------------------
+
+SUITE = """
+name = "w"
+[defaults]
+duration = 1.0
+{defaults}
+[[matrix]]
+workloads = ["rdma"]
+sizes = [4096]
+{entry}
+"""
+
+
+def _plan(defaults="", entry=""):
+    from bench import plan, suite
+    return plan.expand(suite.parse(SUITE.format(defaults=defaults, entry=entry)))
+
+
+def test_default_is_events_and_keeps_todays_case_ids():
+    p = _plan()
+    assert [c.id for c in p.cases] == ["rdma_write-4096-veth", "rdma_send-4096-veth"]
+    assert {c.rdma.wait for c in p.cases} == {"events"}
+    assert p.cases[0].rdma.to_json()["wait"] == "events"        # in the case's params
+
+
+def test_poll_from_the_defaults_or_one_entry_and_both_in_one_run():
+    assert {c.rdma.wait for c in _plan('rdma_wait = "poll"').cases} == {"poll"}
+    both = _plan(entry='\n[[matrix]]\nworkloads = ["rdma"]\nsizes = [4096]\nrdma_wait = "poll"')
+    assert [c.id for c in both.cases] == ["rdma_write-4096-veth", "rdma_send-4096-veth",
+                                          "rdma_write-4096-veth-poll", "rdma_send-4096-veth-poll"]
+    assert [c.rdma.wait for c in both.cases] == ["events", "events", "poll", "poll"]
+
+
+def test_the_agents_are_told_how_to_wait():
+    from bench.sample import Sampler
+
+    class Placement:
+        def rdma_devices(self, requested, ep):
+            return {}
+    s = object.__new__(Sampler)
+    s.placement, s.rdma_device = Placement(), None
+    case = _plan('rdma_wait = "poll"').cases[0]
+    assert s._rdma_config(case, None, "tx")["rdma_wait"] == "poll"
+    assert rv.Params.from_cfg({"size": 8, **s._rdma_config(case, None, "tx")}).wait == "poll"
+
+
+@pytest.mark.parametrize("where,bad", [("defaults", 'rdma_wait = "spin"'),
+                                       ("entry", 'rdma_wait = "busy"'),
+                                       ("defaults", "rdma_wait = 1")])
+def test_a_bad_wait_is_one_message_naming_the_fix(where, bad):
+    from bench.errors import UsageError
+    with pytest.raises(UsageError) as e:
+        _plan(**{where: bad})
+    assert "rdma_wait" in e.value.message
+    assert e.value.fix and ("events" in e.value.fix or "suite format" in e.value.fix)
+
+
+def test_a_bad_wait_exits_2_with_one_message_and_no_traceback(tmp_path):
+    import subprocess
+    import sys
+    f = tmp_path / "w.toml"
+    f.write_text(SUITE.format(defaults='rdma_wait = "spin"', entry=""))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--suite", str(f), "--out",
+                        str(out), "--target", "local"], capture_output=True, text=True,
+                       timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                           os.path.abspath(__file__)))))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "rdma_wait 'spin'" in r.stderr
+    assert '"poll"' in r.stderr and not out.exists()
