@@ -74,6 +74,9 @@ def case_row(cr: CaseResult) -> Row:
     busy = agent_limit_note(cr.measured())
     if busy:
         note = (note + "; " if note else "") + busy
+    waits = _rdma_wait(cr)
+    if waits:
+        note = (note + "; " if note else "") + waits
     util = _machine_user(cr)
     if util:
         note = (note + "; " if note else "") + util
@@ -114,6 +117,34 @@ def _retransmits(cr: CaseResult) -> str | None:
 def _tool(cr: CaseResult, default: str = "reference") -> str:
     """The reference tool's name, from the first reference row that has one."""
     return next((r.get("tool") for r in cr.reference if r.get("tool")), default)
+
+
+def _rdma_wait(cr: CaseResult) -> str | None:
+    """How ours and perftest waited for completions (the reference rows' method.wait, from
+    the suite's rdma_wait), with our agents' measured sleeps; loud where not like for like."""
+    w = next((r["method"]["wait"] for r in cr.reference if not r.get("warmup")
+              and isinstance((r.get("method") or {}).get("wait"), dict)), None)
+    if w is None:
+        return None
+    tool = _tool(cr, "perftest")
+    blocks = [((s.get("rdma") or {}).get(side) or {}) for s in cr.measured()
+              for side in ("sender", "receiver")]
+    if w["ours"] == "poll":
+        ours = "ours busy-poll"
+    else:
+        limit = next((b["spin_limit_s"] for b in blocks if b.get("spin_limit_s") is not None),
+                     None)
+        spin = f"spin ≤{limit * 1e3:g} ms, then " if limit else ""
+        sleeps = sorted(b.get("sleeps", 0) for b in blocks)
+        ours = (f"ours {spin}sleep on CQ events"
+                + (f" (median {sleeps[len(sleeps) // 2]} sleeps per agent and sample)"
+                   if sleeps else ""))
+    theirs = f"{tool} " + ("-e sleeps on CQ events" if w["reference"] == "events"
+                           else "busy-polls")
+    if w.get("like_for_like"):
+        return f"waiting: {ours}; {theirs}"
+    return (f"waiting NOT like for like: {ours}; {theirs} ({w.get('unlike')}"
+            + (f"; fix: {w['fix']})" if w.get("fix") else ")"))
 
 
 def _machine_user(cr: CaseResult) -> str | None:

@@ -329,3 +329,55 @@ def test_a_bad_wait_exits_2_with_one_message_and_no_traceback(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "rdma_wait 'spin'" in r.stderr
     assert '"poll"' in r.stderr and not out.exists()
+
+
+# -- the report's RDMA note ------------------------------------------------------------------
+
+def _case(workload, wait, count, sleeps=(51, 275), limit=0.002):
+    from bench.references import perftest
+    from bench.results import CaseResult
+    blocks = {"sender": {"wait": wait, "sleeps": sleeps[0],
+                         "spin_limit_s": limit if wait == "events" else None},
+              "receiver": {"wait": wait, "sleeps": sleeps[1],
+                           "spin_limit_s": limit if wait == "events" else None}}
+    ref = {"tool": perftest.tool_for(workload), "gbps": 0.2,
+           "method": {"wait": perftest.wait_method(workload, wait, count)}}
+    return CaseResult(id=f"{workload}-65536-veth", workload=workload, size=65536,
+                      topology="veth", status="ok",
+                      params={"rdma": {"depth": 128, "inline": 0, "signal_every": 16,
+                                       "wait": wait}},
+                      samples=[{"gbps": 0.1, "rdma": blocks}], reference=[ref])
+
+
+def test_the_note_says_how_each_side_waited():
+    from reports.tables import case_row
+    n = case_row(_case("rdma_send", "events", 256)).note
+    assert "waiting: ours spin ≤2 ms, then sleep on CQ events (median 275 sleeps per agent " \
+        "and sample); ib_send_bw -e sleeps on CQ events" in n
+    assert "waiting: ours busy-poll; ib_write_bw busy-polls" in \
+        case_row(_case("rdma_write", "poll", None, sleeps=(0, 0))).note
+    one_cpu = case_row(_case("rdma_send", "events", 256, limit=0.0)).note
+    assert "waiting: ours sleep on CQ events" in one_cpu       # no spin on one CPU
+
+
+def test_the_note_is_loud_where_perftest_could_not_wait_like_ours():
+    from reports import markdown
+    from reports.tables import case_row
+    cr = _case("rdma_write", "events", None)
+    n = case_row(cr).note
+    assert n.startswith("waiting NOT like for like: ours spin ≤2 ms, then sleep on CQ events")
+    assert "ib_write_bw busy-polls (ib_write_bw has no event mode (perftest: 'Events feature " \
+        "not available on WRITE verb'); fix: rdma_wait = \"poll\" in the suite" in n
+    from bench.results import RunResult
+    result = RunResult(suite="w", metadata={}, cases=[cr], status="complete")
+    assert "waiting NOT like for like" in markdown.terminal(result)
+
+
+def test_no_wait_note_for_results_that_did_not_record_it():
+    from bench.results import CaseResult
+    from reports.tables import case_row
+    cr = CaseResult(id="rdma_write-65536-veth", workload="rdma_write", size=65536,
+                    topology="veth", status="ok", samples=[{"gbps": 0.1}],
+                    reference=[{"tool": "ib_write_bw", "gbps": 0.2,
+                                "method": {"polling": "busy-polls its CQ (no -e)"}}])
+    assert "waiting" not in case_row(cr).note
