@@ -381,3 +381,16 @@ def test_no_wait_note_for_results_that_did_not_record_it():
                     reference=[{"tool": "ib_write_bw", "gbps": 0.2,
                                 "method": {"polling": "busy-polls its CQ (no -e)"}}])
     assert "waiting" not in case_row(cr).note
+
+
+def test_the_rdma_wait_suite_runs_both_modes_with_e_wherever_perftest_has_it():
+    from bench import plan, suite
+    from bench.references import perftest
+    p = plan.expand(suite.load("rdma-wait"))
+    got = {c.id: (c.rdma.wait, perftest.wait_method(c.workload, c.rdma.wait, c.count)
+                  ["like_for_like"]) for c in p.cases}
+    assert got == {f"{wl}-{size}-veth{sfx}": (wait, alike)
+                   for sfx, wait in (("", "events"), ("-poll", "poll"))
+                   for wl in ("rdma_write", "rdma_send") for size in (4096, 65536)
+                   for alike in [not (wl == "rdma_write" and wait == "events")]}
+    assert all(c.count for c in p.cases)       # -n: ib_send_bw's -e needs it
