@@ -14,6 +14,11 @@ from workloads import registry
 # IORING_MAX_ENTRIES: the agent's own limits, so a deeper queue is a usage error here first.
 from workloads.io_uring import DEFAULT_QUEUE_DEPTH, MAX_QUEUE_DEPTH
 
+# How both sides of an RDMA case wait (rdma_wait): "events", ours spin up to their limit, then
+# sleep on the CQ's channel, perftest -e where it has it; "poll", both busy-poll. The agents'
+# own list (rdma_verbs loads pyverbs only when it is used).
+from workloads.rdma_verbs import WAITS as RDMA_WAITS
+
 # The mapped receiver's default chunk (tcp_mmap's) and the largest a suite may ask for.
 from workloads.tcp_zerocopy_receive import MAX_CHUNK, chunk_for
 
@@ -52,12 +57,6 @@ class RdmaParams:
     def to_json(self) -> dict:
         return {"depth": self.depth, "inline": self.inline, "signal_every": self.signal_every,
                 "wait": self.wait}
-
-
-# "events": ours spin up to their limit, then sleep on the CQ's channel, perftest -e where it
-# has it; "poll": both busy-poll. The agents' list (workloads/rdma_verbs.py), not imported:
-# the plan stays free of pyverbs' module.
-RDMA_WAITS = ("events", "poll")
 
 
 def _check_rdma_wait(wait) -> None:

@@ -14,12 +14,11 @@ import re
 import shutil
 
 from bench.errors import UsageError
+from workloads.rdma_verbs import WAITS  # how both sides wait: the suite's rdma_wait
 
 TOOLS = {"rdma_write": "ib_write_bw", "rdma_send": "ib_send_bw"}
 PORT = 18515            # perftest's default TCP port for its own exchange
 MIN_ITERS = 5           # perftest refuses fewer
-# How both sides wait for completions (the suite's rdma_wait; the agents' own list).
-WAITS = ("events", "poll")
 EVENTS_FLAG = "-e"      # perftest's --events: "Sleep on CQ events (default poll)"
 # What perftest prints in its header when -e is in effect (perftest_parameters.c).
 EVENTS_BANNER = "Test with events"
