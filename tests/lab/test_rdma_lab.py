@@ -191,3 +191,40 @@ def test_memlock_too_low_is_one_clear_message(vm):
     errors = [e for e in events if e.get("event") == "error"]
     assert errors and "MR registration" in errors[0]["message"], events
     assert "RLIMIT_MEMLOCK" in errors[0]["message"] and "ulimit -l" in errors[0]["message"]
+
+
+def test_both_wait_modes_in_one_run_and_each_row_says_how_it_waited(vm):
+    """rdma_wait: the `rdma-wait` suite's events and poll cases side by side, N messages each.
+    Polling agents never sleep; ib_send_bw prints that -e took effect; ib_write_bw, which has
+    no -e, is recorded as busy-polling and its events row as not like for like."""
+    rc, out, err, doc = vm.bench("run", "--suite", "rdma-wait", "--target", "local",
+                                 "--sizes", str(SIZE), "--bytes", str(N * SIZE), "--repeat", "1",
+                                 "--copies", "off", "--syscalls", "off")
+    assert rc == 0, out[-3000:] + err[-3000:]
+    cases = {c["id"]: c for c in doc["cases"]}
+    assert set(cases) == {f"{wl}-{SIZE}-veth{sfx}" for wl in ("rdma_write", "rdma_send")
+                          for sfx in ("", "-poll")}, list(cases)
+    for cid, case in cases.items():
+        assert case["status"] == "ok", case
+        wait = "poll" if cid.endswith("-poll") else "events"
+        assert case["params"]["rdma"]["wait"] == wait
+        for s in case["samples"]:
+            assert (s["messages"], s["payload_errors"]) == (N, 0), s
+            for side in ("sender", "receiver"):
+                r = s["rdma"][side]
+                assert r["wait"] == wait, r
+                if wait == "poll":           # never a sleep, never an event: only polling
+                    assert (r["sleeps"], r.get("cq_events", 0), r["spin_limit_s"]) == \
+                        (0, 0, None), r
+        refs = [r for r in case["reference"] if not r.get("warmup")]
+        assert refs and all("error" not in r for r in refs), refs
+        for r in refs:
+            w = r["method"]["wait"]
+            alike = not (case["workload"] == "rdma_write" and wait == "events")
+            used = wait if alike else "poll"
+            assert (w["ours"], w["reference"], w["like_for_like"]) == (wait, used, alike), w
+            assert w["seen"]["client"] == used, w      # perftest's own header agrees
+        if not alike:
+            assert "Events feature not available on WRITE verb" in refs[0]["method"]["wait"][
+                "unlike"]
+    assert "waiting NOT like for like" in out and "ib_send_bw -e sleeps on CQ events" in out
