@@ -96,6 +96,13 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              expected_copies="COPY#1 + COPY#4 per request and per response datagram",
              not_built_fix="measure UDP round trips meanwhile with `sockperf ping-pong` or "
              "`qperf HOST udp_lat` (Debian's sockperf, qperf)"),
+    Workload("io_uring_rr", "TCP request/response through io_uring: send linked to recv, one "
+             "enter per transaction", "stream", 1 << 20, built=False, needs=("io_uring",),
+             python_module="liburing", reference="sockperf",
+             expected_copies="COPY#1 + COPY#4 per request and per response: io_uring saves "
+             "system calls, not copies",
+             not_built_fix="measure TCP round trips meanwhile with `sockperf ping-pong --tcp` "
+             "or `qperf HOST tcp_lat` (Debian's sockperf, qperf)"),
 )}
 
 

@@ -8,6 +8,8 @@ pattern the requester expects except where the test breaks it."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import socket
 import threading
 import time
@@ -22,7 +24,20 @@ from workloads.rr import Stalled
 
 pytestmark = pytest.mark.host
 
-MODULES = {"tcp_rr": tcp_rr, "udp_rr": udp_rr}
+
+
+@functools.cache
+def _no_io_uring() -> str | None:
+    if importlib.util.find_spec("liburing") is None:
+        return "liburing not installed: python3 -m bench.bootstrap --tests"
+    from bench import doctor
+    c = doctor.check_io_uring()
+    return None if c.ok else f"io_uring unavailable here: {c.detail}"
+
+
+def _needs(workload: str) -> None:
+    if workload.startswith("io_uring") and _no_io_uring():
+        pytest.skip(_no_io_uring())
 
 
 def run_agents(workload: str, size: int, count: int, duration: float = 30, **extra
@@ -49,9 +64,10 @@ def run_agents(workload: str, size: int, count: int, duration: float = 30, **ext
 @pytest.mark.parametrize("workload,size,response,in_flight", [
     ("tcp_rr", 1, None, 1), ("tcp_rr", 64, None, 1), ("tcp_rr", 4096, 65536, 1),
     ("tcp_rr", 64, None, 4), ("udp_rr", 8, None, 1), ("udp_rr", 4096, 64, 1),
-    ("udp_rr", 64, None, 4),
+    ("udp_rr", 64, None, 4), ("io_uring_rr", 1, None, 1), ("io_uring_rr", 4096, 65536, 1),
 ])
 def test_n_transactions_exactly_verified(workload, size, response, in_flight):
+    _needs(workload)
     n = 1500
     extra = {"in_flight": in_flight, **({"response_size": response} if response else {})}
     tx, rx = run_agents(workload, size, n, **extra)
@@ -216,3 +232,40 @@ def test_a_responder_that_stops_answering_fails_the_requester(mod, make):
     with sock, pytest.raises(Stalled, match="stopped answering"):
         requester(mod, sock.getsockname()[1], 64, 100, rr_timeout_s=0.2)
     assert time.monotonic() - t0 < 5
+
+
+# -- io_uring_rr: its binding holds the GIL while it waits, so the requester runs as an agent
+# process against the responder thread here.
+def agent_requester(workload: str, port: int, size: int, count: int, **extra) -> dict:
+    tx = Agent("sender", {"workload": workload, "size": size, "max_seconds": 60,
+                          "target": ["127.0.0.1", port], "duration": 30, "count": count,
+                          **extra})
+    try:
+        tx.expect("ready", 20)
+        tx.send({"cmd": "go"})
+        return tx.expect("result", 60)
+    finally:
+        tx.stop()
+
+
+def test_io_uring_rr_one_enter_per_transaction_and_a_corrupted_response():
+    _needs("io_uring_rr")
+    lsock, t = tcp_responder(64, 64, corrupt=7)
+    with lsock:
+        tx = agent_requester("io_uring_rr", lsock.getsockname()[1], 64, 200)
+    assert tx["rr"]["transactions"] == 200
+    assert tx["rr"]["bad_responses"] == 1 and tx["rr"]["verified"] == 199
+    assert tx["rr"]["io_uring"]["enter_calls"] == 200
+
+
+def test_io_uring_rr_stalled_responder_fails_the_requester():
+    _needs("io_uring_rr")
+    lsock, t = tcp_responder(64, 64, answer=5)
+    with lsock, pytest.raises(Exception, match="stopped answering"):
+        agent_requester("io_uring_rr", lsock.getsockname()[1], 64, 100, rr_timeout_s=0.3)
+
+
+def test_io_uring_rr_keeps_one_in_flight():
+    from workloads import io_uring_rr
+    with pytest.raises(ValueError, match="in_flight 2: io_uring_rr keeps one"):
+        io_uring_rr._params({"size": 64, "in_flight": 2})

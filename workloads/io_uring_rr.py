@@ -1,0 +1,235 @@
+"""TCP request/response through io_uring (workloads/io_uring.py's Ring): one transaction in
+flight, one io_uring_enter per transaction on each side.
+
+Requester: the request's send (MSG_WAITALL) linked to the response's recv (MSG_WAITALL), both
+submitted and the recv reaped with one io_uring_submit_and_wait; the send carries
+IOSQE_CQE_SKIP_SUCCESS (a full send posts nothing; a failed one posts its error and cancels the
+recv). Responder: the response's send linked to the next request's recv, the same way. The
+messages and their checks are tcp_rr's (pattern phase per transaction, one memcmp each).
+in_flight > 1 is refused: N linked chains on one socket would race (see io_uring.py).
+
+Timing as in tcp_rr: CLOCK_MONOTONIC before the submission that sends the request, after the
+response's completion is reaped. Each wait is bounded by `rr_timeout_s`.
+
+Expected copies: COPY#1 + COPY#4 per request and per response (io_uring saves system calls,
+not copies).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.io_uring import Ring
+from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
+from workloads.rr import RRParams, Stalled, params, requester_result, responder_result
+from workloads.rr_stats import Recorder
+from workloads.sockets import PatternSource, listen_stream, size_buffers
+
+MSG_WAITALL = socket.MSG_WAITALL
+SEND, RECV = 1, 2          # user_data of the two requests of a chain
+
+
+def _params(cfg: dict) -> RRParams:
+    p = params(cfg)
+    if p.in_flight != 1:
+        raise ValueError(f"in_flight {p.in_flight}: io_uring_rr keeps one transaction in "
+                         "flight (linked chains on one socket would race)")
+    return p
+
+
+class Chain:
+    """send(view) linked to recv(into buf), or a recv alone; returns the recv's byte count
+    once the whole message is in (`size`), 0 at end of stream."""
+
+    def __init__(self, ring: Ring, fd: int, buf: bytearray, timeout: float):
+        L, K = ring.L, ring.K
+        self.ring, self.fd, self.timeout = ring, fd, timeout
+        self.mv, self.size = memoryview(buf), len(buf)
+        self.prep_send, self.prep_recv = L.io_uring_prep_send, L.io_uring_prep_recv
+        self.set_flags, self.set_data = L.io_uring_sqe_set_flags, L.io_uring_sqe_set_data64
+        self.link_skip = K["IOSQE_IO_LINK"] | K["IOSQE_CQE_SKIP_SUCCESS"]
+        self.short = 0
+
+    def queue(self, view=None) -> None:
+        ring = self.ring
+        if view is not None:
+            s = ring.sqe()
+            self.prep_send(s, self.fd, view, len(view), MSG_WAITALL)
+            self.set_flags(s, self.link_skip)
+            self.set_data(s, SEND)
+        s = ring.sqe()
+        self.prep_recv(s, self.fd, self.mv, self.size, MSG_WAITALL)
+        self.set_data(s, RECV)
+        ring.inflight = 2 if view is not None else 1
+
+    def wait(self) -> int:
+        """Reap the chain: the recv's bytes, the rest of a short recv fetched first."""
+        ring = self.ring
+        got = self._reap()
+        while 0 < got < self.size:          # a signal or a reset cut MSG_WAITALL short
+            self.short += 1
+            s = ring.sqe()
+            self.prep_recv(s, self.fd, self.mv[got:], self.size - got, MSG_WAITALL)
+            self.set_data(s, RECV)
+            ring.inflight = 1
+            more = self._reap()
+            if more <= 0:
+                return got
+            got += more
+        return got
+
+    def _reap(self) -> int:
+        ring = self.ring
+        ring.deadline = now() + self.timeout
+        try:
+            while True:
+                for data, res, _flags in ring.submit_wait(1):
+                    if data == SEND:       # only a failed send posts a CQE
+                        if res < 0 and res != -errno.ECANCELED:
+                            raise OSError(-res, f"io_uring send: {os.strerror(-res)}")
+                        continue
+                    ring.inflight = 0
+                    if res < 0:
+                        if res in (-errno.ECANCELED, -errno.ECONNRESET, -errno.EPIPE):
+                            return 0
+                        raise OSError(-res, f"io_uring recv: {os.strerror(-res)}")
+                    return res
+        except TimeoutError:
+            raise Stalled(f"no completion within {self.timeout:g} s: the peer stopped "
+                          "answering") from None
+
+
+def _phases():
+    tp, tab = 0, page(0)
+
+    def phase_of(i: int) -> int:
+        nonlocal tp, tab
+        if (i >> PAGE_BITS) != tp:
+            tp = i >> PAGE_BITS
+            tab = page(tp)
+        return tab[i & PAGE_MASK]
+    return phase_of
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    p = _params(cfg)
+    lsock, bufs = listen_stream(cfg)
+    qbuf = bytearray(p.request)
+    src = PatternSource(p.response)
+    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
+            buffer_addr=buffer_address(qbuf), **bufs)
+    held = [lsock]
+
+    def end():
+        for s in held:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    io.on_cmd("stop", end)
+    conn, _ = lsock.accept()
+    held.append(conn)
+    lsock.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ring = Ring(4, now() + float(cfg.get("max_seconds", 600)))
+    ring.fd = conn.fileno()
+    cpu = CpuWindow().start()
+    try:
+        # the responder waits for requests as long as the agent lives, not rr_timeout_s
+        chain = Chain(ring, conn.fileno(), qbuf, float(cfg.get("max_seconds", 600)))
+        requests, bad, t_first, t_last = _respond(chain, p, qbuf, src)
+        described = {**ring.describe(1), "op": "send linked to recv", "short": chain.short}
+    finally:
+        ring.close()
+        conn.close()
+    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
+                            buffer_address(qbuf), nodelay=True, io_uring=described)
+
+
+def _respond(chain: Chain, p: RRParams, qbuf: bytearray, src: PatternSource):
+    qmv, q, views = memoryview(qbuf), p.request, src.views
+    startswith = block(q).startswith
+    phase_of = _phases()
+    clock = time.monotonic
+    j = bad = 0
+    t_first = t_last = None
+    chain.queue()
+    while True:
+        n = chain.wait()
+        if n != q:
+            bad += n > 0          # a request cut off by the end of the stream
+            break
+        t_last = clock()
+        if t_first is None:
+            t_first = t_last
+        k = phase_of(j)
+        if not startswith(qmv, k):
+            bad += 1
+        chain.queue(views[k])
+        j += 1
+    return j, bad, t_first, t_last
+
+
+def sender(cfg: dict, io: AgentIO) -> dict:
+    p = _params(cfg)
+    req = PatternSource(p.request)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bufs = size_buffers(sock, cfg)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.connect(tuple(cfg["target"]))
+    rbuf = bytearray(p.response)
+    ring = Ring(4, now() + p.timeout)
+    ring.fd = sock.fileno()
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(req.buf), **bufs,
+            io_uring_setup=ring.setup)
+    try:
+        io.wait_cmd("go")
+        cpu = CpuWindow().start()
+        rec = Recorder()
+        t_start = now()
+        chain = Chain(ring, sock.fileno(), rbuf, p.timeout)
+        try:
+            done, bad = _request(chain, p, req.views, rbuf, rec, t_start)
+        finally:
+            t_end = now()
+        described = {**ring.describe(1), "op": "send linked to recv", "short": chain.short}
+    finally:
+        ring.close()
+        sock.close()
+    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
+                            buffer_address(req.buf), nodelay=True, io_uring=described)
+
+
+def _request(chain: Chain, p: RRParams, req_views: list, rbuf: bytearray, rec: Recorder,
+             t_start: float) -> tuple[int, int]:
+    r = p.response
+    rmv = memoryview(rbuf)
+    startswith = block(r).startswith
+    append, clock = rec.append, time.monotonic_ns
+    phase_of = _phases()
+    limit = p.count if p.count is not None else 1 << 62
+    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    done = bad = 0
+    while done < limit:
+        k = phase_of(done)
+        chain.queue(req_views[k])
+        t0 = clock()
+        n = chain.wait()
+        t1 = clock()
+        if n != r:
+            raise Stalled(f"the responder closed the connection in transaction {done} "
+                          f"({n} of {r} response bytes)")
+        if not startswith(rmv, k):
+            bad += 1
+        append(t1 - t0)
+        done += 1
+        if t1 >= deadline:
+            break
+        if rec.due():
+            rec.fold()            # nothing outstanding between transactions
+    return done, bad
