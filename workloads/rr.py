@@ -74,10 +74,13 @@ def requester_result(p: RRParams, rec, done: int, verified: int, bad: int, t_sta
 
 
 def responder_result(p: RRParams, requests: int, bad: int, t_first, t_last, cpu: dict,
-                     buffer_addr: str, **extra) -> dict:
+                     buffer_addr: str, stream: bool = True, **extra) -> dict:
+    """`bytes_seen` only for streams (the sample's stream-gap check: every request byte the
+    requester sent arrived); a UDP request or response may be lost, the requester counts it."""
     from workloads.rr_stats import cpu_per_transaction
     good = requests - bad
-    return {"messages": good, "bytes": good * p.request, "bytes_seen": requests * p.request,
+    return {"messages": good, "bytes": good * p.request,
+            **({"bytes_seen": requests * p.request} if stream else {}),
             "bad": bad, "t_first": t_first, "t_last": t_last, "cpu": cpu,
             "buffer_addr": buffer_addr,
             "rr": {**p.config(), "role": "responder", "requests": requests,

@@ -65,7 +65,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     requests, bad, t_first, t_last = respond(sock, p, qbuf, src)
     sock.close()
     return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
-                            buffer_address(qbuf))
+                            buffer_address(qbuf), stream=False)
 
 
 def respond(sock: socket.socket, p: RRParams, qbuf: bytearray, src: DatagramSource):
