@@ -24,10 +24,18 @@ import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.io_uring import Ring
-from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
-from workloads.rr import RRParams, Stalled, params, requester_result, responder_result
+from workloads.pattern import block
+from workloads.rr import (
+    RRParams,
+    Stalled,
+    accept_stream,
+    params,
+    phases,
+    requester_result,
+    responder_result,
+)
 from workloads.rr_stats import Recorder
-from workloads.sockets import PatternSource, listen_stream, size_buffers
+from workloads.sockets import PatternSource, size_buffers
 
 MSG_WAITALL = socket.MSG_WAITALL
 SEND, RECV = 1, 2          # user_data of the two requests of a chain
@@ -103,39 +111,11 @@ class Chain:
                           "answering") from None
 
 
-def _phases():
-    tp, tab = 0, page(0)
-
-    def phase_of(i: int) -> int:
-        nonlocal tp, tab
-        if (i >> PAGE_BITS) != tp:
-            tp = i >> PAGE_BITS
-            tab = page(tp)
-        return tab[i & PAGE_MASK]
-    return phase_of
-
-
 def receiver(cfg: dict, io: AgentIO) -> dict:
     p = _params(cfg)
-    lsock, bufs = listen_stream(cfg)
     qbuf = bytearray(p.request)
     src = PatternSource(p.response)
-    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
-            buffer_addr=buffer_address(qbuf), **bufs)
-    held = [lsock]
-
-    def end():
-        for s in held:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    io.on_cmd("stop", end)
-    conn, _ = lsock.accept()
-    held.append(conn)
-    lsock.close()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = accept_stream(cfg, io, qbuf)
     ring = Ring(4, now() + float(cfg.get("max_seconds", 600)))
     ring.fd = conn.fileno()
     cpu = CpuWindow().start()
@@ -154,7 +134,7 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 def _respond(chain: Chain, p: RRParams, qbuf: bytearray, src: PatternSource):
     qmv, q, views = memoryview(qbuf), p.request, src.views
     startswith = block(q).startswith
-    phase_of = _phases()
+    phase_of = phases()
     clock = time.monotonic
     j = bad = 0
     t_first = t_last = None
@@ -211,7 +191,7 @@ def _request(chain: Chain, p: RRParams, req_views: list, rbuf: bytearray, rec: R
     rmv = memoryview(rbuf)
     startswith = block(r).startswith
     append, clock = rec.append, time.monotonic_ns
-    phase_of = _phases()
+    phase_of = phases()
     limit = p.count if p.count is not None else 1 << 62
     deadline = int(t_start * 1e9) + int(p.duration * 1e9)
     done = bad = 0

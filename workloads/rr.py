@@ -11,9 +11,14 @@ kernel timeout adds no poll() per call, as Python's settimeout would).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from dataclasses import dataclass
+
+from workloads.agent import AgentIO, buffer_address
+from workloads.pattern import PAGE_BITS, PAGE_MASK, page
+from workloads.sockets import listen_stream
 
 IN_FLIGHT_MAX = 1024
 TIMEOUT_S = 2.0          # one response's wait: far above any round trip on our paths
@@ -55,6 +60,44 @@ def set_timeouts(sock: socket.socket, seconds: float) -> None:
     tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+
+
+def accept_stream(cfg: dict, io: AgentIO, qbuf: bytearray) -> socket.socket:
+    """The stream responder's connection: listen, say ready (port, request buffer, socket
+    buffers), accept the requester, TCP_NODELAY. "stop" shuts down the listener and the
+    connection, which wakes accept() or a blocked receive; the loop then sees end of stream."""
+    lsock, bufs = listen_stream(cfg)
+    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
+            buffer_addr=buffer_address(qbuf), **bufs)
+    held = [lsock]
+
+    def end():
+        for s in held:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    io.on_cmd("stop", end)
+    conn, _ = lsock.accept()
+    held.append(conn)
+    lsock.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def phases():
+    """phase_of(i): transaction i's pattern phase (workloads.pattern), one page of the phase
+    table computed at a time as the transactions reach it."""
+    tp, tab = 0, page(0)
+
+    def phase_of(i: int) -> int:
+        nonlocal tp, tab
+        if (i >> PAGE_BITS) != tp:
+            tp = i >> PAGE_BITS
+            tab = page(tp)
+        return tab[i & PAGE_MASK]
+    return phase_of
 
 
 class Stalled(RuntimeError):

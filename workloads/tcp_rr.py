@@ -21,13 +21,15 @@ from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
 from workloads.rr import (
     RRParams,
     Stalled,
+    accept_stream,
     params,
+    phases,
     requester_result,
     responder_result,
     set_timeouts,
 )
 from workloads.rr_stats import Recorder
-from workloads.sockets import PatternSource, listen_stream, size_buffers
+from workloads.sockets import PatternSource, size_buffers
 
 WAITALL = socket.MSG_WAITALL
 
@@ -46,25 +48,9 @@ def _recv_message(recv_into, mv: memoryview, size: int, n: int) -> int:
 def receiver(cfg: dict, io: AgentIO) -> dict:
     """The responder: answers each verified-or-not request with its response, until EOF."""
     p = params(cfg)
-    lsock, bufs = listen_stream(cfg)
     qbuf = bytearray(p.request)
     src = PatternSource(p.response)
-    io.emit("ready", pid=os.getpid(), port=lsock.getsockname()[1],
-            buffer_addr=buffer_address(qbuf), **bufs)
-    held = [lsock]
-
-    def end():
-        for s in held:   # wakes accept() or a blocked recv; the loop then sees EOF
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    io.on_cmd("stop", end)
-    conn, _ = lsock.accept()
-    held.append(conn)
-    lsock.close()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = accept_stream(cfg, io, qbuf)
     cpu = CpuWindow().start()
     requests, bad, t_first, t_last = respond(conn, p, qbuf, src)
     conn.close()
@@ -142,14 +128,7 @@ def request(sock: socket.socket, p: RRParams, req_views: list, rbuf: bytearray, 
     deadline = int(t_start * 1e9) + int(p.duration * 1e9)
     t_sent = [0] * n_flight
     sent = done = bad = 0
-    tp, tab = 0, page(0)
-
-    def phase_of(i: int) -> int:
-        nonlocal tp, tab
-        if (i >> PAGE_BITS) != tp:
-            tp = i >> PAGE_BITS
-            tab = page(tp)
-        return tab[i & PAGE_MASK]
+    phase_of = phases()
 
     def refill() -> None:
         nonlocal sent
