@@ -192,8 +192,7 @@ def _request(chain: Chain, p: RRParams, req_views: list, rbuf: bytearray, rec: R
     startswith = block(r).startswith
     append, clock = rec.append, time.monotonic_ns
     phase_of = phases()
-    limit = p.count if p.count is not None else 1 << 62
-    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    limit, deadline = p.bounds(t_start)
     done = bad = 0
     while done < limit:
         k = phase_of(done)

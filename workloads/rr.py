@@ -16,7 +16,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from workloads.agent import AgentIO, buffer_address
+from workloads.agent import AgentIO, CpuWindow, buffer_address
 from workloads.pattern import PAGE_BITS, PAGE_MASK, page
 from workloads.sockets import listen_stream
 
@@ -32,6 +32,11 @@ class RRParams:
     count: int | None
     duration: float
     timeout: float
+
+    def bounds(self, t_start: float) -> tuple[int, int]:
+        """The requester's limits: (transactions, deadline in monotonic ns)."""
+        return (self.count if self.count is not None else 1 << 62,
+                int(t_start * 1e9) + int(self.duration * 1e9))
 
     def config(self) -> dict:
         return {"request_size": self.request, "response_size": self.response,
@@ -114,6 +119,16 @@ def requester_result(p: RRParams, rec, done: int, verified: int, bad: int, t_sta
             "rr": {**p.config(), "role": "requester", "transactions": done,
                    "verified": verified, "bad_responses": bad, **extra},
             "latency": rec.summary(window_ns, cpu)}
+
+
+def serve(p: RRParams, sock: socket.socket, respond, buffer_addr: str, **extra) -> dict:
+    """The responder's run: `respond()` -> (requests, bad, t_first, t_last) in this process's
+    CPU window, the socket closed after it; its result."""
+    cpu = CpuWindow().start()
+    requests, bad, t_first, t_last = respond()
+    sock.close()
+    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(), buffer_addr,
+                            **extra)
 
 
 def responder_result(p: RRParams, requests: int, bad: int, t_first, t_last, cpu: dict,

@@ -25,7 +25,7 @@ from workloads.rr import (
     params,
     phases,
     requester_result,
-    responder_result,
+    serve,
     set_timeouts,
 )
 from workloads.rr_stats import Recorder
@@ -51,11 +51,8 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
     qbuf = bytearray(p.request)
     src = PatternSource(p.response)
     conn = accept_stream(cfg, io, qbuf)
-    cpu = CpuWindow().start()
-    requests, bad, t_first, t_last = respond(conn, p, qbuf, src)
-    conn.close()
-    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
-                            buffer_address(qbuf), nodelay=True)
+    return serve(p, conn, lambda: respond(conn, p, qbuf, src), buffer_address(qbuf),
+                 nodelay=True)
 
 
 def respond(conn: socket.socket, p: RRParams, qbuf: bytearray, src: PatternSource):
@@ -124,8 +121,7 @@ def request(sock: socket.socket, p: RRParams, req_views: list, rbuf: bytearray, 
     rmv = memoryview(rbuf)
     startswith = block(r).startswith
     append = rec.append
-    limit = p.count if p.count is not None else 1 << 62
-    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    limit, deadline = p.bounds(t_start)
     t_sent = [0] * n_flight
     sent = done = bad = 0
     phase_of = phases()

@@ -25,7 +25,7 @@ from workloads.rr import (
     Stalled,
     params,
     requester_result,
-    responder_result,
+    serve,
     set_timeouts,
 )
 from workloads.rr_stats import Recorder
@@ -61,11 +61,8 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
             pass
 
     io.on_cmd("stop", end)
-    cpu = CpuWindow().start()
-    requests, bad, t_first, t_last = respond(sock, p, qbuf, src)
-    sock.close()
-    return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
-                            buffer_address(qbuf), stream=False)
+    return serve(p, sock, lambda: respond(sock, p, qbuf, src), buffer_address(qbuf),
+                 stream=False)
 
 
 def respond(sock: socket.socket, p: RRParams, qbuf: bytearray, src: DatagramSource):
@@ -129,8 +126,7 @@ def request(sock: socket.socket, p: RRParams, src: DatagramSource, rbuf: bytearr
     body = rmv[SEQ_BYTES:]
     startswith = block(r).startswith
     unpack, stamp, append = SEQ.unpack_from, src.stamp, rec.append
-    limit = p.count if p.count is not None else 1 << 62
-    deadline = int(t_start * 1e9) + int(p.duration * 1e9)
+    limit, deadline = p.bounds(t_start)
     outstanding: dict[int, int] = {}       # seq -> send time (ns)
     sent = done = bad = lost = late = stray = stalls = 0
 
