@@ -29,13 +29,15 @@ from workloads.rr import (
     RRParams,
     Stalled,
     accept_stream,
+    connect_requester,
     params,
     phases,
     requester_result,
     responder_result,
+    start_requests,
 )
 from workloads.rr_stats import Recorder
-from workloads.sockets import PatternSource, size_buffers
+from workloads.sockets import PatternSource
 
 MSG_WAITALL = socket.MSG_WAITALL
 SEND, RECV = 1, 2          # user_data of the two requests of a chain
@@ -158,20 +160,14 @@ def _respond(chain: Chain, p: RRParams, qbuf: bytearray, src: PatternSource):
 def sender(cfg: dict, io: AgentIO) -> dict:
     p = _params(cfg)
     req = PatternSource(p.request)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    bufs = size_buffers(sock, cfg)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.connect(tuple(cfg["target"]))
+    sock, bufs = connect_requester(cfg, socket.SOCK_STREAM, None)
     rbuf = bytearray(p.response)
     ring = Ring(4, now() + p.timeout)
     ring.fd = sock.fileno()
     io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(req.buf), **bufs,
             io_uring_setup=ring.setup)
     try:
-        io.wait_cmd("go")
-        cpu = CpuWindow().start()
-        rec = Recorder()
-        t_start = now()
+        cpu, rec, t_start = start_requests(io)
         chain = Chain(ring, sock.fileno(), rbuf, p.timeout)
         try:
             done, bad = _request(chain, p, req.views, rbuf, rec, t_start)

@@ -16,9 +16,10 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from workloads.agent import AgentIO, CpuWindow, buffer_address
+from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import PAGE_BITS, PAGE_MASK, page
-from workloads.sockets import listen_stream
+from workloads.rr_stats import Recorder, cpu_per_transaction
+from workloads.sockets import listen_stream, size_buffers
 
 IN_FLIGHT_MAX = 1024
 TIMEOUT_S = 2.0          # one response's wait: far above any round trip on our paths
@@ -105,6 +106,26 @@ def phases():
     return phase_of
 
 
+def connect_requester(cfg: dict, kind: int, timeout: float | None) -> tuple[socket.socket, dict]:
+    """The requester's socket, connected to the target: buffers sized, TCP_NODELAY on a stream,
+    SO_RCVTIMEO/SO_SNDTIMEO of `timeout` (None: the caller bounds its own waits, as io_uring's
+    ring does)."""
+    sock = socket.socket(socket.AF_INET, kind)
+    bufs = size_buffers(sock, cfg)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if timeout is not None:
+        set_timeouts(sock, timeout)
+    sock.connect(tuple(cfg["target"]))
+    return sock, bufs
+
+
+def start_requests(io: AgentIO) -> tuple[CpuWindow, Recorder, float]:
+    """After the runner's "go": the requester's CPU window, its recorder and its start time."""
+    io.wait_cmd("go")
+    return CpuWindow().start(), Recorder(), now()
+
+
 class Stalled(RuntimeError):
     """The peer stopped answering (timeout) or went away mid-transaction."""
 
@@ -135,7 +156,6 @@ def responder_result(p: RRParams, requests: int, bad: int, t_first, t_last, cpu:
                      buffer_addr: str, stream: bool = True, **extra) -> dict:
     """`bytes_seen` only for streams (the sample's stream-gap check: every request byte the
     requester sent arrived); a UDP request or response may be lost, the requester counts it."""
-    from workloads.rr_stats import cpu_per_transaction
     good = requests - bad
     return {"messages": good, "bytes": good * p.request,
             **({"bytes_seen": requests * p.request} if stream else {}),

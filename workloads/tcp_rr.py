@@ -16,20 +16,21 @@ import os
 import socket
 import time
 
-from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.agent import AgentIO, buffer_address, now
 from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
 from workloads.rr import (
     RRParams,
     Stalled,
     accept_stream,
+    connect_requester,
     params,
     phases,
     requester_result,
     serve,
-    set_timeouts,
+    start_requests,
 )
 from workloads.rr_stats import Recorder
-from workloads.sockets import PatternSource, size_buffers
+from workloads.sockets import PatternSource
 
 WAITALL = socket.MSG_WAITALL
 
@@ -93,17 +94,10 @@ def sender(cfg: dict, io: AgentIO) -> dict:
     timed on this process's one clock."""
     p = params(cfg)
     req = PatternSource(p.request)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    bufs = size_buffers(sock, cfg)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    set_timeouts(sock, p.timeout)
-    sock.connect(tuple(cfg["target"]))
+    sock, bufs = connect_requester(cfg, socket.SOCK_STREAM, p.timeout)
     rbuf = bytearray(p.response)
     io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(req.buf), **bufs)
-    io.wait_cmd("go")
-    cpu = CpuWindow().start()
-    rec = Recorder()
-    t_start = now()
+    cpu, rec, t_start = start_requests(io)
     try:
         done, bad = request(sock, p, req.views, rbuf, rec, t_start)
     finally:

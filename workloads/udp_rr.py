@@ -18,15 +18,16 @@ import os
 import socket
 import time
 
-from workloads.agent import AgentIO, CpuWindow, buffer_address, now
+from workloads.agent import AgentIO, buffer_address, now
 from workloads.pattern import PERIOD, SEQ, SEQ_BYTES, block
 from workloads.rr import (
     RRParams,
     Stalled,
+    connect_requester,
     params,
     requester_result,
     serve,
-    set_timeouts,
+    start_requests,
 )
 from workloads.rr_stats import Recorder
 from workloads.sockets import size_buffers
@@ -95,16 +96,10 @@ def respond(sock: socket.socket, p: RRParams, qbuf: bytearray, src: DatagramSour
 def sender(cfg: dict, io: AgentIO) -> dict:
     p = _params(cfg)
     src = DatagramSource(p.request)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    bufs = size_buffers(sock, cfg)
-    set_timeouts(sock, p.timeout)
-    sock.connect(tuple(cfg["target"]))
+    sock, bufs = connect_requester(cfg, socket.SOCK_DGRAM, p.timeout)
     rbuf = bytearray(p.response)
     io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
-    io.wait_cmd("go")
-    cpu = CpuWindow().start()
-    rec = Recorder()
-    t_start = now()
+    cpu, rec, t_start = start_requests(io)
     try:
         counts = request(sock, p, src, rbuf, rec, t_start)
     finally:
