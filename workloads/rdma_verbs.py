@@ -142,6 +142,28 @@ def check_control(sock: socket.socket, timeout: float, also: tuple = ()) -> list
     raise PeerGone(f"peer failed: {msg.get('error', data[:120])}")
 
 
+def control_closed(sock: socket.socket, timeout: float, also: tuple = ()) -> tuple[list, bool]:
+    """check_control for a CQ wait: (readable fds of `also`, whether the peer closed the
+    control connection). A closed peer is not yet an error: what it sent may still be on its
+    way into our CQ (see peer_grace). A failed peer raises."""
+    try:
+        return check_control(sock, timeout, also), False
+    except PeerGone as exc:
+        if "failed" in str(exc):
+            raise
+        return [], True
+
+
+def peer_grace(closed_at: float, t: float) -> bool:
+    """Whether the grace after the peer closed is over (the caller then raises peer_gone())."""
+    return t - closed_at > PEER_GRACE_S
+
+
+def peer_gone() -> PeerGone:
+    return PeerGone("peer agent is gone (control connection closed) and no completion came "
+                    f"within {PEER_GRACE_S:.0f} s")
+
+
 def plan_slots(size: int, depth: int, signal_every: int) -> tuple[int, int]:
     """(slots, window): the receiver's message slots (2 x depth, at most REGION_CAP bytes, at
     least 2) and messages per window (signal_every, at most half the slots)."""
@@ -440,11 +462,8 @@ class Verbs:
             if t > deadline:
                 raise VerbsError("no completion before the agent's deadline")
             if closed_at is not None:
-                # The peer closed after its last WR completed: what it sent may still be
-                # on its way into our CQ. A short grace, then it is gone.
-                if t - closed_at > PEER_GRACE_S:
-                    raise PeerGone("peer agent is gone (control connection closed) and no "
-                                   f"completion came within {PEER_GRACE_S:.0f} s")
+                if peer_grace(closed_at, t):
+                    raise peer_gone()
                 counters["sleeps"] += 1
                 time.sleep(SLEEP_S)
                 continue
@@ -455,19 +474,19 @@ class Verbs:
                 armed = True
                 continue
             counters["sleeps"] += 1     # one wait in select(), however it ends
-            try:
-                if self.channel_fd is None:
-                    check_control(ctrl, nap)
+            if self.channel_fd is None:
+                _, closed = control_closed(ctrl, nap)
+                if not closed:
                     nap = min(nap * 2, SLEEP_MAX_S)
-                elif check_control(ctrl, min(EVENT_WAIT_MAX_S, max(deadline - t, 0.0)),
-                                   (self.channel_fd,)):
+            else:
+                ready, closed = control_closed(
+                    ctrl, min(EVENT_WAIT_MAX_S, max(deadline - t, 0.0)), (self.channel_fd,))
+                if ready:
                     self.channel.get_cq_event(self.cq)      # readable: does not block
                     self.cq.ack_events(1)                   # every event acked: destroy waits
                     self.counters["cq_events"] = self.counters.get("cq_events", 0) + 1
                     armed = False
-            except PeerGone as exc:
-                if "failed" in str(exc):
-                    raise
+            if closed:
                 closed_at = t
 
     def busy_poll(self, ctrl: socket.socket, deadline: float, max_entries: int = 16) -> list:
@@ -500,17 +519,12 @@ class Verbs:
                 counters["spin_s"] += t - spin_from
                 raise VerbsError("no completion before the agent's deadline")
             if closed_at is not None:
-                if t - closed_at > PEER_GRACE_S:      # as in poll(): its last WRs had time
+                if peer_grace(closed_at, t):
                     counters["spin_s"] += t - spin_from
-                    raise PeerGone("peer agent is gone (control connection closed) and no "
-                                   f"completion came within {PEER_GRACE_S:.0f} s")
+                    raise peer_gone()
                 continue
             counters["control_checks"] = counters.get("control_checks", 0) + 1
-            try:
-                check_control(ctrl, 0.0)
-            except PeerGone as exc:
-                if "failed" in str(exc):
-                    raise
+            if control_closed(ctrl, 0.0)[1]:
                 closed_at = t
 
     def counters_start(self) -> None:
