@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import types
 
 import pytest
 
@@ -14,6 +13,7 @@ from bench import rxe
 from bench.copycount import SOFT_ROCE_SIDE, summarize
 from bench.errors import UsageError
 from bench.tracing.base import PointCounts
+from tests.unit.rdma_fakes import fake_verbs, poll_with_channel, wc_success
 from workloads import rdma_verbs as rv
 
 GID_V4 = "0000:0000:0000:0000:0000:ffff:c612:0002"      # ::ffff:198.18.0.2
@@ -265,24 +265,14 @@ class _FailedCQ:
 
 @pytest.fixture(autouse=True)
 def _wc_enums(monkeypatch):
-    """poll() needs one enum (IBV_WC_SUCCESS = 0, ibv_wc_status in verbs.h): without
-    pyverbs (the host tier) these tests run against that value instead of skipping."""
-    try:
-        import pyverbs.enums  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(rv, "_e", lambda: types.SimpleNamespace(IBV_WC_SUCCESS=0))
+    wc_success(monkeypatch)      # poll() needs IBV_WC_SUCCESS
 
-
-def _verbs_with(cq):
-    v = object.__new__(rv.Verbs)
-    v.cq, v.counters = cq, rv.new_counters()
-    return v
 
 
 def test_poll_ends_when_the_peer_agent_is_gone(monkeypatch):
     import time
     monkeypatch.setattr(rv, "PEER_GRACE_S", 0.2)
-    v = _verbs_with(_EmptyCQ())
+    v = fake_verbs(_EmptyCQ())
     a, b = socket.socketpair()
     a.close()                                  # the peer died: its end of the control closed
     t0 = time.monotonic()
@@ -293,7 +283,7 @@ def test_poll_ends_when_the_peer_agent_is_gone(monkeypatch):
 
 def test_poll_reports_the_peers_own_failure_at_once():
     import time
-    v = _verbs_with(_EmptyCQ())
+    v = fake_verbs(_EmptyCQ())
     a, b = socket.socketpair()
     with a, b:
         rv.send_error(a, "sender: VerbsError: bringing the QP to RTS failed")
@@ -329,22 +319,9 @@ class _Channel:
 
 
 def test_poll_sleeps_on_the_completion_channel_and_acks_its_event():
-    import threading
-    import time
     cq = _ChannelCQ()
-    v = _verbs_with(cq)
-    rfd, wfd = os.pipe()
-    v.channel, v.channel_fd = _Channel(rfd), rfd
-    a, b = socket.socketpair()
-    timer = threading.Timer(0.2, os.write, (wfd, b"e"))
-    timer.start()
-    try:
-        with a, b:
-            wcs = v.poll(b, time.monotonic() + 30)
-    finally:
-        timer.cancel()
-        os.close(rfd)
-        os.close(wfd)
+    v = fake_verbs(cq)
+    wcs, _ = poll_with_channel(v, _Channel, fire_after=0.2)
     assert len(wcs) == 1
     # armed once before sleeping, the one event acked (ibv_destroy_cq waits for every ack)
     assert (cq.armed, cq.acked, v.counters["cq_events"]) == (1, 1, 1)
@@ -371,21 +348,11 @@ def test_agents_spin_only_where_another_cpu_runs_the_transport():
 def test_poll_spins_through_a_short_gap_without_sleeping_on_the_channel(monkeypatch):
     """A completion due within SPIN_S is taken by polling: no arming, no event, no sleep
     (each sleep costs a wake-up per message: perftest busy-polls instead)."""
-    import time
     monkeypatch.setattr(rv, "SPIN_S", rv.SPIN_MAX_S)
     cq = _LateCQ(rv.SPIN_S / 4)
-    v = _verbs_with(cq)
-    rfd, wfd = os.pipe()
-    v.channel, v.channel_fd = _Channel(rfd), rfd
-    a, b = socket.socketpair()
-    try:
-        with a, b:
-            t0 = time.monotonic()
-            assert len(v.poll(b, time.monotonic() + 30)) == 1
-            took = time.monotonic() - t0
-    finally:
-        os.close(rfd)
-        os.close(wfd)
+    v = fake_verbs(cq)
+    wcs, took = poll_with_channel(v, _Channel)
+    assert len(wcs) == 1
     assert (cq.armed, cq.acked, v.counters.get("cq_events", 0)) == (0, 0, 0)
     # the spin measured, not the limit: within the call's own time, short of SPIN_S; no sleep
     assert 0 < v.counters["spin_s"] <= took < rv.SPIN_S
@@ -393,25 +360,11 @@ def test_poll_spins_through_a_short_gap_without_sleeping_on_the_channel(monkeypa
 
 
 def test_poll_arms_the_channel_once_the_spin_is_over(monkeypatch):
-    import threading
-    import time
     monkeypatch.setattr(rv, "SPIN_S", rv.SPIN_MAX_S)
     cq = _ChannelCQ()
-    v = _verbs_with(cq)
-    rfd, wfd = os.pipe()
-    v.channel, v.channel_fd = _Channel(rfd), rfd
-    a, b = socket.socketpair()
-    t0 = time.monotonic()
-    timer = threading.Timer(rv.SPIN_S * 5, os.write, (wfd, b"e"))
-    timer.start()
-    try:
-        with a, b:
-            v.poll(b, time.monotonic() + 30)
-    finally:
-        timer.cancel()
-        os.close(rfd)
-        os.close(wfd)
-    assert cq.armed == 1 and time.monotonic() - t0 >= rv.SPIN_S
+    v = fake_verbs(cq)
+    _, took = poll_with_channel(v, _Channel, fire_after=rv.SPIN_S * 5)
+    assert cq.armed == 1 and took >= rv.SPIN_S
     # one whole spin (it ends at the first clock read past SPIN_S), then at least one sleep
     assert rv.SPIN_S <= v.counters["spin_s"] < rv.SPIN_S * 4
     assert v.counters["sleeps"] >= 1
@@ -431,7 +384,7 @@ def test_after_the_spin_every_empty_poll_sleeps(monkeypatch):
     import time
     monkeypatch.setattr(rv, "SPIN_S", 0.0)
     cq = _CountingCQ()
-    v = _verbs_with(cq)
+    v = fake_verbs(cq)
     v.channel_fd = None
     a, b = socket.socketpair()
     with a, b, pytest.raises(rv.VerbsError, match="deadline"):
@@ -448,7 +401,7 @@ def test_no_completion_channel_fds_in_a_plain_process():
 
 def test_a_failed_completion_names_the_error_state():
     import time
-    v = _verbs_with(_FailedCQ())
+    v = fake_verbs(_FailedCQ())
     a, b = socket.socketpair()
     with a, b, pytest.raises(rv.VerbsError, match="error state") as e:
         v.poll(b, time.monotonic() + 30)

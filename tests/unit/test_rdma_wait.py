@@ -6,20 +6,16 @@ from __future__ import annotations
 import os
 import socket
 import time
-import types
 
 import pytest
 
+from tests.unit.rdma_fakes import fake_verbs, poll_with_channel, wc_success
 from workloads import rdma_verbs as rv
 
 
 @pytest.fixture(autouse=True)
 def _wc_enums(monkeypatch):
-    """IBV_WC_SUCCESS = 0 (verbs.h) where pyverbs is not installed (the host tier)."""
-    try:
-        import pyverbs.enums  # noqa: F401
-    except ImportError:
-        monkeypatch.setattr(rv, "_e", lambda: types.SimpleNamespace(IBV_WC_SUCCESS=0))
+    wc_success(monkeypatch)
 
 
 class _CQ:
@@ -39,10 +35,8 @@ class _CQ:
         self.armed += 1
 
 
-def _polling(cq, channel_fd=None):
-    v = object.__new__(rv.Verbs)
-    v.cq, v.counters, v.wait, v.channel_fd = cq, rv.new_counters(), "poll", channel_fd
-    return v
+def _polling(cq):
+    return fake_verbs(cq, wait="poll")
 
 
 @pytest.fixture
@@ -69,17 +63,9 @@ def test_busy_poll_takes_a_late_completion_without_sleeping_or_arming(no_sleepin
     """A completion 50 ms away (25 x the events mode's spin): polled for all of it, no
     arming even with a channel there, no sleep; the whole wait is in spin_s."""
     cq = _CQ(delay=0.05)
-    rfd, wfd = os.pipe()
-    v = _polling(cq, channel_fd=rfd)
-    a, b = socket.socketpair()
-    try:
-        with a, b:
-            t0 = time.monotonic()
-            assert len(v.poll(b, time.monotonic() + 30)) == 1
-            took = time.monotonic() - t0
-    finally:
-        os.close(rfd)
-        os.close(wfd)
+    v = _polling(cq)
+    wcs, took = poll_with_channel(v)
+    assert len(wcs) == 1
     assert cq.armed == 0 and v.counters["sleeps"] == 0 and "cq_events" not in v.counters
     assert 0.04 < v.counters["spin_s"] <= took
     assert cq.polls > 1000                    # busy: thousands of polls, not one per nap
