@@ -28,9 +28,10 @@ def zc_kernel():
         pytest.skip(f"this kernel has no TCP_ZEROCOPY_RECEIVE: {why}")
 
 
-def _run(run_bench, tmp_path, workload, topology):
+def _run(run_bench, tmp_path, suite: str):
+    """The suite's one case, run locally without tracing: (the case, the terminal report)."""
     path = tmp_path / "zc.toml"
-    path.write_text(SUITE.format(workload=workload, topology=topology))
+    path.write_text(suite)
     rc, out, err, doc = run_bench("run", "--suite", str(path), "--target", "local",
                                   "--bytes", str(N * SIZE), "--copies", "off",
                                   "--syscalls", "off", "--cpus", "0,1")
@@ -48,7 +49,8 @@ def _lo_mtu() -> str:
 def test_whole_page_segments_map_every_byte_at_64k_and_every_byte_is_verified(
         run_bench, root_only, no_leftovers, zc_kernel, tmp_path, topology):
     lo_before = _lo_mtu()
-    c, out = _run(run_bench, tmp_path, "tcp_zerocopy_receive", topology)
+    c, out = _run(run_bench, tmp_path,
+                  SUITE.format(workload="tcp_zerocopy_receive", topology=topology))
     net = c["network"]
     assert net["mtu_set"] == 61492
     if topology.startswith("loopback"):
@@ -79,7 +81,8 @@ def test_whole_page_segments_map_every_byte_at_64k_and_every_byte_is_verified(
 
 def test_plain_send_sender_is_verified_whatever_maps(run_bench, root_only, no_leftovers, zc_kernel,
                                                      tmp_path):
-    c, _ = _run(run_bench, tmp_path, "tcp_zerocopy_receive_send", "veth-mtu61492")
+    c, _ = _run(run_bench, tmp_path,
+                SUITE.format(workload="tcp_zerocopy_receive_send", topology="veth-mtu61492"))
     for s in c["samples"]:
         z = s["zerocopy_receive"]
         assert s["payload_errors"] == 0 and s["bytes"] == N * SIZE
@@ -106,14 +109,7 @@ topologies = ["loopback-mtu61492"]
 
 def test_a_suites_chunk_and_rcvlowat_are_used_and_recorded(run_bench, root_only, no_leftovers,
                                                             zc_kernel, tmp_path):
-    path = tmp_path / "zc.toml"
-    path.write_text(CHUNKED)
-    rc, _, err, doc = run_bench("run", "--suite", str(path), "--target", "local",
-                                "--bytes", str(N * SIZE), "--copies", "off",
-                                "--syscalls", "off", "--cpus", "0,1")
-    assert rc == 0, err
-    [c] = doc["cases"]
-    assert c["status"] == "ok", c
+    c, _ = _run(run_bench, tmp_path, CHUNKED)
     assert c["id"] == "tcp_zerocopy_receive-65536-loopback-mtu61492-c65536-l67108864"
     assert c["params"]["zc_chunk"] == 65536 and c["params"]["zc_rcvlowat"] == 1 << 26
     for s in c["samples"]:
