@@ -126,6 +126,25 @@ def start_requests(io: AgentIO) -> tuple[CpuWindow, Recorder, float]:
     return CpuWindow().start(), Recorder(), now()
 
 
+def run_requester(cfg: dict, io: AgentIO, p: RRParams, kind: int, src, loop,
+                  **extra) -> dict:
+    """A socket requester's life: connect (connect_requester), say ready with the request
+    source's buffer, then after "go" `loop(sock, rbuf, rec, t_start)` -> {"done", "bad", and
+    the agent's own counts} timed on this process's clock and CPU window; its result."""
+    sock, bufs = connect_requester(cfg, kind, p.timeout)
+    rbuf = bytearray(p.response)
+    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
+    cpu, rec, t_start = start_requests(io)
+    try:
+        counts = loop(sock, rbuf, rec, t_start)
+    finally:
+        t_end = now()
+        sock.close()
+    done, bad = counts.pop("done"), counts.pop("bad")
+    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
+                            buffer_address(src.buf), **counts, **extra)
+
+
 class Stalled(RuntimeError):
     """The peer stopped answering (timeout) or went away mid-transaction."""
 

@@ -12,22 +12,19 @@ Expected copies: COPY#1 + COPY#4 per request and per response (4 per transaction
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 
-from workloads.agent import AgentIO, buffer_address, now
+from workloads.agent import AgentIO, buffer_address
 from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
 from workloads.rr import (
     RRParams,
     Stalled,
     accept_stream,
-    connect_requester,
     params,
     phases,
-    requester_result,
+    run_requester,
     serve,
-    start_requests,
 )
 from workloads.rr_stats import Recorder
 from workloads.sockets import PatternSource
@@ -94,22 +91,15 @@ def sender(cfg: dict, io: AgentIO) -> dict:
     timed on this process's one clock."""
     p = params(cfg)
     req = PatternSource(p.request)
-    sock, bufs = connect_requester(cfg, socket.SOCK_STREAM, p.timeout)
-    rbuf = bytearray(p.response)
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(req.buf), **bufs)
-    cpu, rec, t_start = start_requests(io)
-    try:
-        done, bad = request(sock, p, req.views, rbuf, rec, t_start)
-    finally:
-        t_end = now()
-        sock.close()
-    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
-                            buffer_address(req.buf), nodelay=True)
+    return run_requester(
+        cfg, io, p, socket.SOCK_STREAM, req,
+        lambda sock, rbuf, rec, t_start: request(sock, p, req.views, rbuf, rec, t_start),
+        nodelay=True)
 
 
 def request(sock: socket.socket, p: RRParams, req_views: list, rbuf: bytearray, rec: Recorder,
-            t_start: float) -> tuple[int, int]:
-    """Transactions until the count or the deadline; (done, bad responses)."""
+            t_start: float) -> dict:
+    """Transactions until the count or the deadline: `done`, `bad` (responses)."""
     sendall, recv_into, clock = sock.sendall, sock.recv_into, time.monotonic_ns
     r, n_flight = p.response, p.in_flight
     rmv = memoryview(rbuf)
@@ -153,4 +143,4 @@ def request(sock: socket.socket, p: RRParams, req_views: list, rbuf: bytearray, 
     except BlockingIOError:
         raise Stalled(f"no progress within {p.timeout:g} s in transaction {done}: the "
                       "responder stopped answering") from None
-    return done, bad
+    return {"done": done, "bad": bad}

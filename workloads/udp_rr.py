@@ -18,16 +18,14 @@ import os
 import socket
 import time
 
-from workloads.agent import AgentIO, buffer_address, now
+from workloads.agent import AgentIO, buffer_address
 from workloads.pattern import PERIOD, SEQ, SEQ_BYTES, block
 from workloads.rr import (
     RRParams,
     Stalled,
-    connect_requester,
     params,
-    requester_result,
+    run_requester,
     serve,
-    start_requests,
 )
 from workloads.rr_stats import Recorder
 from workloads.sockets import size_buffers
@@ -96,18 +94,9 @@ def respond(sock: socket.socket, p: RRParams, qbuf: bytearray, src: DatagramSour
 def sender(cfg: dict, io: AgentIO) -> dict:
     p = _params(cfg)
     src = DatagramSource(p.request)
-    sock, bufs = connect_requester(cfg, socket.SOCK_DGRAM, p.timeout)
-    rbuf = bytearray(p.response)
-    io.emit("ready", pid=os.getpid(), buffer_addr=buffer_address(src.buf), **bufs)
-    cpu, rec, t_start = start_requests(io)
-    try:
-        counts = request(sock, p, src, rbuf, rec, t_start)
-    finally:
-        t_end = now()
-        sock.close()
-    done, bad = counts.pop("done"), counts.pop("bad")
-    return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu.stop(),
-                            buffer_address(src.buf), **counts)
+    return run_requester(
+        cfg, io, p, socket.SOCK_DGRAM, src,
+        lambda sock, rbuf, rec, t_start: request(sock, p, src, rbuf, rec, t_start))
 
 
 def request(sock: socket.socket, p: RRParams, src: DatagramSource, rbuf: bytearray,
