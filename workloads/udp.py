@@ -51,28 +51,38 @@ class DatagramSource:
         return self.views[j]
 
 
-def receiver(cfg: dict, io: AgentIO) -> dict:
-    size = int(cfg["size"])
+def bind_datagram(cfg: dict) -> tuple[socket.socket, dict]:
+    """The receiving side of a UDP workload: a socket bound to the configured address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     bufs = size_buffers(sock, cfg)
     sock.bind((cfg["bind"], int(cfg.get("port", 0))))
-    addr = sock.getsockname()
-    batch = int(cfg.get("batch", 1))
-    batcher = BatchReceiver(sock.fileno(), size, batch) if batch > 1 else None
-    buf = batcher.buf if batcher else bytearray(size)
-    ref = block(size)
-    io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
+    return sock, bufs
 
+
+def stop_by_shutdown(io: AgentIO, sock: socket.socket) -> None:
+    """"stop" ends the receive loop: shutdown(SHUT_RD) wakes the blocked receive; queued
+    datagrams still come first, then recv returns 0. On an unconnected UDP socket Linux answers
+    ENOTCONN but still wakes it. (An end-marker datagram would add a zero-length copy call to
+    the exact counts.)"""
     def end_receive():
-        # shutdown(SHUT_RD) wakes the blocked receive; queued datagrams still come first, then
-        # recv returns 0. On an unconnected UDP socket Linux answers ENOTCONN but still wakes
-        # it. (An end-marker datagram would add a zero-length copy call to the exact counts.)
         try:
             sock.shutdown(socket.SHUT_RD)
         except OSError:
             pass
 
     io.on_cmd("stop", end_receive)
+
+
+def receiver(cfg: dict, io: AgentIO) -> dict:
+    size = int(cfg["size"])
+    sock, bufs = bind_datagram(cfg)
+    addr = sock.getsockname()
+    batch = int(cfg.get("batch", 1))
+    batcher = BatchReceiver(sock.fileno(), size, batch) if batch > 1 else None
+    buf = batcher.buf if batcher else bytearray(size)
+    ref = block(size)
+    io.emit("ready", pid=os.getpid(), port=addr[1], buffer_addr=buffer_address(buf), **bufs)
+    stop_by_shutdown(io, sock)
     cpu = CpuWindow().start()
     counts = receive_batches(batcher, size, ref) if batcher else receive_one_by_one(sock, buf, ref)
     return {**counts, "cpu": cpu.stop(), "buffer_addr": buffer_address(buf)}

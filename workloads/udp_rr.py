@@ -28,8 +28,7 @@ from workloads.rr import (
     serve,
 )
 from workloads.rr_stats import Recorder
-from workloads.sockets import size_buffers
-from workloads.udp import DatagramSource
+from workloads.udp import DatagramSource, bind_datagram, stop_by_shutdown
 
 MAX_SIZE = 65507
 STALLS = 3        # timeouts in a row that end the requester
@@ -44,22 +43,12 @@ def _params(cfg: dict) -> RRParams:
 def receiver(cfg: dict, io: AgentIO) -> dict:
     """The responder: one response datagram per request, to the address it came from."""
     p = _params(cfg)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    bufs = size_buffers(sock, cfg)
-    sock.bind((cfg["bind"], int(cfg.get("port", 0))))
+    sock, bufs = bind_datagram(cfg)
     qbuf = bytearray(p.request)
     src = DatagramSource(p.response)
     io.emit("ready", pid=os.getpid(), port=sock.getsockname()[1],
             buffer_addr=buffer_address(qbuf), **bufs)
-
-    def end():
-        # wakes the blocked recvfrom (ENOTCONN on an unconnected UDP socket, but it wakes)
-        try:
-            sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
-
-    io.on_cmd("stop", end)
+    stop_by_shutdown(io, sock)
     return serve(p, sock, lambda: respond(sock, p, qbuf, src), buffer_address(qbuf),
                  stream=False)
 
