@@ -8,8 +8,6 @@ pattern the requester expects except where the test breaks it."""
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import socket
 import threading
 import time
@@ -18,6 +16,7 @@ import pytest
 
 from bench import latency
 from bench.agents import Agent
+from tests.io_uring_skip import io_uring_unavailable
 from workloads import tcp_rr, udp_rr
 from workloads.pattern import block, datagram, phase
 from workloads.rr import Stalled
@@ -26,18 +25,9 @@ pytestmark = pytest.mark.host
 
 
 
-@functools.cache
-def _no_io_uring() -> str | None:
-    if importlib.util.find_spec("liburing") is None:
-        return "liburing not installed: python3 -m bench.bootstrap --tests"
-    from bench import doctor
-    c = doctor.check_io_uring()
-    return None if c.ok else f"io_uring unavailable here: {c.detail}"
-
-
 def _needs(workload: str) -> None:
-    if workload.startswith("io_uring") and _no_io_uring():
-        pytest.skip(_no_io_uring())
+    if workload.startswith("io_uring") and io_uring_unavailable():
+        pytest.skip(io_uring_unavailable())
 
 
 def run_agents(workload: str, size: int, count: int, duration: float = 30, **extra

@@ -4,14 +4,13 @@ The agents' two sides run in two threads with a stub AgentIO; each has its own r
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import multiprocessing
 
 import pytest
 
-from bench import doctor
+from tests.io_uring_skip import io_uring_unavailable
 from workloads import io_uring
 
 # These need this machine's io_uring and the liburing binding (not root): the host tier, so
@@ -20,17 +19,9 @@ from workloads import io_uring
 pytestmark = pytest.mark.host
 
 
-@functools.cache
-def _unavailable() -> str | None:
-    if importlib.util.find_spec("liburing") is None:
-        return "liburing not installed: python3 -m bench.bootstrap --tests"
-    c = doctor.check_io_uring()
-    return None if c.ok else f"io_uring unavailable here: {c.detail}"
-
-
 @pytest.fixture(autouse=True)
 def _needs_io_uring():
-    why = _unavailable()
+    why = io_uring_unavailable()
     if why:
         pytest.skip(why)
 
