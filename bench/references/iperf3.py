@@ -5,10 +5,10 @@ Argument builders and `parse()` are pure and tested on captured output (tests/da
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from bench.errors import UsageError
+from bench.references import installed
 
 SOCKET_BUFFER = 4 << 20  # what both sides ask for at most; the kernel caps it (rmem_max)
 SYSCTL = Path("/proc/sys/net/core")
@@ -91,16 +91,11 @@ def buffer_method(buffer: int) -> str:
 
 
 def available() -> tuple[bool, str]:
-    if shutil.which("iperf3"):
-        return True, ""
-    return False, "iperf3 is not installed"
+    return installed.available("iperf3")
 
 
 def check() -> None:
-    ok, why = available()
-    if not ok:
-        raise UsageError(f"missing reference tool: {why}",
-                         "apt-get install iperf3, or run with --no-reference")
+    installed.check("iperf3", "iperf3")
 
 
 def server_argv(bind: str, port: int) -> list[str]:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 
-from bench.errors import UsageError
+from bench.references import installed
 
 TOOL = "qperf"
 TESTS = {"tcp_rr": "tcp_lat", "udp_rr": "udp_lat", "rdma_send_lat": "rc_lat"}
@@ -25,16 +24,11 @@ TIMEOUT_S = 5             # qperf's default for its exchanges, stated
 
 
 def available() -> tuple[bool, str]:
-    if shutil.which(TOOL):
-        return True, ""
-    return False, "qperf is not installed"
+    return installed.available(TOOL)
 
 
 def check() -> None:
-    ok, why = available()
-    if not ok:
-        raise UsageError(f"missing reference tool: {why}",
-                         "apt-get install qperf, or run with --no-reference")
+    installed.check(TOOL, "qperf")
 
 
 def peer_note(workload: str, size: int, response: int | None = None,

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 
-from bench.errors import UsageError
+from bench.references import installed
 
 TOOL = "sockperf"
 PROTOCOLS = {"tcp_rr": "tcp", "udp_rr": "udp"}
@@ -23,16 +22,11 @@ PORT = 11111                  # its default
 
 
 def available() -> tuple[bool, str]:
-    if shutil.which(TOOL):
-        return True, ""
-    return False, "sockperf is not installed"
+    return installed.available(TOOL)
 
 
 def check() -> None:
-    ok, why = available()
-    if not ok:
-        raise UsageError(f"missing reference tool: {why}",
-                         "apt-get install sockperf, or run with --no-reference")
+    installed.check(TOOL, "sockperf")
 
 
 def peer_note(workload: str, size: int, response: int | None = None,
