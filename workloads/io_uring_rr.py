@@ -33,6 +33,7 @@ from workloads.rr import (
     params,
     phases,
     requester_result,
+    respond_stream,
     responder_result,
     start_requests,
 )
@@ -134,27 +135,12 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 
 
 def _respond(chain: Chain, p: RRParams, qbuf: bytearray, src: PatternSource):
-    qmv, q, views = memoryview(qbuf), p.request, src.views
-    startswith = block(q).startswith
-    phase_of = phases()
-    clock = time.monotonic
-    j = bad = 0
-    t_first = t_last = None
+    """respond_stream on the ring: each response's send linked to the next request's recv
+    (Chain.queue), which Chain.wait reaps, short reads already finished; an io_uring error
+    other than the end of the stream fails the agent."""
     chain.queue()
-    while True:
-        n = chain.wait()
-        if n != q:
-            bad += n > 0          # a request cut off by the end of the stream
-            break
-        t_last = clock()
-        if t_first is None:
-            t_first = t_last
-        k = phase_of(j)
-        if not startswith(qmv, k):
-            bad += 1
-        chain.queue(views[k])
-        j += 1
-    return j, bad, t_first, t_last
+    return respond_stream(p, qbuf, src.views, lambda *_: chain.wait(), lambda n: n,
+                          chain.queue)
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:

@@ -1,4 +1,5 @@
-"""What the request/response agents share: their parameters, timeouts and results.
+"""What the request/response agents share: their parameters, timeouts, set-up, the stream
+responder's loop and their results.
 
 netperf's RR meaning: a transaction is one request of Q bytes (the agent config's `size`) and
 its response of R bytes (`response_size`, default Q); `in_flight` transactions are outstanding
@@ -14,10 +15,11 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import PAGE_BITS, PAGE_MASK, page
+from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
 from workloads.rr_stats import Recorder, cpu_per_transaction
 from workloads.sockets import listen_stream, size_buffers
 
@@ -104,6 +106,45 @@ def phases():
             tab = page(tp)
         return tab[i & PAGE_MASK]
     return phase_of
+
+
+def respond_stream(p: RRParams, qbuf: bytearray, views: list, recv, finish, answer,
+                   ends: tuple = ()) -> tuple:
+    """The stream responder's loop, until end of stream: `recv(qbuf, Q, MSG_WAITALL)` reads a
+    request, `finish(n)` the rest of one that came short, and `answer(view)` sends transaction
+    j's response, its phase the request's, whether or not the request verified (one memcmp).
+    An exception in `ends` ends the loop as end of stream does. The phase table walk is written
+    out here, not phases(): no call per transaction in the timed round trip.
+    (requests, bad requests, first and last request's arrival on time.monotonic)."""
+    qmv = memoryview(qbuf)
+    q = p.request
+    startswith = block(q).startswith
+    clock, waitall = time.monotonic, socket.MSG_WAITALL
+    j = bad = 0
+    tp, tab = 0, page(0)
+    t_first = t_last = None
+    while True:
+        try:
+            n = recv(qbuf, q, waitall)
+        except ends:
+            break
+        if n != q:
+            n = finish(n)
+            if n != q:
+                bad += n > 0   # a request cut off by the end of the stream
+                break
+        t_last = clock()
+        if t_first is None:
+            t_first = t_last
+        if (j >> PAGE_BITS) != tp:
+            tp = j >> PAGE_BITS
+            tab = page(tp)
+        k = tab[j & PAGE_MASK]
+        if not startswith(qmv, k):
+            bad += 1
+        answer(views[k])
+        j += 1
+    return j, bad, t_first, t_last
 
 
 def connect_requester(cfg: dict, kind: int, timeout: float | None) -> tuple[socket.socket, dict]:

@@ -16,13 +16,14 @@ import socket
 import time
 
 from workloads.agent import AgentIO, buffer_address
-from workloads.pattern import PAGE_BITS, PAGE_MASK, block, page
+from workloads.pattern import block
 from workloads.rr import (
     RRParams,
     Stalled,
     accept_stream,
     params,
     phases,
+    respond_stream,
     run_requester,
     serve,
 )
@@ -54,36 +55,12 @@ def receiver(cfg: dict, io: AgentIO) -> dict:
 
 
 def respond(conn: socket.socket, p: RRParams, qbuf: bytearray, src: PatternSource):
-    recv_into, sendall, clock = conn.recv_into, conn.sendall, time.monotonic
-    qmv = memoryview(qbuf)
-    q = p.request
-    startswith = block(q).startswith
-    views = src.views
-    j = bad = 0
-    tp, tab = 0, page(0)
-    t_first = t_last = None
-    while True:
-        try:
-            n = recv_into(qbuf, q, WAITALL)
-        except OSError:        # reset, or shut down under us by "stop"
-            break
-        if n != q:
-            n = _recv_message(recv_into, qmv, q, n)
-            if n != q:
-                bad += n > 0   # a request cut off by the end of the stream
-                break
-        t_last = clock()
-        if t_first is None:
-            t_first = t_last
-        if (j >> PAGE_BITS) != tp:
-            tp = j >> PAGE_BITS
-            tab = page(tp)
-        k = tab[j & PAGE_MASK]
-        if not startswith(qmv, k):
-            bad += 1
-        sendall(views[k])
-        j += 1
-    return j, bad, t_first, t_last
+    """respond_stream on the socket: recv_into(MSG_WAITALL), sendall; a reset, or the
+    shutdown by "stop", ends it like end of stream."""
+    recv_into, qmv, q = conn.recv_into, memoryview(qbuf), p.request
+    return respond_stream(p, qbuf, src.views, recv_into,
+                          lambda n: _recv_message(recv_into, qmv, q, n), conn.sendall,
+                          ends=(OSError,))
 
 
 def sender(cfg: dict, io: AgentIO) -> dict:
