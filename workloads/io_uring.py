@@ -68,8 +68,11 @@ requests still in flight are cancelled and reaped before their memory can go.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
+import sys
+import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import PERIOD, StreamVerifier, block
@@ -101,9 +104,37 @@ TAG_RECV = 1 << 40   # user_data of the multishot recv (slots are 1..N, so never
 TAG_PROVIDE = 1 << 41
 
 
+def binding():
+    """The liburing module. Its first import in a process runs dynamic_import's importer, which
+    rewrites a name cache in liburing/__pycache__ in place (open "w+b") and removes one it
+    cannot read: two processes importing it at once fail with FileNotFoundError (both remove
+    it) or read a half-written cache. So the import holds a lock on the package directory
+    (between our processes) and is retried (against an importer that does not take it)."""
+    import importlib
+    import importlib.util
+    if "liburing" in sys.modules:
+        return sys.modules["liburing"]
+    spec = importlib.util.find_spec("liburing")     # locates, does not import
+    if spec is None or not spec.submodule_search_locations:
+        return importlib.import_module("liburing")  # ModuleNotFoundError, as before
+    fd = os.open(list(spec.submodule_search_locations)[0], os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for attempt in range(3):
+            try:
+                return importlib.import_module("liburing")
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+    finally:
+        os.close(fd)                                 # releases the lock
+
+
 def constants():
     """The uapi constants, from the binding's enums (its top-level module does not export them);
     the values are those of include/uapi/linux/io_uring.h."""
+    binding()
     from liburing.common import __common_define__ as C
     from liburing.queue import __queue_define__ as Q
     from liburing.syscall import __syscall_define__ as S
@@ -145,8 +176,7 @@ class Ring:
               ("COOP_TASKRUN", ("COOP_TASKRUN",)), ("none", ()))
 
     def __init__(self, entries: int, deadline: float):
-        import liburing
-        self.L = L = liburing
+        self.L = L = binding()
         self.K = constants()
         self.deadline = deadline
         self.entries = min(MAX_QUEUE_DEPTH, _pow2(entries))
