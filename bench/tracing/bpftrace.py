@@ -124,11 +124,6 @@ FAMILY = {"socket": "((struct socket *)arg0)->sk->__sk_common.skc_family",
                    "->sk->__sk_common.skc_family"}
 
 
-def _gate_arg(symbol: str) -> str:
-    known = {g.symbol: g for g in catalog.SOCKET_GATES}
-    return (known.get(symbol) or catalog.SocketGate(symbol, "")).first_arg
-
-
 def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
            comm: dict[str, str] | None = None, arch: str = "x86_64", sockonly: bool = True,
            nsamples: int = 64, tag: str = "copybench", io_uring: bool = False,
@@ -172,7 +167,7 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
         lines.append("tracepoint:raw_syscalls:sys_exit /@insys[tid]/ { delete(@insys[tid]); }")
         by_arg: dict[str, list[str]] = {}
         for g in gates:
-            by_arg.setdefault(_gate_arg(g), []).append(g)
+            by_arg.setdefault(catalog.gate_first_arg(g), []).append(g)
         for arg, names in by_arg.items():
             # A unix socket's entry opens nothing (local IPC: a node launcher's stdio); its
             # return finds @insock unset and passes. (Only a unix call nested inside a network

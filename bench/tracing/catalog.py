@@ -164,12 +164,16 @@ class SocketGate:
 
     @property
     def first_arg(self) -> str:
-        """What the first argument points to, which says how to reach the socket's family
-        (the rule copytrace.c applies to the names it is given): sock_{read,write}_iter take
-        a kiocb, tcp_* a struct sock (TCP's own, never AF_UNIX), the others a struct socket."""
-        if "_iter" in self.symbol:
-            return "kiocb"
-        return "sock" if self.symbol.startswith("tcp_") else "socket"
+        return gate_first_arg(self.symbol)
+
+
+def gate_first_arg(symbol: str) -> str:
+    """What a socket gate's first argument points to, which says how to reach the socket's
+    family (the rule copytrace.c applies to the names it is given): sock_{read,write}_iter
+    take a kiocb, tcp_* a struct sock (TCP's own, never AF_UNIX), the others a struct socket."""
+    if "_iter" in symbol:
+        return "kiocb"
+    return "sock" if symbol.startswith("tcp_") else "socket"
 
 
 AF_UNIX = 1     # a gate on a unix socket opens nothing: local IPC (a node launcher's stdio)
