@@ -64,6 +64,7 @@ class Chain:
         self.set_flags, self.set_data = L.io_uring_sqe_set_flags, L.io_uring_sqe_set_data64
         self.link_skip = K["IOSQE_IO_LINK"] | K["IOSQE_CQE_SKIP_SUCCESS"]
         self.short = 0
+        self.sending = 0           # bytes of the send queued in this chain, 0 if none
 
     def queue(self, view=None) -> None:
         ring = self.ring
@@ -72,6 +73,7 @@ class Chain:
             self.prep_send(s, self.fd, view, len(view), MSG_WAITALL)
             self.set_flags(s, self.link_skip)
             self.set_data(s, SEND)
+        self.sending = len(view) if view is not None else 0
         s = ring.sqe()
         self.prep_recv(s, self.fd, self.mv, self.size, MSG_WAITALL)
         self.set_data(s, RECV)
@@ -99,8 +101,13 @@ class Chain:
         try:
             while True:
                 for data, res, _flags in ring.submit_wait(1):
-                    if data == SEND:       # only a failed send posts a CQE
-                        if res < 0 and res != -errno.ECANCELED:
+                    if data == SEND:       # only a failed or short send posts a CQE
+                        if res >= 0:
+                            # a short send breaks the link: the recv is cancelled and the
+                            # peer holds part of a message, so the transaction cannot go on
+                            raise OSError(errno.EIO, f"io_uring send: {res} of {self.sending} "
+                                          "bytes sent; the linked recv was cancelled")
+                        if res != -errno.ECANCELED:
                             raise OSError(-res, f"io_uring send: {os.strerror(-res)}")
                         continue
                     ring.inflight = 0
