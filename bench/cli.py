@@ -73,7 +73,8 @@ def run_inputs(args):
         bytes=args.bytes, sizes=args.sizes, repeat=args.repeat,
         workloads=tuple(args.workload) if args.workload else None,
         reference=False if args.no_reference else None, batch=args.batch,
-        queue_depth=args.queue_depth, copies=args.copies, syscalls=args.syscalls, cpus=cpus,
+        queue_depth=args.queue_depth, response_size=args.response_size,
+        in_flight=args.in_flight, copies=args.copies, syscalls=args.syscalls, cpus=cpus,
         warmup=not args.no_warmup, rdma_device=args.rdma_device, sockbuf=args.sockbuf)
 
 
@@ -271,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--queue-depth", type=int, metavar="N",
                      help="io_uring requests in flight per submission (1-32768, default: the "
                           "suite's queue_depth, else 32)")
+    run.add_argument("--response-size", type=int, metavar="R",
+                     help="request/response cases (tcp_rr, udp_rr, io_uring_rr): response bytes "
+                          "(default: the suite's response_size, else the request's size)")
+    run.add_argument("--in-flight", type=int, metavar="N",
+                     help="request/response cases: transactions outstanding at once (1-1024, "
+                          "default: the suite's in_flight, else 1)")
     run.add_argument("--copies", default="auto", metavar="BACKEND",
                      help="count the kernel's copies in one extra traced sample per case: auto "
                           "(default: the most exact backend per copy point), kmod, bpftrace, "

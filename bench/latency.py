@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import statistics
 
+from bench.copycount import QUALITY_ORDER, RXE_POINT, SIDE_POINT
 from workloads.rr_stats import PERCENTILES, new_histogram
+
+# The points that are payload copies: each side's send and receive copy (both sides do both
+# in a round trip) and soft-RoCE's own. Others (recv_skb, zc_send) correlate, they do not copy.
+COPY_POINTS = (*SIDE_POINT.values(), RXE_POINT)
 
 
 def decode(encoded: str):
@@ -67,12 +72,15 @@ def copy_parts(points: list[dict], transactions: int) -> list[dict]:
     acc: dict[tuple[str, str], dict] = {}
     for p in points:
         calls = int(p.get("calls") or 0)
-        if not calls:
+        if not calls or p.get("point") not in COPY_POINTS:
             continue
         key = (p.get("side") or "?", p.get("point") or "?")
         a = acc.setdefault(key, {"side": key[0], "point": key[1], "calls": 0, "ns_total": 0,
-                                 "calibrated": True, "backends": set(), "probe_ns": []})
+                                 "calibrated": True, "backends": set(), "probe_ns": [],
+                                 "quality": "exact"})
         a["calls"] += calls
+        q = p.get("quality") or "estimate"
+        a["quality"] = max(a["quality"], q, key=QUALITY_ORDER.index)
         a["backends"].add(p.get("backend"))
         if p.get("ns_total") is None or p.get("ns_probe_per_call") is None:
             a["calibrated"] = False
@@ -88,6 +96,7 @@ def copy_parts(points: list[dict], transactions: int) -> list[dict]:
         parts.append({"side": a["side"], "point": a["point"],
                       "copies_per_transaction": a["calls"] / transactions,
                       "ns_per_copy": ns, "calibrated": a["calibrated"],
+                      "quality": a["quality"],
                       "backends": sorted(b for b in a["backends"] if b)})
     return sorted(parts, key=lambda x: (x["side"], x["point"]))
 
@@ -96,8 +105,11 @@ def copy_share(round_trip_ns: float | None, parts: list[dict], figure: str = "p5
     """The round trip split into copies x ns per copy and the rest; refused (status
     "not calibrated", with the reason) where any part's ns per copy was not measured."""
     copies = sum(p["copies_per_transaction"] for p in parts)
+    quality = max((p.get("quality", "estimate") for p in parts), key=QUALITY_ORDER.index,
+                  default=None)
     base = {"round_trip": figure, "round_trip_ns": round_trip_ns,
-            "copies_per_transaction": round(copies, 3), "parts": parts}
+            "copies_per_transaction": round(copies, 3), "copies_quality": quality,
+            "parts": parts}
     if not round_trip_ns:
         return {**base, "status": "no round trip", "reason": "no transactions were timed"}
     missing = [p for p in parts if not p["calibrated"] or p["ns_per_copy"] is None]
@@ -122,7 +134,52 @@ def share_text(share: dict) -> str:
     """'4 copies, 1.9 µs of a 72 µs round trip', or why there is no share."""
     n = share.get("copies_per_transaction")
     copies = f"{n:g} copies" if n is not None else "copies not counted"
+    if share.get("copies_quality") and share["copies_quality"] != "exact":
+        copies += f" ({share['copies_quality']})"
+    if share.get("status") == "not calibrated":
+        backends = sorted({b for p in share.get("parts") or [] if not p.get("calibrated")
+                           for b in p.get("backends") or []})
+        return (f"{copies}; no share: ns per copy not calibrated ({'/'.join(backends) or '?'}; "
+                "only kmod times copies)")
     if share.get("status") != "ok":
         return f"{copies}; {share.get('reason', share.get('status'))}"
     return (f"{copies}, {_us(share['copy_ns'])} of a {_us(share['round_trip_ns'])} "
             f"({share['round_trip']}) round trip")
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def round_trips(cr) -> dict:
+    """A request/response case's `latency`: its measured samples' round trips merged (the
+    traced sample is not among them: probes lengthen round trips), CPU per transaction per
+    side (median over the samples), system calls per transaction (the syscall sample), and
+    the copies' share of the p50 round trip from the traced sample's counts."""
+    samples = cr.measured()
+    out = merged([s.get("latency") for s in samples])
+    out["cpu_us_per_transaction"] = {
+        "requester": _median((s.get("latency") or {}).get("cpu_us_per_transaction")
+                             for s in samples),
+        "responder": _median(((s.get("rr") or {}).get("responder") or {})
+                             .get("cpu_us_per_transaction") for s in samples)}
+    sc = cr.syscalls or {}
+    out["syscalls_per_transaction"] = (
+        {side: (sc["sides"].get(role) or {}).get("per_message")
+         for side, role in (("requester", "sender"), ("responder", "receiver"))}
+        if sc.get("status") == "ok" else None)
+    out["copy_share"] = share_of(cr.copies or {}, out.get("p50_ns"))
+    return out
+
+
+def share_of(copies: dict, round_trip_ns) -> dict:
+    """copy_share() from a case's `copies`, or why it has none (copies not counted)."""
+    if copies.get("status") != "ok":
+        return {"status": "not counted",
+                "reason": copies.get("reason") or "copies were not counted"}
+    # the traced sample's requester transactions (its verified ones: a bad one fails the case)
+    n = (copies.get("traced_sample") or {}).get("messages_sent")
+    if not n:
+        return {"status": "not counted", "reason": "the traced sample timed no transactions"}
+    return copy_share(round_trip_ns, copy_parts(copies.get("points") or [], n))

@@ -84,10 +84,8 @@ class LocalPlacement:
 
     def check(self, tools, topologies, cpus) -> None:
         """tools: the reference tools the plan runs (iperf3, perftest's ib_*_bw)."""
-        from bench.references import iperf3, perftest
-        if "iperf3" in tools:
-            iperf3.check()
-        perftest.check(t for t in tools if t != "iperf3")
+        from bench.references import installed
+        installed.check_tools(tools)
         for kind in namespace_topologies(topologies):
             Topology(kind).check_privileges()
         check_cpus(cpus, lambda side: os.sched_getaffinity(0))
@@ -134,19 +132,21 @@ class LocalPlacement:
         return counter()
 
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
-                       netns: str | None = None) -> None:
-        """Poll the process's own view of TCP sockets (its netns) until `port` listens."""
+                       netns: str | None = None, proto: str = "tcp") -> None:
+        """Poll the process's own view of its sockets (its netns) until `port` listens (TCP)
+        or is bound (UDP: an unconnected socket, state 07 in /proc/net/udp)."""
         deadline = time.monotonic() + timeout
         want = f":{port:04X}"
+        state = "0A" if proto == "tcp" else "07"      # TCP_LISTEN, TCP_CLOSE (a bound UDP socket)
         while time.monotonic() < deadline:
-            for table in ("tcp", "tcp6"):
+            for table in (proto, proto + "6"):
                 try:
                     lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
                 except OSError:
                     lines = []
                 for ln in lines:
                     parts = ln.split()
-                    if len(parts) > 3 and parts[1].endswith(want) and parts[3] == "0A":  # LISTEN
+                    if len(parts) > 3 and parts[1].endswith(want) and parts[3] == state:
                         return
             time.sleep(0.05)
         raise UsageError(f"reference server did not listen on port {port} within {timeout:.0f} s",
@@ -300,7 +300,7 @@ class RemotePlacement:
                             role_node={role: self.sides[side] for role, side in ROLE_SIDE.items()})
 
     def wait_listening(self, side: str, pid: int, port: int, timeout: float,
-                       netns: str | None = None) -> None:
+                       netns: str | None = None, proto: str = "tcp") -> None:
         node = self.sides[side]
         # One process that polls on the node: each call from here would start ssh there, and
         # see one or two tries in `timeout` under emulation (TCG). `ss` rather than `bench
@@ -311,7 +311,8 @@ class RemotePlacement:
         path = self._launcher(node)
         where = f"-N {shlex.quote(netns)} " if netns and path is None else ""
         poll = (f"end=$(( $(date +%s) + {int(wait)} )); while [ $(date +%s) -lt $end ]; do "
-                f"ss {where}-Hltn 'sport = :{port}' | grep -q . && exit 0; sleep 0.3; done; "
+                f"ss {where}-Hl{proto[0]}n 'sport = :{port}' | grep -q . && exit 0; sleep 0.3; "
+                "done; "
                 "exit 1")
         if path is None:
             code = self.target.run(node, ["sh", "-c", poll], check=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import mmap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageError
 from bench.suite import Suite
@@ -43,8 +43,8 @@ class Overrides:
     reference: bool | None = None
     batch: int | None = None
     queue_depth: int | None = None
-
-
+    response_size: int | None = None   # request/response cases: R bytes (default Q)
+    in_flight: int | None = None       # ... and transactions outstanding at once (default 1)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,18 @@ class Case:
     queue_depth: int | None = None   # io_uring cases: requests in flight per submission
     zc_chunk: int | None = None      # TCP_ZEROCOPY_RECEIVE cases: bytes mapped per call
     zc_rcvlowat: int | None = None   # ... and the receiver's SO_RCVLOWAT
+    response_size: int | None = None   # request/response cases: R bytes (None: R = Q)
+    in_flight: int | None = None       # ... transactions outstanding at once (1 when set)
+
+    @property
+    def rr(self) -> bool:
+        """A request/response (latency) case: its rows are round trips, not bandwidth."""
+        return self.in_flight is not None
+
+    @property
+    def response(self) -> int:
+        """R: the response's bytes (the request's, Q, unless the suite says otherwise)."""
+        return self.response_size or self.size
 
     @property
     def id(self) -> str:
@@ -108,6 +120,10 @@ class Case:
             suffix += f"-l{self.zc_rcvlowat}"
         if self.rdma is not None and self.rdma.wait != "events":
             suffix += f"-{self.rdma.wait}"
+        if self.rr and self.response != self.size:
+            suffix += f"-r{self.response}"
+        if self.rr and self.in_flight != 1:
+            suffix += f"-f{self.in_flight}"
         return f"{self.workload}-{self.size}-{self.topology}{suffix}"
 
 
@@ -137,6 +153,20 @@ def _check_receive_chunk(chunk, lowat) -> None:
         raise UsageError(f"zc_rcvlowat {lowat}: must be between 1 and {MAX_CHUNK} bytes",
                          "set e.g. zc_rcvlowat = 524288 in the suite, or leave it out for "
                          "SO_RCVLOWAT = the chunk (as tcp_mmap sets it)")
+
+
+def _check_rr(name: str, wl, response, in_flight) -> None:
+    """R within what the path carries, in_flight within what the agents keep outstanding."""
+    from workloads.rr import IN_FLIGHT_MAX
+    if response is not None:
+        err = wl.size_error(response)
+        if err:
+            raise UsageError(err.replace("message size", "response size"),
+                             f"set response_size between {wl.min_size} and {wl.max_size} for "
+                             f"{name} (or leave it out: R = Q)")
+    if in_flight is not None and not 1 <= in_flight <= IN_FLIGHT_MAX:
+        raise UsageError(f"in_flight {in_flight}: must be between 1 and {IN_FLIGHT_MAX} "
+                         "transactions", "pass e.g. --in-flight 1 (netperf's RR: one at a time)")
 
 
 def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
@@ -196,7 +226,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
             for size in (ov.sizes or entry.sizes):
                 err = wl.size_error(size)
                 if err:
-                    raise UsageError(err, f"choose sizes between 1 and {wl.max_size} for {name}")
+                    raise UsageError(err, f"choose sizes between {wl.min_size} and {wl.max_size} for {name}")
                 eb = ov.batch if ov.batch is not None else (
                     entry.batch if entry.batch is not None else batch)
                 _check_common(None, None, None, None, eb)
@@ -206,6 +236,13 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 ec = entry.zc_chunk if entry.zc_chunk is not None else d.get("zc_chunk")
                 el = entry.zc_rcvlowat if entry.zc_rcvlowat is not None else d.get("zc_rcvlowat")
                 _check_receive_chunk(ec, el)
+                er = ov.response_size if ov.response_size is not None else (
+                    entry.response_size if entry.response_size is not None
+                    else d.get("response_size"))
+                ef = ov.in_flight if ov.in_flight is not None else (
+                    entry.in_flight if entry.in_flight is not None else d.get("in_flight", 1))
+                if wl.rr:
+                    _check_rr(name, wl, er, ef)
                 # unset: tcp_mmap's rule, the chunk 512 KiB or the message in whole pages,
                 # SO_RCVLOWAT the chunk
                 chunk = (ec or chunk_for(size)) if wl.receive_chunk else None
@@ -213,9 +250,9 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
-                        reference=bool(reference and wl.reference and
-                                       reference_peer(name, int(eb) if wl.transport == "dgram"
-                                                      else 1)),
+                        reference=bool(reference and wl.reference and (
+                            wl.rr or reference_peer(name, int(eb) if wl.transport == "dgram"
+                                                    else 1))),
                         batch=int(eb) if wl.transport == "dgram" else 1,
                         # Capabilities (python:liburing included) are checked later, on the
                         # machine that runs the agents, not here.
@@ -226,7 +263,13 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         queue_depth=int(eq) if wl.queue_depth else None,
                         zc_chunk=chunk,
                         zc_rcvlowat=(el or chunk) if wl.receive_chunk else None,
+                        response_size=(int(er) if wl.rr and er not in (None, size) else None),
+                        in_flight=int(ef) if wl.rr else None,
                     )
+                    if case.rr and case.reference:
+                        from bench.references.rows import tools_for
+                        if not tools_for(case):      # no latency tool can mirror it
+                            case = replace(case, reference=False)
                     if case.id not in seen:
                         seen.add(case.id)
                         cases.append(case)
@@ -243,7 +286,6 @@ def _entry_rdma(rdma: RdmaParams, entry) -> RdmaParams:
     """The suite's RDMA parameters with the matrix entry's own rdma_wait, if it has one."""
     if entry.rdma_wait is None:
         return rdma
-    from dataclasses import replace
     _check_rdma_wait(entry.rdma_wait)
     return replace(rdma, wait=entry.rdma_wait)
 
@@ -257,7 +299,6 @@ def needed_capabilities(p: Plan) -> set[str]:
 def require(p: Plan, capabilities: dict[str, tuple[bool, str, str]]) -> Plan:
     """Skip the cases whose workload needs a capability this target lacks, with doctor's
     reason and fix, before anything starts. `capabilities`: name -> (ok, detail, fix)."""
-    from dataclasses import replace
     cases = []
     for c in p.cases:
         unmet = [n for n in registry.get(c.workload).capabilities

@@ -14,6 +14,26 @@ def _fmt(x, unit="", nd=2):
     return "–" if x is None else f"{x:.{nd}f}{unit}"
 
 
+def _us(ns) -> str:
+    return "–" if ns is None else f"{ns / 1000:.1f} µs"
+
+
+def _ref_text(ref: dict) -> str:
+    """A reference row in one phrase: its throughput, or its round trip, or why it failed."""
+    tool = ref.get("tool") or "iperf3"
+    if "error" in ref:
+        return f"{tool} failed: {ref.get('error')}"
+    if "gbps" in ref:
+        text = f"{tool} {_fmt(ref.get('gbps'), ' Gbit/s')}"
+        rtx = rdma_retransmits(ref)
+        if rtx and any(rtx):
+            text += f", RDMA retransmits {rtx[0]} (duplicates {rtx[1]})"
+        return text
+    if ref.get("p50_ns") is not None:
+        return f"{tool} p50 {_us(ref['p50_ns'])}"
+    return f"{tool} mean {_us(ref.get('mean_ns'))}"
+
+
 class LineReporter(Reporter):
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -26,20 +46,21 @@ class LineReporter(Reporter):
         what = "skip" if case.skip_reason else f"{case.repeat}× {case.duration:g}s"
         self._say(f"case {index + 1}/{total} {case.id} ({what})")
 
-    def sample_done(self, case: Case, rep: int, sample: dict, ref: dict | None) -> None:
-        line = (f"  #{rep + 1}: {_fmt(sample.get('gbps'), ' Gbit/s')}, "
-                f"{sample.get('messages')} msgs, loss {_fmt(sample.get('loss_pct'), '%', 1)}, "
-                f"payload errors {sample.get('payload_errors')}")
+    def sample_done(self, case: Case, rep: int, sample: dict, refs: list[dict]) -> None:
+        lat = sample.get("latency")
+        if lat:
+            line = (f"  #{rep + 1}: p50 {_us(lat.get('p50_ns'))}, p99 {_us(lat.get('p99_ns'))}, "
+                    f"{_fmt(lat.get('transactions_per_s'), ' transactions/s', 0)}, "
+                    f"payload errors {sample.get('payload_errors')}")
+        else:
+            line = (f"  #{rep + 1}: {_fmt(sample.get('gbps'), ' Gbit/s')}, "
+                    f"{sample.get('messages')} msgs, loss {_fmt(sample.get('loss_pct'), '%', 1)}, "
+                    f"payload errors {sample.get('payload_errors')}")
         rtx = rdma_retransmits(sample)
         if rtx and any(rtx):
             line += f", RDMA retransmits {rtx[0]} (duplicates {rtx[1]})"
-        if ref:
-            tool = ref.get("tool") or "iperf3"
-            line += f" | {tool} {_fmt(ref.get('gbps'), ' Gbit/s')}" if "gbps" in ref else \
-                f" | {tool} failed: {ref.get('error')}"
-            rtx = rdma_retransmits(ref)
-            if rtx and any(rtx):
-                line += f", RDMA retransmits {rtx[0]} (duplicates {rtx[1]})"
+        for ref in refs or ():
+            line += " | " + _ref_text(ref)
         self._say(line)
 
     def copies_done(self, case: Case, copies: dict) -> None:
@@ -81,9 +102,9 @@ class RichReporter(LineReporter):
         self.progress.update(self.task, description=case.id)
         super().case_start(case, index, total)
 
-    def sample_done(self, case, rep, sample, ref):
+    def sample_done(self, case, rep, sample, refs):
         self.progress.advance(self.task)
-        super().sample_done(case, rep, sample, ref)
+        super().sample_done(case, rep, sample, refs)
 
     def close(self):
         self.progress.stop()

@@ -54,6 +54,12 @@ class CaseResult:
     copies: dict = field(default_factory=dict)
     syscalls: dict = field(default_factory=dict)
     traceback: str | None = None       # an unforeseen error that failed the case: where
+    latency: dict = field(default_factory=dict)   # request/response cases (bench/latency.py)
+
+    @property
+    def is_latency(self) -> bool:
+        """A request/response case: its figures are round trips (`latency`), not bandwidth."""
+        return "in_flight" in self.params
 
     def measured(self, which: str = "samples") -> list[dict]:
         """The samples that count: warm-up samples stay in the file, out of every statistic."""

@@ -18,10 +18,11 @@ from bench import interrupts, results
 from bench.agents import AgentError
 from bench.counting import Instruments, failed_copies
 from bench.errors import UsageError
+from bench.latency import round_trips
 from bench.placement import LocalPlacement
 from bench.plan import Case, Plan
 from bench.references import iperf3
-from bench.references.rows import ReferenceRows, tool_for
+from bench.references.rows import ReferenceRows, latency_notes, tool_for, tools_for
 from bench.results import CaseResult, RunResult
 from bench.sample import Sample, Sampler
 from bench.topology import Endpoints
@@ -31,7 +32,7 @@ class Reporter:
     """Progress callbacks; the CLI supplies a rich or plain-text one."""
 
     def case_start(self, case: Case, index: int, total: int) -> None: ...
-    def sample_done(self, case: Case, rep: int, sample: dict, ref: dict | None) -> None: ...
+    def sample_done(self, case: Case, rep: int, sample: dict, refs: list[dict]) -> None: ...
     def copies_done(self, case: Case, copies: dict) -> None: ...
     def case_done(self, case: CaseResult) -> None: ...
 
@@ -80,7 +81,8 @@ class Runner:
         """Where the processes will run: the reference tools, root for veth, --cpus; then
         what can count copies there. UsageError (exit 2) before anything is created."""
         refs = [c for c in self.plan.cases if c.reference and c.skip_reason is None]
-        self.placement.check({tool_for(c) for c in refs}, self.plan.topologies, self.cpus)
+        self.placement.check({t for c in refs for t in tools_for(c)}, self.plan.topologies,
+                             self.cpus)
         self.counting.check()
 
     # -- the run ---------------------------------------------------------------------------
@@ -161,7 +163,12 @@ class Runner:
                                 "socket_buffer": self.buffer or "auto",
                                 "batch": case.batch,
                                 "reference": tool_for(case) if case.reference else None,
-                                "reference_note": iperf3.peer_note(case.workload, case.batch),
+                                "reference_note": (
+                                    "; ".join(f"{t}: {n}" for t, n in latency_notes(case).items())
+                                    or None if case.rr else
+                                    iperf3.peer_note(case.workload, case.batch)),
+                                **({"response_size": case.response,
+                                    "in_flight": case.in_flight} if case.rr else {}),
                                 **({"rdma": case.rdma.to_json()} if case.rdma else {}),
                                 **({"queue_depth": case.queue_depth}
                                    if case.queue_depth is not None else {}),
@@ -180,29 +187,29 @@ class Runner:
         for rep in range(first, case.repeat):
             # A B, B A, A B ...: neither side always runs second (warmer caches, fuller logs).
             order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
-            sample = ref = None
+            sample, refs = None, []
             for who in order:
                 if who == "ours":
                     sample = self._run_sample(case, ep).record
                 elif case.reference:
-                    ref = self.references.row(case, ep)
-            for rec in (sample, ref):
-                if rec is not None:
-                    rec["repeat"] = rep
-                    rec["order"] = order.index("ours" if rec is sample else "ref")
-                    if rep < 0:
-                        rec["warmup"] = True
+                    refs = self.references.rows(case, ep)
+            for rec in (sample, *refs):
+                rec["repeat"] = rep
+                rec["order"] = order.index("ours" if rec is sample else "ref")
+                if rep < 0:
+                    rec["warmup"] = True
             cr.samples.append(sample)
-            if ref is not None:
-                cr.reference.append(ref)
+            cr.reference.extend(refs)
             if rep >= 0:
-                self.reporter.sample_done(case, rep, sample, ref)
+                self.reporter.sample_done(case, rep, sample, refs)
             self._save()
         cr.copies = self.counting.copies_state or self._counted(case, ep, cr)
         if self.counting.syscalls_state is not None:
             cr.syscalls = dict(self.counting.syscalls_state)
         elif not cr.syscalls:       # not counted in the copy sample: a sample of its own
             cr.syscalls = self._syscall_sample(case, ep, cr)
+        if case.rr:
+            cr.latency = round_trips(cr)
         bad = [s for s in cr.samples if s.get("payload_errors")]
         traced = (cr.copies.get("traced_sample") or {}).get("payload_errors")
         if bad or traced:

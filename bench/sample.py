@@ -52,7 +52,10 @@ class Sampler:
                   **({"queue_depth": case.queue_depth} if case.queue_depth is not None else {}),
                   # the mapped receiver's chunk and SO_RCVLOWAT (the sender ignores them)
                   **({"zc_chunk": case.zc_chunk, "zc_rcvlowat": case.zc_rcvlowat}
-                     if case.zc_chunk is not None else {})}
+                     if case.zc_chunk is not None else {}),
+                  # request/response: R bytes and transactions in flight (workloads/rr.py)
+                  **({"response_size": case.response, "in_flight": case.in_flight}
+                     if case.rr else {})}
         tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
         out = Sample({})
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
@@ -125,6 +128,11 @@ class Sampler:
         sample = metrics.derive(tx_res, rx_res, system, case.size, same_clock=pl.machines == 1)
         # a stream that lost or repeated bytes at its end has no later message to fail
         sample["payload_errors"] = int(rx_res.get("bad", 0)) + int(bool(sample.get("stream_gap_bytes")))
+        if "rr" in tx_res:
+            # a round trip: the requester's clock times it, both ends verify their half
+            sample["latency"] = tx_res["latency"]
+            sample["rr"] = {"requester": tx_res["rr"], "responder": rx_res.get("rr")}
+            sample["payload_errors"] += int(tx_res["rr"].get("bad_responses", 0))
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
         if "zerocopy_receive" in rx_res:

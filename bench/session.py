@@ -35,6 +35,8 @@ class RunOptions:
     reference: bool | None = None      # False: --no-reference
     batch: int | None = None
     queue_depth: int | None = None
+    response_size: int | None = None   # --response-size: request/response cases' R
+    in_flight: int | None = None       # --in-flight: their transactions outstanding
     copies: str = "auto"
     syscalls: str = "auto"
     cpus: tuple[int, ...] | None = None
@@ -47,7 +49,8 @@ class RunOptions:
         return plan.Overrides(duration=self.duration, bytes=self.bytes, sizes=self.sizes,
                               repeat=self.repeat, topology=topology or self.topology,
                               workloads=self.workloads, reference=self.reference,
-                              batch=self.batch, queue_depth=self.queue_depth)
+                              batch=self.batch, queue_depth=self.queue_depth,
+                              response_size=self.response_size, in_flight=self.in_flight)
 
     def only(self, workloads, sizes) -> RunOptions:
         """The same run filtered to these workloads and sizes (a nightly re-run)."""

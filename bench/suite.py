@@ -14,6 +14,8 @@
     rdma_wait = "poll"        # optional, else defaults.rdma_wait ("events": the default)
     zc_chunk = 65536          # optional, else defaults.zc_chunk (TCP_ZEROCOPY_RECEIVE bytes per call)
     zc_rcvlowat = 65536       # optional, else defaults.zc_rcvlowat (its SO_RCVLOWAT, bytes)
+    response_size = 64        # optional, else defaults.response_size (request/response: R, else Q)
+    in_flight = 1             # optional, else defaults.in_flight (transactions outstanding)
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 # io_uring cases (issue 10): requests in flight per submission
                 "queue_depth": int,
                 # TCP_ZEROCOPY_RECEIVE cases: bytes mapped per call, the receiver's SO_RCVLOWAT
-                "zc_chunk": int, "zc_rcvlowat": int}
+                "zc_chunk": int, "zc_rcvlowat": int,
+                # request/response cases: R bytes (default Q), transactions in flight (1)
+                "response_size": int, "in_flight": int}
 # What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
 # counts (kprobes) and an RDMA device with pyverbs.
 SUITE_NEEDS = ("exact-copies", "rdma")
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int,
-               "queue_depth": int, "zc_chunk": int, "zc_rcvlowat": int}
+               "queue_depth": int, "zc_chunk": int, "zc_rcvlowat": int, "response_size": int,
+               "in_flight": int}
 MATRIX_KEYS["rdma_wait"] = str      # RDMA cases: as defaults.rdma_wait, for this entry
 
 
@@ -55,6 +60,8 @@ class MatrixEntry:
     rdma_wait: str | None = None    # overrides defaults.rdma_wait for its RDMA cases
     zc_chunk: int | None = None     # overrides defaults.zc_chunk for its zerocopy-receive cases
     zc_rcvlowat: int | None = None  # overrides defaults.zc_rcvlowat likewise
+    response_size: int | None = None   # overrides defaults.response_size (request/response)
+    in_flight: int | None = None       # overrides defaults.in_flight likewise
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,9 @@ def parse(text: str, source: str = "<string>") -> Suite:
         entries.append(MatrixEntry(tuple(raw["workloads"]), tuple(raw["sizes"]),
                                    tuple(raw.get("topologies", ())), raw.get("batch"),
                                    raw.get("queue_depth"), zc_chunk=raw.get("zc_chunk"),
-                                   zc_rcvlowat=raw.get("zc_rcvlowat")))
+                                   zc_rcvlowat=raw.get("zc_rcvlowat"),
+                                   response_size=raw.get("response_size"),
+                                   in_flight=raw.get("in_flight")))
     # each entry's own rdma_wait, where it names one
     entries = [replace(e, rdma_wait=raw["rdma_wait"]) if "rdma_wait" in raw else e
                for e, raw in zip(entries, doc.get("matrix", []), strict=True)]

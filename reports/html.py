@@ -11,7 +11,7 @@ from html import escape
 
 from bench import crossover
 from bench.results import RunResult
-from reports import diagrams, plots, wire, zerocopy_receive
+from reports import diagrams, latency, plots, wire, zerocopy_receive
 from reports.figures import CaseFigures, figures, run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -61,6 +61,16 @@ def zerocopy_receive_section(result: RunResult) -> str:
     return ("<h3>TCP_ZEROCOPY_RECEIVE against tcp (receiver CPU per MiB)</h3>"
             + _table(zr.HEAD, zr.table_rows(rs), left_cols=2) + f"<ul>{reasons}</ul>"
             + f"<p>Reference, {escape(zr.REFERENCE)}.</p><p>{escape(zr.METHOD)}</p>")
+
+
+def latency_section(result: RunResult) -> str:
+    """The request/response cases' round trips (reports/latency.py's rows)."""
+    data = latency.rows(result.to_json())
+    if not data:
+        return ""
+    return ("<h3>Latency (request/response round trips)</h3>"
+            + _table(latency.HEAD, latency.table_rows(data), left_cols=3)
+            + f"<p>{escape(latency.METHOD)}</p>")
 
 
 def comparison_table(result: RunResult) -> str:
@@ -229,7 +239,7 @@ def run_section(result: RunResult, source: str | None) -> str:
         "user on receive; deferred/fallback: copies a zerocopy path moved rather than avoided "
         "(skb_copy_ubufs, completion reports, TCP_ZEROCOPY_RECEIVE copybuf); soft-RoCE: rxe's "
         "own copies. Quality per tracer: exact / estimate / lossy.</p>",
-        breakeven_section(result), zerocopy_receive_section(result),
+        breakeven_section(result), zerocopy_receive_section(result), latency_section(result),
         "<h3>Paths: the seed's diagrams with the measured counts</h3>",
         "".join(path_section(f, result) for f in figures(result)),
     ])

@@ -4,7 +4,8 @@ plot per path, from result-shaped dicts (a run document's `cases`, as JSON).
 A case's samples carry the requester's `latency` block (workloads/rr_stats.py: the encoded
 histogram, exact min/max, transactions/s); warm-up samples are left out, the others merged
 into one histogram (bench/latency.py). A reference row is sockperf's (percentiles) or qperf's
-(a mean round trip: `round_trip_ns`); its figures are the median over the repeats. Ratios are
+(a mean round trip: `round_trip_ns`), one row per tool per repeat; each tool's figures are
+the median over its repeats. Ratios are
 ours / peer: above 1, ours is slower (latency) or faster (transactions/s). A figure the
 results do not hold is shown as "—", never filled in."""
 
@@ -27,18 +28,29 @@ def _blocks(case: dict) -> list[dict]:
             if not s.get("warmup") and isinstance(s.get("latency"), dict)]
 
 
-def peer(case: dict) -> dict | None:
-    """The reference rows' medians (errors left out), or None without a usable row."""
-    rows = [r for r in case.get("reference") or [] if not r.get("error") and not r.get("warmup")]
-    if not rows:
-        return None
-    out: dict = {"tool": rows[0].get("tool"), "repeats": len(rows)}
-    for key in PEER_KEYS:
-        vals = [r.get(key) if key != "mean_ns" else r.get("mean_ns", r.get("round_trip_ns"))
-                for r in rows]
-        vals = [v for v in vals if v is not None]
-        out[key] = statistics.median(vals) if vals else None
+def peers(case: dict) -> dict[str, dict]:
+    """tool -> its rows' medians (errors and warm-ups left out), in the rows' order: a
+    request/response case has a row per latency tool per repeat (sockperf, qperf)."""
+    by_tool: dict[str, list[dict]] = {}
+    for r in case.get("reference") or []:
+        if not r.get("error") and not r.get("warmup"):
+            by_tool.setdefault(r.get("tool") or "?", []).append(r)
+    out = {}
+    for tool, rows_ in by_tool.items():
+        med: dict = {"tool": tool, "repeats": len(rows_)}
+        for key in PEER_KEYS:
+            vals = [r.get(key) if key != "mean_ns" else r.get("mean_ns", r.get("round_trip_ns"))
+                    for r in rows_]
+            vals = [v for v in vals if v is not None]
+            med[key] = statistics.median(vals) if vals else None
+        out[tool] = med
     return out
+
+
+def peer(case: dict) -> dict | None:
+    """The case's first peer with percentiles (sockperf), else its first (qperf), or None."""
+    ps = list(peers(case).values())
+    return next((p for p in ps if p.get("p50_ns") is not None), ps[0] if ps else None)
 
 
 def _ratio(a, b) -> float | None:
@@ -46,34 +58,54 @@ def _ratio(a, b) -> float | None:
 
 
 def _share(case: dict, p50: float | None) -> dict | None:
+    """The copies' share as the run computed it (case `latency`), else from its counts."""
+    stored = (case.get("latency") or {}).get("copy_share")
+    if stored:
+        return stored if stored.get("status") != "not counted" else None
     copies = case.get("copies") or {}
     traced = copies.get("traced_sample") or {}
-    n = (traced.get("latency") or {}).get("transactions") or traced.get("messages")
+    n = (traced.get("latency") or {}).get("transactions") or traced.get("messages_sent") \
+        or traced.get("messages")
     if copies.get("status") != "ok" or not copies.get("points") or not n:
         return None
     return latency.copy_share(p50, latency.copy_parts(copies["points"], n))
 
 
 def rows(result) -> list[dict]:
-    """One row per case that has latency samples: ours merged, the peer, ratios, copies."""
+    """One row per case that has latency samples: ours merged, each peer, ratios, copies.
+    Ratios per peer: p50 and p99 against sockperf's percentiles, the mean against qperf's
+    mean round trip (ours' mean from the merged histogram), transactions/s against each."""
     out = []
     for case in _cases(result):
         blocks = _blocks(case)
         if case.get("status") != "ok" or not blocks:
             continue
         ours = latency.merged(blocks)
-        ref = peer(case)
+        mean = latency.merge([b.get("histogram") for b in blocks]).get_mean_value()
+        ours["mean_ns"] = round(mean, 1)
+        ps = peers(case)
         row = {"id": case.get("id"), "path": case.get("workload"), "size": case.get("size"),
-               "topology": case.get("topology"), "ours": ours, "peer": ref}
-        if ref:
+               "topology": case.get("topology"), "ours": ours, "peer": peer(case),
+               "peers": ps, "ratios": {},
+               "cpu_us_per_transaction": (case.get("latency") or {}).get(
+                   "cpu_us_per_transaction")}
+        for tool, ref in ps.items():
+            r = {"transactions_per_s": _ratio(ours.get("transactions_per_s"),
+                                              ref.get("transactions_per_s"))}
             if ref.get("p50_ns") is not None:
-                row["ratio_p50"] = _ratio(ours.get("p50_ns"), ref["p50_ns"])
-                row["ratio_p99"] = _ratio(ours.get("p99_ns"), ref.get("p99_ns"))
-            else:     # qperf: a mean round trip only; ours' mean from the merged histogram
-                mean = latency.merge([b.get("histogram") for b in blocks]).get_mean_value()
-                row["ratio_mean"] = _ratio(mean, ref.get("mean_ns"))
-            row["ratio_tps"] = _ratio(ours.get("transactions_per_s"),
-                                      ref.get("transactions_per_s"))
+                r["p50"] = _ratio(ours.get("p50_ns"), ref["p50_ns"])
+                r["p99"] = _ratio(ours.get("p99_ns"), ref.get("p99_ns"))
+            else:
+                r["mean"] = _ratio(mean, ref.get("mean_ns"))
+            row["ratios"][tool] = r
+        first = row["peer"]
+        if first:          # the headline ratios: against the first peer
+            r = row["ratios"][first["tool"]]
+            if "p50" in r:
+                row["ratio_p50"], row["ratio_p99"] = r["p50"], r["p99"]
+            else:
+                row["ratio_mean"] = r["mean"]
+            row["ratio_tps"] = r["transactions_per_s"]
         share = _share(case, ours.get("p50_ns"))
         if share is not None:
             row["copy_share"] = share
@@ -93,8 +125,47 @@ def _x(v, fmt: str = "{:.2f}") -> str:
     return "—" if v is None else fmt.format(v)
 
 
-HEADER = ("| path | size | topology | p50 µs | p99 µs | p99.9 µs | transactions/s | peer | "
-          "peer p50 µs | peer p99 µs | p50 ours/peer | transactions/s ours/peer | copies |")
+HEAD = ["path", "size", "topology", "p50 µs", "p99 µs", "p99.9 µs", "transactions/s",
+        "CPU µs/transaction (requester / responder)", "sockperf p50 µs", "sockperf p99 µs",
+        "p50 ours/sockperf", "qperf mean µs", "mean ours/qperf", "transactions/s ours/peer",
+        "copies"]
+HEADER = "| " + " | ".join(HEAD) + " |"
+METHOD = ("Round trips: per transaction on the requester's CLOCK_MONOTONIC, from just before "
+          "the request's send to just after the response's last byte, every request and "
+          "response verified; the measured samples' HDR histograms merged (warm-up and the "
+          "traced sample left out), transactions/s over the summed windows. sockperf: "
+          "ping-pong, --full-rtt, --no-rdtsc, --data-integrity, its valid window, median over "
+          "the repeats; qperf: its mean (2 x its one-way latency), msg_rate / 2 round trips/s. "
+          "Both alternate with ours on the same CPUs, sizes and topology. Ratios: ours / peer "
+          "(latency above 1: ours slower; transactions/s above 1: ours faster). CPU: each "
+          "agent's own user+sys per transaction. Copies: the traced sample's payload copies "
+          "per transaction (both sides' send and receive copies) x the calibrated ns per copy "
+          "(kmod only), against the untraced p50.")
+
+
+def _cpu(r: dict) -> str:
+    c = r.get("cpu_us_per_transaction") or {}
+    if not c:
+        return "—"
+    return f"{_x(c.get('requester'), '{:.1f}')} / {_x(c.get('responder'), '{:.1f}')}"
+
+
+def table_rows(data: list[dict]) -> list[list[str]]:
+    """rows() as the table's cells (HEAD), formatted."""
+    out = []
+    for r in data:
+        o, ps, ratios = r["ours"], r["peers"], r["ratios"]
+        sp, qp = ps.get("sockperf", {}), ps.get("qperf", {})
+        tps = " / ".join(f"{_x(ratios[t]['transactions_per_s'])} ({t})" for t in ps) or "—"
+        out.append([
+            str(r["path"]), str(r["size"]), str(r["topology"]), _us(o.get("p50_ns")),
+            _us(o.get("p99_ns")), _us(o.get("p99_9_ns")),
+            _x(o.get("transactions_per_s"), "{:,.0f}"), _cpu(r),
+            _us(sp.get("p50_ns")), _us(sp.get("p99_ns")),
+            _x(ratios.get("sockperf", {}).get("p50")), _us(qp.get("mean_ns")),
+            _x(ratios.get("qperf", {}).get("mean")), tps,
+            r.get("copy_share_text", "not counted")])
+    return out
 
 
 def markdown(result) -> str:
@@ -102,20 +173,9 @@ def markdown(result) -> str:
     data = rows(result)
     if not data:
         return ""
-    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
-    for r in data:
-        o, p = r["ours"], r["peer"] or {}
-        if "ratio_mean" in r:
-            ratio = _x(r["ratio_mean"]) + " (mean)"
-            peer_p50 = _us(p.get("mean_ns")) + " (mean)"
-        else:
-            ratio, peer_p50 = _x(r.get("ratio_p50")), _us(p.get("p50_ns"))
-        lines.append("| " + " | ".join([
-            str(r["path"]), str(r["size"]), str(r["topology"]), _us(o.get("p50_ns")),
-            _us(o.get("p99_ns")), _us(o.get("p99_9_ns")),
-            _x(o.get("transactions_per_s"), "{:,.0f}"), p.get("tool") or "—", peer_p50,
-            _us(p.get("p99_ns")), ratio, _x(r.get("ratio_tps")),
-            r.get("copy_share_text", "not counted")]) + " |")
+    lines = [HEADER, "|" + "---|" * len(HEAD)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
+              for cells in table_rows(data)]
     return "\n".join(lines) + "\n"
 
 
@@ -153,14 +213,18 @@ def plot_data(result) -> dict[str, dict[str, list[tuple[float, float]]]]:
             k += 0.1
         lines = out.setdefault(str(case.get("workload")), {})
         lines[f"ours {label}"] = pts
-        rows_ = [r for r in case.get("reference") or [] if not r.get("error")]
-        peer_pts = []
-        for key, p in PEER_PERCENTILES:
-            vals = [r[key] for r in rows_ if r.get(key) is not None]
-            if vals:
-                peer_pts.append((p, statistics.median(vals) / 1000))
-        if peer_pts:
-            lines[f"{rows_[0].get('tool')} {label}"] = peer_pts
+        by_tool: dict[str, list[dict]] = {}
+        for r in case.get("reference") or []:
+            if not r.get("error") and not r.get("warmup"):
+                by_tool.setdefault(r.get("tool") or "?", []).append(r)
+        for tool, rows_ in by_tool.items():
+            peer_pts = []
+            for key, p in PEER_PERCENTILES:
+                vals = [r[key] for r in rows_ if r.get(key) is not None]
+                if vals:
+                    peer_pts.append((p, statistics.median(vals) / 1000))
+            if peer_pts:         # qperf prints a mean only: no line
+                lines[f"{tool} {label}"] = peer_pts
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import crossover
 from bench.results import RunResult
-from reports import zerocopy_receive
+from reports import latency, zerocopy_receive
 from reports.figures import run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -27,6 +27,13 @@ def zerocopy_receive_section(result: RunResult) -> str | None:
     return "\n".join(lines)
 
 
+def latency_section(result: RunResult) -> str | None:
+    """The request/response cases' round trips against sockperf and qperf, and their copies'
+    share (reports/latency.py)."""
+    table = latency.markdown(result.to_json())
+    return (table + "\n" + latency.METHOD) if table else None
+
+
 def warnings(result: RunResult) -> str | None:
     """What the HTML says first about the run's figures (emulated target, soft-RoCE), as
     Markdown quotes: the same words in the Markdown report and on the terminal."""
@@ -38,14 +45,15 @@ def terminal(result: RunResult) -> str:
     """What `bench run` prints when the run ends: the warnings, the table, then the copies,
     syscalls and break-even sections the run has."""
     parts = [warnings(result), table(result)]
-    parts += [section(result) for section in (copies_table, syscalls_table, breakeven_table,
-                                              zerocopy_receive_section)]
+    parts += [section(result) for section in (latency_section, copies_table, syscalls_table,
+                                              breakeven_table, zerocopy_receive_section)]
     return "\n\n".join(p for p in parts if p)
 
 
 def table(result: RunResult) -> str:
-    return "\n".join(md_table([title for _, title in COLUMNS],
-                              [[getattr(r, key) for key, _ in COLUMNS] for r in rows(result)]))
+    """The bandwidth table; "" when every case is in the latency table instead."""
+    body = [[getattr(r, key) for key, _ in COLUMNS] for r in rows(result)]
+    return "\n".join(md_table([title for _, title in COLUMNS], body)) if body else ""
 
 
 COPY_COLUMNS = ["case", "side", "copies", "per msg", "bytes copied", "per payload byte",
@@ -255,6 +263,8 @@ def render(result: RunResult) -> str:
         *([warnings(result), ""] if warnings(result) else []),
         table(result),
         "",
+        *(["## Latency (request/response round trips)", "", latency_section(result), ""]
+          if latency_section(result) else []),
         *(["## Copies (one traced sample per case)", "", copies_table(result), ""]
           if copies_table(result) else []),
         *(["## System calls (counted in the kernel, per agent)", "", syscalls_table(result), ""]

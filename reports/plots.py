@@ -42,7 +42,7 @@ def size_series(results: list[RunResult], key: str) -> dict[str, list[tuple[int,
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in results:
         for cr in r.cases:
-            if cr.status != "ok":
+            if cr.status != "ok" or cr.is_latency:     # round trips: the latency plots
                 continue
             v = _median(cr, key)
             if v is not None:
@@ -60,7 +60,7 @@ def copies_data(results: list[RunResult]) -> list[tuple[str, dict[str, float]]]:
     for r in results:
         for cr in r.cases:
             f = case_figures(cr)
-            if not f.counted:
+            if not f.counted or cr.is_latency:   # per transaction: the latency table's copies
                 continue
             parts = {
                 "COPY#1 (send)": f.sender.per_payload_byte if f.sender else None,
@@ -224,6 +224,9 @@ def draw_all(results: list[RunResult]) -> list[tuple[str, str, object]]:
         fig = DRAW[key](results)
         if fig is not None:
             out.append((key, title, fig))
+    from reports import latency
+    for r in results:          # a percentile plot per request/response path
+        out += latency.plots(r.to_json())
     return out
 
 

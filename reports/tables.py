@@ -175,7 +175,9 @@ def syscalls_per_gb(cr: CaseResult, side: str) -> float | str | None:
 
 
 def rows(result: RunResult) -> list[Row]:
-    return [case_row(c) for c in result.cases]
+    """The bandwidth table's rows: every case but the measured request/response ones (their
+    round trips have a table of their own, reports/latency.py; failed ones say why here)."""
+    return [case_row(c) for c in result.cases if not (c.is_latency and c.status == "ok")]
 
 
 COLUMNS = [

@@ -23,6 +23,7 @@ class Workload:
     python_module: str | None = None   # an optional Python dependency the agents import
     queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
     receive_chunk: bool = False    # takes the plan's zc_chunk and zc_rcvlowat (mapped receive)
+    rr: bool = False               # request/response: takes response_size and in_flight
     min_size: int = 1              # udp: the 8-byte sequence number header (workloads.pattern)
 
     @property
@@ -84,25 +85,19 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              64 << 20, needs=("rdma_device", "pyverbs"), reference="ib_send_bw",
              expected_copies="no _copy_*_iter on the data path; soft-RoCE's own copies "
              "(copy_data -> rxe_mr_copy) counted apart"),
-    # Request/response (netperf RR): the agents exist; the runner's latency case does not yet,
-    # so the plan skips them with the fix below rather than run them as bandwidth cases.
+    # Request/response (netperf RR): round trips on the requester's clock, every request and
+    # response verified (workloads/rr.py); the latency rows beside sockperf and qperf.
     Workload("tcp_rr", "TCP request/response, Q-byte requests, R-byte responses, N in flight",
-             "stream", 1 << 20, built=False, reference="sockperf",
-             expected_copies="COPY#1 + COPY#4 per request and per response",
-             not_built_fix="measure TCP round trips meanwhile with `sockperf ping-pong --tcp` "
-             "or `qperf HOST tcp_lat` (Debian's sockperf, qperf)"),
+             "stream", 1 << 20, reference="sockperf", rr=True,
+             expected_copies="COPY#1 + COPY#4 per request and per response"),
     Workload("udp_rr", "UDP request/response datagrams, each with its sequence number",
-             "dgram", 65507, built=False, reference="sockperf", min_size=8,
-             expected_copies="COPY#1 + COPY#4 per request and per response datagram",
-             not_built_fix="measure UDP round trips meanwhile with `sockperf ping-pong` or "
-             "`qperf HOST udp_lat` (Debian's sockperf, qperf)"),
+             "dgram", 65507, reference="sockperf", min_size=8, rr=True,
+             expected_copies="COPY#1 + COPY#4 per request and per response datagram"),
     Workload("io_uring_rr", "TCP request/response through io_uring: send linked to recv, one "
-             "enter per transaction", "stream", 1 << 20, built=False, needs=("io_uring",),
-             python_module="liburing", reference="sockperf",
+             "enter per transaction", "stream", 1 << 20, needs=("io_uring",),
+             python_module="liburing", reference="sockperf", rr=True,
              expected_copies="COPY#1 + COPY#4 per request and per response: io_uring saves "
-             "system calls, not copies",
-             not_built_fix="measure TCP round trips meanwhile with `sockperf ping-pong --tcp` "
-             "or `qperf HOST tcp_lat` (Debian's sockperf, qperf)"),
+             "system calls, not copies"),
 )}
 
 

@@ -19,3 +19,13 @@ def check(tool: str, package: str) -> None:
     if not ok:
         raise UsageError(f"missing reference tool: {why}",
                          f"apt-get install {package}, or run with --no-reference")
+
+
+# The Debian package of each reference tool that is not perftest's (ib_*_bw, ib_*_lat).
+PACKAGES = {"iperf3": "iperf3", "sockperf": "sockperf", "qperf": "qperf"}
+
+
+def check_tools(tools) -> None:
+    """Every tool the plan's reference rows run, each with its own package named."""
+    for t in sorted(set(tools)):
+        check(t, PACKAGES.get(t, "perftest"))

@@ -1,7 +1,9 @@
 """One reference sample per repeat, on the case's placement: the tool's server on the
 receiver's side, its client on the sender's, the same size, socket buffers and CPUs as ours.
 iperf3 for socket paths; perftest for RDMA on the same device/port/GID index, queue depth,
-inline threshold and moderation (bench/references/perftest.py builds its argv and parses it).
+inline threshold and moderation (bench/references/perftest.py builds its argv and parses it);
+for request/response cases sockperf ping-pong and qperf's *_lat, one row each where the tool
+can mirror the case (same sizes both ways, one transaction in flight, same CPUs).
 An error is recorded in the row, never raised: the case's own samples stand."""
 
 from __future__ import annotations
@@ -15,20 +17,41 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.procs import stop
-from bench.references import iperf3, perftest
+from bench.references import iperf3, perftest, qperf, sockperf
 
 IPERF3_PORT = 5201       # iperf3's default; a node's namespace has it to itself
+LATENCY_PEERS = (sockperf, qperf)     # request/response cases: each tool's row, this order
 
 
 def tool_for(case) -> str:
-    """The case's reference tool: its workload's (registry), else iperf3."""
+    """The case's reference tool(s): its workload's (registry), else iperf3; for a
+    request/response case the latency tools that can mirror it, joined with '+'."""
+    if getattr(case, "rr", False):
+        return "+".join(tools_for(case))
     from workloads import registry
     return registry.get(case.workload).reference or "iperf3"
 
 
-def free_port(addr: str) -> int:
-    """A TCP port nobody listens on at `addr` now (a loopback run shares this machine's ports)."""
-    with socket.socket() as s:
+def tools_for(case) -> tuple[str, ...]:
+    """The tools whose rows a case gets: for request/response, every latency peer that fits."""
+    if not getattr(case, "rr", False):
+        return (tool_for(case),)
+    return tuple(m.TOOL for m in LATENCY_PEERS if _latency_note(m, case) is None)
+
+
+def latency_notes(case) -> dict[str, str]:
+    """Why a latency tool has no row for this case (tool -> its reason); empty where all fit."""
+    return {m.TOOL: n for m in LATENCY_PEERS if (n := _latency_note(m, case)) is not None}
+
+
+def _latency_note(module, case) -> str | None:
+    return module.peer_note(case.workload, case.size, case.response, case.in_flight)
+
+
+def free_port(addr: str, kind: int = socket.SOCK_STREAM) -> int:
+    """A TCP (or UDP) port nobody holds at `addr` now (a loopback run shares this machine's
+    ports)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((addr, 0))
         return s.getsockname()[1]
 
@@ -47,6 +70,19 @@ class ReferenceRows:
             return self._perftest(case, ep) if case.rdma is not None else self._iperf3(case, ep)
         finally:
             self.stop()
+
+    def rows(self, case, ep) -> list[dict]:
+        """The case's reference rows of one repeat: one per tool (tools_for)."""
+        if not getattr(case, "rr", False):
+            return [self.row(case, ep)]
+        out = []
+        for tool in tools_for(case):
+            try:
+                out.append(self._sockperf(case, ep) if tool == sockperf.TOOL
+                           else self._qperf(case, ep))
+            finally:
+                self.stop()
+        return out
 
     def stop(self) -> None:
         for p, lifeline in self._live:
@@ -82,6 +118,77 @@ class ReferenceRows:
             return iperf3.parse(out)
         except (ValueError, KeyError) as exc:
             return {"tool": "iperf3", "error": f"{exc} {err.strip()[:200]}"}
+
+    def _port(self, ep, default: int, proto: str = "tcp") -> int:
+        """The tool's own port in our namespaces; on this machine's loopback a free one."""
+        if ep.kind == "loopback" and not self.placement.remote:
+            return free_port(ep.rx_addr, socket.SOCK_STREAM if proto == "tcp"
+                             else socket.SOCK_DGRAM)
+        return default
+
+    def _sockperf(self, case, ep) -> dict:
+        """sockperf ping-pong: its server where our responder runs, its client where our
+        requester runs, on the same CPUs, the same size, round trips on CLOCK_MONOTONIC."""
+        pl, proto = self.placement, sockperf.PROTOCOLS[case.workload]
+        port = self._port(ep, sockperf.PORT, proto)
+        tx_cpu, rx_cpu = self._cpus()
+        server = self._spawn("rx", ep.rx_netns, sockperf.pinned(
+            sockperf.server_argv(case.workload, ep.rx_addr, port), rx_cpu))
+        try:
+            pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns, proto=proto)
+        except UsageError as exc:
+            return {"tool": sockperf.TOOL, "error": f"{exc.message} (fix: {exc.fix})"}
+        client = self._spawn("tx", ep.tx_netns, sockperf.pinned(sockperf.client_argv(
+            case.workload, ep.rx_addr, port, case.size, case.duration), tx_cpu))
+        row = self._finish(sockperf.TOOL, client, case.duration + 30, sockperf.parse)
+        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
+                         "not pinned (as ours)",
+                         "clock": "CLOCK_MONOTONIC (--no-rdtsc), full round trips "
+                                  "(--full-rtt), replies checked (--data-integrity)"}
+        return row
+
+    def _qperf(self, case, ep) -> dict:
+        """qperf's tcp_lat/udp_lat: its server where our responder runs, the client pinning
+        both ends itself (-lca/-rca) to our CPUs; a mean round trip, no percentiles."""
+        pl = self.placement
+        port = self._port(ep, qperf.PORT)
+        tx_cpu, rx_cpu = self._cpus()
+        server = self._spawn("rx", ep.rx_netns, qperf.server_argv(port))
+        try:
+            pl.wait_listening("rx", server.pid, port, timeout=10, netns=ep.rx_netns)
+        except UsageError as exc:
+            return {"tool": qperf.TOOL, "error": f"{exc.message} (fix: {exc.fix})"}
+        client = self._spawn("tx", ep.tx_netns, qperf.client_argv(
+            case.workload, ep.rx_addr, case.size, case.duration, port=port,
+            cpus=(tx_cpu, rx_cpu) if self.cpus else None))
+
+        def parse(text: str) -> dict:
+            test = qperf.TESTS[case.workload]
+            row = qperf.parse(text).get(test) or {"tool": qperf.TOOL, "test": test,
+                                                  "error": f"qperf printed no {test}"}
+            if "error" in row:
+                raise ValueError(row["error"])
+            # its one figure: the mean round trip (2 x its one-way latency)
+            return {**row, "mean_ns": row.get("round_trip_ns")}
+
+        row = self._finish(qperf.TOOL, client, case.duration + 30, parse)
+        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
+                         "not pinned (as ours)",
+                         "measure": "mean round trip = 2 x qperf's one-way latency; "
+                                    "round trips/s = its msg_rate / 2"}
+        return row
+
+    def _finish(self, tool: str, client, limit: float, parse) -> dict:
+        """The client's output parsed into its row, or the row's error (never raised)."""
+        try:
+            out, err = client.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
+        text = out + (err or "")
+        try:
+            return parse(text)
+        except (ValueError, KeyError) as exc:
+            return {"tool": tool, "error": str(exc), "returncode": client.returncode}
 
     def _perftest(self, case, ep) -> dict:
         tool = perftest.tool_for(case.workload)

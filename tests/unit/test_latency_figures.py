@@ -59,9 +59,9 @@ def test_merge_across_repeats_is_the_histogram_of_all_values():
     assert latency.merged([]) == {"transactions": 0}
 
 
-def _point(side, point, calls, ns_total, probe=100.0, backend="kmod"):
+def _point(side, point, calls, ns_total, probe=100.0, backend="kmod", quality="exact"):
     return {"side": side, "point": point, "calls": calls, "ns_total": ns_total,
-            "ns_probe_per_call": probe, "backend": backend}
+            "ns_probe_per_call": probe, "backend": backend, "quality": quality}
 
 
 def test_copy_share_four_copies_of_a_round_trip():
@@ -84,7 +84,20 @@ def test_copy_share_refused_without_calibration():
     share = latency.copy_share(72_000, latency.copy_parts(points, 10))
     assert share["status"] == "not calibrated" and "copy_ns" not in share
     assert "sender send_copy (tracepoints)" in share["reason"]
-    assert latency.share_text(share).startswith("2 copies; ns per copy not calibrated")
+    assert latency.share_text(share) == ("2 copies; no share: ns per copy not calibrated "
+                                         "(tracepoints; only kmod times copies)")
     assert latency.copy_share(None, [])["status"] == "no round trip"
     with pytest.raises(ValueError):
         latency.copy_parts(points, 0)
+
+
+def test_only_copy_points_count_as_copies():
+    """The TCP receive tracepoints see each copy twice (sock_recv_length as recv_copy, the
+    skb handed to the copy as recv_skb): a correlation point is not a second copy, and an
+    estimate stays labelled as one."""
+    n = 50
+    points = [_point(s, p, n, None, None, "tracepoints", "estimate")
+              for s in ("sender", "receiver") for p in ("send_copy", "recv_copy", "recv_skb")]
+    share = latency.copy_share(30_000, latency.copy_parts(points, n))
+    assert share["copies_per_transaction"] == 4 and share["copies_quality"] == "estimate"
+    assert latency.share_text(share).startswith("4 copies (estimate); no share")

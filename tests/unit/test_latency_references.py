@@ -52,10 +52,12 @@ def test_sockperf_errors_exit_0_but_parse_refuses(data_dir, name, needle):
 
 def test_sockperf_argv():
     assert sockperf.client_argv("tcp_rr", "198.18.0.2", 11111, 64, 2.5) == [
-        "sockperf", "ping-pong", "-i", "198.18.0.2", "-p", "11111", "-m", "64", "-t", "3",
+        "sockperf", "ping-pong", "-i", "198.18.0.2", "-p", "11111", "-m", "64", "-t", "4",
         "--full-rtt", "--no-rdtsc", "--data-integrity", "--tcp"]
     assert sockperf.server_argv("udp_rr", "198.18.0.2", 11111) == [
         "sockperf", "server", "-i", "198.18.0.2", "-p", "11111"]
+    # its valid window drops ~1.2 s of the run: -t 1 gives no observations at all
+    assert sockperf.client_argv("udp_rr", "h", 1, 64, 1.0)[9] == "3"
     assert sockperf.pinned(["sockperf"], 1) == ["taskset", "-c", "1", "sockperf"]
     with pytest.raises(ValueError, match="at least 14"):
         sockperf.client_argv("udp_rr", "127.0.0.1", 1, 1, 1)

@@ -263,3 +263,56 @@ def test_a_node_without_the_agents_python_module_skips_with_the_fix():
     from bench import doctor
     assert doctor.capabilities(["python:json"])["python:json"][0] is True
     assert doctor.capabilities(["python:no_such_mod_x"])["python:no_such_mod_x"][0] is False
+
+
+RR = """
+name = "rr"
+[defaults]
+duration = 1.0
+[[matrix]]
+workloads = ["tcp_rr", "udp_rr", "io_uring_rr"]
+sizes = [8, 4096]
+[[matrix]]
+workloads = ["tcp_rr"]
+sizes = [64]
+response_size = 65536
+in_flight = 4
+"""
+
+
+def test_request_response_cases_carry_their_shape_and_their_peers():
+    from bench.references.rows import latency_notes, tool_for
+    cases = {c.id: c for c in plan.expand(suite.parse(RR)).cases}
+    assert list(cases) == ["tcp_rr-8-veth", "tcp_rr-4096-veth", "udp_rr-8-veth",
+                           "udp_rr-4096-veth", "io_uring_rr-8-veth", "io_uring_rr-4096-veth",
+                           "tcp_rr-64-veth-r65536-f4"]
+    t = cases["tcp_rr-4096-veth"]
+    assert t.rr and (t.response, t.in_flight, t.response_size) == (4096, 1, None)
+    assert t.reference and tool_for(t) == "sockperf+qperf"
+    small = cases["tcp_rr-8-veth"]      # under sockperf's 14-byte header: qperf alone
+    assert tool_for(small) == "qperf" and "at least 14 B" in latency_notes(small)["sockperf"]
+    # R != Q, several in flight, io_uring: no tool mirrors them, so no reference at all
+    for cid in ("tcp_rr-64-veth-r65536-f4", "io_uring_rr-4096-veth"):
+        assert not cases[cid].reference and set(latency_notes(cases[cid])) == {"sockperf",
+                                                                                "qperf"}
+    big = cases["tcp_rr-64-veth-r65536-f4"]
+    assert (big.response, big.in_flight) == (65536, 4)
+    # bandwidth cases have no request/response shape
+    assert not plan.expand(suite.parse(TWO)).cases[0].rr
+
+
+def test_request_response_overrides_and_bad_values():
+    p = plan.expand(suite.parse(RR), plan.Overrides(workloads=("udp_rr",), in_flight=8,
+                                                    response_size=64))
+    assert [c.id for c in p.cases] == ["udp_rr-8-veth-r64-f8", "udp_rr-4096-veth-r64-f8"]
+    for ov, needle in ((plan.Overrides(in_flight=0), "in_flight 0"),
+                       (plan.Overrides(in_flight=1025), "in_flight 1025"),
+                       (plan.Overrides(response_size=70000, workloads=("udp_rr",)),
+                        "response size 70000"),
+                       (plan.Overrides(response_size=4, workloads=("udp_rr",)),
+                        "response size 4")):
+        with pytest.raises(UsageError) as e:
+            plan.expand(suite.parse(RR), ov)
+        assert needle in e.value.message and e.value.fix
+    with pytest.raises(UsageError, match="message size 1 for udp_rr"):
+        plan.expand(suite.parse(RR.replace("sizes = [8, 4096]", "sizes = [1]")))

@@ -476,10 +476,10 @@ def test_retransmitting_samples_are_named_in_the_row_and_the_progress_line():
     lines = []
     rep = LineReporter()
     rep._say = lines.append
-    rep.sample_done(None, 0, bad, None)
+    rep.sample_done(None, 0, bad, [])
     assert "RDMA retransmits 4 (duplicates 900)" in lines[0]
     ref = {"tool": "ib_write_bw", "gbps": 0.3, "rdma": bad["rdma"]}
-    rep.sample_done(None, 0, clean, ref)
+    rep.sample_done(None, 0, clean, [ref])
     assert "RDMA retransmits" not in lines[1].split("|")[0]          # ours: none
     assert "ib_write_bw 0.30 Gbit/s, RDMA retransmits 4 (duplicates 900)" in lines[1]
 
