@@ -45,6 +45,9 @@ def latency_notes(case) -> dict[str, str]:
 
 
 def _latency_note(module, case) -> str | None:
+    if case.count is not None:
+        return (f"{module.TOOL} runs for a time, not a count: a case bounded by --bytes has no "
+                "latency peer (use --duration)")
     return module.peer_note(case.workload, case.size, case.response, case.in_flight)
 
 
