@@ -7,11 +7,13 @@ is compared with it case by case (same id). Exit 1 on any regression of these ki
    beyond rounding is a regression (no test needed: the kernel counted every call). A figure
    labelled estimate/lossy on both sides, or a receive-side call count (timing-dependent), is
    compared with a 10% tolerance and says so; different labels are shown, never compared;
-3. throughput and per-side CPU: an exact Mann-Whitney U test on the measured repeats (a shift
-   of the medians the reports show), its p values adjusted across every case x metric of the
-   comparison (Benjamini-Hochberg by default, or Holm); a regression is an adjusted p below
-   ALPHA, for the worse, beyond the threshold. With 5 vs 5 repeats the smallest p is 1/126,
-   so a change in one metric alone can pass the adjustment only in a family of at most 6
+3. throughput and per-side CPU (request/response cases: p50 and p99 round trip,
+   transactions/s, the requester's CPU per transaction): an exact Mann-Whitney U test on the
+   measured repeats (a shift of the medians the reports show), its p values adjusted across
+   every case x metric of the comparison (Benjamini-Hochberg by default, or Holm); a
+   regression is an adjusted p below ALPHA, for the worse, beyond the threshold. With 5 vs 5
+   repeats the smallest p is 1/126, so a change in one metric alone can pass the adjustment
+   only in a family of at most 6
    tests; more repeats buy power (C(16, 8): 2/12870 at 8 vs 8).
 
 Runs of different suites or machines (host under a VM included), or with different run
@@ -35,6 +37,21 @@ METRICS = (
     ("cpu_s_per_gb.sender", "sender CPU s/GB", -1),
     ("cpu_s_per_gb.receiver", "receiver CPU s/GB", -1),
 )
+# Request/response cases: their samples' round trips (the requester's HDR histogram) and rate,
+# tested like throughput; their request bytes per second would say nothing.
+LATENCY_METRICS = (
+    ("latency.p50_ns", "p50 round trip ns", -1),
+    ("latency.p99_ns", "p99 round trip ns", -1),
+    ("latency.transactions_per_s", "transactions/s", +1),
+    ("latency.cpu_us_per_transaction", "requester CPU µs/transaction", -1),
+)
+
+
+def metrics_for(case: CaseResult) -> tuple:
+    """The per-sample metrics a case is judged on: round trips for request/response cases."""
+    return LATENCY_METRICS if case.is_latency else METRICS
+
+
 DEFAULT_THRESHOLD_PCT = 5.0
 ALPHA = 0.05
 DEFAULT_ADJUST = "bh"
@@ -120,7 +137,7 @@ def compare(base: RunResult, new: RunResult, threshold_pct: float = DEFAULT_THRE
         b = by_id.get(c.id)
         if b is None or c.status != "ok":
             continue
-        for key, label, sign in METRICS:
+        for key, label, sign in metrics_for(c):
             va, vb = _values(b, key), _values(c, key)
             if not va or not vb:
                 continue

@@ -67,7 +67,7 @@ def judge(earlier: list[RunResult], new: RunResult, threshold_pct: float,
     for c in new.cases:
         if c.status != "ok":
             continue
-        for key, label, sign in compare.METRICS:
+        for key, label, sign in compare.metrics_for(c):
             x = _median(c, key)
             hist = [m for m in (_median(oc, key) for r in earlier for oc in r.cases
                                 if oc.id == c.id and oc.status == "ok") if m]

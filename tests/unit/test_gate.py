@@ -234,3 +234,34 @@ def test_the_operator_names_the_host_under_a_vm(zc):
     zc.metadata.pop("target", None)
     zc.metadata.update(virtualization="kvm", **got)
     assert gate_exact.host_of(zc) == "rack7-node3"
+
+
+def _rr_run(p50s, p99s, tps):
+    r = results.RunResult(suite="latency", metadata={"hostname": "h"}, status="complete")
+    samples = [{"gbps": 0.01, "cpu_s_per_gb": {"sender": 100.0, "receiver": 100.0},
+                "latency": {"p50_ns": a, "p99_ns": b, "transactions_per_s": t,
+                            "cpu_us_per_transaction": 10.0}}
+               for a, b, t in zip(p50s, p99s, tps, strict=True)]
+    r.cases.append(results.CaseResult(id="tcp_rr-64-veth", workload="tcp_rr", size=64,
+                                      topology="veth", params={"in_flight": 1},
+                                      samples=samples))
+    return r
+
+
+def test_round_trips_are_the_metrics_of_a_latency_case():
+    """A p99 that doubled is a regression even when p50 and the rate held; a request/response
+    case is never judged on the Gbit/s of its requests."""
+    base = _rr_run([20_000 + i for i in range(5)], [40_000 + i for i in range(5)],
+                   [48_000 + i for i in range(5)])
+    new = _rr_run([20_000 + i for i in range(5)], [80_000 + i for i in range(5)],
+                  [48_000 + i for i in range(5)])
+    deltas = {d.metric: d for d in compare.compare(base, new)}
+    assert set(deltas) == {"p50 round trip ns", "p99 round trip ns", "transactions/s",
+                           "requester CPU µs/transaction"}
+    assert deltas["p99 round trip ns"].regression
+    assert deltas["p99 round trip ns"].change_pct == pytest.approx(100, abs=0.1)
+    assert not deltas["p50 round trip ns"].regression and not deltas["transactions/s"].regression
+    faster = _rr_run([10_000 + i for i in range(5)], [40_000 + i for i in range(5)],
+                     [48_000 + i for i in range(5)])
+    d = {d.metric: d for d in compare.compare(base, faster)}["p50 round trip ns"]
+    assert d.better and not d.regression            # lower latency is the better direction

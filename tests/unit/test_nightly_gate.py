@@ -107,3 +107,24 @@ def test_a_flag_stands_only_if_the_rerun_confirms_it(tmp_path):
         assert any(s.startswith("nightly: re-running c0") for s in said)
         if not expected:
             assert any("not confirmed by the re-run" in s for s in said)
+
+
+def test_a_night_whose_p99_doubled_is_flagged_on_p99():
+    rng = random.Random(5)
+
+    def night(p99):
+        r = results.RunResult(suite="latency", metadata={"hostname": "h"}, status="complete")
+        r.cases.append(results.CaseResult(
+            id="tcp_rr-64-veth", workload="tcp_rr", size=64, topology="veth",
+            params={"in_flight": 1},
+            samples=[{"latency": {"p50_ns": 20_000 * rng.lognormvariate(0, 0.03),
+                                  "p99_ns": p99 * rng.lognormvariate(0, 0.03),
+                                  "transactions_per_s": 48_000 * rng.lognormvariate(0, 0.03),
+                                  "cpu_us_per_transaction": 10 * rng.lognormvariate(0, 0.03)}}
+                     for _ in range(5)]))
+        return r
+
+    v = nightly_gate.judge([night(40_000) for _ in range(10)], night(80_000), 5.0)
+    assert {d.metric for d in v.deltas} == {"p50 round trip ns", "p99 round trip ns",
+                                            "transactions/s", "requester CPU µs/transaction"}
+    assert [d.metric for d in v.regressions] == ["p99 round trip ns"]
