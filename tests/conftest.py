@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,19 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = (f"required tier {t!r} skipped (COPYBENCH_REQUIRE="
                            f"{os.environ.get('COPYBENCH_REQUIRE')}): {reason}")
+
+
+def wait_for_agent(parent: int, role: str, timeout=30) -> int:
+    """The pid of the `role` agent (sender/receiver) that the runner `parent` started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in agent_pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == role and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no {role} agent appeared")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, agent_pids, bench_cmd
+from tests.conftest import REPO, bench_cmd, wait_for_agent
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -66,21 +66,6 @@ def _start(tmp_path, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 
-def _wait_for_agent(parent: int, role: str, timeout=30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in agent_pids():
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
-                continue
-            if comm == role and int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                return pid
-        time.sleep(0.02)
-    raise AssertionError(f"no {role} agent appeared")
-
-
 def _result(tmp_path):
     files = list(Path(tmp_path).glob("*.json"))
     assert len(files) == 1, files
@@ -90,14 +75,14 @@ def _result(tmp_path):
 def test_ctrl_c_mid_run_keeps_finished_cases(tmp_path, root_only, no_leftovers):
     p = _start(tmp_path, "--duration", "3", "--no-reference")
     # Let the first case (udp) finish, interrupt during the second (tcp).
-    _wait_for_agent(p.pid, "sender")
+    wait_for_agent(p.pid, "sender")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if list(tmp_path.glob("*.json")) and any(
                 c["status"] == "ok" for c in _result(tmp_path)["cases"]):
             break
         time.sleep(0.1)
-    _wait_for_agent(p.pid, "sender")
+    wait_for_agent(p.pid, "sender")
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err
@@ -113,7 +98,7 @@ def test_ctrl_c_mid_run_keeps_finished_cases(tmp_path, root_only, no_leftovers):
 
 def test_killed_agent_fails_its_case_and_the_suite_goes_on(tmp_path, root_only, no_leftovers):
     p = _start(tmp_path, "--duration", "3", "--no-reference")     # udp, then tcp
-    pid = _wait_for_agent(p.pid, "receiver")
+    pid = wait_for_agent(p.pid, "receiver")
     time.sleep(0.5)
     os.kill(pid, signal.SIGKILL)
     out, err = p.communicate(timeout=120)
@@ -131,7 +116,7 @@ def test_every_agent_thread_lives_in_the_agents_namespace(tmp_path, root_only, n
     packets (e.g. UDP end markers) out of the machine. All threads must share the netns."""
     p = _start(tmp_path, "--duration", "3", "--no-reference", "--workload", "udp")
     try:
-        pid = _wait_for_agent(p.pid, "receiver")
+        pid = wait_for_agent(p.pid, "receiver")
         time.sleep(1.0)  # the reader and watchdog threads are up
         host_ns = os.readlink("/proc/self/ns/net")
         tasks = list(Path(f"/proc/{pid}/task").iterdir())

@@ -3,10 +3,15 @@ request and response verified, round trips merged per case, sockperf and qperf r
 ours, the latency table in the report, bad input refused."""
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
 from bench import latency
+from tests.conftest import REPO, bench_cmd, wait_for_agent
 
 pytestmark = pytest.mark.root
 
@@ -86,3 +91,26 @@ def test_bad_request_response_input_is_one_message(run_bench, no_leftovers, args
     rc, out, err, doc = run_bench("run", "--suite", "latency", "--topology", "loopback", *args)
     assert rc == 2 and needle in err and "fix:" in err.lower(), err
     assert "Traceback" not in err and doc is None
+
+
+def test_a_responder_killed_mid_run_fails_its_case_with_the_requesters_word(tmp_path,
+                                                                              root_only,
+                                                                              no_leftovers):
+    p = subprocess.Popen(bench_cmd("run", "--suite", "latency", "--workload", "tcp_rr",
+                                   "--sizes", "64,4096", "--duration", "3", "--no-reference",
+                                   "--copies", "off", "--syscalls", "off", "--out",
+                                   str(tmp_path)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    pid = wait_for_agent(p.pid, "receiver")
+    wait_for_agent(p.pid, "sender")
+    time.sleep(1.0)                      # inside the first sample's transactions
+    os.kill(pid, signal.SIGKILL)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 1, err
+    doc = json.loads(next(tmp_path.glob("*.json")).read_text())
+    first, second = doc["cases"]
+    assert first["status"] == "failed", first
+    # the requester says what it saw: the responder went away mid-transaction
+    assert "sender" in first["reason"] and ("respon" in first["reason"]
+                                            or "reset" in first["reason"]), first["reason"]
+    assert second["status"] == "ok" and second["latency"]["transactions"] > 0

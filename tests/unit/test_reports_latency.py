@@ -88,6 +88,11 @@ def test_percentile_plot_per_path(result):
     assert data["tcp_rr"]["sockperf 64 B veth"][1] == (50.0, 13.641)
     assert list(data["udp_rr"]) == ["ours 64 B veth"]       # qperf prints no percentiles
     figs = rl.plots(result)
-    assert [k for k, _, _ in figs] == ["latency-tcp_rr", "latency-udp_rr"]
+    assert [k for k, _, _ in figs] == ["latency-tcp_rr", "latency-udp_rr",
+                                       "latency-copy-share"]
+    # tcp_rr's copies were timed (kmod): 4 x 500 ns of its 22 µs p50; udp_rr's were not
+    [(case, copy_us, rest_us)] = rl.share_data(result)
+    assert case == "tcp_rr-64-veth" and copy_us == pytest.approx(2.0)
+    assert copy_us + rest_us == pytest.approx(22.0, rel=0.002)
     assert png(figs[0][2])[:8] == b"\x89PNG\r\n\x1a\n"
     assert rl.plots({"cases": []}) == []
