@@ -114,3 +114,16 @@ def test_a_responder_killed_mid_run_fails_its_case_with_the_requesters_word(tmp_
     assert "sender" in first["reason"] and ("respon" in first["reason"]
                                             or "reset" in first["reason"]), first["reason"]
     assert second["status"] == "ok" and second["latency"]["transactions"] > 0
+
+
+def test_a_missing_latency_tool_names_its_package(tmp_path, no_leftovers):
+    """sockperf and qperf missing from PATH: one message naming the Debian package, exit 2,
+    before anything starts (the run uses loopback: no namespaces to leave behind)."""
+    env = dict(os.environ, PATH=f"{tmp_path}/empty")
+    p = subprocess.run(bench_cmd("run", "--suite", "latency", "--workload", "tcp_rr",
+                                 "--sizes", "64", "--topology", "loopback", "--duration", "0.5",
+                                 "--out", str(tmp_path / "out")),
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "qperf is not installed" in p.stderr and "apt-get install qperf" in p.stderr
+    assert "Traceback" not in p.stderr and not list(tmp_path.glob("out/*.json"))
