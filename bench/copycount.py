@@ -25,6 +25,7 @@ from bench.tracing.base import PointCounts
 SIDE_POINT = {"sender": "send_copy", "receiver": "recv_copy"}
 DEFERRED_POINT = "zc_fallback"     # copies of MSG_ZEROCOPY pages done later: the sender's data
 ZC_SEND_POINT = "zc_send"          # bytes handed over by MSG_ZEROCOPY sends (tracepoints)
+SPLICED_POINT = "spliced"          # bytes sent inside sendfile/splice: page references (tracepoints)
 RXE_POINT = "rxe_copy"             # soft-RoCE's own payload copies (rxe_mr_copy)
 QUALITY_ORDER = ("exact", "estimate", "lossy")
 
@@ -172,6 +173,7 @@ def summarize(points: list[PointCounts], messages: dict[str, int], payload_bytes
         }
         if side == "sender":
             d.update(_sender_totals(d, points, completions, zerocopy_sender, pb))
+            d.update(_spliced(plist, d))
         elif _base_side(side) != "other":
             unseen = _receiver_unseen(main, receive_report)
             total = nbytes + (unseen["bytes"] if unseen else 0)
@@ -238,6 +240,22 @@ def _rdma_totals(sides: dict, points: list[PointCounts], messages: dict[str, int
                                if side == "sender" else "see the sender's note")
         else:
             d["total_note"] = "RDMA NIC: the payload moves by DMA; only socket copies counted"
+
+
+def _spliced(plist: list[PointCounts], d: dict) -> dict:
+    """Sends inside sendfile/splice seen by the send tracepoint: bytes handed to the socket by
+    page reference. The copies counted beside them are a lower bound of what was copied (no
+    tracepoint fires in a copy), so the total says estimate and why."""
+    sp = [p for p in plist if p.point == SPLICED_POINT and p.calls]
+    if not sp:
+        return {}
+    nbytes = sum(p.bytes for p in sp)
+    return {"spliced": {"calls": sum(p.calls for p in sp), "bytes": nbytes,
+                        "symbols": sorted({p.symbol for p in sp})},
+            "total_quality": worst([d.get("total_quality"), "estimate"]),
+            "total_note": (f"{nbytes} B went to the socket inside sendfile/splice as page "
+                           "references (MSG_SPLICE_PAGES): counted apart, not as copies; only a "
+                           "copy probe (kprobes) can show that nothing copied them")}
 
 
 def _sender_totals(d: dict, points: list[PointCounts], completions: dict | None,

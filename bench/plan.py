@@ -98,6 +98,7 @@ class Case:
     zc_rcvlowat: int | None = None   # ... and the receiver's SO_RCVLOWAT
     response_size: int | None = None   # request/response cases: R bytes (None: R = Q)
     in_flight: int | None = None       # ... transactions outstanding at once (1 when set)
+    sendfile_dir: str | None = None    # sendfile cases: where the file lives (None: TMPDIR)
 
     @property
     def rr(self) -> bool:
@@ -265,6 +266,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         zc_rcvlowat=(el or chunk) if wl.receive_chunk else None,
                         response_size=(int(er) if wl.rr and er not in (None, size) else None),
                         in_flight=int(ef) if wl.rr else None,
+                        sendfile_dir=d.get("sendfile_dir") if wl.file_source else None,
                     )
                     if case.rr and case.reference:
                         from bench.references.rows import tools_for

@@ -84,6 +84,16 @@ class Runner:
         self.placement.check({t for c in refs for t in tools_for(c)}, self.plan.topologies,
                              self.cpus)
         self.counting.check()
+        if not self.placement.remote:     # on a node the agent says it, failing its case
+            from workloads import registry
+            from workloads.sendfile import probe
+            for where in sorted({c.sendfile_dir or "" for c in self.plan.cases
+                                 if c.skip_reason is None
+                                 and registry.get(c.workload).file_source}):
+                why = probe(where or None)
+                if why:
+                    raise UsageError(why, "set sendfile_dir in the suite to a directory on "
+                                     "ext4, xfs or tmpfs (default: the temporary directory)")
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -169,6 +179,8 @@ class Runner:
                                     iperf3.peer_note(case.workload, case.batch)),
                                 **({"response_size": case.response,
                                     "in_flight": case.in_flight} if case.rr else {}),
+                                **({"sendfile_dir": case.sendfile_dir}
+                                   if case.sendfile_dir else {}),
                                 **({"rdma": case.rdma.to_json()} if case.rdma else {}),
                                 **({"queue_depth": case.queue_depth}
                                    if case.queue_depth is not None else {}),

@@ -55,7 +55,8 @@ class Sampler:
                      if case.zc_chunk is not None else {}),
                   # request/response: R bytes and transactions in flight (workloads/rr.py)
                   **({"response_size": case.response, "in_flight": case.in_flight}
-                     if case.rr else {})}
+                     if case.rr else {}),
+                  **({"sendfile_dir": case.sendfile_dir} if case.sendfile_dir else {})}
         tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
         out = Sample({})
         rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
@@ -135,6 +136,9 @@ class Sampler:
             sample["payload_errors"] += int(tx_res["rr"].get("bad_responses", 0))
         if "zerocopy" in tx_res:
             sample["zerocopy"] = tx_res["zerocopy"]
+        for key in ("sendfile", "splice"):      # where the sender's pages came from
+            if key in tx_res:
+                sample[key] = tx_res[key]
         if "zerocopy_receive" in rx_res:
             sample["zerocopy_receive"] = rx_res["zerocopy_receive"]
         if "io_uring" in tx_res or "io_uring" in rx_res:

@@ -40,7 +40,9 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 # TCP_ZEROCOPY_RECEIVE cases: bytes mapped per call, the receiver's SO_RCVLOWAT
                 "zc_chunk": int, "zc_rcvlowat": int,
                 # request/response cases: R bytes (default Q), transactions in flight (1)
-                "response_size": int, "in_flight": int}
+                "response_size": int, "in_flight": int,
+                # sendfile cases: the directory of the file they send from (its file system)
+                "sendfile_dir": str}
 # What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
 # counts (kprobes) and an RDMA device with pyverbs.
 SUITE_NEEDS = ("exact-copies", "rdma")

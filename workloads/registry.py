@@ -24,6 +24,8 @@ class Workload:
     queue_depth: bool = False      # takes the plan's queue_depth (io_uring requests in flight)
     receive_chunk: bool = False    # takes the plan's zc_chunk and zc_rcvlowat (mapped receive)
     rr: bool = False               # request/response: takes response_size and in_flight
+    splices: bool = False          # the sender hands page references, not bytes (sendfile, splice)
+    file_source: bool = False      # sends from a file: takes the plan's sendfile_dir
     min_size: int = 1              # udp: the 8-byte sequence number header (workloads.pattern)
 
     @property
@@ -64,6 +66,15 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              receive_chunk=True,
              expected_copies="the send copy stays; receive copies vanish only for whole, "
              "non-compound pages (a plain send's page fragments are compound)"),
+    Workload("sendfile", "TCP os.sendfile() from a file in the page cache (an unlinked temporary "
+             "file, `sendfile_dir`)", "stream", 64 << 20, reference="iperf3", splices=True,
+             file_source=True,
+             expected_copies="COPY#4 on receive; the send side splices page-cache pages "
+             "(MSG_SPLICE_PAGES, >= 6.5): the kprobe count says whether anything was copied"),
+    Workload("splice", "TCP vmsplice() of user pages into a pipe, splice() into the socket",
+             "stream", 1 << 20, splices=True,
+             expected_copies="COPY#4 on receive; the send side hands the user pages by "
+             "reference: the kprobe count says whether anything was copied"),
     Workload("io_uring", "TCP io_uring send, N linked per submission; multishot recv",
              "stream", 64 << 20, needs=("io_uring",), python_module="liburing", queue_depth=True,
              expected_copies="the same COPY#1 + COPY#4: io_uring saves syscalls, not copies"),

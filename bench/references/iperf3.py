@@ -110,7 +110,8 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
                 count: int | None = None, buffer: int | None = None,
                 cpu: int | None = None) -> list[str]:
     """iperf3 doing what our agent does: same message size, same socket buffers, one message
-    per call (UDP rows compare at batch 1 only). No -Z: that is sendfile, not MSG_ZEROCOPY."""
+    per call (UDP rows compare at batch 1 only). -Z (sendfile from a file) only for our
+    sendfile path: it is not MSG_ZEROCOPY."""
     if workload not in PEERS:
         raise ValueError(f"iperf3 has no peer for workload {workload}")
     argv = ["iperf3", "-c", target, "-p", str(port), "-l", str(size)]
@@ -123,6 +124,8 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
         argv += ["-t", f"{max(duration, 1.0):g}"]  # iperf3 counts whole seconds
     if workload == "udp":
         argv += ["-u", "-b", "0"]  # unlimited rate, like our sender
+    if workload == "sendfile":
+        argv += ["-Z"]
     if cpu is not None:
         argv += ["-A", str(cpu)]
     return argv
@@ -131,7 +134,7 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
 # Workloads iperf3 can mirror like for like (same syscalls per message): plain TCP, and UDP at
 # one datagram per call. MSG_ZEROCOPY, TCP_ZEROCOPY_RECEIVE, io_uring and batched UDP have no
 # standard-tool peer: their rows say so instead of comparing with something else.
-PEERS = ("tcp", "udp")
+PEERS = ("tcp", "udp", "sendfile")     # sendfile: iperf3 -Z (its "zero copy" is sendfile)
 
 
 def peer_note(workload: str, batch: int) -> str | None:

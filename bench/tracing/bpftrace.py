@@ -33,7 +33,7 @@ from bench.errors import UsageError
 from bench.procs import stop
 from bench.tracing import catalog, kprobes, tracefs
 from bench.tracing.base import Availability, PointCounts, Tracer
-from bench.tracing.syscalls import plain_writes, send_flags_args, socket_syscalls
+from bench.tracing.syscalls import plain_writes, send_flags_args, socket_syscalls, splice_sends
 
 ATTACH_TIMEOUT = 120.0   # bpftrace compiles and attaches slowly under TCG
 STOP_TIMEOUT = 60.0      # SIGINT to exit, maps printed
@@ -45,6 +45,7 @@ UDP = catalog.UDP
 # Map size for the pid-tree map; more inserts than this may have failed (counted, reported).
 MAP_KEYS_MAX = 65536
 ZC_SEND = "zc_send"      # pseudo-point: bytes of MSG_ZEROCOPY sends (tracepoint backend)
+SPLICED = "spliced"      # pseudo-point: bytes sent inside sendfile/splice (page references)
 IORING_ZC_OPCODES = (47, 48)   # IORING_OP_SEND_ZC, IORING_OP_SENDMSG_ZC
 IORING_SEND_OPCODES = (9, 26)  # IORING_OP_SENDMSG, IORING_OP_SEND
 IO_URING_SUBMIT = "io_uring:io_uring_submit_req"
@@ -87,7 +88,7 @@ def _kprobe_lines(i: int, p: catalog.Probe, slot_code: str, sockonly: bool,
 
 
 # Tags of the third key of @st (tracepoint stats): which kind of call the event was.
-TAG_COPY, TAG_UDP, TAG_ZC = 0, 1, 2
+TAG_COPY, TAG_UDP, TAG_ZC, TAG_SPLICE = 0, 1, 2, 3
 
 
 def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -> list[str]:
@@ -103,13 +104,15 @@ def _tracepoint_lines(i: int, p: catalog.Probe, slot_code: str, nsamples: int) -
         # MSG_ZEROCOPY sends pin pages instead of copying: counted apart (flags of the syscall,
         # the tracepoint's own flags field is always 0 on the send side).
         # @sflag[tid]: 1 = in a send syscall or write/writev, 2 = in one with MSG_ZEROCOPY, 3 =
-        # io_uring's zerocopy opcode just submitted; 0 = a send outside all of them (io_uring,
-        # io-wq workers, sendfile/splice, which hand pages over on >= 6.5).
+        # io_uring's zerocopy opcode just submitted, 4 = in sendfile or splice (pages handed
+        # over by reference on >= 6.5: counted apart, TAG_SPLICE); 0 = a send outside all of
+        # them (io_uring, io-wq workers).
         # A send outside any send syscall (io_uring task work or io-wq) takes the class of the
         # process's last io_uring send submission (@uzc[pid]), and is counted in @uring.
         count = (f"$f = @sflag[tid]; if ($f == 0 && @uzc[pid]) {{ $f = 3; }} "
-                 f"if ($f >= 2) {{ @st[{i}, $k, {TAG_ZC}] = stats({length}); }} "
-                 f"else {{ {count} }} if ($f != 1 && $f != 2) {{ @uring[$k] = count(); }}")
+                 f"if ($f == 4) {{ @st[{i}, $k, {TAG_SPLICE}] = stats({length}); }} "
+                 f"else if ($f >= 2) {{ @st[{i}, $k, {TAG_ZC}] = stats({length}); }} "
+                 f"else {{ {count} }} if ($f == 0 || $f == 3) {{ @uring[$k] = count(); }}")
     elif p.symbol == "sock:sock_recv_length":
         count = f"@st[{i}, $k, args->protocol == {UDP}] = stats({length});"
     return [f"tracepoint:{p.symbol} {{ {slot_code} if ($s && {length} > 0) {{ $k = $s - 1; "
@@ -183,8 +186,10 @@ def script(probes: list[catalog.Probe], pids: dict[str, int] | None = None,
         conds = " || ".join(f"(args->id == {nr} && (args->args[{pos}] & {MSG_ZEROCOPY}))"
                             for nr, pos in sends.items())
         insend = " || ".join(f"args->id == {nr}" for nr in (*sends, *plain_writes(arch)))
+        spliced = " || ".join(f"args->id == {nr}" for nr in splice_sends(arch))
         lines.append(f"tracepoint:raw_syscalls:sys_enter /{who}/ "
-                     f"{{ if ({insend}) {{ @sflag[tid] = 1; if ({conds}) {{ @sflag[tid] = 2; }} }} }}")
+                     f"{{ if ({insend}) {{ @sflag[tid] = 1; if ({conds}) {{ @sflag[tid] = 2; }} }} "
+                     f"if ({spliced}) {{ @sflag[tid] = 4; }} }}")
         lines.append("tracepoint:raw_syscalls:sys_exit /@sflag[tid]/ { delete(@sflag[tid]); }")
         if io_uring:
             # io_uring issues a send inline right after its submit tracepoint: the opcode says
@@ -223,6 +228,7 @@ class Report(kprobes.ModuleReport):
     entered: dict[tuple[int, int], int] = field(default_factory=dict)   # kprobe entries
     udp: dict[tuple[int, int], int] = field(default_factory=dict)       # UDP recvmsg calls
     zc: dict[int, tuple[int, int]] = field(default_factory=dict)        # slot -> (calls, bytes)
+    spliced: dict[int, tuple[int, int]] = field(default_factory=dict)   # ... sendfile/splice
     uring: dict[int, int] = field(default_factory=dict)     # slot -> sends outside send syscalls
     forks: int = 0                                                       # @side inserts
     gate_in: int = 0        # socket gate entries of traced tasks
@@ -272,9 +278,10 @@ def parse(text: str, probes: list[catalog.Probe]) -> Report:
     # Tracepoint stats: (point, slot, tag) -> {count, total}
     for (i, k, tag), v in stats.items():
         n, total = int(v.get("count", 0)), int(v.get("total", 0))
-        if tag == TAG_ZC:
-            c0, b0 = r.zc.get(k, (0, 0))
-            r.zc[k] = (c0 + n, b0 + total)
+        if tag in (TAG_ZC, TAG_SPLICE):
+            into = r.zc if tag == TAG_ZC else r.spliced
+            c0, b0 = into.get(k, (0, 0))
+            into[k] = (c0 + n, b0 + total)
             continue
         c0, b0, _ = r.counts.get((i, k), (0, 0, 0))
         r.counts[(i, k)] = (c0 + n, b0 + total, 0)
@@ -346,6 +353,16 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
                          calls_exact=True, bytes_exact=False)
         pc.notes.append("MSG_ZEROCOPY sends: bytes handed over with pinned pages; whether the "
                         "kernel copied them later is in the completion report, not here")
+        out.append(pc)
+        by[(pc.symbol, side)] = pc
+    for slot, (calls, nbytes) in sorted(report.spliced.items()):
+        side = sides[slot] if slot < len(sides) else "other"
+        pc = PointCounts(point=SPLICED, side=side, symbol="sock:sock_send_length+splice",
+                         backend=backend, exact=False, calls=calls, bytes=nbytes,
+                         calls_exact=False, bytes_exact=True)
+        pc.notes.append("sends inside sendfile/splice: bytes handed to the socket as page "
+                        "references (MSG_SPLICE_PAGES, >= 6.5), not copied from user memory; "
+                        "calls are sendmsg calls. No tracepoint sees a copy: kprobes do")
         out.append(pc)
         by[(pc.symbol, side)] = pc
     for kind, n in (lost or {}).items():

@@ -37,6 +37,19 @@ SEND_FLAGS_ARG = {
 PLAIN_WRITES = {"x86_64": (1, 20), "aarch64": (64, 66)}
 
 
+# sendfile and splice: a send inside them hands pages over by reference (MSG_SPLICE_PAGES,
+# >= 6.5), which the tracepoint backend counts apart from copying sends (x86_64
+# asm/unistd_64.h: sendfile 40, splice 275; aarch64 asm-generic/unistd.h: 71, 76).
+SPLICE_SENDS = {"x86_64": (40, 275), "aarch64": (71, 76)}
+
+
+def splice_sends(arch: str) -> tuple[int, ...]:
+    try:
+        return SPLICE_SENDS[arch]
+    except KeyError:
+        raise ValueError(f"no splice syscall table for {arch}") from None
+
+
 def plain_writes(arch: str) -> tuple[int, ...]:
     try:
         return PLAIN_WRITES[arch]

@@ -125,3 +125,28 @@ def test_io_uring_sends_outside_a_syscall_take_the_class_of_the_last_submission(
     assert "@sflag[tid] = 3; @uzc[pid] = 1;" in text          # SEND_ZC / SENDMSG_ZC submitted
     assert "args->opcode == 26" in text and "delete(@uzc[pid])" in text   # a plain SEND resets
     assert "if ($f == 0 && @uzc[pid]) { $f = 3; }" in text
+
+
+def test_sends_inside_sendfile_and_splice_are_page_references_not_copies():
+    """sendfile and splice reach sock_sendmsg with MSG_SPLICE_PAGES: the send tracepoint fires
+    with bytes that were never copied from user memory; tagged apart by the syscall (sendfile
+    40 / splice 275 on x86_64, 71 / 76 on aarch64) and reported as their own point."""
+    x86 = bpftrace.script(TPS, pids={"sender": 7, "receiver": 8})
+    assert "if (args->id == 40 || args->id == 275) { @sflag[tid] = 4; }" in x86
+    assert "if ($f == 4) { @st[0, $k, 3] = stats(args->ret); }" in x86
+    assert "if ($f == 0 || $f == 3) { @uring[$k] = count(); }" in x86    # not "outside"
+    arm = bpftrace.script(TPS, pids={"a": 7}, arch="aarch64")
+    assert "args->id == 71 || args->id == 76) { @sflag[tid] = 4; }" in arm
+    text = ('{"type": "stats", "data": {"@st": {"0,0,3": {"count": 7, "average": 65536, '
+            '"total": 458752}}}}\n')
+    counts = bpftrace.to_counts(bpftrace.parse(text, TPS), TPS, SIDES)
+    sp = [c for c in counts if c.point == bpftrace.SPLICED]
+    assert [(c.side, c.calls, c.bytes, c.bytes_exact) for c in sp] == [("sender", 7, 458752,
+                                                                          True)]
+    assert not any(c.point == "send_copy" and c.bytes for c in counts)
+    from bench.copycount import summarize
+    tx = summarize(counts, {"sender": 7, "receiver": 7},
+                   {"sender": 458752, "receiver": 458752})["sender"]
+    assert tx["bytes"] == 0 and tx["spliced"] == {"calls": 7, "bytes": 458752, "symbols": [
+        "sock:sock_send_length+splice"]}
+    assert tx["total_quality"] == "estimate" and "page references" in tx["total_note"]

@@ -57,6 +57,10 @@ def test_buffer_iperf3_can_get_is_capped_by_the_kernels_limits(tmp_path):
 
 def test_only_like_for_like_peers():
     assert "-Z" not in reference.client_argv("tcp", "x", 1, 65536, 1.0)
+    # iperf3's -Z is sendfile from a file: the peer of our sendfile path, of nothing else
+    assert reference.client_argv("sendfile", "x", 1, 65536, 1.0)[-1] == "-Z"
+    assert reference.peer_note("sendfile", 1) is None
+    assert reference.peer_note("splice", 1) == "no like-for-like peer in iperf3"
     with pytest.raises(ValueError):
         reference.client_argv("msg_zerocopy", "x", 1, 65536, 1.0)
     assert reference.peer_note("udp", 32).startswith("batched (32 datagrams per call), no peer")
