@@ -39,19 +39,11 @@ def _topology(text: str) -> str:
 
 
 def parse_cpus(text: str | None) -> tuple[int, ...] | None:
-    """--cpus SENDER,RECEIVER[,SOFTIRQ] -> (s, r[, q]); the placement checks them against the
-    CPUs of the machine(s) the sides run on."""
-    if not text:
-        return None
-    try:
-        cpus = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        cpus = ()
-    if len(cpus) not in (2, 3) or min(cpus) < 0:
-        raise UsageError(f"--cpus {text!r}: expected two or three CPU numbers",
-                         "e.g. --cpus 0,1 (sender, receiver) or --cpus 0,1,1 (and the "
-                         "receive softirq)")
-    return cpus
+    """--cpus SENDERS,RECEIVERS[,SOFTIRQ] -> (s, r[, q]) of flow 0 (bench/cpulists.py has the
+    lists); the placement checks them against the CPUs of the machine(s) the sides run on."""
+    from bench import cpulists
+    lists = cpulists.parse(text)
+    return lists.first if lists else None
 
 
 def cmd_run(args) -> int:
@@ -67,6 +59,7 @@ def run_inputs(args):
     fails here, before anything connects or starts."""
     from bench import session, suite
     check_out_dir(args.out)
+    from bench import cpulists
     the_suite, cpus = suite.load(args.suite), parse_cpus(args.cpus)
     return the_suite, session.RunOptions(
         out=Path(args.out), target=args.target, topology=args.topology, duration=args.duration,
@@ -74,7 +67,8 @@ def run_inputs(args):
         workloads=tuple(args.workload) if args.workload else None,
         reference=False if args.no_reference else None, batch=args.batch,
         queue_depth=args.queue_depth, response_size=args.response_size,
-        in_flight=args.in_flight, copies=args.copies, syscalls=args.syscalls, cpus=cpus,
+        in_flight=args.in_flight, flows=args.flows, cpu_lists=cpulists.parse(args.cpus),
+        copies=args.copies, syscalls=args.syscalls, cpus=cpus,
         warmup=not args.no_warmup, rdma_device=args.rdma_device, sockbuf=args.sockbuf)
 
 
@@ -275,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--response-size", type=int, metavar="R",
                      help="request/response cases (tcp_rr, udp_rr, io_uring_rr): response bytes "
                           "(default: the suite's response_size, else the request's size)")
+    run.add_argument("--flows", type=int, metavar="N",
+                     help="independent flows per case, each its own sender and receiver "
+                          "processes (default: the suite's flows, else 1); with --cpus 0-3,4-7 "
+                          "flow i runs on the i-th CPU of each side")
     run.add_argument("--in-flight", type=int, metavar="N",
                      help="request/response cases: transactions outstanding at once (1-1024, "
                           "default: the suite's in_flight, else 1)")
@@ -296,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pin the sender and receiver (our agents and iperf3 alike) to these "
                           "CPUs, e.g. --cpus 0,1; a third CPU takes the receive softirq of the "
                           "veth topology (RPS on the receiving end, as on two machines; by "
-                          "default it runs on the sending CPU), e.g. --cpus 0,1,1; recorded "
+                          "default it runs on the sending CPU), e.g. --cpus 0,1,1; ranges per "
+                          "side place flows round robin (--flows 4 --cpus 0-3,4-7); recorded "
                           "in the result")
     run.add_argument("--no-warmup", action="store_true",
                      help="skip the discarded warm-up sample of each case")

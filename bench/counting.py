@@ -165,6 +165,8 @@ class Instruments:
         counting cost (its throughput against the untraced samples of the same case)."""
         from bench.copycount import add_costs, summarize
         s, counts = sample.record, sample.copy_counts
+        per_flow = _per_flow_copies(counts, s, case.size) if s.get("flows") else None
+        counts = _merged_sides(counts)
         sides = summarize(counts,
                           {"sender": s["messages_sent"], "receiver": s["messages"]},
                           {"sender": s["messages_sent"] * case.size, "receiver": s["bytes"]},
@@ -176,6 +178,7 @@ class Instruments:
             "status": "ok",
             "choices": [c.to_json() for c in tracer.choices],
             "sides": sides,
+            **({"flows": per_flow} if per_flow is not None else {}),
             "points": [c.to_json() for c in counts],
             "traced_sample": {k: s.get(k) for k in ("bytes", "messages", "messages_sent",
                                                     "gbps", "window_s", "payload_errors",
@@ -189,6 +192,8 @@ class Instruments:
         """The case's `syscalls`: per side calls, per GB, top syscalls; or why not."""
         from bench.tracing import syscount
         s, counts = sample.record, sample.syscall_counts
+        if counts is not None:
+            counts = _merged_syscalls(_merged_sides(counts))
         if counts is None:
             reason, fix, attached = sample.syscall_error or ("no counts", "", True)
             if not attached:      # it cannot attach here: say so once, do not retry per case
@@ -228,6 +233,46 @@ class Instruments:
             self.metadata.setdefault("working_set_bandwidth", {})[str(size)] = \
                 cache[size].to_json()
         return cache[size]
+
+
+def _merged_sides(counts: list) -> list:
+    """Counts of several flows' processes ("sender.1", ...) as the sides they play: the
+    case's totals are every flow's sender and every flow's receiver."""
+    from dataclasses import replace
+
+    from bench.flows import base_side
+    return [replace(c, side=base_side(c.side)[0]) if base_side(c.side)[1] else c
+            for c in counts]
+
+
+def _merged_syscalls(counts: list) -> list:
+    """One count per (side, syscall): several flows' processes of a side added together."""
+    from dataclasses import replace
+    by: dict[tuple[str, int], object] = {}
+    for c in counts:
+        key = (c.side, c.nr)
+        by[key] = c if key not in by else replace(by[key], calls=by[key].calls + c.calls)
+    return list(by.values())
+
+
+def _per_flow_copies(counts: list, s: dict, size: int) -> list[dict]:
+    """Each flow's copies per side: calls, bytes and bytes per payload byte of its own
+    processes (the sides' main copy point), beside the flow's own verified bytes."""
+    from bench.copycount import SIDE_POINT, worst
+    from bench.flows import base_side
+    out = []
+    for f in s["flows"]:
+        row = {"flow": f["flow"]}
+        for role in ("sender", "receiver"):
+            mine = [c for c in counts if base_side(c.side) == (role, f["flow"])
+                    and c.point == SIDE_POINT[role]]
+            payload = f["bytes"] if role == "receiver" else f["messages_sent"] * size
+            nbytes = sum(c.bytes for c in mine)
+            row[role] = {"calls": sum(c.calls for c in mine), "bytes": nbytes,
+                         "bytes_per_payload_byte": round(nbytes / payload, 4) if payload else None,
+                         "quality": worst(c.quality for c in mine)}
+        out.append(row)
+    return out
 
 
 def failed_copies(exc: BaseException) -> dict:

@@ -170,14 +170,19 @@ AGENT_LIMIT = 0.90
 def agent_busy(samples: list[dict], side: str) -> float | None:
     """CPU-seconds (user + sys) over wall seconds of one agent (`sender` or `receiver`) summed
     over `samples`, from each agent's own CpuWindow: the share of one CPU it used. None when no
-    sample recorded its wall time (results from before wall_s)."""
-    cpu = wall = 0.0
+    sample recorded its wall time (results from before wall_s). Several flows: each flow's
+    own process of that side, and the busiest of them."""
+    cpu: dict[int, float] = {}
+    wall: dict[int, float] = {}
     for s in samples:
-        c = ((s.get("cpu") or {}).get(side)) or {}
-        if c.get("wall_s"):
-            cpu += float(c.get("user_s") or 0) + float(c.get("sys_s") or 0)
-            wall += float(c["wall_s"])
-    return cpu / wall if wall > 0 else None
+        procs = [(f["flow"], (f.get("cpu") or {}).get(side) or {}) for f in s["flows"]] \
+            if s.get("flows") else [(0, ((s.get("cpu") or {}).get(side)) or {})]
+        for i, c in procs:
+            if c.get("wall_s"):
+                cpu[i] = cpu.get(i, 0.0) + float(c.get("user_s") or 0) + float(c.get("sys_s") or 0)
+                wall[i] = wall.get(i, 0.0) + float(c["wall_s"])
+    busy = [cpu[i] / wall[i] for i in wall if wall[i] > 0]
+    return max(busy) if busy else None
 
 
 def agent_limit_note(samples: list[dict]) -> str | None:

@@ -36,13 +36,15 @@ NODE_FACTS = ("import json, os, shutil, sys; print(json.dumps({'uid': os.geteuid
               "'cpus': sorted(os.sched_getaffinity(0))}))")   # argv: the tools it must have
 
 
-def check_cpus(cpus: tuple[int, ...] | None, allowed_on, where=lambda side: "here") -> None:
-    """--cpus: each CPU must be one its side's machine lets us use (`allowed_on(side)`)."""
-    for side, cpu in zip(CPU_SIDES, cpus or (), strict=False):
+def check_cpus(cpus, allowed_on, where=lambda side: "here") -> None:
+    """--cpus: each CPU must be one its side's machine lets us use (`allowed_on(side)`). A
+    position holds one CPU or, with flows, a tuple of them (bench/cpulists.py)."""
+    for side, listed in zip(CPU_SIDES, cpus or (), strict=False):
         allowed = allowed_on(side)
-        if cpu not in allowed:
-            raise UsageError(f"--cpus: CPU {cpu} is not available {where(side)} "
-                             f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
+        for cpu in (listed if isinstance(listed, tuple) else (listed,)):
+            if cpu not in allowed:
+                raise UsageError(f"--cpus: CPU {cpu} is not available {where(side)} "
+                                 f"(allowed: {sorted(allowed)})", "pick CPUs from that list")
 
 
 def namespace_topologies(topologies) -> list[str]:
@@ -51,9 +53,11 @@ def namespace_topologies(topologies) -> list[str]:
     return sorted(k for k in topologies if k not in ("loopback", "link"))
 
 
-def softirq_cpu(cpus: tuple[int, ...] | None) -> int | None:
+def softirq_cpu(cpus) -> int | None:
     """The third --cpus number: where the receiving veth end's softirq runs (RPS), if given."""
-    return cpus[2] if cpus and len(cpus) > 2 else None
+    if not cpus or len(cpus) < 3:
+        return None
+    return cpus[2][0] if isinstance(cpus[2], tuple) else cpus[2]
 
 
 class LocalPlacement:

@@ -45,6 +45,7 @@ class Overrides:
     queue_depth: int | None = None
     response_size: int | None = None   # request/response cases: R bytes (default Q)
     in_flight: int | None = None       # ... and transactions outstanding at once (default 1)
+    flows: int | None = None           # independent flows per case (default 1)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Case:
     response_size: int | None = None   # request/response cases: R bytes (None: R = Q)
     in_flight: int | None = None       # ... transactions outstanding at once (1 when set)
     sendfile_dir: str | None = None    # sendfile cases: where the file lives (None: TMPDIR)
+    flows: int = 1                     # independent flows: sender and receiver processes each
 
     @property
     def rr(self) -> bool:
@@ -125,6 +127,8 @@ class Case:
             suffix += f"-r{self.response}"
         if self.rr and self.in_flight != 1:
             suffix += f"-f{self.in_flight}"
+        if self.flows > 1:
+            suffix += f"-p{self.flows}"          # iperf3's -P
         return f"{self.workload}-{self.size}-{self.topology}{suffix}"
 
 
@@ -168,6 +172,18 @@ def _check_rr(name: str, wl, response, in_flight) -> None:
     if in_flight is not None and not 1 <= in_flight <= IN_FLIGHT_MAX:
         raise UsageError(f"in_flight {in_flight}: must be between 1 and {IN_FLIGHT_MAX} "
                          "transactions", "pass e.g. --in-flight 1 (netperf's RR: one at a time)")
+
+
+MAX_FLOWS = 64
+
+
+def _check_flows(name: str, wl, flows) -> None:
+    if not isinstance(flows, int) or not 1 <= flows <= MAX_FLOWS:
+        raise UsageError(f"flows {flows}: must be between 1 and {MAX_FLOWS}",
+                         "pass e.g. --flows 2 (or the suite's flows)")
+    if flows > 1 and not wl.flows:
+        raise UsageError(f"{name} runs one flow per case (several are not built for it yet)",
+                         f"run {name} with flows = 1, or drop it with --workload")
 
 
 def _check_common(duration, nbytes, repeat, topology, batch=None) -> None:
@@ -244,10 +260,14 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                     entry.in_flight if entry.in_flight is not None else d.get("in_flight", 1))
                 if wl.rr:
                     _check_rr(name, wl, er, ef)
+                flow_counts = ((ov.flows,) if ov.flows is not None else
+                               entry.flows if entry.flows is not None else (d.get("flows", 1),))
+                for nf in flow_counts:
+                    _check_flows(name, wl, nf)
                 # unset: tcp_mmap's rule, the chunk 512 KiB or the message in whole pages,
                 # SO_RCVLOWAT the chunk
                 chunk = (ec or chunk_for(size)) if wl.receive_chunk else None
-                for topo in topologies:
+                for nf, topo in ((nf, t) for nf in flow_counts for t in topologies):
                     case = Case(
                         workload=name, size=size, topology=topo, duration=float(duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
@@ -267,6 +287,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                         response_size=(int(er) if wl.rr and er not in (None, size) else None),
                         in_flight=int(ef) if wl.rr else None,
                         sendfile_dir=d.get("sendfile_dir") if wl.file_source else None,
+                        flows=int(nf),
                     )
                     if case.rr and case.reference:
                         from bench.references.rows import tools_for

@@ -45,6 +45,7 @@ class Runner:
     placement: object = None      # LocalPlacement (default), NodePlacement or LinkPlacement
     copies_spec: str = "off"      # "auto" | a backend name | "off": count the kernel's copies
     cpus: tuple[int, ...] | None = None   # --cpus SENDER,RECEIVER[,SOFTIRQ]: pin agents, iperf3
+    cpu_lists: object = None      # bench.cpulists.CpuLists: --cpus with a CPU list per side
     warmup: bool = True           # one discarded sample pair per case (caches, ARP, slow start)
     rdma_device: str | None = None   # --rdma-device NAME[:PORT]; else bench.rxe.Devices chooses
     syscalls_spec: str = "off"    # "auto" | "off": count the agents' syscalls (--syscalls)
@@ -57,7 +58,10 @@ class Runner:
         self.result = RunResult(suite=self.plan.suite, metadata=self.placement.sysinfo())
         self.buffer = iperf3.choose_buffer(
             self.sockbuf, iperf3.node_buffer_limit(self.result.metadata))
-        self.sampler = Sampler(self.placement, self.cpus, self.buffer, self.rdma_device)
+        if self.cpu_lists is not None and self.cpus is None:
+            self.cpus = self.cpu_lists.first
+        self.sampler = Sampler(self.placement, self.cpus, self.buffer, self.rdma_device,
+                               cpu_lists=self.cpu_lists)
         self.references = ReferenceRows(self.placement, self.cpus, self.buffer, self.rdma_device)
         self.counting = Instruments(self.placement, self.copies_spec, self.syscalls_spec,
                                     self.result.metadata)
@@ -73,7 +77,14 @@ class Runner:
             "cpus": ({"sender": self.cpus[0], "receiver": self.cpus[1],
                       "softirq": self.cpus[2] if len(self.cpus) > 2 else
                       "not steered (RPS unchanged: on veth the receive softirq runs on the "
-                      "sending CPU)"} if self.cpus else "not pinned"),
+                      "sending CPU)",
+                      **({"flows": "flow i: the i-th CPU of each side's list, round robin",
+                          "sender_cpus": list(self.cpu_lists.sender),
+                          "receiver_cpus": list(self.cpu_lists.receiver)}
+                         if self.cpu_lists is not None and (len(self.cpu_lists.sender) > 1
+                                                            or len(self.cpu_lists.receiver) > 1)
+                         else {})}
+                     if self.cpus else "not pinned"),
             "syscalls": self.counting.method(),
         }
 
@@ -82,7 +93,7 @@ class Runner:
         what can count copies there. UsageError (exit 2) before anything is created."""
         refs = [c for c in self.plan.cases if c.reference and c.skip_reason is None]
         self.placement.check({t for c in refs for t in tools_for(c)}, self.plan.topologies,
-                             self.cpus)
+                             self.cpu_lists.sides() if self.cpu_lists is not None else self.cpus)
         self.counting.check()
         if not self.placement.remote:     # on a node the agent says it, failing its case
             from workloads import registry
@@ -181,6 +192,7 @@ class Runner:
                                     "in_flight": case.in_flight} if case.rr else {}),
                                 **({"sendfile_dir": case.sendfile_dir}
                                    if case.sendfile_dir else {}),
+                                **({"flows": case.flows} if case.flows > 1 else {}),
                                 **({"rdma": case.rdma.to_json()} if case.rdma else {}),
                                 **({"queue_depth": case.queue_depth}
                                    if case.queue_depth is not None else {}),

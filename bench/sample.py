@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from bench import metrics
+from bench import flows, metrics
 from bench.agents import Agent
 from bench.errors import attempt
+from bench.flows import flow_side
 from bench.procs import held
 
 AGENT_READY_TIMEOUT = 20.0
@@ -36,9 +37,10 @@ class Sampler:
     """Runs samples on `placement`; `stop()` ends any agent a failed sample left behind."""
 
     def __init__(self, placement, cpus: tuple[int, ...] | None, buffer: int | None,
-                 rdma_device: str | None = None):
+                 rdma_device: str | None = None, cpu_lists=None):
         self.placement, self.cpus, self.buffer = placement, cpus, buffer
         self.rdma_device = rdma_device
+        self.cpu_lists = cpu_lists          # bench.cpulists.CpuLists: a CPU per flow and side
         self._live: list[Agent] = []
 
     def stop(self) -> None:
@@ -46,6 +48,8 @@ class Sampler:
             self._retire(agent)
 
     def run(self, case, ep, tracer=None, syscalls=None) -> Sample:
+        """One sample of the case's flows (one, or --flows N: each its own receiver and
+        sender agent, flow i on the i-th CPU of each --cpus list)."""
         common = {"workload": case.workload, "size": case.size, "batch": case.batch,
                   "max_seconds": agent_deadline(case),
                   "rcvbuf": self.buffer, "sndbuf": self.buffer,
@@ -57,34 +61,54 @@ class Sampler:
                   **({"response_size": case.response, "in_flight": case.in_flight}
                      if case.rr else {}),
                   **({"sendfile_dir": case.sendfile_dir} if case.sendfile_dir else {})}
-        tx_cpu, rx_cpu = self.cpus[:2] if self.cpus else (None, None)
+        n = case.flows
+        cpus = [self.flow_cpus(i) for i in range(n)]
         out = Sample({})
-        rx = self._agent("receiver", {**common, "netns": ep.rx_netns, "bind": ep.rx_addr,
-                                      "cpu": rx_cpu, **self._rdma_config(case, ep, "rx")})
+        rxs: list[Agent] = []
+        txs: list[Agent] = []
         try:
+            for i in range(n):
+                rxs.append(self._agent("receiver", {**common, "netns": ep.rx_netns,
+                                                    "bind": ep.rx_addr, "cpu": cpus[i][1],
+                                                    **self._rdma_config(case, ep, "rx")}))
             # Started now, configured once the receiver listens: its start-up (an interpreter,
             # over SSH a session) overlaps the receiver's instead of following it.
-            tx = self._agent("sender", None)
-            try:
-                rx_ready = rx.expect("ready", AGENT_READY_TIMEOUT)
+            txs = [self._agent("sender", None) for _ in range(n)]
+            rx_ready = [rx.expect("ready", AGENT_READY_TIMEOUT) for rx in rxs]
+            for i, tx in enumerate(txs):
                 tx.configure({**common, "netns": ep.tx_netns,
-                              "target": [ep.rx_addr, rx_ready["port"]],
+                              "target": [ep.rx_addr, rx_ready[i]["port"]],
                               "duration": case.duration, "count": case.count,
-                              "cpu": tx_cpu, **self._rdma_config(case, ep, "tx")})
-                tx_ready = tx.expect("ready", AGENT_READY_TIMEOUT)
-                # The agents' own pids: over SSH, tx.pid is the local ssh client's.
-                pids = {"sender": tx_ready["pid"], "receiver": rx_ready["pid"]}
-                tx_res, rx_res, cpu0, cpu1 = self._measure(case, tx, rx, pids, tracer, syscalls,
-                                                          out)
-            finally:
-                self._retire(tx)
+                              "cpu": cpus[i][0], **self._rdma_config(case, ep, "tx")})
+            tx_ready = [tx.expect("ready", AGENT_READY_TIMEOUT) for tx in txs]
+            # The agents' own pids (over SSH, tx.pid is the local ssh client's), one tracer
+            # side per flow's process (bench/flows.py names them)
+            pids = {}
+            for i in range(n):
+                pids[flow_side("sender", i)] = tx_ready[i]["pid"]
+                pids[flow_side("receiver", i)] = rx_ready[i]["pid"]
+            tx_res, rx_res, cpu0, cpu1 = self._measure(case, txs, rxs, pids, tracer, syscalls,
+                                                      out)
         finally:
-            self._retire(rx)
-        out.record = self._record(case, tx_res, rx_res, cpu0, cpu1, tx_ready, rx_ready)
+            for agent in txs + rxs:
+                self._retire(agent)
+        if n == 1:
+            out.record = self._record(case, tx_res[0], rx_res[0], cpu0, cpu1, tx_ready[0],
+                                      rx_ready[0])
+        else:
+            out.record = self._record_flows(case, tx_res, rx_res, cpu0, cpu1, tx_ready,
+                                            rx_ready, cpus)
         return out
 
-    def _measure(self, case, tx, rx, pids, tracer, syscalls, out: Sample):
-        """go ... results, with the tracers attached around it; their readings into `out`."""
+    def flow_cpus(self, i: int) -> tuple[int | None, int | None]:
+        """(sender, receiver) CPU of flow i: round robin over the --cpus lists."""
+        if self.cpu_lists is not None:
+            return self.cpu_lists.for_flow(i)
+        return tuple(self.cpus[:2]) if self.cpus else (None, None)
+
+    def _measure(self, case, txs, rxs, pids, tracer, syscalls, out: Sample):
+        """go ... results of every flow, with the tracers attached around it; their readings
+        into `out`. The senders start one after another (a message each, microseconds)."""
         if tracer is not None:
             tracer.attach(pids)
         try:
@@ -95,11 +119,13 @@ class Sampler:
                     attempt(lambda: held(syscalls.detach))
                     syscalls = None
             cpu0 = metrics.read_cpu_times()
-            tx.send({"cmd": "go"})
-            tx_res = tx.expect("result", case.duration + 30)
+            for tx in txs:
+                tx.send({"cmd": "go"})
+            tx_res = [tx.expect("result", case.duration + 30) for tx in txs]
             time.sleep(DRAIN_SECONDS)
-            rx.send({"cmd": "stop"}, required=False)
-            rx_res = rx.expect("result", 30)
+            for rx in rxs:
+                rx.send({"cmd": "stop"}, required=False)
+            rx_res = [rx.expect("result", 30) for rx in rxs]
             cpu1 = metrics.read_cpu_times()
             if syscalls is not None:    # first: the copy tracer's read takes a while
                 box: list = []
@@ -118,15 +144,53 @@ class Sampler:
             out.syscall_error = None
         return tx_res, rx_res, cpu0, cpu1
 
-    def _record(self, case, tx_res, rx_res, cpu0, cpu1, tx_ready, rx_ready) -> dict:
+    def _system(self, tx_res: dict, rx_res: dict, cpu0, cpu1) -> dict:
         pl = self.placement
         if not pl.remote:
-            system = metrics.cpu_delta(cpu0, cpu1)
-        elif pl.machines == 2:
-            system = metrics.two_machines(tx_res["cpu"].get("machine"), rx_res["cpu"].get("machine"))
-        else:   # one node: its window from the sender's start to the receiver's end
-            system = metrics.one_machine(tx_res["cpu"], rx_res["cpu"])
-        sample = metrics.derive(tx_res, rx_res, system, case.size, same_clock=pl.machines == 1)
+            return metrics.cpu_delta(cpu0, cpu1)
+        if pl.machines == 2:
+            return metrics.two_machines(tx_res["cpu"].get("machine"),
+                                        rx_res["cpu"].get("machine"))
+        # one node: its window from the sender's start to the receiver's end
+        return metrics.one_machine(tx_res["cpu"], rx_res["cpu"])
+
+    def _record_flows(self, case, tx_res, rx_res, cpu0, cpu1, tx_ready, rx_ready,
+                      cpus) -> dict:
+        """N flows: the aggregate and each flow's figures (bench/flows.py). On a node the
+        system CPU is flow 0's window of the machine(s), which spans the others' (they ran
+        at the same time)."""
+        sample = flows.aggregate(tx_res, rx_res, self._system(tx_res[0], rx_res[-1], cpu0,
+                                                              cpu1),
+                                 case.size, cpus, same_clock=self.placement.machines == 1)
+        for i, f in enumerate(sample["flows"]):
+            f["sender_pid"], f["receiver_pid"] = tx_ready[i]["pid"], rx_ready[i]["pid"]
+        zc = flows.summed([t.get("zerocopy") for t in tx_res])
+        if zc is not None:
+            sample["zerocopy"] = zc
+        if any("io_uring" in r for r in (*tx_res, *rx_res)):
+            sample["io_uring"] = {"sender": tx_res[0].get("io_uring"),
+                                  "receiver": rx_res[0].get("io_uring"), "of": "flow 0"}
+        for key in ("sendfile", "splice"):
+            if key in tx_res[0]:
+                sample[key] = tx_res[0][key]
+        if self.cpu_lists is not None:
+            shared = self.cpu_lists.shared(case.flows)
+            if shared:
+                sample["cpu_placement_note"] = shared
+        sample["sender"] = {"pid": tx_ready[0]["pid"], "buffer_addr": tx_res[0].get("buffer_addr"),
+                            "send_errors": sum(t.get("send_errors", 0) for t in tx_res),
+                            "sndbuf": tx_ready[0].get("sndbuf"), "processes": len(tx_res)}
+        sample["receiver"] = {"pid": rx_ready[0]["pid"],
+                              "buffer_addr": rx_res[0].get("buffer_addr"),
+                              "rcvbuf": rx_ready[0].get("rcvbuf"),
+                              "recv_calls": sum(r.get("recv_calls") or 0 for r in rx_res),
+                              "processes": len(rx_res)}
+        return sample
+
+    def _record(self, case, tx_res, rx_res, cpu0, cpu1, tx_ready, rx_ready) -> dict:
+        system = self._system(tx_res, rx_res, cpu0, cpu1)
+        sample = metrics.derive(tx_res, rx_res, system, case.size,
+                                same_clock=self.placement.machines == 1)
         # a stream that lost or repeated bytes at its end has no later message to fail
         sample["payload_errors"] = int(rx_res.get("bad", 0)) + int(bool(sample.get("stream_gap_bytes")))
         if "rr" in tx_res:

@@ -37,6 +37,8 @@ class RunOptions:
     queue_depth: int | None = None
     response_size: int | None = None   # --response-size: request/response cases' R
     in_flight: int | None = None       # --in-flight: their transactions outstanding
+    flows: int | None = None           # --flows: independent flows per case
+    cpu_lists: object = None           # bench.cpulists.CpuLists of --cpus (ranges per side)
     copies: str = "auto"
     syscalls: str = "auto"
     cpus: tuple[int, ...] | None = None
@@ -50,7 +52,8 @@ class RunOptions:
                               repeat=self.repeat, topology=topology or self.topology,
                               workloads=self.workloads, reference=self.reference,
                               batch=self.batch, queue_depth=self.queue_depth,
-                              response_size=self.response_size, in_flight=self.in_flight)
+                              response_size=self.response_size, in_flight=self.in_flight,
+                              flows=self.flows)
 
     def only(self, workloads, sizes) -> RunOptions:
         """The same run filtered to these workloads and sizes (a nightly re-run)."""
@@ -129,7 +132,8 @@ def _run_placed(suite, the_plan, options: RunOptions, placement, target_note: di
     the_plan = plan.require(the_plan, placement.capabilities(plan.needed_capabilities(the_plan)))
     out = new_path(Path(options.out), the_plan.suite)
     runner = Runner(the_plan, out, placement=placement, copies_spec=options.copies,
-                    cpus=options.cpus, warmup=options.warmup, rdma_device=options.rdma_device,
+                    cpus=options.cpus, cpu_lists=options.cpu_lists, warmup=options.warmup,
+                    rdma_device=options.rdma_device,
                     syscalls_spec=options.syscalls, sockbuf=options.sockbuf)
     runner.result.metadata["placement"] = placement.describe()
     runner.result.metadata["target"] = target_note

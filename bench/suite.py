@@ -16,6 +16,7 @@
     zc_rcvlowat = 65536       # optional, else defaults.zc_rcvlowat (its SO_RCVLOWAT, bytes)
     response_size = 64        # optional, else defaults.response_size (request/response: R, else Q)
     in_flight = 1             # optional, else defaults.in_flight (transactions outstanding)
+    flows = [1, 2, 4]         # optional, else defaults.flows: one case per flow count
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ DEFAULT_KEYS = {"duration": (int, float), "bytes": int, "repeat": int, "topology
                 # request/response cases: R bytes (default Q), transactions in flight (1)
                 "response_size": int, "in_flight": int,
                 # sendfile cases: the directory of the file they send from (its file system)
-                "sendfile_dir": str}
+                "sendfile_dir": str,
+                # independent flows per case (each its own sender and receiver processes)
+                "flows": int}
 # What a suite can declare it needs, for `--target auto` (bench/autotarget.py): exact per-copy
 # counts (kprobes) and an RDMA device with pyverbs.
 SUITE_NEEDS = ("exact-copies", "rdma")
 MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": int,
                "queue_depth": int, "zc_chunk": int, "zc_rcvlowat": int, "response_size": int,
-               "in_flight": int}
+               "in_flight": int, "flows": list}
 MATRIX_KEYS["rdma_wait"] = str      # RDMA cases: as defaults.rdma_wait, for this entry
 
 
@@ -64,6 +67,7 @@ class MatrixEntry:
     zc_rcvlowat: int | None = None  # overrides defaults.zc_rcvlowat likewise
     response_size: int | None = None   # overrides defaults.response_size (request/response)
     in_flight: int | None = None       # overrides defaults.in_flight likewise
+    flows: tuple[int, ...] | None = None   # one case per flow count (defaults.flows else)
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,8 @@ def parse(text: str, source: str = "<string>") -> Suite:
                                    raw.get("queue_depth"), zc_chunk=raw.get("zc_chunk"),
                                    zc_rcvlowat=raw.get("zc_rcvlowat"),
                                    response_size=raw.get("response_size"),
-                                   in_flight=raw.get("in_flight")))
+                                   in_flight=raw.get("in_flight"),
+                                   flows=tuple(raw["flows"]) if "flows" in raw else None))
     # each entry's own rdma_wait, where it names one
     entries = [replace(e, rdma_wait=raw["rdma_wait"]) if "rdma_wait" in raw else e
                for e, raw in zip(entries, doc.get("matrix", []), strict=True)]

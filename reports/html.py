@@ -11,7 +11,7 @@ from html import escape
 
 from bench import crossover
 from bench.results import RunResult
-from reports import diagrams, latency, plots, wire, zerocopy_receive
+from reports import diagrams, flows, latency, plots, wire, zerocopy_receive
 from reports.figures import CaseFigures, figures, run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -61,6 +61,15 @@ def zerocopy_receive_section(result: RunResult) -> str:
     return ("<h3>TCP_ZEROCOPY_RECEIVE against tcp (receiver CPU per MiB)</h3>"
             + _table(zr.HEAD, zr.table_rows(rs), left_cols=2) + f"<ul>{reasons}</ul>"
             + f"<p>Reference, {escape(zr.REFERENCE)}.</p><p>{escape(zr.METHOD)}</p>")
+
+
+def flows_section(result: RunResult) -> str:
+    """Each flow of the cases that ran several, folded (reports/flows.py)."""
+    body = flows.table_rows(result.cases)
+    if not body:
+        return ""
+    return ("<details><summary>Flows: each flow of the cases that ran several</summary>"
+            + _table(flows.HEAD, body, left_cols=3) + f"<p>{escape(flows.METHOD)}</p></details>")
 
 
 def latency_section(result: RunResult) -> str:
@@ -234,6 +243,7 @@ def run_section(result: RunResult, source: str | None) -> str:
         f"<h2>{escape(title)}</h2>",
         f"<p>result file: <code>{escape(source)}</code></p>" if source else "",
         _notes(result), "<h3>Comparison per path</h3>", comparison_table(result),
+        flows_section(result),
         "<h3>Copies (one traced sample per case)</h3>", copies_table(result),
         "<p>B/B: bytes copied per payload byte. COPY#1: user → kernel on send; COPY#4: kernel → "
         "user on receive; deferred/fallback: copies a zerocopy path moved rather than avoided "

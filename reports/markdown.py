@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import crossover
 from bench.results import RunResult
-from reports import latency, zerocopy_receive
+from reports import flows, latency, zerocopy_receive
 from reports.figures import run_warnings
 from reports.tables import COLUMNS, fmt, rows
 
@@ -25,6 +25,12 @@ def zerocopy_receive_section(result: RunResult) -> str | None:
     lines += [f"- **{r['case']}**: {r['reason']}" for r in rs]
     lines += ["", f"Reference, {zr.REFERENCE}.", "", zr.METHOD]
     return "\n".join(lines)
+
+
+def flows_section(result: RunResult) -> str | None:
+    """Each flow of the cases that ran several (reports/flows.py)."""
+    body = flows.table_rows(result.cases)
+    return "\n".join(md_table(flows.HEAD, body) + ["", flows.METHOD]) if body else None
 
 
 def latency_section(result: RunResult) -> str | None:
@@ -265,6 +271,8 @@ def render(result: RunResult) -> str:
         "",
         *(["## Latency (request/response round trips)", "", latency_section(result), ""]
           if latency_section(result) else []),
+        *(["## Flows (each flow of the cases that ran several)", "", flows_section(result), ""]
+          if flows_section(result) else []),
         *(["## Copies (one traced sample per case)", "", copies_table(result), ""]
           if copies_table(result) else []),
         *(["## System calls (counted in the kernel, per agent)", "", syscalls_table(result), ""]

@@ -80,6 +80,10 @@ def case_row(cr: CaseResult) -> Row:
     util = _machine_user(cr)
     if util:
         note = (note + "; " if note else "") + util
+    from reports import flows
+    several = flows.note(cr)
+    if several:
+        note = (note + "; " if note else "") + several
     peer = (cr.params or {}).get("reference_note")
     if peer and not cr.reference:
         note = (note + "; " if note else "") + peer

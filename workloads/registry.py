@@ -29,6 +29,13 @@ class Workload:
     min_size: int = 1              # udp: the 8-byte sequence number header (workloads.pattern)
 
     @property
+    def flows(self) -> bool:
+        """Several independent flows per case (--flows): every socket path, each flow its own
+        sender and receiver processes. RDMA (N QPs), request/response and the mapped receive
+        (its per-flow report): not built yet."""
+        return self.transport != "rdma" and not self.rr and not self.receive_chunk
+
+    @property
     def capabilities(self) -> tuple[str, ...]:
         """`needs` plus the Python module its agents import, as a capability the machine that
         runs them (here or a node) is asked about: "python:liburing"."""

@@ -108,7 +108,7 @@ def server_cpu_argv(cpu: int | None) -> list[str]:
 
 def client_argv(workload: str, target: str, port: int, size: int, duration: float,
                 count: int | None = None, buffer: int | None = None,
-                cpu: int | None = None) -> list[str]:
+                cpu: int | None = None, parallel: int = 1) -> list[str]:
     """iperf3 doing what our agent does: same message size, same socket buffers, one message
     per call (UDP rows compare at batch 1 only). -Z (sendfile from a file) only for our
     sendfile path: it is not MSG_ZEROCOPY."""
@@ -119,13 +119,16 @@ def client_argv(workload: str, target: str, port: int, size: int, duration: floa
         argv += ["-w", str(buffer if buffer is not None else socket_buffer())]
     argv += ["-J"]
     if count:
-        argv += ["-n", str(count * size)]
+        argv += ["-n", str(count * size * parallel)]
     else:
         argv += ["-t", f"{max(duration, 1.0):g}"]  # iperf3 counts whole seconds
     if workload == "udp":
         argv += ["-u", "-b", "0"]  # unlimited rate, like our sender
     if workload == "sendfile":
         argv += ["-Z"]
+    if parallel > 1:
+        # N streams against our N flows; -n counts all streams' bytes together
+        argv += ["-P", str(parallel)]
     if cpu is not None:
         argv += ["-A", str(cpu)]
     return argv

@@ -112,15 +112,21 @@ class ReferenceRows:
             return {"tool": "iperf3", "error": f"{exc.message} (fix: {exc.fix})"}
         client = self._spawn("tx", ep.tx_netns, iperf3.client_argv(
             case.workload, ep.rx_addr, port, case.size, case.duration, case.count,
-            buffer=self.buffer, cpu=tx_cpu))
+            buffer=self.buffer, cpu=tx_cpu, parallel=case.flows))
         try:
             out, err = client.communicate(timeout=case.duration + 30)
         except subprocess.TimeoutExpired:
             return {"tool": "iperf3", "error": "timed out"}
         try:
-            return iperf3.parse(out)
+            row = iperf3.parse(out)
         except (ValueError, KeyError) as exc:
             return {"tool": "iperf3", "error": f"{exc} {err.strip()[:200]}"}
+        if case.flows > 1:
+            row["parallel"] = {"streams": case.flows, "note": (
+                "iperf3 -P: its streams share one process (and, before iperf3 3.16, one "
+                "thread) on each side, pinned with -A to one CPU where ours are pinned; ours "
+                "are one process per flow and side")}
+        return row
 
     def _port(self, ep, default: int, proto: str = "tcp") -> int:
         """The tool's own port in our namespaces; on this machine's loopback a free one."""
