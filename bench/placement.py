@@ -95,6 +95,10 @@ class LocalPlacement:
         check_cpus(cpus, lambda side: os.sched_getaffinity(0))
         self.rps_cpu = softirq_cpu(cpus)
 
+    def usable_cpus(self, side: str) -> int:
+        """How many CPUs a side's processes may use here."""
+        return len(os.sched_getaffinity(0))
+
     def endpoints(self, kind: str) -> Endpoints:
         if kind == "link":
             raise UsageError("the link topology joins two machines",
@@ -417,6 +421,10 @@ class RemotePlacement:
         check_cpus(cpus, lambda side: set(self.facts(self.sides[side])["cpus"]),
                    lambda side: f"on {self.target.host(self.sides[side]).name}")
         self.rps_cpu = softirq_cpu(cpus)
+
+    def usable_cpus(self, side: str) -> int:
+        """How many CPUs a side's node lets us use (its facts, read by check())."""
+        return len(self.facts(self.sides[side]).get("cpus") or ()) or 1
 
     def capabilities(self, names) -> dict[str, tuple[bool, str, str]]:
         """What the plan's workloads need, as every node's `bench doctor --json` says."""

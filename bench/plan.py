@@ -332,3 +332,17 @@ def require(p: Plan, capabilities: dict[str, tuple[bool, str, str]]) -> Plan:
                         or "see `bench doctor`")
         cases.append(c)
     return Plan(suite=p.suite, cases=tuple(cases))
+
+
+def cap_flows(p: Plan, cpus: int) -> Plan:
+    """Skip the cases with more flows than the sending machine has CPUs (a scaling suite lists
+    flows up to the largest machine's): each flow needs a CPU of its own to scale."""
+    cases = []
+    for c in p.cases:
+        if c.skip_reason is None and c.flows > max(cpus, 1):
+            c = replace(c, skip_reason=f"{c.flows} flows, but the sending machine has {cpus} "
+                        "CPUs: each flow needs one of its own to scale",
+                        skip_fix="run it on a machine with as many CPUs, or pass --flows "
+                        f"{cpus} or fewer")
+        cases.append(c)
+    return Plan(suite=p.suite, cases=tuple(cases))

@@ -62,3 +62,46 @@ METHOD = ("Each flow is its own sender and receiver process. The aggregate (the 
           "flow to the last of any; a flow's Gbit/s is over its own window, so the flows' figures "
           "need not add up to the aggregate; their bytes do. Fairness: Jain's index over the "
           "flows' Gbit/s (1 = equal, 1/N = one flow took all). Reference: iperf3 -P N.")
+
+
+def scaling_data(results, key: str) -> dict[str, list[tuple[int, float]]]:
+    """'path size topology' -> [(flows, median of the sample field `key`)], for every path
+    measured at two flow counts or more (a scaling suite), sorted by flows."""
+    out: dict[str, dict[int, float]] = {}
+    for r in results:
+        for cr in r.cases:
+            if cr.status != "ok" or cr.is_latency:
+                continue
+            st = cr.stat(key)
+            if st is None:
+                continue
+            label = f"{cr.workload} {cr.size} B {cr.topology}"
+            out.setdefault(label, {})[(cr.params or {}).get("flows", 1)] = st["median"]
+    return {k: sorted(v.items()) for k, v in out.items() if len(v) > 1}
+
+
+def plots(results) -> list[tuple[str, str, object]]:
+    """Throughput and CPU per GB (sender) against flows, where a path ran at several."""
+    from matplotlib.figure import Figure
+    figs = []
+    for key, ylabel, fkey, title in (
+            ("gbps", "aggregate Gbit/s", "scaling-throughput", "Throughput against flows"),
+            ("cpu_s_per_gb.sender", "sender CPU s/GB", "scaling-cpu",
+             "Sender CPU per GB against flows")):
+        data = scaling_data(results, key)
+        if not data:
+            continue
+        fig = Figure(figsize=(7.5, 4.0), dpi=96, layout="constrained")
+        ax = fig.add_subplot()
+        for label, pts in data.items():
+            ax.plot([f for f, _ in pts], [v for _, v in pts], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({f for pts in data.values() for f, _ in pts}))
+        ax.get_xaxis().set_major_formatter("{x:g}")
+        ax.set_xlabel("flows")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        figs.append((fkey, title, fig))
+    return figs

@@ -44,6 +44,8 @@ def size_series(results: list[RunResult], key: str) -> dict[str, list[tuple[int,
         for cr in r.cases:
             if cr.status != "ok" or cr.is_latency:     # round trips: the latency plots
                 continue
+            if (cr.params or {}).get("flows", 1) > 1:   # several flows: the scaling plots
+                continue
             v = _median(cr, key)
             if v is not None:
                 label = path_label(cr.workload, cr.params) + (f" {cr.topology}" if key else "")
@@ -224,9 +226,10 @@ def draw_all(results: list[RunResult]) -> list[tuple[str, str, object]]:
         fig = DRAW[key](results)
         if fig is not None:
             out.append((key, title, fig))
-    from reports import latency
+    from reports import flows, latency
     for r in results:          # a percentile plot per request/response path
         out += latency.plots(r.to_json())
+    out += flows.plots(results)    # throughput and CPU per GB against flows
     return out
 
 

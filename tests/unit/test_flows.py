@@ -154,3 +154,31 @@ def test_iperf3_runs_as_many_streams():
     assert argv[argv.index("-P") + 1] == "4"
     assert argv[argv.index("-n") + 1] == str(100 * 65536 * 4)     # -n counts every stream
     assert "-P" not in iperf3.client_argv("tcp", "h", 5201, 65536, 2.0)
+
+
+def test_cases_beyond_the_machines_cpus_are_skipped_saying_so():
+    p = plan.cap_flows(plan.expand(suite.load("scaling")), 2)
+    by = {c.id: c for c in p.cases}
+    assert by["tcp-65536-veth"].skip_reason is None
+    assert by["tcp-65536-veth-p2"].skip_reason is None
+    four = by["io_uring-65536-veth-p4"]
+    assert four.skip_reason == ("4 flows, but the sending machine has 2 CPUs: each flow needs "
+                                "one of its own to scale") and "--flows 2" in four.skip_fix
+
+
+def test_scaling_plots_need_two_flow_counts_of_a_path():
+    from bench.results import CaseResult, RunResult
+    from reports import flows as rf
+    from reports.plots import png
+    r = RunResult(suite="scaling", metadata={})
+    for n, g in ((1, 10.0), (2, 18.0), (4, 30.0)):
+        r.cases.append(CaseResult(id=f"tcp-65536-veth-p{n}", workload="tcp", size=65536,
+                                  topology="veth", params={"flows": n} if n > 1 else {},
+                                  samples=[{"gbps": g, "cpu_s_per_gb": {"sender": 0.1 * n}}]))
+    r.cases.append(CaseResult(id="udp-1472-veth", workload="udp", size=1472, topology="veth",
+                              samples=[{"gbps": 1.0}]))
+    assert rf.scaling_data([r], "gbps") == {"tcp 65536 B veth": [(1, 10.0), (2, 18.0),
+                                                                 (4, 30.0)]}
+    figs = rf.plots([r])
+    assert [k for k, _, _ in figs] == ["scaling-throughput", "scaling-cpu"]
+    assert png(figs[0][2])[:4] == b"\x89PNG"

@@ -20,6 +20,9 @@ class FakePlacement:
     def describe(self):
         return {"kind": "fake"}
 
+    def usable_cpus(self, side):
+        return 2
+
     def close(self):
         self.closed = True
 
