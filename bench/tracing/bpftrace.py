@@ -346,25 +346,24 @@ def to_counts(report: Report, probes: list[catalog.Probe], sides: list[str],
         else:
             pc.calls_exact = pc.bytes_exact = False
         pc.exact = pc.calls_exact and pc.bytes_exact
-    for slot, (calls, nbytes) in sorted(report.zc.items()):
-        side = sides[slot] if slot < len(sides) else "other"
-        pc = PointCounts(point=ZC_SEND, side=side, symbol="sock:sock_send_length+MSG_ZEROCOPY",
-                         backend=backend, exact=False, calls=calls, bytes=nbytes,
-                         calls_exact=True, bytes_exact=False)
-        pc.notes.append("MSG_ZEROCOPY sends: bytes handed over with pinned pages; whether the "
-                        "kernel copied them later is in the completion report, not here")
-        out.append(pc)
-        by[(pc.symbol, side)] = pc
-    for slot, (calls, nbytes) in sorted(report.spliced.items()):
-        side = sides[slot] if slot < len(sides) else "other"
-        pc = PointCounts(point=SPLICED, side=side, symbol="sock:sock_send_length+splice",
-                         backend=backend, exact=False, calls=calls, bytes=nbytes,
-                         calls_exact=False, bytes_exact=True)
-        pc.notes.append("sends inside sendfile/splice: bytes handed to the socket as page "
-                        "references (MSG_SPLICE_PAGES, >= 6.5), not copied from user memory; "
-                        "calls are sendmsg calls. No tracepoint sees a copy: kprobes do")
-        out.append(pc)
-        by[(pc.symbol, side)] = pc
+    # Sends that hand pages over instead of copying, each a point of its own
+    handed = (
+        (report.zc, ZC_SEND, "sock:sock_send_length+MSG_ZEROCOPY", True, False,
+         "MSG_ZEROCOPY sends: bytes handed over with pinned pages; whether the kernel copied "
+         "them later is in the completion report, not here"),
+        (report.spliced, SPLICED, "sock:sock_send_length+splice", False, True,
+         "sends inside sendfile/splice: bytes handed to the socket as page references "
+         "(MSG_SPLICE_PAGES, >= 6.5), not copied from user memory; calls are sendmsg calls. "
+         "No tracepoint sees a copy: kprobes do"))
+    for by_slot, point, symbol, calls_exact, bytes_exact, note in handed:
+        for slot, (calls, nbytes) in sorted(by_slot.items()):
+            side = sides[slot] if slot < len(sides) else "other"
+            pc = PointCounts(point=point, side=side, symbol=symbol, backend=backend,
+                             exact=False, calls=calls, bytes=nbytes, calls_exact=calls_exact,
+                             bytes_exact=bytes_exact)
+            pc.notes.append(note)
+            out.append(pc)
+            by[(pc.symbol, side)] = pc
     for kind, n in (lost or {}).items():
         for pc in out:
             pc.add_loss(kind, n, kind.replace("_", " "))
