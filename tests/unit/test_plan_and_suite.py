@@ -118,8 +118,7 @@ def test_builtin_suites_load_and_expand():
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
     assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring",
-                         "io_uring_fixed", "io_uring_zc", "rdma_write", "rdma_send",
-                         "tcp_rr", "udp_rr", "io_uring_rr"}
+                         "io_uring_fixed", "io_uring_zc", "rdma_write", "rdma_send"}
     # the latency suite: every request/response path at its smallest, 64 B, 4 KiB, 64 KiB
     lat = {c.id for c in plan.expand(suite.load("latency")).cases}
     assert {"tcp_rr-1-veth", "io_uring_rr-65536-veth", "udp_rr-8-veth",
