@@ -164,6 +164,11 @@ def round_trips(cr) -> dict:
                              for s in samples),
         "responder": _median(((s.get("rr") or {}).get("responder") or {})
                              .get("cpu_us_per_transaction") for s in samples)}
+    # user time: the interpreter's share of each transaction (the rest of the CPU is the
+    # kernel's system calls): what Python costs a round trip, per side
+    out["user_us_per_transaction"] = {
+        role: _median(_user_us(s, side) for s in samples)
+        for role, side in (("requester", "sender"), ("responder", "receiver"))}
     sc = cr.syscalls or {}
     out["syscalls_per_transaction"] = (
         {side: (sc["sides"].get(role) or {}).get("per_message")
@@ -171,6 +176,15 @@ def round_trips(cr) -> dict:
         if sc.get("status") == "ok" else None)
     out["copy_share"] = share_of(cr.copies or {}, out.get("p50_ns"))
     return out
+
+
+def _user_us(sample: dict, side: str) -> float | None:
+    """µs of user CPU per transaction of one side's agent in one sample."""
+    cpu = ((sample.get("cpu") or {}).get(side)) or {}
+    n = (sample.get("latency") or {}).get("transactions")
+    if not n or cpu.get("user_s") is None:
+        return None
+    return round(cpu["user_s"] / n * 1e6, 3)
 
 
 def share_of(copies: dict, round_trip_ns) -> dict:

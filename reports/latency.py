@@ -88,7 +88,9 @@ def rows(result) -> list[dict]:
                "topology": case.get("topology"), "ours": ours, "peer": peer(case),
                "peers": ps, "ratios": {},
                "cpu_us_per_transaction": (case.get("latency") or {}).get(
-                   "cpu_us_per_transaction")}
+                   "cpu_us_per_transaction"),
+               "user_us_per_transaction": (case.get("latency") or {}).get(
+                   "user_us_per_transaction")}
         for tool, ref in ps.items():
             r = {"transactions_per_s": _ratio(ours.get("transactions_per_s"),
                                               ref.get("transactions_per_s"))}
@@ -126,7 +128,8 @@ def _x(v, fmt: str = "{:.2f}") -> str:
 
 
 HEAD = ["path", "size", "topology", "p50 µs", "p99 µs", "p99.9 µs", "transactions/s",
-        "CPU µs/transaction (requester / responder)", "sockperf p50 µs", "sockperf p99 µs",
+        "CPU µs/transaction (requester / responder)",
+        "of which user (Python) µs (requester / responder)", "sockperf p50 µs", "sockperf p99 µs",
         "p50 ours/sockperf", "qperf mean µs", "mean ours/qperf", "transactions/s ours/peer",
         "copies"]
 HEADER = "| " + " | ".join(HEAD) + " |"
@@ -138,13 +141,15 @@ METHOD = ("Round trips: per transaction on the requester's CLOCK_MONOTONIC, from
           "the repeats; qperf: its mean (2 x its one-way latency), msg_rate / 2 round trips/s. "
           "Both alternate with ours on the same CPUs, sizes and topology. Ratios: ours / peer "
           "(latency above 1: ours slower; transactions/s above 1: ours faster). CPU: each "
-          "agent's own user+sys per transaction. Copies: the traced sample's payload copies "
+          "agent's own user+sys per transaction, and of it the user time: the interpreter's "
+          "own work per round trip (the rest is the kernel's system calls). Copies: the "
+          "traced sample's payload copies "
           "per transaction (both sides' send and receive copies) x the calibrated ns per copy "
           "(kmod only), against the untraced p50.")
 
 
-def _cpu(r: dict) -> str:
-    c = r.get("cpu_us_per_transaction") or {}
+def _cpu(r: dict, key: str = "cpu_us_per_transaction") -> str:
+    c = r.get(key) or {}
     if not c:
         return "—"
     return f"{_x(c.get('requester'), '{:.1f}')} / {_x(c.get('responder'), '{:.1f}')}"
@@ -161,6 +166,7 @@ def table_rows(data: list[dict]) -> list[list[str]]:
             str(r["path"]), str(r["size"]), str(r["topology"]), _us(o.get("p50_ns")),
             _us(o.get("p99_ns")), _us(o.get("p99_9_ns")),
             _x(o.get("transactions_per_s"), "{:,.0f}"), _cpu(r),
+            _cpu(r, "user_us_per_transaction"),
             _us(sp.get("p50_ns")), _us(sp.get("p99_ns")),
             _x(ratios.get("sockperf", {}).get("p50")), _us(qp.get("mean_ns")),
             _x(ratios.get("qperf", {}).get("mean")), tps,

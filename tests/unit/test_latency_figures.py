@@ -101,3 +101,32 @@ def test_only_copy_points_count_as_copies():
     share = latency.copy_share(30_000, latency.copy_parts(points, n))
     assert share["copies_per_transaction"] == 4 and share["copies_quality"] == "estimate"
     assert latency.share_text(share).startswith("4 copies (estimate); no share")
+
+
+def test_round_trips_of_a_case_and_pythons_share_of_its_cpu():
+    from bench.results import CaseResult
+    from workloads.rr_stats import Recorder
+
+    def sample(values, user_s, sys_s, warm=False):
+        rec = Recorder()
+        for v in values:
+            rec.append(v)
+        lat = rec.summary(10**9, {"user_s": user_s, "sys_s": sys_s})
+        return {"latency": lat, "warmup": warm,
+                "cpu": {"sender": {"user_s": user_s, "sys_s": sys_s},
+                        "receiver": {"user_s": user_s / 2, "sys_s": sys_s}},
+                "rr": {"responder": {"cpu_us_per_transaction": 7.0}}}
+
+    cr = CaseResult(id="tcp_rr-64-veth", workload="tcp_rr", size=64, topology="veth",
+                    params={"in_flight": 1},
+                    samples=[sample([10**6] * 100, 1.0, 1.0, warm=True),
+                             sample([20_000] * 1000, 0.004, 0.006),
+                             sample([30_000] * 1000, 0.006, 0.006)])
+    out = latency.round_trips(cr)
+    assert out["transactions"] == 2000 and out["samples"] == 2      # warm-up left out
+    assert out["min_ns"] == 20_000 and out["max_ns"] == 30_000
+    assert out["cpu_us_per_transaction"] == {"requester": 11.0, "responder": 7.0}
+    # user time per transaction: 4 and 6 µs (requester), half that (responder)
+    assert out["user_us_per_transaction"] == {"requester": 5.0, "responder": 2.5}
+    assert out["copy_share"]["status"] == "not counted"
+    assert out["syscalls_per_transaction"] is None
