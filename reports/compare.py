@@ -36,6 +36,8 @@ METRICS = (
     ("gbps", "Gbit/s", +1),
     ("cpu_s_per_gb.sender", "sender CPU s/GB", -1),
     ("cpu_s_per_gb.receiver", "receiver CPU s/GB", -1),
+    # cases of several flows only (one flow has no fairness): Jain's index over the flows
+    ("fairness.jain", "fairness (Jain)", +1),
 )
 # Request/response cases: their samples' round trips (the requester's HDR histogram) and rate,
 # tested like throughput; their request bytes per second would say nothing.

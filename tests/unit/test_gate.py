@@ -265,3 +265,21 @@ def test_round_trips_are_the_metrics_of_a_latency_case():
                      [48_000 + i for i in range(5)])
     d = {d.metric: d for d in compare.compare(base, faster)}["p50 round trip ns"]
     assert d.better and not d.regression            # lower latency is the better direction
+
+
+def test_flow_cases_are_also_judged_on_their_fairness():
+    def run(jains):
+        r = results.RunResult(suite="s", metadata={"hostname": "h"}, status="complete")
+        r.cases.append(results.CaseResult(
+            id="tcp-65536-veth-p2", workload="tcp", size=65536, topology="veth",
+            params={"flows": 2},
+            samples=[{"gbps": 10.0 + i * 0.01, "cpu_s_per_gb": {"sender": 0.3, "receiver": 0.4},
+                      "fairness": {"jain": j}} for i, j in enumerate(jains)]))
+        return r
+    deltas = {d.metric: d for d in compare.compare(run([0.99, 0.98, 0.99, 0.985, 0.99]),
+                                                   run([0.70, 0.72, 0.71, 0.69, 0.70]))}
+    assert deltas["fairness (Jain)"].regression
+    assert not deltas["Gbit/s"].regression
+    # a one-flow case has no fairness to judge: the family stays as it was
+    assert "fairness (Jain)" not in {d.metric for d in compare.compare(*[
+        _suite(random.Random(0), cases=1, spreads=[0.05]) for _ in range(2)])}
