@@ -4,8 +4,9 @@
 pyperf treats lower as better, so we export costs: wall seconds per GB of verified payload, and
 CPU-seconds per GB of the sender agent, the receiver agent and the system softirq, each its own
 benchmark: never summed, since per-side CPU already holds some softirq work (tick accounting
-charges a softirq to the interrupted task too). One pyperf run per measured repeat; warm-up
-samples stay out, as from every other statistic."""
+charges a softirq to the interrupted task too); request/response cases export their p50 and
+p99 round trips and the time per transaction instead. One pyperf run per measured repeat;
+warm-up samples stay out, as from every other statistic."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ METRICS = {
     "receiver_cpu_per_gb": lambda s: (s.get("cpu_s_per_gb") or {}).get("receiver"),
     "softirq_cpu_per_gb": lambda s: (s.get("cpu_s_per_gb") or {}).get("softirq"),
 }
+# Request/response cases: their round trips (seconds, lower is better, as pyperf wants).
+LATENCY_METRICS = {
+    "p50_round_trip": lambda s: _ns((s.get("latency") or {}).get("p50_ns")),
+    "p99_round_trip": lambda s: _ns((s.get("latency") or {}).get("p99_ns")),
+    "time_per_transaction": lambda s: (1.0 / s["latency"]["transactions_per_s"])
+    if (s.get("latency") or {}).get("transactions_per_s") else None,
+}
+
+
+def _ns(v):
+    return v / 1e9 if v else None
 
 
 def build_suite(result: RunResult):
@@ -27,7 +39,7 @@ def build_suite(result: RunResult):
     for case in result.cases:
         if case.status != "ok":
             continue
-        for metric, fn in METRICS.items():
+        for metric, fn in (LATENCY_METRICS if case.is_latency else METRICS).items():
             values = [v for v in (fn(s) for s in case.measured()) if v and v > 0]
             if not values:
                 continue

@@ -50,3 +50,19 @@ def test_pyperf_compare_to_runs_on_two_exports(tmp_path):
 def test_nothing_to_export_for_skipped_only():
     r = result([])
     assert pyperf_export.build_suite(r) is None
+
+
+def test_a_latency_case_exports_its_round_trips(tmp_path):
+    r = RunResult(suite="latency", metadata={"hostname": "h"})
+    r.cases.append(CaseResult(
+        id="tcp_rr-64-veth", workload="tcp_rr", size=64, topology="veth",
+        params={"in_flight": 1},
+        samples=[{"gbps": 0.01, "latency": {"p50_ns": 20_000 + i, "p99_ns": 50_000,
+                                            "transactions_per_s": 40_000.0}}
+                 for i in range(3)]))
+    suite = pyperf.BenchmarkSuite.load(str(pyperf_export.export(r, tmp_path / "l.json")))
+    names = sorted(b.get_name() for b in suite.get_benchmarks())
+    assert names == ["tcp_rr-64-veth:p50_round_trip", "tcp_rr-64-veth:p99_round_trip",
+                     "tcp_rr-64-veth:time_per_transaction"]
+    assert suite.get_benchmark("tcp_rr-64-veth:p50_round_trip").get_values() == (
+        20e-6, 20.001e-6, 20.002e-6)
