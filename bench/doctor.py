@@ -366,6 +366,8 @@ def run_checks(roots: Roots = Roots(), release: str | None = None) -> list[Check
         *[check_python_module(m) for m in agent_modules()],
         check_tool("iperf3", "iperf3", "reference for TCP/UDP"),
         check_tool("ib_write_bw", "perftest", "reference for RDMA"),
+        check_tool("sockperf", "sockperf", "latency reference for TCP/UDP round trips"),
+        check_tool("qperf", "qperf", "latency reference (tcp_lat, udp_lat, rc_lat)"),
         check_tool("rdma", "iproute2", "soft-RoCE set-up (`rdma link`)"),
         check_kvm(),
         check_tool("qemu-system-x86_64", "qemu-system-x86", "the lab VM"),
