@@ -183,12 +183,14 @@ def split_pids(pids: dict[str, int], role_node: dict[str, int] = TWO_NODES
                ) -> dict[int, dict[str, int]]:
     """{"sender": P, "receiver": Q} -> {0: {"sender": P}, 1: {"receiver": Q}}: each agent is
     traced by the tracer on the node it runs on (two nodes: sender on 0, receiver on 1)."""
+    from bench.flows import base_side
     out: dict[int, dict[str, int]] = {}
     for role, pid in pids.items():
-        if role not in role_node:
+        base = base_side(role)[0]          # flow N's "sender.N" runs where the senders run
+        if base not in role_node:
             raise UsageError(f"no node for side {role!r} on a remote run",
                              "sides are sender and receiver")
-        out.setdefault(role_node[role], {})[role] = int(pid)
+        out.setdefault(role_node[base], {})[role] = int(pid)
     return out
 
 
@@ -197,13 +199,14 @@ def merge(per_node: dict[str, list[dict]], roles: dict[str, list[str]],
     """The nodes' counts as one list. Each node may only report the roles traced there and
     "other" (copies outside its agent), which is relabelled "other@<node>". `kind`: what the
     node counted (PointCounts; syscount.SyscallCount for the syscall counter)."""
+    from bench.flows import base_side
     out: list = []
     for node, docs in per_node.items():
         for doc in docs:
             pc = kind.from_json(doc)
             if pc.side == "other":
                 pc.side = f"other@{node}"
-            elif pc.side not in roles.get(node, []):
+            elif base_side(pc.side)[0] not in roles.get(node, []):
                 raise UsageError(f"the tracer on {node} reported side {pc.side!r}, which does not "
                                  "run there", "a bug in bench/tracing/remote.py: please report it")
             pc.notes.append(f"counted on {node}")

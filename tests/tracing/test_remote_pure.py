@@ -29,6 +29,13 @@ def test_pids_go_to_the_node_their_agent_runs_on():
     assert remote.split_pids({"receiver": 22}) == {1: {"receiver": 22}}
     with pytest.raises(UsageError, match="no node for side 'other'"):
         remote.split_pids({"other": 1})
+    # several flows: each flow's processes go where its role runs, under their own names
+    assert remote.split_pids({"sender": 11, "receiver": 22, "sender.1": 12,
+                              "receiver.1": 23}) == {0: {"sender": 11, "sender.1": 12},
+                                                     1: {"receiver": 22, "receiver.1": 23}}
+    merged = remote.merge({"lab0": [_pc("sender.1")], "lab1": [_pc("receiver.1")]},
+                          {"lab0": ["sender"], "lab1": ["receiver"]})
+    assert [p.side for p in merged] == ["sender.1", "receiver.1"]
 
 
 def _pc(side, point="send_copy", calls=3, **kw):
