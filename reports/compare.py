@@ -7,14 +7,14 @@ is compared with it case by case (same id). Exit 1 on any regression of these ki
    beyond rounding is a regression (no test needed: the kernel counted every call). A figure
    labelled estimate/lossy on both sides, or a receive-side call count (timing-dependent), is
    compared with a 10% tolerance and says so; different labels are shown, never compared;
-3. throughput and per-side CPU (request/response cases: p50 and p99 round trip,
-   transactions/s, the requester's CPU per transaction): an exact Mann-Whitney U test on the
-   measured repeats (a shift of the medians the reports show), its p values adjusted across
-   every case x metric of the comparison (Benjamini-Hochberg by default, or Holm); a
-   regression is an adjusted p below ALPHA, for the worse, beyond the threshold. With 5 vs 5
-   repeats the smallest p is 1/126, so a change in one metric alone can pass the adjustment
-   only in a family of at most 6
-   tests; more repeats buy power (C(16, 8): 2/12870 at 8 vs 8).
+3. throughput and per-side CPU (cases of several flows also their fairness; request/response
+   cases: p50 and p99 round trip, transactions/s, the requester's CPU per transaction): an
+   exact Mann-Whitney U test on the measured repeats (a shift of the medians the reports show),
+   its p values adjusted across every case x metric of the comparison (Benjamini-Hochberg by
+   default, or Holm); a regression is an adjusted p below ALPHA, for the worse, beyond the
+   threshold. With 5 vs 5 repeats the smallest p is 1/126, so a change in one metric alone can
+   pass the adjustment only in a family of at most 6 tests; more repeats buy power (C(16, 8):
+   2/12870 at 8 vs 8).
 
 Runs of different suites or machines (host under a VM included), or with different run
 parameters that change the figures, are refused (exit 2) unless --force."""
