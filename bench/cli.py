@@ -222,7 +222,8 @@ def cmd_history(args) -> int:
             from reports import publish, trends
             out = Path(args.out or "history.html")
             publish.write_atomic(out, trends.page(hist.trend(args.suite),
-                                                  f"copybench history: {hist.path}"))
+                                                  f"copybench history: {hist.path}",
+                                                  hist.latency_trend(args.suite)))
             print(f"wrote {out}", file=sys.stderr)
     return 0
 

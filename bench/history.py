@@ -8,6 +8,9 @@ writer; the whole result document is kept, so later readers lose nothing.
 
 Schema history (PRAGMA user_version; refuse newer, upgrade older):
   1 — 2026-11: runs (one row per result, its JSON and sha256) and cases (per case medians).
+  2 — 2026-12-03: cases gain p50_ns and p99_ns (request/response cases' medians over their
+      samples; their gbps, of request bytes, is left NULL). A version 1 file is upgraded in
+      place (two columns added; its runs predate latency cases).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from bench.errors import UsageError
 from bench.results import RunResult, dig, from_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE runs (
   id INTEGER PRIMARY KEY,
@@ -41,6 +44,7 @@ CREATE TABLE cases (
   run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
   case_id TEXT NOT NULL, workload TEXT, size INTEGER, topology TEXT, status TEXT,
   gbps REAL, sender_cpu_gb REAL, receiver_cpu_gb REAL, n INTEGER,
+  p50_ns REAL, p99_ns REAL,
   PRIMARY KEY (run_id, case_id)
 );
 CREATE INDEX runs_by_suite ON runs(suite, hostname, started);
@@ -116,10 +120,15 @@ class History:
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            found = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if found == 0:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         self.db.execute(statement)
+            elif found == 1:         # round-trip medians (schema 2)
+                self.db.execute("ALTER TABLE cases ADD COLUMN p50_ns REAL")
+                self.db.execute("ALTER TABLE cases ADD COLUMN p99_ns REAL")
+            if found < SCHEMA_VERSION:
                 self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.db.execute("COMMIT")
         except BaseException:
@@ -150,13 +159,19 @@ class History:
                          m.get("git_sha"), source, doc))
                     run_id = cur.lastrowid
                     for c in result.cases:
+                        keys = ("cpu_s_per_gb.sender", "cpu_s_per_gb.receiver") + (
+                            ("latency.p50_ns", "latency.p99_ns") if c.is_latency else ("gbps",))
                         vals = {k: [v for v in (dig(s, k) for s in c.measured()) if v is not None]
-                                for k in ("gbps", "cpu_s_per_gb.sender", "cpu_s_per_gb.receiver")}
+                                for k in keys}
                         med = {k: statistics.median(v) if v else None for k, v in vals.items()}
-                        cur.execute("INSERT INTO cases VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                    (run_id, c.id, c.workload, c.size, c.topology, c.status,
-                                     med["gbps"], med["cpu_s_per_gb.sender"],
-                                     med["cpu_s_per_gb.receiver"], len(vals["gbps"])))
+                        cur.execute(
+                            "INSERT INTO cases (run_id, case_id, workload, size, topology, "
+                            "status, gbps, sender_cpu_gb, receiver_cpu_gb, n, p50_ns, p99_ns) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                            (run_id, c.id, c.workload, c.size, c.topology, c.status,
+                             med.get("gbps"), med["cpu_s_per_gb.sender"],
+                             med["cpu_s_per_gb.receiver"], len(c.measured()),
+                             med.get("latency.p50_ns"), med.get("latency.p99_ns")))
                     cur.execute("COMMIT")
                 except BaseException:
                     cur.execute("ROLLBACK")
@@ -201,6 +216,18 @@ class History:
         out: dict[str, list[tuple[str, float]]] = {}
         for case_id, started, gbps in rows:
             out.setdefault(case_id, []).append((started, gbps))
+        return out
+
+    def latency_trend(self, suite: str | None = None) -> dict[str, list[tuple[str, float]]]:
+        """case id -> [(started, median p50 round trip ns)] of request/response cases."""
+        rows = self._query(
+            "SELECT c.case_id, r.started, c.p50_ns FROM cases c JOIN runs r ON r.id = c.run_id "
+            "WHERE c.status = 'ok' AND c.p50_ns IS NOT NULL"
+            + (" AND r.suite = ?" if suite else "") + " ORDER BY r.started, r.id",
+            (suite,) if suite else ())
+        out: dict[str, list[tuple[str, float]]] = {}
+        for case_id, started, p50 in rows:
+            out.setdefault(case_id, []).append((started, p50))
         return out
 
 

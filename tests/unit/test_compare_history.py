@@ -182,3 +182,34 @@ def test_nightly_compares_with_the_previous_comparable_run(tmp_path):
     elsewhere = _write(tmp_path, "elsewhere.json", _run([1.0, 1.1], host="other"))
     assert nightly.after_run(elsewhere, db, out, 5.0, say=lambda s: None) == 0   # nothing comparable
     assert json.loads(first.read_text())["suite"] == "s"
+
+
+def test_history_keeps_round_trips_and_upgrades_a_version_1_file(tmp_path):
+    from bench.results import CaseResult, RunResult
+    old = tmp_path / "v1.sqlite3"
+    con = sqlite3.connect(old)
+    con.executescript(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, suite TEXT "
+        "NOT NULL, started TEXT, status TEXT, hostname TEXT, cpu_model TEXT, cpu_count "
+        "INTEGER, arch TEXT, kernel TEXT, git_sha TEXT, source TEXT, stored_at TEXT NOT NULL "
+        "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), doc TEXT NOT NULL);"
+        "CREATE TABLE cases (run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE, "
+        "case_id TEXT NOT NULL, workload TEXT, size INTEGER, topology TEXT, status TEXT, gbps "
+        "REAL, sender_cpu_gb REAL, receiver_cpu_gb REAL, n INTEGER, PRIMARY KEY (run_id, "
+        "case_id)); PRAGMA user_version = 1;")
+    con.close()
+    r = RunResult(suite="latency", metadata={"hostname": "h"}, status="complete")
+    r.cases.append(CaseResult(id="tcp_rr-64-veth", workload="tcp_rr", size=64,
+                              topology="veth", params={"in_flight": 1},
+                              samples=[{"gbps": 0.01, "latency": {"p50_ns": p, "p99_ns": 3 * p}}
+                                       for p in (20_000, 22_000, 21_000)]))
+    with History(old) as h:
+        assert h.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        h.add(r, "x")
+        row = h.db.execute("SELECT gbps, p50_ns, p99_ns, n FROM cases").fetchone()
+        assert row == (None, 21_000, 63_000, 3)      # request bytes/s is no figure of it
+        assert h.latency_trend() == {"tcp_rr-64-veth": [(r.started, 21_000)]}
+        assert h.trend() == {}
+        from reports import trends
+        assert "p50 round trip" not in trends.page(h.trend(), "t")
+        assert "data:image/png;base64," in trends.page(h.trend(), "t", h.latency_trend())
