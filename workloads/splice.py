@@ -4,8 +4,9 @@ pipe into the socket; the tcp receiver.
 vmsplice hands the pipe references to the sender's own pages (no copy where the kernel keeps
 it so), and splice passes them to the socket as MSG_SPLICE_PAGES (>= 6.5): the pages are the
 payload until the receiver has copied it, so they must not change while in flight. Ours never
-do (the pattern views are written once, before "go"); a program that rewrote its buffer would
-send the new bytes, which the receiver's verification would catch. Python has os.splice but no
+do: the pattern is written once, before "go", into an anonymous mapping of its own (heap
+memory did not stay ours: workloads.sockets.MappedPatternSource); a program whose pages
+changed would send the new bytes, which the receiver's verification catches. Python has os.splice but no
 vmsplice: it is called through libc (ctypes). The pipe is sized to hold one whole message
 (F_SETPIPE_SZ, at most /proc/sys/fs/pipe-max-size, 1 MiB by default).
 """
@@ -21,7 +22,7 @@ import socket
 
 from workloads import tcp
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.sockets import PatternSource, bound_from, connect_sender, send_messages
+from workloads.sockets import MappedPatternSource, bound_from, connect_sender, send_messages
 
 receiver = tcp.receiver
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -53,7 +54,7 @@ def pipe_for(size: int) -> tuple[int, int, int]:
     return r, w, cap
 
 
-def splicer(sock_fd: int, src: PatternSource, pipe: tuple[int, int, int]):
+def splicer(sock_fd: int, src: MappedPatternSource, pipe: tuple[int, int, int]):
     """send(view): the message's pages into the pipe (vmsplice), then out to the socket
     (splice), until every byte has gone; the pipe is empty again after each message."""
     vmsplice, splice = _vmsplice(), os.splice
@@ -80,7 +81,7 @@ def splicer(sock_fd: int, src: PatternSource, pipe: tuple[int, int, int]):
 
 def sender(cfg: dict, io: AgentIO) -> dict:
     size = int(cfg["size"])
-    src = PatternSource(size)
+    src = MappedPatternSource(size)       # never heap memory: see MappedPatternSource
     sock, ready = connect_sender(cfg, socket.SOCK_STREAM, src)
     pipe = pipe_for(size)
     try:

@@ -182,3 +182,4 @@ def test_scaling_plots_need_two_flow_counts_of_a_path():
     figs = rf.plots([r])
     assert [k for k, _, _ in figs] == ["scaling-throughput", "scaling-cpu"]
     assert png(figs[0][2])[:4] == b"\x89PNG"
+
