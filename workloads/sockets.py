@@ -51,11 +51,13 @@ class PatternSource:
 class MappedPatternSource:
     """PatternSource's layout in an anonymous mapping of its own, pages no allocator shares.
 
-    For senders that hand their pages to the kernel by reference (vmsplice): from a heap
-    bytearray, 1 run in about 10 of 300 x 4 KiB messages delivered foreign bytes (heap
-    pointers where the pattern should be) because the referenced pages did not stay ours
-    until the receiver copied them; from a mapping of its own, none in 66 runs of 1000,
-    4096 and 65536 B (loopback, measured 2026-12-03)."""
+    For senders that hand their pages to the kernel by reference with no completion to wait
+    for (vmsplice): the receiver copies them only when it reads, maybe after the sender is
+    done. A heap bytearray is freed when the sender returns, and malloc writes its free-chunk
+    pointers into those very pages: 1 run in about 10 of 300 x 4 KiB messages delivered them
+    (heap pointers at a message's start) where the pattern should be. An unmapped mapping's
+    pages keep their bytes while the socket still holds them: none in 66 runs of 1000, 4096 and
+    65536 B (loopback, measured 2026-12-03)."""
 
     def __init__(self, size: int):
         import mmap

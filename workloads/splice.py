@@ -4,9 +4,10 @@ pipe into the socket; the tcp receiver.
 vmsplice hands the pipe references to the sender's own pages (no copy where the kernel keeps
 it so), and splice passes them to the socket as MSG_SPLICE_PAGES (>= 6.5): the pages are the
 payload until the receiver has copied it, so they must not change while in flight. Ours never
-do: the pattern is written once, before "go", into an anonymous mapping of its own (heap
-memory did not stay ours: workloads.sockets.MappedPatternSource); a program whose pages
-changed would send the new bytes, which the receiver's verification catches. Python has os.splice but no
+do: the pattern is written once, before "go", into an anonymous mapping of its own, since no
+completion says when the receiver has read them (heap memory freed at the sender's end was
+rewritten by malloc while still in flight: workloads.sockets.MappedPatternSource); a program
+whose pages changed sends the new bytes, which the receiver's verification catches. Python has os.splice but no
 vmsplice: it is called through libc (ctypes). The pipe is sized to hold one whole message
 (F_SETPIPE_SZ, at most /proc/sys/fs/pipe-max-size, 1 MiB by default).
 """
