@@ -76,18 +76,18 @@ _NAMED = ("read write close poll ppoll select pselect6 epoll_wait epoll_pwait ep
           "sched_yield mmap munmap mprotect madvise brk rt_sigaction rt_sigprocmask "
           "rt_sigreturn fstat newfstatat lseek openat pipe2 dup3 getpid gettid "
           "sched_setaffinity sched_getaffinity wait4 clone clone3 execve exit exit_group "
-          "prlimit64 set_robust_list rseq getrandom statx getdents64 fork vfork").split()
+          "prlimit64 set_robust_list rseq getrandom statx getdents64 fork vfork vmsplice").split()
 _X86_64 = (0, 1, 3, 7, 271, 23, 270, 232, 281, 441, 233, 291, 44, 45, 46, 47, 307, 299, 426, 425,
            427, 55, 54, 41, 42, 43, 288, 49, 50, 48, 51, 52, 40, 275, 19, 20, 16, 72, 98, 228, 230,
            35, 202, 24, 9, 11, 10, 28, 12, 13, 14, 15, 5, 262, 8, 257, 293, 292, 39, 186, 203,
-           204, 61, 56, 435, 59, 60, 231, 302, 273, 334, 318, 332, 217, 57, 58)
+           204, 61, 56, 435, 59, 60, 231, 302, 273, 334, 318, 332, 217, 57, 58, 278)
 # asm-generic has no poll, select, epoll_wait (ppoll, pselect6, epoll_pwait instead), fork or
 # vfork (clone): None.
 _AARCH64 = (63, 64, 57, None, 73, None, 72, None, 22, 441, 21, 20, 206, 207, 211, 212, 269, 243,
             426, 425, 427, 209, 208, 198, 203, 202, 242, 200, 201, 210, 204, 205, 71, 76, 65, 66,
             29, 25, 165, 113, 115, 101, 98, 124, 222, 215, 226, 233, 214, 134, 135, 139, 80, 79,
             62, 56, 59, 24, 172, 178, 122, 123, 260, 220, 435, 221, 93, 94, 261, 99, 293, 278,
-            291, 61, None, None)
+            291, 61, None, None, 75)
 SYSCALL_NAMES = {
     "x86_64": {nr: n for n, nr in zip(_NAMED, _X86_64, strict=True)},
     "aarch64": {nr: n for n, nr in zip(_NAMED, _AARCH64, strict=True) if nr is not None},
