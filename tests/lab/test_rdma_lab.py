@@ -95,7 +95,8 @@ def _seed_kmod(v: VM) -> None:
     from labvm import LabVM
     lab = LabVM(argv=v.argv)
     release = v.sh("uname -r").strip()
-    lab.seed_kmod(release, Path(tempfile.mkdtemp(prefix="cb-kmod-")))
+    with tempfile.TemporaryDirectory(prefix="cb-kmod-") as work:    # nothing left in /tmp
+        lab.seed_kmod(release, Path(work))
 
 
 def _run_case(vm, workload: str, extra=()):
