@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from bench import flows, metrics
 from bench.agents import Agent
 from bench.errors import attempt
-from bench.flows import flow_side
 from bench.procs import held
 
 AGENT_READY_TIMEOUT = 20.0
@@ -85,8 +84,8 @@ class Sampler:
             # side per flow's process (bench/flows.py names them)
             pids = {}
             for i in range(n):
-                pids[flow_side("sender", i)] = tx_ready[i]["pid"]
-                pids[flow_side("receiver", i)] = rx_ready[i]["pid"]
+                pids[flows.flow_side("sender", i)] = tx_ready[i]["pid"]
+                pids[flows.flow_side("receiver", i)] = rx_ready[i]["pid"]
             tx_res, rx_res, cpu0, cpu1 = self._measure(case, txs, rxs, pids, tracer, syscalls,
                                                       out)
         finally:

@@ -28,15 +28,20 @@ def _blocks(case: dict) -> list[dict]:
             if not s.get("warmup") and isinstance(s.get("latency"), dict)]
 
 
-def peers(case: dict) -> dict[str, dict]:
-    """tool -> its rows' medians (errors and warm-ups left out), in the rows' order: a
-    request/response case has a row per latency tool per repeat (sockperf, qperf)."""
+def rows_by_tool(case: dict) -> dict[str, list[dict]]:
+    """A case's measured reference rows (errors and warm-ups left out) per tool, in the rows'
+    order: a request/response case has a row per latency tool per repeat (sockperf, qperf)."""
     by_tool: dict[str, list[dict]] = {}
     for r in case.get("reference") or []:
         if not r.get("error") and not r.get("warmup"):
             by_tool.setdefault(r.get("tool") or "?", []).append(r)
+    return by_tool
+
+
+def peers(case: dict) -> dict[str, dict]:
+    """tool -> the medians of its rows (rows_by_tool)."""
     out = {}
-    for tool, rows_ in by_tool.items():
+    for tool, rows_ in rows_by_tool(case).items():
         med: dict = {"tool": tool, "repeats": len(rows_)}
         for key in PEER_KEYS:
             vals = [r.get(key) if key != "mean_ns" else r.get("mean_ns", r.get("round_trip_ns"))
@@ -219,11 +224,7 @@ def plot_data(result) -> dict[str, dict[str, list[tuple[float, float]]]]:
             k += 0.1
         lines = out.setdefault(str(case.get("workload")), {})
         lines[f"ours {label}"] = pts
-        by_tool: dict[str, list[dict]] = {}
-        for r in case.get("reference") or []:
-            if not r.get("error") and not r.get("warmup"):
-                by_tool.setdefault(r.get("tool") or "?", []).append(r)
-        for tool, rows_ in by_tool.items():
+        for tool, rows_ in rows_by_tool(case).items():
             peer_pts = []
             for key, p in PEER_PERCENTILES:
                 vals = [r[key] for r in rows_ if r.get(key) is not None]

@@ -97,6 +97,10 @@ class ReferenceRows:
         self._live.append((p, lifeline))
         return p
 
+    def _cpu_method(self, tx_cpu, rx_cpu) -> dict | str:
+        """Where a reference row's client and server ran: ours' CPUs, or unpinned as ours."""
+        return {"client": tx_cpu, "server": rx_cpu} if self.cpus else "not pinned (as ours)"
+
     def _cpus(self) -> tuple[int | None, int | None]:
         return self.cpus[:2] if self.cpus else (None, None)
 
@@ -150,8 +154,7 @@ class ReferenceRows:
         client = self._spawn("tx", ep.tx_netns, sockperf.pinned(sockperf.client_argv(
             case.workload, ep.rx_addr, port, case.size, case.duration), tx_cpu))
         row = self._finish(sockperf.TOOL, client, case.duration + 30, sockperf.parse)
-        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
-                         "not pinned (as ours)",
+        row["method"] = {"cpus": self._cpu_method(tx_cpu, rx_cpu),
                          "clock": "CLOCK_MONOTONIC (--no-rdtsc), full round trips "
                                   "(--full-rtt), replies checked (--data-integrity)"}
         return row
@@ -181,8 +184,7 @@ class ReferenceRows:
             return {**row, "mean_ns": row.get("round_trip_ns")}
 
         row = self._finish(qperf.TOOL, client, case.duration + 30, parse)
-        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
-                         "not pinned (as ours)",
+        row["method"] = {"cpus": self._cpu_method(tx_cpu, rx_cpu),
                          "measure": "mean round trip = 2 x qperf's one-way latency; "
                                     "round trips/s = its msg_rate / 2"}
         return row
@@ -254,8 +256,7 @@ class ReferenceRows:
             s = None          # ib_write_bw's server may print no table: the client's counts
         row = perftest.combine(c, s, case.workload)
         row["device"] = {"client": tx.device, "server": rx.device, "gid_index": tx.gid_index}
-        row["method"] = {"cpus": {"client": tx_cpu, "server": rx_cpu} if self.cpus else
-                         "not pinned (as ours)",
+        row["method"] = {"cpus": self._cpu_method(tx_cpu, rx_cpu),
                          "wait": perftest.checked_wait(perftest.wait_method(
                              case.workload, case.rdma.wait, case.count), c_out, s_out)}
         row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
