@@ -260,6 +260,11 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                     entry.in_flight if entry.in_flight is not None else d.get("in_flight", 1))
                 if wl.rr:
                     _check_rr(name, wl, er, ef)
+                    if wl.transport == "rdma" and ef is not None and ef > rdma.depth:
+                        raise UsageError(f"in_flight {ef}: {name} posts one send WR per "
+                                         f"transaction, at most rdma_depth ({rdma.depth})",
+                                         f"pass --in-flight {rdma.depth} or less, or raise "
+                                         "rdma_depth in the suite")
                 flow_counts = ((ov.flows,) if ov.flows is not None else
                                entry.flows if entry.flows is not None else (d.get("flows", 1),))
                 for nf in flow_counts:

@@ -116,11 +116,23 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              python_module="liburing", reference="sockperf", rr=True,
              expected_copies="COPY#1 + COPY#4 per request and per response: io_uring saves "
              "system calls, not copies"),
+    # RDMA ping-pong as perftest's latency tests (workloads/rdma_rr.py)
+    Workload("rdma_send_lat", "RDMA SEND/RECV request/response on an RC QP into posted "
+             "receives (pyverbs)", "rdma", 1 << 20, needs=("rdma_device", "pyverbs"),
+             reference="ib_send_lat", rr=True,
+             expected_copies="no _copy_*_iter on the data path; soft-RoCE's own copies "
+             "(rxe_mr_copy) per request and per response counted apart"),
+    Workload("rdma_write_lat", "RDMA WRITE request/response on an RC QP, each side polling its "
+             "memory for the peer's last byte (pyverbs)", "rdma", 1 << 20,
+             needs=("rdma_device", "pyverbs"), reference="ib_write_lat", rr=True,
+             expected_copies="no _copy_*_iter on the data path; soft-RoCE's own copies "
+             "(rxe_mr_copy) per request and per response counted apart"),
 )}
 
 
 # Names that select several workloads (`--workload rdma`, suites' `workloads = ["rdma"]`).
-FAMILIES: dict[str, tuple[str, ...]] = {"rdma": ("rdma_write", "rdma_send")}
+FAMILIES: dict[str, tuple[str, ...]] = {"rdma": ("rdma_write", "rdma_send"),
+                                        "rdma_lat": ("rdma_send_lat", "rdma_write_lat")}
 
 
 def expand_names(names) -> tuple[str, ...]:

@@ -18,7 +18,9 @@ import re
 from bench.references import installed
 
 TOOL = "qperf"
-TESTS = {"tcp_rr": "tcp_lat", "udp_rr": "udp_lat", "rdma_send_lat": "rc_lat"}
+TESTS = {"tcp_rr": "tcp_lat", "udp_rr": "udp_lat", "rdma_send_lat": "rc_lat",
+         "rdma_write_lat": "rc_rdma_write_lat"}
+RDMA_TESTS = ("rc_lat", "rc_rdma_write_lat")
 PORT = 19765              # qperf's default listen port (its own exchange)
 TIMEOUT_S = 5             # qperf's default for its exchanges, stated
 
@@ -48,21 +50,21 @@ def server_argv(port: int = PORT) -> list[str]:
 
 
 def client_argv(workload: str, target: str, size: int, duration: float, port: int = PORT,
-                rdma_id: str | None = None, cpus: tuple[int, int] | None = None,
-                timeout: int = TIMEOUT_S) -> list[str]:
+                cpus: tuple[int, int] | None = None, timeout: int = TIMEOUT_S) -> list[str]:
     """One latency test of `size` bytes for `duration` (whole seconds, at least 1), verbose.
-    `rdma_id` is qperf's Device:Port for rc_lat; `cpus` the (local, remote) CPUs, numbered from
-    0 as --cpus numbers them, which qperf pins itself (-lca/-rca, numbered from 1)."""
+    `cpus`: the (local, remote) CPUs, numbered from 0 as --cpus numbers them, which qperf pins
+    itself (-lca/-rca, numbered from 1). rc_lat goes through the RDMA connection manager
+    (-cm1): qperf's own exchange carries LIDs and no GID, and RoCE (soft-RoCE too) needs the
+    GID; the CM resolves the target address to the device that carries it, as our agents'
+    GID of the carrier's address does."""
     note = peer_note(workload, size)
     if note:
         raise ValueError(note)
     test = TESTS[workload]
     argv = [TOOL, target, "--listen_port", str(port), "-to", str(timeout), "-m", str(size),
             "-t", str(max(math.ceil(duration), 1)), "-v"]
-    if test == "rc_lat":
-        if not rdma_id:
-            raise ValueError("rc_lat needs the RDMA device and port (Device:Port)")
-        argv += ["-i", rdma_id]
+    if test in RDMA_TESTS:
+        argv.append("-cm1")
     if cpus is not None:
         # qperf 0.4.11 pins to CPU N-1 for -lca/-rca N, and leaves 0 unpinned, whatever its
         # man page says ("numbered from 0"): seen in /proc/PID/status Cpus_allowed_list

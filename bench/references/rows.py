@@ -17,10 +17,15 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.procs import stop
-from bench.references import iperf3, perftest, qperf, sockperf
+from bench.references import iperf3, perftest, perftest_lat, qperf, sockperf
 
 IPERF3_PORT = 5201       # iperf3's default; a node's namespace has it to itself
-LATENCY_PEERS = (sockperf, qperf)     # request/response cases: each tool's row, this order
+# request/response cases: each tool's row, this order (perftest's ib_*_lat for RDMA)
+LATENCY_PEERS = (sockperf, qperf, perftest_lat)
+
+
+PERFTEST_TWO_NODES = ("perftest across two nodes is not built yet: the agents pick their node's "
+                      "first active port themselves, perftest needs -d/-x per node")
 
 
 def tool_for(case) -> str:
@@ -36,16 +41,39 @@ def tools_for(case) -> tuple[str, ...]:
     """The tools whose rows a case gets: for request/response, every latency peer that fits."""
     if not getattr(case, "rr", False):
         return (tool_for(case),)
-    return tuple(m.TOOL for m in LATENCY_PEERS if _latency_note(m, case) is None)
+    return tuple(_tool_name(m, case) for m in _peers(case) if _latency_note(m, case) is None)
 
 
 def latency_notes(case) -> dict[str, str]:
     """Why a latency tool has no row for this case (tool -> its reason); empty where all fit."""
-    return {m.TOOL: n for m in LATENCY_PEERS if (n := _latency_note(m, case)) is not None}
+    return {_tool_name(m, case): n for m in _peers(case)
+            if (n := _latency_note(m, case)) is not None}
+
+
+def _peers(case) -> tuple:
+    """The latency tools of the case's kind of path: sockperf for sockets, perftest for
+    verbs, qperf for both (tcp_lat/udp_lat beside rc_lat)."""
+    from workloads import registry
+    rdma = registry.get(case.workload).transport == "rdma"
+    return tuple(m for m in LATENCY_PEERS
+                 if m is qperf or (m is perftest_lat) == rdma)
+
+
+def _tool_name(module, case) -> str:
+    """The tool a latency peer runs for this case: perftest's depends on the workload."""
+    tool_for_workload = getattr(module, "tool_for", None)
+    return (tool_for_workload(case.workload) if tool_for_workload else None) or module.TOOL
+
+
+def _peer_module(tool: str):
+    for m in LATENCY_PEERS:
+        if tool == m.TOOL or tool in getattr(m, "TOOLS", {}).values():
+            return m
+    raise ValueError(f"no latency peer runs {tool}")
 
 
 def _latency_note(module, case) -> str | None:
-    if case.count is not None:
+    if case.count is not None and not getattr(module, "COUNTS", False):
         return (f"{module.TOOL} runs for a time, not a count: a case bounded by --bytes has no "
                 "latency peer (use --duration)")
     return module.peer_note(case.workload, case.size, case.response, case.in_flight)
@@ -67,6 +95,7 @@ class ReferenceRows:
         self.placement, self.cpus, self.buffer = placement, cpus, buffer
         self.rdma_device = rdma_device
         self._live: list[tuple[subprocess.Popen, object]] = []   # (tool, its lifeline)
+        self._iterations: dict[str, int] = {}      # case id -> ours' transactions (note_sample)
 
     def row(self, case, ep) -> dict:
         try:
@@ -79,13 +108,20 @@ class ReferenceRows:
         if not getattr(case, "rr", False):
             return [self.row(case, ep)]
         out = []
+        run = {sockperf: self._sockperf, qperf: self._qperf, perftest_lat: self._perftest_lat}
         for tool in tools_for(case):
             try:
-                out.append(self._sockperf(case, ep) if tool == sockperf.TOOL
-                           else self._qperf(case, ep))
+                out.append(run[_peer_module(tool)](case, ep))
             finally:
                 self.stop()
         return out
+
+    def note_sample(self, case, record: dict) -> None:
+        """Ours' transactions in a sample of this case: perftest's latency tests then run as
+        many (-n, iteration mode: its percentiles), not a time (-D: a mean only)."""
+        n = (record.get("latency") or {}).get("transactions")
+        if n:
+            self._iterations[case.id] = int(n)
 
     def stop(self) -> None:
         for p, lifeline in self._live:
@@ -201,15 +237,67 @@ class ReferenceRows:
         except (ValueError, KeyError) as exc:
             return {"tool": tool, "error": str(exc), "returncode": client.returncode}
 
+    def _perftest_lat(self, case, ep) -> dict:
+        """ib_send_lat / ib_write_lat: its server where our responder runs, its client where
+        our requester runs, on the same devices, GID index, CPUs, size and inline threshold;
+        as many transactions as ours' last sample (iteration mode: its percentiles), or ours'
+        duration before ours ran (-D: a mean only)."""
+        tool = perftest_lat.tool_for(case.workload)
+        devs = self.placement.rdma_devices(self.rdma_device, ep)
+        rx, tx = devs.get("rx"), devs.get("tx")
+        if rx is None or tx is None:
+            return {"tool": tool, "error": PERFTEST_TWO_NODES}
+        port = self._port(ep, perftest_lat.PORT)
+        iterations = case.count or self._iterations.get(case.id)
+        common = dict(size=case.size, inline=case.rdma.inline, iterations=iterations,
+                      duration=case.duration, tcp_port=port, wait=case.rdma.wait)
+        tx_cpu, rx_cpu = self._cpus()
+        server = self._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
+            perftest_lat.argv(case.workload, rx.device, rx.port, rx.gid_index, **common),
+            rx_cpu), rx.device, rx.port))
+        try:
+            self.placement.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
+        except Exception as exc:      # noqa: BLE001 - the row says why
+            return {"tool": tool, "error": f"server did not listen: {exc}"}
+        client = self._spawn("tx", ep.tx_netns, perftest.with_counters(perftest.pinned(
+            perftest_lat.argv(case.workload, tx.device, tx.port, tx.gid_index,
+                              server=ep.rx_addr, **common), tx_cpu), tx.device, tx.port))
+        limit = case.duration * 3 + 120       # a count of ours' runs about ours' duration
+        try:
+            c_out, c_err = client.communicate(timeout=limit)
+            s_out, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
+        try:
+            row = perftest_lat.parse(c_out, tool)
+        except ValueError as exc:
+            return {"tool": tool, "error": f"client: {exc} {c_err.strip()[-200:]}",
+                    "returncode": client.returncode}
+        used = perftest_lat.wait_used(case.workload, case.rdma.wait, iterations)
+        why = perftest_lat.unlike(case.workload, case.rdma.wait, iterations)
+        row["device"] = {"client": tx.device, "server": rx.device, "gid_index": tx.gid_index}
+        row["method"] = {"cpus": self._cpu_method(tx_cpu, rx_cpu),
+                         "iterations_from": "the case's --bytes" if case.count else
+                         "ours' last sample" if iterations else "none yet: -D, ours' duration",
+                         "wait": {"ours": case.rdma.wait, "reference": used,
+                                  "seen": {"client": perftest.waited(c_out),
+                                           "server": perftest.waited(s_out or "")},
+                                  "like_for_like": why is None,
+                                  **({"unlike": why} if why else {})}}
+        row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
+                                                                             tx.port)},
+                       "receiver": {"device_counters": perftest.counters_from(s_out or "",
+                                                                               rx.device,
+                                                                               rx.port)}}
+        return row
+
     def _perftest(self, case, ep) -> dict:
         tool = perftest.tool_for(case.workload)
         pl = self.placement
         devs = pl.rdma_devices(self.rdma_device, ep)
         rx, tx = devs.get("rx"), devs.get("tx")
         if rx is None or tx is None:
-            return {"tool": tool, "error": "perftest across two nodes is not built yet: the "
-                    "agents pick their node's first active port themselves, perftest needs "
-                    "-d/-x per node"}
+            return {"tool": tool, "error": PERFTEST_TWO_NODES}
         port = free_port(ep.rx_addr) if ep.kind == "loopback" else perftest.PORT
         tmp = Path(tempfile.mkdtemp(prefix="cb-perftest-")) if not pl.remote else None
         files = {s: (str(tmp / f"{s}.json") if tmp else None) for s in ("server", "client")}

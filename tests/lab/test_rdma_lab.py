@@ -229,3 +229,44 @@ def test_both_wait_modes_in_one_run_and_each_row_says_how_it_waited(vm):
             assert "Events feature not available on WRITE verb" in refs[0]["method"]["wait"][
                 "unlike"]
     assert "waiting NOT like for like" in out and "ib_send_bw -e sleeps on CQ events" in out
+
+
+@pytest.mark.parametrize("workload,tool", [("rdma_send_lat", "ib_send_lat"),
+                                           ("rdma_write_lat", "ib_write_lat")])
+def test_rdma_round_trips_verified_with_zero_socket_copies(vm, workload, tool):
+    """N transactions of 64 B each way: exactly N verified requests and N verified responses,
+    their round trips in the histogram, zero socket copies on both agents (kmod), soft-RoCE's
+    own copies at least once per payload byte on each end of each direction, and perftest's
+    latency test beside ours for the same count (qperf runs for a time: not for --bytes)."""
+    n, size = 200, 64
+    rc, out, err, doc = vm.bench("run", "--suite", "latency", "--target", "local",
+                                 "--workload", workload, "--sizes", str(size),
+                                 "--bytes", str(n * size), "--repeat", "1", "--copies", "kmod")
+    assert rc == 0, out[-3000:] + err[-3000:]
+    (case,) = doc["cases"]
+    assert case["status"] == "ok", case
+    samples = [s for s in case["samples"] if not s.get("warmup")]
+    for s in samples:
+        req, resp = s["rr"]["requester"], s["rr"]["responder"]
+        assert (req["transactions"], req["verified"], req["bad_responses"]) == (n, n, 0), req
+        assert (resp["requests"], resp["bad_requests"]) == (n, 0), resp
+        assert s["latency"]["transactions"] == n and s["latency"]["p50_ns"] > 0
+        assert s["payload_errors"] == 0
+        assert s["rdma"]["sender"]["opcode"] == ("SEND" if workload == "rdma_send_lat"
+                                                 else "RDMA_WRITE"), s["rdma"]
+    lat = case["latency"]
+    assert lat["transactions"] == n * len(samples) and lat["min_ns"] <= lat["p50_ns"]
+    cp = case["copies"]
+    assert cp["status"] == "ok", cp
+    for side in ("sender", "receiver"):
+        d = cp["sides"][side]
+        assert (d["calls"], d["bytes"], d["quality"]) == (0, 0, "exact"), d
+    sr = cp["sides"]["soft-RoCE"]
+    # each message is copied MR -> packet on its sender and packet -> MR on its receiver
+    assert sr["bytes"] >= 2 * 2 * n * size and sr["quality"] == "exact", sr
+    share = lat["copy_share"]
+    assert share["status"] in ("ok", "not calibrated"), share
+    refs = [r for r in case["reference"] if not r.get("warmup")]
+    assert refs and all(r["tool"] == tool and "error" not in r for r in refs), refs
+    assert refs[0]["mode"] == "iterations" and refs[0]["p50_ns"] > 0, refs[0]
+    assert refs[0]["method"]["iterations_from"] == "the case's --bytes"

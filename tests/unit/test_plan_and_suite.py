@@ -122,7 +122,8 @@ def test_builtin_suites_load_and_expand():
     # the latency suite: every request/response path at its smallest, 64 B, 4 KiB, 64 KiB
     lat = {c.id for c in plan.expand(suite.load("latency")).cases}
     assert {"tcp_rr-1-veth", "io_uring_rr-65536-veth", "udp_rr-8-veth",
-            "udp_rr-65507-veth"} <= lat and len(lat) == 12
+            "udp_rr-65507-veth", "rdma_send_lat-1-veth-poll",
+            "rdma_write_lat-65536-veth-poll"} <= lat and len(lat) == 20
 
 
 def test_batch_applies_to_datagrams_only_and_is_in_the_id():

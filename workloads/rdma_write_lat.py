@@ -1,0 +1,17 @@
+"""RDMA WRITE ping-pong (ib_write_lat's): each side polls its memory for the peer's last byte on an RC QP
+(pyverbs): request/response transactions, workloads/rdma_rr.py.
+
+Expected copies: no _copy_from_iter/_copy_to_iter on the data path; soft-RoCE copies each
+payload byte between MRs and packets (rxe_mr_copy), counted apart; on a NIC DMA does."""
+
+from __future__ import annotations
+
+from workloads import rdma_rr
+
+
+def receiver(cfg, io):
+    return rdma_rr.receiver(cfg, io, "write")
+
+
+def sender(cfg, io):
+    return rdma_rr.sender(cfg, io, "write")
