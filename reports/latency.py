@@ -3,8 +3,9 @@ plot per path, from result-shaped dicts (a run document's `cases`, as JSON).
 
 A case's samples carry the requester's `latency` block (workloads/rr_stats.py: the encoded
 histogram, exact min/max, transactions/s); warm-up samples are left out, the others merged
-into one histogram (bench/latency.py). A reference row is sockperf's (percentiles) or qperf's
-(a mean round trip: `round_trip_ns`), one row per tool per repeat; each tool's figures are
+into one histogram (bench/latency.py). A reference row is sockperf's or perftest's ib_*_lat
+(percentiles) or qperf's (a mean round trip: `round_trip_ns`), one row per tool per repeat;
+each tool's figures are
 the median over its repeats. Ratios are
 ours / peer: above 1, ours is slower (latency) or faster (transactions/s). A figure the
 results do not hold is shown as "—", never filled in."""
@@ -53,7 +54,8 @@ def peers(case: dict) -> dict[str, dict]:
 
 
 def peer(case: dict) -> dict | None:
-    """The case's first peer with percentiles (sockperf), else its first (qperf), or None."""
+    """The case's first peer with percentiles (sockperf, ib_*_lat), else its first (qperf), or
+    None."""
     ps = list(peers(case).values())
     return next((p for p in ps if p.get("p50_ns") is not None), ps[0] if ps else None)
 
@@ -134,17 +136,20 @@ def _x(v, fmt: str = "{:.2f}") -> str:
 
 HEAD = ["path", "size", "topology", "p50 µs", "p99 µs", "p99.9 µs", "transactions/s",
         "CPU µs/transaction (requester / responder)",
-        "of which user (Python) µs (requester / responder)", "sockperf p50 µs", "sockperf p99 µs",
-        "p50 ours/sockperf", "qperf mean µs", "mean ours/qperf", "transactions/s ours/peer",
-        "copies"]
+        "of which user (Python) µs (requester / responder)", "peer p50 µs (its tool)",
+        "peer p99 µs", "p50 ours/peer", "qperf mean µs", "mean ours/qperf",
+        "transactions/s ours/peer", "copies"]
 HEADER = "| " + " | ".join(HEAD) + " |"
 METHOD = ("Round trips: per transaction on the requester's CLOCK_MONOTONIC, from just before "
           "the request's send to just after the response's last byte, every request and "
           "response verified; the measured samples' HDR histograms merged (warm-up and the "
           "traced sample left out), transactions/s over the summed windows. sockperf: "
           "ping-pong, --full-rtt, --no-rdtsc, --data-integrity, its valid window, median over "
-          "the repeats; qperf: its mean (2 x its one-way latency), msg_rate / 2 round trips/s. "
-          "Both alternate with ours on the same CPUs, sizes and topology. Ratios: ours / peer "
+          "the repeats; perftest's ib_send_lat/ib_write_lat (verbs): 2 x its one-way figures, "
+          "as many transactions as ours (-n), its median t_typical; qperf: its mean (2 x its "
+          "one-way latency), msg_rate / 2 round trips/s, rc_lat/rc_rdma_write_lat through the "
+          "RDMA CM. "
+          "Each alternates with ours on the same CPUs, sizes and topology. Ratios: ours / peer "
           "(latency above 1: ours slower; transactions/s above 1: ours faster). CPU: each "
           "agent's own user+sys per transaction, and of it the user time: the interpreter's "
           "own work per round trip (the rest is the kernel's system calls). Copies: the "
@@ -165,15 +170,17 @@ def table_rows(data: list[dict]) -> list[list[str]]:
     out = []
     for r in data:
         o, ps, ratios = r["ours"], r["peers"], r["ratios"]
-        sp, qp = ps.get("sockperf", {}), ps.get("qperf", {})
+        # the percentiles' peer: sockperf for sockets, perftest's ib_*_lat for verbs
+        sp = next((p for p in ps.values() if p.get("p50_ns") is not None), {})
+        qp = ps.get("qperf", {})
         tps = " / ".join(f"{_x(ratios[t]['transactions_per_s'])} ({t})" for t in ps) or "—"
         out.append([
             str(r["path"]), str(r["size"]), str(r["topology"]), _us(o.get("p50_ns")),
             _us(o.get("p99_ns")), _us(o.get("p99_9_ns")),
             _x(o.get("transactions_per_s"), "{:,.0f}"), _cpu(r),
             _cpu(r, "user_us_per_transaction"),
-            _us(sp.get("p50_ns")), _us(sp.get("p99_ns")),
-            _x(ratios.get("sockperf", {}).get("p50")), _us(qp.get("mean_ns")),
+            f"{_us(sp.get('p50_ns'))} ({sp['tool']})" if sp else "—", _us(sp.get("p99_ns")),
+            _x(ratios.get(sp.get("tool"), {}).get("p50")), _us(qp.get("mean_ns")),
             _x(ratios.get("qperf", {}).get("mean")), tps,
             r.get("copy_share_text", "not counted")])
     return out

@@ -35,7 +35,7 @@ import socket
 import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
-from workloads.pattern import block
+from workloads.pattern import PERIOD, block
 from workloads.rdma_flow import CONTROL_NOTE, POISON, wait_record
 from workloads.rdma_verbs import (
     COUNT_MASK,
@@ -108,7 +108,6 @@ class Link:
                                       | e.IBV_ACCESS_REMOTE_WRITE)
         self.src = pattern_map(send_size)
         smr = self.verbs.register(self.src, e.IBV_ACCESS_LOCAL_WRITE)
-        from workloads.pattern import PERIOD
         self.send_sges = [SGE(smr.buf + k, send_size, smr.lkey) for k in range(PERIOD)]
         self.recv_sges = [SGE(self.mr.buf + k * slot, slot, self.mr.lkey) for k in range(slots)]
         self.views = [self.mv[k * slot:(k + 1) * slot] for k in range(slots)]

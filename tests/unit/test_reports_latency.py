@@ -71,7 +71,7 @@ def test_markdown_table(result):
     assert lines[0] == rl.HEADER and len(lines) == 4
     # merged: the 1000th of 2000 values is 22 µs, so is the 1980th; the 20 of 60 µs are p99.9
     assert "| tcp_rr | 64 | veth | 22.0 | 22.0 | 60.0 |" in lines[2]
-    assert "| 13.6 | 32.8 | 1.61 | — | — |" in lines[2]
+    assert "| 13.6 (sockperf) | 32.8 | 1.61 | — | — |" in lines[2]
     # qperf: its mean round trip and ours' mean, no percentiles of its own
     # (transactions/s: the fixture's window less its real fold time, so not a fixed figure)
     assert "| — | — | — | — | 10.6 | 2.02 | " in lines[3]
