@@ -200,7 +200,11 @@ def fake(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.setattr(rdma_rr, "Verbs", FakeVerbs)
     monkeypatch.setattr(FakeVerbs, "faults", {})
-    return FakeVerbs
+    # both agents spin (memory, CQ) as threads of one interpreter: hand the GIL over often
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield FakeVerbs
+    sys.setswitchinterval(interval)
 
 
 def run_pair(mode, size, count, response=None, in_flight=1, depth=8, timeout=None):
