@@ -263,6 +263,23 @@ def _ok(wcs):
     return _succeeded(wcs)
 
 
+def _rdma_fields(link: Link, hw, verified_in: str) -> dict:
+    """A side's result fields beside the rr ones: its verbs record and device counters."""
+    return {"rdma": {**link.record(), "device_counters": hw, "verified_in": verified_in},
+            "rdma_device": link.verbs.device, "gid_index": link.verbs.gid_index}
+
+
+def _release(link: Link | None, *socks) -> None:
+    """The verbs objects (newest first), then the sockets, on every path."""
+    try:
+        if link is not None:
+            link.close()
+    finally:
+        for s in socks:
+            if s is not None:
+                s.close()
+
+
 def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
     """The responder: answers every request with its response until the requester's END."""
     p, v = rr_params(cfg)
@@ -289,21 +306,13 @@ def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
         requests, bad, t_first, t_last, ended = served
         hw = link.verbs.counters_stop()
         return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
-                                buffer_address(link.buf), stream=True, ended_by=ended) | {
-            "rdma": {**link.record(), "device_counters": hw,
-                     "verified_in": "the registered receive slots"},
-            "rdma_device": link.verbs.device, "gid_index": link.verbs.gid_index}
+                                buffer_address(link.buf), stream=True, ended_by=ended) | \
+            _rdma_fields(link, hw, "the registered receive slots")
     except BaseException as exc:
         send_error(ctrl, f"responder: {type(exc).__name__}: {exc}")
         raise
     finally:
-        try:
-            if link is not None:
-                link.close()
-        finally:
-            for s in (ctrl, lsock):
-                if s is not None:
-                    s.close()
+        _release(link, ctrl, lsock)
 
 
 def _serve_send(p: RRParams, link: Link, ctrl, deadline: float) -> tuple:
@@ -391,20 +400,13 @@ def sender(cfg: dict, io: AgentIO, mode: str) -> dict:
         cpu_used = cpu.stop()
         hw = link.verbs.counters_stop()
         return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu_used,
-                                buffer_address(link.src), opcode=link.record()["opcode"]) | {
-            "rdma": {**link.record(), "device_counters": hw,
-                     "verified_in": "the registered response slots"},
-            "rdma_device": link.verbs.device, "gid_index": link.verbs.gid_index}
+                                buffer_address(link.src), opcode=link.record()["opcode"]) | \
+            _rdma_fields(link, hw, "the registered response slots")
     except BaseException as exc:
         send_error(ctrl, f"requester: {type(exc).__name__}: {exc}")
         raise
     finally:
-        try:
-            if link is not None:
-                link.close()
-        finally:
-            if ctrl is not None:
-                ctrl.close()
+        _release(link, ctrl)
 
 
 def _stalled(p: RRParams, done: list):

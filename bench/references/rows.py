@@ -252,22 +252,14 @@ class ReferenceRows:
         common = dict(size=case.size, inline=case.rdma.inline, iterations=iterations,
                       duration=case.duration, tcp_port=port, wait=case.rdma.wait)
         tx_cpu, rx_cpu = self._cpus()
-        server = self._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
-            perftest_lat.argv(case.workload, rx.device, rx.port, rx.gid_index, **common),
-            rx_cpu), rx.device, rx.port))
-        try:
-            self.placement.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
-        except Exception as exc:      # noqa: BLE001 - the row says why
-            return {"tool": tool, "error": f"server did not listen: {exc}"}
-        client = self._spawn("tx", ep.tx_netns, perftest.with_counters(perftest.pinned(
-            perftest_lat.argv(case.workload, tx.device, tx.port, tx.gid_index,
-                              server=ep.rx_addr, **common), tx_cpu), tx.device, tx.port))
-        limit = case.duration * 3 + 120       # a count of ours' runs about ours' duration
-        try:
-            c_out, c_err = client.communicate(timeout=limit)
-            s_out, _ = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
+        ran = self._perftest_ends(
+            ep, tool, rx, tx, port, case.duration * 3 + 120,   # ours' count takes about ours' time
+            lambda dev, **side: perftest_lat.argv(case.workload, dev.device, dev.port,
+                                                  dev.gid_index, **side, **common))
+        if "error" in ran:
+            return ran
+        c_out, c_err, s_out, client = ran["client"], ran["client_err"], ran["server"], \
+            ran["proc"]
         try:
             row = perftest_lat.parse(c_out, tool)
         except ValueError as exc:
@@ -281,15 +273,36 @@ class ReferenceRows:
                          "ours' last sample" if iterations else "none yet: -D, ours' duration",
                          "wait": {"ours": case.rdma.wait, "reference": used,
                                   "seen": {"client": perftest.waited(c_out),
-                                           "server": perftest.waited(s_out or "")},
+                                           "server": perftest.waited(s_out)},
                                   "like_for_like": why is None,
                                   **({"unlike": why} if why else {})}}
-        row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
-                                                                             tx.port)},
-                       "receiver": {"device_counters": perftest.counters_from(s_out or "",
-                                                                               rx.device,
-                                                                               rx.port)}}
+        row["rdma"] = ran["counters"]
         return row
+
+    def _perftest_ends(self, ep, tool, rx, tx, port, limit, argv_for) -> dict:
+        """A perftest server where our receiver runs, then its client where our sender runs,
+        each pinned as ours and wrapped to print its port's counters; `argv_for(device,
+        server=addr|None)` builds one end. Both ends' output, or the row's error."""
+        tx_cpu, rx_cpu = self._cpus()
+        server = self._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
+            argv_for(rx), rx_cpu), rx.device, rx.port))
+        try:
+            self.placement.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
+        except Exception as exc:      # noqa: BLE001 - the row says why
+            return {"tool": tool, "error": f"server did not listen: {exc}"}
+        client = self._spawn("tx", ep.tx_netns, perftest.with_counters(perftest.pinned(
+            argv_for(tx, server=ep.rx_addr), tx_cpu), tx.device, tx.port))
+        try:
+            c_out, c_err = client.communicate(timeout=limit)
+            s_out, _ = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
+        s_out = s_out or ""
+        return {"client": c_out, "client_err": c_err, "server": s_out, "proc": client,
+                "counters": {"sender": {"device_counters": perftest.counters_from(
+                                 c_out, tx.device, tx.port)},
+                             "receiver": {"device_counters": perftest.counters_from(
+                                 s_out, rx.device, rx.port)}}}
 
     def _perftest(self, case, ep) -> dict:
         tool = perftest.tool_for(case.workload)
@@ -317,22 +330,15 @@ class ReferenceRows:
                       signal_every=case.rdma.signal_every, duration=case.duration,
                       count=case.count, tcp_port=port, wait=case.rdma.wait)
         tx_cpu, rx_cpu = self._cpus()
-        server = self._spawn("rx", ep.rx_netns, perftest.with_counters(perftest.pinned(
-            perftest.argv(case.workload, rx.device, rx.port, rx.gid_index,
-                          json_file=files["server"], **common), rx_cpu), rx.device, rx.port))
-        try:
-            self.placement.wait_listening("rx", server.pid, port, timeout=20, netns=ep.rx_netns)
-        except Exception as exc:      # noqa: BLE001 - the row says why
-            return {"tool": tool, "error": f"server did not listen: {exc}"}
-        client = self._spawn("tx", ep.tx_netns, perftest.with_counters(perftest.pinned(
-            perftest.argv(case.workload, tx.device, tx.port, tx.gid_index, server=ep.rx_addr,
-                          json_file=files["client"], **common), tx_cpu), tx.device, tx.port))
-        limit = case.duration + 120
-        try:
-            c_out, c_err = client.communicate(timeout=limit)
-            s_out, s_err = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            return {"tool": tool, "error": f"timed out after {limit:.0f} s"}
+        ran = self._perftest_ends(
+            ep, tool, rx, tx, port, case.duration + 120,
+            lambda dev, server=None: perftest.argv(
+                case.workload, dev.device, dev.port, dev.gid_index, server=server,
+                json_file=files["client" if server else "server"], **common))
+        if "error" in ran:
+            return ran
+        c_out, c_err, s_out, client = ran["client"], ran["client_err"], ran["server"], \
+            ran["proc"]
         try:
             c = perftest.parse(c_out, _read(files["client"]), tool, duration_mode=not case.count)
         except ValueError as exc:
@@ -347,10 +353,7 @@ class ReferenceRows:
         row["method"] = {"cpus": self._cpu_method(tx_cpu, rx_cpu),
                          "wait": perftest.checked_wait(perftest.wait_method(
                              case.workload, case.rdma.wait, case.count), c_out, s_out)}
-        row["rdma"] = {"sender": {"device_counters": perftest.counters_from(c_out, tx.device,
-                                                                             tx.port)},
-                       "receiver": {"device_counters": perftest.counters_from(s_out, rx.device,
-                                                                               rx.port)}}
+        row["rdma"] = ran["counters"]
         return row
 
 
