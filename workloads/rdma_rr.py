@@ -302,7 +302,7 @@ def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
         cpu = CpuWindow().start()
         link.verbs.counters_start()
         deadline = time.monotonic() + float(cfg.get("max_seconds", 600))
-        served = (_serve_send if mode == "send" else _serve_write)(p, link, ctrl, deadline)
+        served = _serve(mode, p, link, ctrl, deadline)
         requests, bad, t_first, t_last, ended = served
         hw = link.verbs.counters_stop()
         return responder_result(p, requests, bad, t_first, t_last, cpu.stop(),
@@ -315,63 +315,51 @@ def receiver(cfg: dict, io: AgentIO, mode: str) -> dict:
         _release(link, ctrl, lsock)
 
 
-def _serve_send(p: RRParams, link: Link, ctrl, deadline: float) -> tuple:
-    """Requests from RECV completions, each slot checked, re-posted, answered by a SEND."""
+def _serve(mode: str, p: RRParams, link: Link, ctrl, deadline: float) -> tuple:
+    """Requests until the requester's END: send, from RECV completions (the slot re-posted
+    once checked); write, written into our next slot (its last byte polled). Each checked in
+    its slot, poisoned again, answered with the response of the same phase.
+    (requests, bad, first and last request's arrival, what ended it)."""
     verbs, views, sges = link.verbs, link.views, link.recv_sges
-    q, r = p.request, p.response
+    n, q, r = p.in_flight, p.request, p.response
     startswith = block(q).startswith
     phase_of = phases()
     j = bad = 0
     t_first = t_last = None
 
-    def wait():
-        return verbs.poll(ctrl, deadline)
-
-    while True:
-        if not link.backlog:
-            link.absorb(wait())
-        while link.backlog:
-            wc = link.backlog.pop(0)
-            k = wc.wr_id
-            if wc.byte_len == 0 and link.is_end(wc):
-                return j, bad, t_first, t_last, "the requester's END"
-            t_last = now()
-            if t_first is None:
-                t_first = t_last
-            ph = phase_of(j)
-            if wc.byte_len != q or not startswith(views[k], ph):
-                bad += 1
-            link.poison(k)
-            verbs.post_recv(k, sges[k])
-            link.post(k, ph, r, wait)
-            j += 1
-
-
-def _serve_write(p: RRParams, link: Link, ctrl, deadline: float) -> tuple:
-    """Requests written into our slots (the last byte polled), checked, answered by WRITEs."""
     def gone():
         raise VerbsError("no request and no END before the agent's deadline")
     mem = MemoryWait(link, ctrl, gone)
-    views, n, q, r = link.views, p.in_flight, p.request, p.response
-    startswith = block(q).startswith
-    phase_of = phases()
-    j = bad = 0
-    t_first = t_last = None
 
     def wait():
-        return mem.completions(deadline)
+        return mem.completions(deadline) if mode == "write" else verbs.poll(ctrl, deadline)
+
+    def request() -> tuple[int, bool] | None:
+        """The next request's slot and whether its length is right; None at the END."""
+        if mode == "write":
+            k = j % n
+            return (k, True) if mem.until_written(k * q + q - 1, deadline) else None
+        while not link.backlog:
+            link.absorb(wait())
+        wc = link.backlog.pop(0)
+        if wc.byte_len == 0 and link.is_end(wc):
+            return None
+        return wc.wr_id, wc.byte_len == q
 
     while True:
-        k = j % n
-        if not mem.until_written(k * q + q - 1, deadline):
+        got = request()
+        if got is None:
             return j, bad, t_first, t_last, "the requester's END"
+        k, whole = got
         t_last = now()
         if t_first is None:
             t_first = t_last
         ph = phase_of(j)
-        if not startswith(views[k], ph):
+        if not whole or not startswith(views[k], ph):
             bad += 1
         link.poison(k)
+        if mode == "send":
+            verbs.post_recv(k, sges[k])
         link.post(k, ph, r, wait)
         j += 1
 
@@ -393,8 +381,7 @@ def sender(cfg: dict, io: AgentIO, mode: str) -> dict:
         cpu, rec, t_start = CpuWindow().start(), Recorder(), now()
         link.verbs.counters_start()
         try:
-            done, bad = (_request_send if mode == "send" else _request_write)(
-                p, link, ctrl, rec, t_start)
+            done, bad = _request(mode, p, link, ctrl, rec, t_start)
         finally:
             t_end = now()
         cpu_used = cpu.stop()
@@ -416,7 +403,11 @@ def _stalled(p: RRParams, done: list):
     return raise_stalled
 
 
-def _request_send(p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float) -> tuple:
+def _request(mode: str, p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float) -> tuple:
+    """Transactions until the count or the deadline: (done, bad responses). Send: a response
+    is the next RECV completion (its slot re-posted once checked); write: the next slot's last
+    byte, polled in memory. Either way it is checked in its slot, timed, and its slot
+    poisoned again."""
     verbs, views, sges = link.verbs, link.views, link.recv_sges
     n, r, q = p.in_flight, p.response, p.request
     startswith = block(r).startswith
@@ -427,8 +418,11 @@ def _request_send(p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float) 
     phase_q, phase_r = phases(), phases()
     where = [0]
     stalled = _stalled(p, where)
+    mem = MemoryWait(link, ctrl, stalled)
 
     def wait():
+        if mode == "write":
+            return mem.completions(time.monotonic() + p.timeout)
         try:
             return verbs.poll(ctrl, time.monotonic() + p.timeout)
         except VerbsError as exc:
@@ -436,49 +430,17 @@ def _request_send(p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float) 
                 stalled()
             raise
 
-    def request() -> None:
-        nonlocal sent
-        t_sent[sent % n] = clock()
-        link.post(sent % n, phase_q(sent), q, wait)
-        sent += 1
-
-    while sent < n and sent < limit and clock() < deadline:
-        request()
-    while done < sent:
-        where[0] = done
-        if not link.backlog:
+    def response() -> tuple[int, bool]:
+        """The next response's slot, and whether its length is right."""
+        if mode == "write":
+            k = done % n
+            if not mem.until_written(k * r + r - 1, time.monotonic() + p.timeout):
+                raise PeerGone("the responder sent END in the middle of the run")
+            return k, True
+        while not link.backlog:
             link.absorb(wait())
-        while link.backlog:
-            wc = link.backlog.pop(0)
-            t1 = clock()
-            k = wc.wr_id
-            if wc.byte_len != r or not startswith(views[k], phase_r(done)):
-                bad += 1
-            append(t1 - t_sent[done % n])
-            link.poison(k)
-            verbs.post_recv(k, sges[k])
-            done += 1
-            if rec.due() and done == sent:
-                rec.fold()        # nothing outstanding: no transaction's time includes it
-            if sent < limit and t1 < deadline:
-                request()
-    link.post_end(done, wait)
-    return done, bad
-
-
-def _request_write(p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float) -> tuple:
-    views, n, r, q = link.views, p.in_flight, p.response, p.request
-    startswith = block(r).startswith
-    clock, append = time.monotonic_ns, rec.append
-    limit, deadline = p.bounds(t_start)
-    t_sent = [0] * n
-    sent = done = bad = 0
-    phase_q, phase_r = phases(), phases()
-    where = [0]
-    mem = MemoryWait(link, ctrl, _stalled(p, where))
-
-    def wait():
-        return mem.completions(time.monotonic() + p.timeout)
+        wc = link.backlog.pop(0)
+        return wc.wr_id, wc.byte_len == r
 
     def request() -> None:
         nonlocal sent
@@ -490,17 +452,17 @@ def _request_write(p: RRParams, link: Link, ctrl, rec: Recorder, t_start: float)
         request()
     while done < sent:
         where[0] = done
-        k = done % n
-        if not mem.until_written(k * r + r - 1, time.monotonic() + p.timeout):
-            raise PeerGone("the responder sent END in the middle of the run")
+        k, whole = response()
         t1 = clock()
-        if not startswith(views[k], phase_r(done)):
+        if not whole or not startswith(views[k], phase_r(done)):
             bad += 1
-        append(t1 - t_sent[k])
+        append(t1 - t_sent[done % n])
         link.poison(k)
+        if mode == "send":
+            verbs.post_recv(k, sges[k])
         done += 1
         if rec.due() and done == sent:
-            rec.fold()
+            rec.fold()        # nothing outstanding: no transaction's time includes it
         if sent < limit and t1 < deadline:
             request()
     link.post_end(done, wait)
