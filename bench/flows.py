@@ -70,6 +70,8 @@ def aggregate(tx: list[dict], rx: list[dict], system: dict, size: int,
         f["flow"] = i
         f["cpus"] = {"sender": cpus[i][0], "receiver": cpus[i][1]}
         f["cpu"] = {"sender": t["cpu"], "receiver": r["cpu"]}
+        if "rdma" in t or "rdma" in r:      # each flow's own QP: WRs, completions, sleeps
+            f["rdma"] = {"sender": t.get("rdma"), "receiver": r.get("rdma")}
         per.append(f)
     nbytes = sum(int(r.get("bytes", 0)) for r in rx)
     sent = sum(int(t.get("bytes", 0)) or int(t.get("messages", 0)) * size for t in tx)

@@ -172,6 +172,15 @@ class Sampler:
         for key in ("sendfile", "splice"):
             if key in tx_res[0]:
                 sample[key] = tx_res[0][key]
+        if "rdma" in tx_res[0] or "rdma" in rx_res[0]:
+            # flow 0's agents: their device counters are the port's, every QP on it, over a
+            # window that spans the other flows'; each flow's own QP counts are in its entry
+            sample["rdma"] = {"sender": tx_res[0].get("rdma"), "receiver": rx_res[0].get("rdma"),
+                              "of": "flow 0 (device counters: the whole port)",
+                              "device": {"sender": tx_res[0].get("rdma_device"),
+                                         "receiver": rx_res[0].get("rdma_device")},
+                              "gid_index": {"sender": tx_res[0].get("gid_index"),
+                                            "receiver": rx_res[0].get("gid_index")}}
         if self.cpu_lists is not None:
             shared = self.cpu_lists.shared(case.flows)
             if shared:

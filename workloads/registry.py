@@ -30,10 +30,10 @@ class Workload:
 
     @property
     def flows(self) -> bool:
-        """Several independent flows per case (--flows): every socket path, each flow its own
-        sender and receiver processes. RDMA (N QPs), request/response and the mapped receive
-        (its per-flow report): not built yet."""
-        return self.transport != "rdma" and not self.rr and not self.receive_chunk
+        """Several independent flows per case (--flows): every socket path and RDMA (N QPs),
+        each flow its own sender and receiver processes (and QP). Request/response and the
+        mapped receive (its per-flow report): not built yet."""
+        return not self.rr and not self.receive_chunk
 
     @property
     def capabilities(self) -> tuple[str, ...]:

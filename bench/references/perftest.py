@@ -106,11 +106,13 @@ def checked_wait(method: dict, client_out: str, server_out: str | None) -> dict:
 def argv(workload: str, device: str, port: int, gid_index: int | None, size: int, depth: int,
          inline: int, signal_every: int, duration: float, count: int | None,
          tcp_port: int = PORT, server: str | None = None, json_file: str | None = None,
-         wait: str = "events") -> list[str]:
+         wait: str = "events", qps: int = 1) -> list[str]:
     """One side of perftest doing what our agents do. `server`: the client's target (the
     server's address); None for the server. Count mode (-n) when ours had a message count,
     else duration mode (-D, whole seconds, with --cpu_util: perftest reports CPU only there).
-    `wait`: how ours wait; -e where perftest can sleep on events too (wait_used)."""
+    `wait`: how ours wait; -e where perftest can sleep on events too (wait_used). `qps`: the
+    case's flows, as -q QPs in one perftest process per side (each QP its own -n messages,
+    as each of our flows sends the case's count)."""
     tool = tool_for(workload)
     if tool is None:
         raise ValueError(f"perftest has no peer for workload {workload}")
@@ -121,6 +123,8 @@ def argv(workload: str, device: str, port: int, gid_index: int | None, size: int
         a += ["-x", str(gid_index)]
     if workload == "rdma_send":
         a += ["-r", str(2 * depth)]           # posted receives, as our receiver's slots
+    if qps > 1:
+        a += ["-q", str(qps)]
     if count:
         a += ["-n", str(max(count, MIN_ITERS))]
     else:

@@ -328,7 +328,7 @@ class ReferenceRows:
     def _perftest_pair(self, case, ep, tool, rx, tx, port, files) -> dict:
         common = dict(size=case.size, depth=case.rdma.depth, inline=case.rdma.inline,
                       signal_every=case.rdma.signal_every, duration=case.duration,
-                      count=case.count, tcp_port=port, wait=case.rdma.wait)
+                      count=case.count, tcp_port=port, wait=case.rdma.wait, qps=case.flows)
         tx_cpu, rx_cpu = self._cpus()
         ran = self._perftest_ends(
             ep, tool, rx, tx, port, case.duration + 120,
@@ -354,6 +354,11 @@ class ReferenceRows:
                          "wait": perftest.checked_wait(perftest.wait_method(
                              case.workload, case.rdma.wait, case.count), c_out, s_out)}
         row["rdma"] = ran["counters"]
+        if case.flows > 1:
+            row["parallel"] = {"qps": case.flows, "note": (
+                f"{tool} -q {case.flows}: its QPs share one process and thread on each side, "
+                "pinned like ours' first flow where ours are pinned; ours are one process "
+                "(and QP) per flow and side")}
         return row
 
 

@@ -270,3 +270,29 @@ def test_rdma_round_trips_verified_with_zero_socket_copies(vm, workload, tool):
     assert refs and all(r["tool"] == tool and "error" not in r for r in refs), refs
     assert refs[0]["mode"] == "iterations" and refs[0]["p50_ns"] > 0, refs[0]
     assert refs[0]["method"]["iterations_from"] == "the case's --bytes"
+
+
+def test_rdma_flows_are_qps_of_their_own_each_verified(vm):
+    """--flows 2 on rdma_write: two agent pairs, each its own QP, N messages each arriving
+    verified; the aggregate is their sum; zero socket copies for every flow's processes;
+    ib_write_bw -q 2 beside it."""
+    rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--target", "local",
+                                 "--workload", "rdma_write", "--sizes", str(SIZE), "--bytes",
+                                 str(N * SIZE), "--repeat", "1", "--flows", "2",
+                                 "--copies", "kmod")
+    assert rc == 0, out[-3000:] + err[-3000:]
+    (case,) = doc["cases"]
+    assert case["status"] == "ok" and case["id"] == f"rdma_write-{SIZE}-veth-p2", case
+    for s in case["samples"]:
+        assert (s["bytes"], s["payload_errors"]) == (2 * N * SIZE, 0), s
+        assert [(f["messages"], f["bytes"]) for f in s["flows"]] == [(N, N * SIZE)] * 2
+        assert all(f["rdma"]["sender"]["wrs_posted"] >= N for f in s["flows"]), s["flows"]
+    refs = [r for r in case["reference"] if not r.get("warmup")]
+    assert refs and all(r["tool"] == "ib_write_bw" and "error" not in r for r in refs), refs
+    assert refs[0]["parallel"]["qps"] == 2
+    cp = case["copies"]
+    assert cp["status"] == "ok", cp
+    for side in ("sender", "receiver"):
+        d = cp["sides"][side]
+        assert (d["calls"], d["bytes"], d["quality"]) == (0, 0, "exact"), d
+    assert cp["sides"]["soft-RoCE"]["bytes"] >= 2 * 2 * N * SIZE, cp["sides"]["soft-RoCE"]

@@ -70,7 +70,7 @@ def test_bad_flow_counts(ov, needle):
     assert needle in e.value.message and "--flows 2" in e.value.fix
 
 
-@pytest.mark.parametrize("workload", ["tcp_rr", "rdma_write", "tcp_zerocopy_receive"])
+@pytest.mark.parametrize("workload", ["tcp_rr", "tcp_zerocopy_receive"])
 def test_paths_without_flows_refuse_several(workload):
     text = f'name = "x"\n[defaults]\nflows = 2\n[[matrix]]\nworkloads = ["{workload}"]\n' \
            'sizes = [4096]\n'
@@ -154,6 +154,25 @@ def test_iperf3_runs_as_many_streams():
     assert argv[argv.index("-P") + 1] == "4"
     assert argv[argv.index("-n") + 1] == str(100 * 65536 * 4)     # -n counts every stream
     assert "-P" not in iperf3.client_argv("tcp", "h", 5201, 65536, 2.0)
+
+
+def test_rdma_flows_are_qps_of_their_own_beside_perftest_with_as_many():
+    from bench.references import perftest
+    text = 'name = "x"\n[defaults]\nflows = 3\n[[matrix]]\nworkloads = ["rdma_write"]\n' \
+           'sizes = [65536]\n'
+    (case,) = plan.expand(suite.parse(text)).cases
+    assert (case.id, case.flows, case.rdma is not None) == ("rdma_write-65536-veth-p3", 3, True)
+    argv = perftest.argv("rdma_write", "rxe0", 1, 1, 65536, 128, 0, 16, 2.0, 100, qps=3)
+    # -q QPs in one process; -n is per QP, as our count is per flow
+    assert argv[argv.index("-q") + 1] == "3" and argv[argv.index("-n") + 1] == "100"
+    assert "-q" not in perftest.argv("rdma_write", "rxe0", 1, 1, 65536, 128, 0, 16, 2.0, 100)
+    # each flow's own QP counts beside the aggregate
+    a, b = _agents(1_000_000, 10.0, 11.0), _agents(1_000_000, 10.0, 11.0)
+    a[0]["rdma"], b[0]["rdma"] = {"wrs_posted": 7}, {"wrs_posted": 9}
+    s = flows.aggregate([a[0], b[0]], [a[1], b[1]], {}, 1000, [(0, 1), (0, 1)])
+    assert [f["rdma"]["sender"]["wrs_posted"] for f in s["flows"]] == [7, 9]
+    scaling = {c.id for c in plan.expand(suite.load("scaling")).cases}
+    assert {"rdma_write-65536-veth", "rdma_write-65536-veth-p8"} <= scaling
 
 
 def test_cases_beyond_the_machines_cpus_are_skipped_saying_so():
