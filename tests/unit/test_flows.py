@@ -70,7 +70,7 @@ def test_bad_flow_counts(ov, needle):
     assert needle in e.value.message and "--flows 2" in e.value.fix
 
 
-@pytest.mark.parametrize("workload", ["tcp_rr", "tcp_zerocopy_receive"])
+@pytest.mark.parametrize("workload", ["tcp_rr", "rdma_send_lat", "tcp_zerocopy_receive"])
 def test_paths_without_flows_refuse_several(workload):
     text = f'name = "x"\n[defaults]\nflows = 2\n[[matrix]]\nworkloads = ["{workload}"]\n' \
            'sizes = [4096]\n'
