@@ -33,6 +33,10 @@ reference = false
 [[matrix]]
 workloads = ["msg_zerocopy", "tcp"]
 sizes = [{SIZE}]
+[[matrix]]            # two flows across the link: each its own processes on each node
+workloads = ["tcp"]
+sizes = [{SIZE}]
+flows = 2
 """
 
 
@@ -139,6 +143,28 @@ def test_tcp_across_the_link_receive_bytes_copied_equal_bytes_received(result):
     assert f"| tcp-{SIZE}-link | receiver |" in stdout
     print(f"\ntcp {N}x{SIZE} across lab0->lab1: receiver _copy_to_iter {rx['calls']} calls / "
           f"{rx['bytes']} B of {received} B received; sender {tx['calls']} calls / {tx['bytes']} B")
+
+
+def test_two_flows_across_the_link_each_verified_and_counted_on_its_node(result):
+    """--flows 2 on two nodes: each flow's sender on lab0 and receiver on lab1, N messages
+    each, verified; the copies of each flow's own processes counted on the node it ran on,
+    adding up exactly to the sides' totals."""
+    doc, _ = result
+    c = next(c for c in doc["cases"] if c["id"] == f"tcp-{SIZE}-link-p2")
+    assert c["status"] == "ok", c
+    for s in c["samples"]:
+        assert (s["bytes"], s["payload_errors"]) == (2 * N * SIZE, 0), s
+        assert [f["bytes"] for f in s["flows"]] == [N * SIZE, N * SIZE]
+        assert s["fairness"]["flows"] == 2 and s["fairness"]["jain"] > 0
+    cp = c["copies"]
+    assert cp["status"] == "ok" and cp["traced_sample"]["bytes"] == 2 * N * SIZE, cp
+    rx = cp["sides"]["receiver"]
+    assert rx["bytes"] == 2 * N * SIZE and rx["exact"] is True, rx
+    per = cp["flows"]
+    assert len(per) == 2
+    for side in ("sender", "receiver"):
+        assert sum(f[side]["bytes"] for f in per) == cp["sides"][side]["bytes"], per
+    assert all(f["receiver"]["bytes"] == N * SIZE for f in per), per
 
 
 def test_nothing_stays_attached_after_the_run(result, two_nodes):
