@@ -147,6 +147,14 @@ def test_rdma_case_verifies_payload_with_zero_socket_copies(vm, workload, tool):
     assert "soft-RoCE" in out
 
 
+def test_a_failed_completion_names_its_status(vm):
+    """The status names come from Debian's python3-pyverbs, which the lab has (this host has
+    no RDMA stack): status 12 is a retry-exceeded completion."""
+    out = vm.sh(f"cd {REMOTE} && {PY} -c 'from workloads.rdma_verbs import _wc_status; "
+                "print(_wc_status(12))'")
+    assert out.strip() == "IBV_WC_RETRY_EXC_ERR", out
+
+
 def test_unknown_rdma_device_fails_the_case_with_one_message(vm):
     rc, out, err, doc = vm.bench("run", "--suite", "socket-vs-rdma", "--target", "local",
                                  "--workload", "rdma_write", "--sizes", "4096", "--bytes", "40960",
