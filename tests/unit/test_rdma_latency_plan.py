@@ -111,3 +111,39 @@ def test_rr_options_out_of_range_are_usage_errors():
     # failed case
     with pytest.raises(UsageError, match="rdma_depth"):
         _cases(in_flight=9)
+
+
+def _text(data_dir, *parts):
+    return data_dir.joinpath(*parts).read_text()
+
+
+def test_perftest_latency_iterations_are_round_trips_doubled(data_dir):
+    r = perftest_lat.parse(_text(data_dir, "perftest", "send_lat_n.client.txt"), "ib_send_lat")
+    # printed one-way: t_min 1992.94, t_typical 3997.10, t_avg 3842.01, 99% 4244.72 usec
+    assert (r["mode"], r["size"], r["iterations"]) == ("iterations", 64, 200)
+    assert (r["min_ns"], r["p50_ns"], r["mean_ns"], r["p99_ns"], r["max_ns"]) == (
+        3_985_880, 7_994_200, 7_684_020, 8_489_440, 10_029_980)
+    assert r["transactions"] == 197              # N - 1 intervals, the 2 largest dropped
+    assert r["transactions_per_s"] == round(1e9 / 7_684_020, 3)
+    assert r["version"] is None            # 4.5-0.17's latency tests print no version
+    w = perftest_lat.parse(_text(data_dir, "perftest", "write_lat_n.client.txt"),
+                           "ib_write_lat")
+    assert w["p50_ns"] == 7_995_220 and w["wait"] == "poll"
+
+
+def test_perftest_latency_duration_mode_has_a_mean_and_a_rate(data_dir):
+    r = perftest_lat.parse(_text(data_dir, "perftest", "send_lat_d.client.txt"), "ib_send_lat")
+    assert (r["mode"], r["iterations"], r["mean_ns"]) == ("duration", 258, 7_766_100)
+    assert r["transactions_per_s"] == 128.76 and "p50_ns" not in r
+
+
+def test_perftest_latency_without_results_names_the_error():
+    with pytest.raises(ValueError, match="printed no results: Couldn't connect"):
+        perftest_lat.parse(" Couldn't connect to 198.19.0.2:18515\nUnable to open file descriptor"
+                           " for socket connection", "ib_send_lat")
+
+
+def test_qperf_rc_tests_through_the_cm(data_dir):
+    r = qperf.parse(_text(data_dir, "qperf", "rc_lat_64.txt"))
+    assert r["rc_lat"]["round_trip_ns"] == 220_000 and r["rc_lat"]["msg_size"] == 64
+    assert r["rc_rdma_write_lat"]["latency_ns"] == 112_000
