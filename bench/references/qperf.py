@@ -33,10 +33,21 @@ def check() -> None:
     installed.check(TOOL, "qperf")
 
 
+# Why rc_lat / rc_rdma_write_lat have no row yet: run as our agents run (in the case's
+# namespaces, at the agents' address) the CM fails, since soft-RoCE's device sits on the
+# carrier veth, whose address is not the one the agents' control connection uses (seen in the
+# lab: "unexpected event from RDMA CM: Address error"). Outside them (tests/data/qperf) it works.
+RDMA_NOTE = ("qperf's rc_lat/rc_rdma_write_lat resolve the target through the RDMA CM, which "
+             "fails at our agents' address (the soft-RoCE device is on the carrier veth: 'RDMA "
+             "CM: Address error'); not built yet, ib_*_lat is the verbs peer")
+
+
 def peer_note(workload: str, size: int, response: int | None = None,
               in_flight: int = 1) -> str | None:
     if workload not in TESTS:
         return "no like-for-like peer in qperf"
+    if TESTS[workload] in RDMA_TESTS:
+        return RDMA_NOTE
     if response not in (None, size):
         return "qperf's latency tests send the same size both ways: no peer for R != Q"
     if in_flight != 1:
@@ -58,7 +69,7 @@ def client_argv(workload: str, target: str, size: int, duration: float, port: in
     GID; the CM resolves the target address to the device that carries it, as our agents'
     GID of the carrier's address does."""
     note = peer_note(workload, size)
-    if note:
+    if note and note != RDMA_NOTE:       # the rc tests' command line stands, ready for use
         raise ValueError(note)
     test = TESTS[workload]
     argv = [TOOL, target, "--listen_port", str(port), "-to", str(timeout), "-m", str(size),
