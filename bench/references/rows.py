@@ -52,7 +52,7 @@ def latency_notes(case) -> dict[str, str]:
 
 def _peers(case) -> tuple:
     """The latency tools of the case's kind of path: sockperf for sockets, perftest for
-    verbs, qperf for both (tcp_lat/udp_lat beside rc_lat)."""
+    verbs, qperf for both (tcp_lat/udp_lat; its rc tests say why they have no row yet)."""
     from workloads import registry
     rdma = registry.get(case.workload).transport == "rdma"
     return tuple(m for m in LATENCY_PEERS
