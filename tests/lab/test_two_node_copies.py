@@ -36,7 +36,7 @@ sizes = [{SIZE}]
 [[matrix]]            # two flows across the link: each its own processes on each node
 workloads = ["tcp"]
 sizes = [{SIZE}]
-flows = 2
+flows = [2]
 """
 
 
