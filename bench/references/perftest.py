@@ -315,7 +315,10 @@ def _version(text: str) -> str | None:
 def _error_line(text: str) -> str:
     for line in text.splitlines():
         low = line.lower()
-        if any(w in low for w in ("error", "failed", "unable", "couldn't", "no ib devices")):
+        # "not available" / "doesn't work": perftest's refusals of an option (-e on WRITE,
+        # events in duration mode)
+        if any(w in low for w in ("error", "failed", "unable", "couldn't", "no ib devices",
+                                  "not available", "doesn't work")):
             return line.strip()[:200]
     return text.strip().splitlines()[-1][:200] if text.strip() else ""
 

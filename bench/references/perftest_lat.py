@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from bench.references import installed
-from bench.references.perftest import MIN_ITERS, _version, waited
+from bench.references.perftest import MIN_ITERS, _error_line, _version, waited
 
 TOOL = "perftest"
 TOOLS = {"rdma_send_lat": "ib_send_lat", "rdma_write_lat": "ib_write_lat"}
@@ -127,7 +127,8 @@ def parse(stdout: str, tool: str = "ib_send_lat") -> dict:
     printed rate; iteration mode: 1 / mean, perftest prints no rate there)."""
     found = _table(stdout)
     if found is None:
-        raise ValueError(f"{tool} printed no results{': ' + _error(stdout) if _error(stdout) else ''}")
+        err = _error_line(stdout)
+        raise ValueError(f"{tool} printed no results{': ' + err if err else ''}")
     cols, vals = found
     out: dict = {"tool": tool, "version": _version(stdout), "wait": waited(stdout),
                  "measure": MEASURE}
@@ -161,11 +162,3 @@ def parse(stdout: str, tool: str = "ib_send_lat") -> dict:
         out["rate_from"] = "perftest's tps average (duration mode: no percentiles printed)"
     return out
 
-
-def _error(text: str) -> str:
-    for line in text.splitlines():
-        low = line.lower()
-        if any(w in low for w in ("error", "failed", "unable", "couldn't", "no ib devices",
-                                  "not available", "doesn't work")):
-            return line.strip()[:200]
-    return text.strip().splitlines()[-1][:200] if text.strip() else ""
