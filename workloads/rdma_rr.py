@@ -36,11 +36,11 @@ import time
 
 from workloads.agent import AgentIO, CpuWindow, buffer_address, now
 from workloads.pattern import PERIOD, block
-from workloads.rdma_flow import CONTROL_NOTE, POISON, wait_record
+from workloads.rdma_flow import CONTROL_NOTE, EXCHANGE_TIMEOUT, POISON, wait_record
 from workloads.rdma_verbs import (
+    CONTROL_CHECK_S,
     COUNT_MASK,
     END,
-    PEER_GRACE_S,
     REGION_CAP,
     Params,
     PeerGone,
@@ -52,6 +52,7 @@ from workloads.rdma_verbs import (
     imm_of,
     pattern_map,
     peer_gone,
+    peer_grace,
     read_line,
     region,
     send_error,
@@ -60,14 +61,11 @@ from workloads.rr import RRParams, Stalled, params, phases, requester_result, re
 from workloads.rr_stats import Recorder
 from workloads.sockets import listen_stream
 
-MODES = ("send", "write")
-EXCHANGE_TIMEOUT = 30.0
 TIMEOUT_S = 10.0            # one response's wait: soft-RoCE under emulation retransmits in 100s of ms
 SEND_WR = 1 << 40           # wr_id flag of our SENDs/WRITEs; the low 16 bits: WRs it completes
 END_WR = SEND_WR | (1 << 39)
 SPIN_CQ_EVERY = 64          # write mode: empty memory reads between CQ polls
 SPIN_CLOCK_EVERY = 1024     # ... and between clock reads (deadline, control socket)
-CONTROL_CHECK_S = 0.01
 
 
 def rr_params(cfg: dict) -> tuple[RRParams, Params]:
@@ -187,6 +185,10 @@ class Link:
         if teardown["errors"]:
             raise RuntimeError(f"verbs teardown: {'; '.join(teardown['errors'])}")
 
+    @property
+    def opcode(self) -> str:
+        return "SEND" if self.mode == "send" else "RDMA_WRITE"
+
     def record(self) -> dict:
         v = self.verbs
         return {**v.counters, **(wait_record(v) if self.mode == "send" else
@@ -195,7 +197,7 @@ class Link:
                 "spin_s": round(v.counters["spin_s"], 6), "slots": self.slots,
                 "slot_bytes": self.slot, "signal_every": self.sig, "depth": self.depth,
                 "inline": v.params.inline,
-                "opcode": "SEND" if self.mode == "send" else "RDMA_WRITE",
+                "opcode": self.opcode,
                 "end": "zero-length SEND_WITH_IMM (END)", "control": CONTROL_NOTE,
                 "rdma_device": v.device, "gid_index": v.gid_index}
 
@@ -240,7 +242,7 @@ class MemoryWait:
                     if closed_at is None:
                         if control_closed(self.ctrl, 0.0)[1]:
                             closed_at = t
-                    elif t - closed_at > PEER_GRACE_S:
+                    elif peer_grace(closed_at, t):
                         raise peer_gone()
             return True
         finally:
@@ -387,7 +389,7 @@ def sender(cfg: dict, io: AgentIO, mode: str) -> dict:
         cpu_used = cpu.stop()
         hw = link.verbs.counters_stop()
         return requester_result(p, rec, done, done - bad, bad, t_start, t_end, cpu_used,
-                                buffer_address(link.src), opcode=link.record()["opcode"]) | \
+                                buffer_address(link.src), opcode=link.opcode) | \
             _rdma_fields(link, hw, "the registered response slots")
     except BaseException as exc:
         send_error(ctrl, f"requester: {type(exc).__name__}: {exc}")
