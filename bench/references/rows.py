@@ -41,7 +41,12 @@ def tools_for(case) -> tuple[str, ...]:
     """The tools whose rows a case gets: for request/response, every latency peer that fits."""
     if not getattr(case, "rr", False):
         return (tool_for(case),)
-    return tuple(_tool_name(m, case) for m in _peers(case) if _latency_note(m, case) is None)
+    return tuple(_tool_name(m, case) for m in _fitting_peers(case))
+
+
+def _fitting_peers(case) -> tuple:
+    """The latency tools (their modules) that can mirror this case, in LATENCY_PEERS order."""
+    return tuple(m for m in _peers(case) if _latency_note(m, case) is None)
 
 
 def latency_notes(case) -> dict[str, str]:
@@ -63,13 +68,6 @@ def _tool_name(module, case) -> str:
     """The tool a latency peer runs for this case: perftest's depends on the workload."""
     tool_for_workload = getattr(module, "tool_for", None)
     return (tool_for_workload(case.workload) if tool_for_workload else None) or module.TOOL
-
-
-def _peer_module(tool: str):
-    for m in LATENCY_PEERS:
-        if tool == m.TOOL or tool in getattr(m, "TOOLS", {}).values():
-            return m
-    raise ValueError(f"no latency peer runs {tool}")
 
 
 def _latency_note(module, case) -> str | None:
@@ -109,9 +107,9 @@ class ReferenceRows:
             return [self.row(case, ep)]
         out = []
         run = {sockperf: self._sockperf, qperf: self._qperf, perftest_lat: self._perftest_lat}
-        for tool in tools_for(case):
+        for peer in _fitting_peers(case):
             try:
-                out.append(run[_peer_module(tool)](case, ep))
+                out.append(run[peer](case, ep))
             finally:
                 self.stop()
         return out
@@ -243,8 +241,7 @@ class ReferenceRows:
         as many transactions as ours' last sample (iteration mode: its percentiles), or ours'
         duration before ours ran (-D: a mean only)."""
         tool = perftest_lat.tool_for(case.workload)
-        devs = self.placement.rdma_devices(self.rdma_device, ep)
-        rx, tx = devs.get("rx"), devs.get("tx")
+        rx, tx = self._perftest_devices(ep)
         if rx is None or tx is None:
             return {"tool": tool, "error": PERFTEST_TWO_NODES}
         port = self._port(ep, perftest_lat.PORT)
@@ -279,6 +276,12 @@ class ReferenceRows:
         row["rdma"] = ran["counters"]
         return row
 
+    def _perftest_devices(self, ep) -> tuple:
+        """(receiver's, sender's) RDMA device for perftest's ends; None where one is not known
+        (two nodes: PERFTEST_TWO_NODES)."""
+        devs = self.placement.rdma_devices(self.rdma_device, ep)
+        return devs.get("rx"), devs.get("tx")
+
     def _perftest_ends(self, ep, tool, rx, tx, port, limit, argv_for) -> dict:
         """A perftest server where our receiver runs, then its client where our sender runs,
         each pinned as ours and wrapped to print its port's counters; `argv_for(device,
@@ -307,8 +310,7 @@ class ReferenceRows:
     def _perftest(self, case, ep) -> dict:
         tool = perftest.tool_for(case.workload)
         pl = self.placement
-        devs = pl.rdma_devices(self.rdma_device, ep)
-        rx, tx = devs.get("rx"), devs.get("tx")
+        rx, tx = self._perftest_devices(ep)
         if rx is None or tx is None:
             return {"tool": tool, "error": PERFTEST_TWO_NODES}
         port = free_port(ep.rx_addr) if ep.kind == "loopback" else perftest.PORT
