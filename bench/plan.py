@@ -234,6 +234,11 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
     seen: set[str] = set()
     for entry in suite.matrix:
         topologies = (ov.topology,) if ov.topology else (entry.topologies or (default_topology,))
+        # the entry's own duration, unless the command line bounds the samples itself
+        entry_duration = duration
+        if entry.duration is not None and ov.duration is None and ov.bytes is None:
+            _check_common(entry.duration, None, None, None)
+            entry_duration = entry.duration
         for t in topologies:
             _check_common(None, None, None, t)
         for name in registry.expand_names(entry.workloads):
@@ -274,7 +279,7 @@ def expand(suite: Suite, ov: Overrides = Overrides()) -> Plan:
                 chunk = (ec or chunk_for(size)) if wl.receive_chunk else None
                 for nf, topo in ((nf, t) for nf in flow_counts for t in topologies):
                     case = Case(
-                        workload=name, size=size, topology=topo, duration=float(duration),
+                        workload=name, size=size, topology=topo, duration=float(entry_duration),
                         count=math.ceil(nbytes / size) if nbytes else None, repeat=int(repeat),
                         reference=bool(reference and wl.reference and (
                             wl.rr or reference_peer(name, int(eb) if wl.transport == "dgram"

@@ -17,6 +17,7 @@
     response_size = 64        # optional, else defaults.response_size (request/response: R, else Q)
     in_flight = 1             # optional, else defaults.in_flight (transactions outstanding)
     flows = [1, 2, 4]         # optional, else defaults.flows: one case per flow count
+    duration = 1.0            # optional, else defaults.duration (--duration/--bytes still win)
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ MATRIX_KEYS = {"workloads": list, "sizes": list, "topologies": list, "batch": in
                "queue_depth": int, "zc_chunk": int, "zc_rcvlowat": int, "response_size": int,
                "in_flight": int, "flows": list}
 MATRIX_KEYS["rdma_wait"] = str      # RDMA cases: as defaults.rdma_wait, for this entry
+# seconds per sample for this entry's cases (defaults.duration else); --duration and --bytes
+# on the command line still decide for every case
+MATRIX_KEYS["duration"] = (int, float)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class MatrixEntry:
     response_size: int | None = None   # overrides defaults.response_size (request/response)
     in_flight: int | None = None       # overrides defaults.in_flight likewise
     flows: tuple[int, ...] | None = None   # one case per flow count (defaults.flows else)
+    duration: float | None = None      # overrides defaults.duration for this entry's cases
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,8 @@ def parse(text: str, source: str = "<string>") -> Suite:
                                    zc_rcvlowat=raw.get("zc_rcvlowat"),
                                    response_size=raw.get("response_size"),
                                    in_flight=raw.get("in_flight"),
-                                   flows=tuple(raw["flows"]) if "flows" in raw else None))
+                                   flows=tuple(raw["flows"]) if "flows" in raw else None,
+                                   duration=raw.get("duration")))
     # each entry's own rdma_wait, where it names one
     entries = [replace(e, rdma_wait=raw["rdma_wait"]) if "rdma_wait" in raw else e
                for e, raw in zip(entries, doc.get("matrix", []), strict=True)]

@@ -118,7 +118,8 @@ def test_builtin_suites_load_and_expand():
         assert plan.expand(suite.load(n)).cases
     workloads = {c.workload for c in plan.expand(suite.load("socket-vs-rdma")).cases}
     assert workloads == {"udp", "tcp", "msg_zerocopy", "tcp_zerocopy_receive", "io_uring",
-                         "io_uring_fixed", "io_uring_zc", "rdma_write", "rdma_send"}
+                         "io_uring_fixed", "io_uring_zc", "rdma_write", "rdma_send",
+                         "tcp_rr", "udp_rr", "io_uring_rr", "rdma_send_lat", "rdma_write_lat"}
     # the latency suite: every request/response path at its smallest, 64 B, 4 KiB, 64 KiB
     lat = {c.id for c in plan.expand(suite.load("latency")).cases}
     assert {"tcp_rr-1-veth", "io_uring_rr-65536-veth", "udp_rr-8-veth",
@@ -321,3 +322,31 @@ def test_request_response_overrides_and_bad_values():
         assert needle in e.value.message and e.value.fix
     with pytest.raises(UsageError, match="message size 1 for udp_rr"):
         plan.expand(suite.parse(RR.replace("sizes = [8, 4096]", "sizes = [1]")))
+
+
+def test_a_matrix_entry_sets_its_own_duration_and_the_command_line_still_wins():
+    text = ('[defaults]\nduration = 2.0\n'
+            '[[matrix]]\nworkloads = ["tcp"]\nsizes = [4096]\n'
+            '[[matrix]]\nworkloads = ["tcp_rr"]\nsizes = [64]\nduration = 1.0\n')
+    got = {c.workload: c.duration for c in plan.expand(suite.parse(text)).cases}
+    assert got == {"tcp": 2.0, "tcp_rr": 1.0}
+    cli = plan.expand(suite.parse(text), plan.Overrides(duration=3.0)).cases
+    assert {c.duration for c in cli} == {3.0}
+    counted = {c.workload: (c.duration, c.count)
+               for c in plan.expand(suite.parse(text), plan.Overrides(bytes=4096 * 10)).cases}
+    assert counted["tcp_rr"] == (plan.MAX_DURATION_CAP, 640)    # --bytes: no entry's cut
+    with pytest.raises(UsageError) as e:
+        plan.expand(suite.parse(text.replace("duration = 1.0", "duration = 0")))
+    assert "duration 0" in e.value.message
+
+
+def test_the_main_job_has_latency_rows_at_64_b_and_4_kib():
+    rr = {c.id: c for c in plan.expand(suite.load("socket-vs-rdma")).cases if c.rr}
+    assert set(rr) == {f"{w}-{s}-veth{'-poll' if w.startswith('rdma') else ''}"
+                       for w in ("tcp_rr", "udp_rr", "io_uring_rr", "rdma_send_lat",
+                                 "rdma_write_lat") for s in (64, 4096)}
+    assert all(c.in_flight == 1 for c in rr.values())
+    # every path a peer tool can mirror has it (io_uring has no round-trip peer)
+    assert {i for i, c in rr.items() if not c.reference} == {"io_uring_rr-64-veth",
+                                                             "io_uring_rr-4096-veth"}
+    assert {c.duration for i, c in rr.items() if not i.startswith("rdma")} == {1.0}
